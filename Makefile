@@ -1,0 +1,83 @@
+# Lapse — temporary RBAC for Kubernetes.
+# Every target documents itself: `make help` lists them.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+KUBEAPI_PORT ?= 6443
+export KUBEAPI_PORT
+
+.DEFAULT_GOAL := help
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "\nUsage:\n  make \033[36m<target>\033[0m\n"} \
+		/^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2 } \
+		/^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+.PHONY: venv
+venv: $(STAMP) ## Create .venv with Lapse, its CLI and kubectl in .venv/bin.
+
+##@ Run
+
+.PHONY: demo
+demo: $(STAMP) ## Run Lapse end to end: a request is granted, then lapses (local API unless KUBECONFIG is set).
+	$(BIN)/python -m tests.demo
+
+.PHONY: kubeapi
+kubeapi: $(STAMP) ## Serve the local Kubernetes API on 127.0.0.1:$KUBEAPI_PORT (kubeconfig in .kubeapi/kubeconfig).
+	$(BIN)/python -m tests.kubeapi --port $(KUBEAPI_PORT) --kubeconfig .kubeapi/kubeconfig
+
+.PHONY: install
+install: $(STAMP) ## Apply the CRDs and sample policy to the cluster named by KUBECONFIG.
+	$(BIN)/kubectl apply -f crds/
+	$(BIN)/kubectl apply -f deploy/samples/policy.yaml
+
+.PHONY: run
+run: $(STAMP) ## Run the operator in the foreground against the cluster named by KUBECONFIG.
+	$(BIN)/lapse-operator
+
+##@ Development
+
+.PHONY: test
+test: $(STAMP) ## Run the whole test suite: lint, types, unit, local API conformance, end to end.
+	$(MAKE) --no-print-directory lint
+	$(BIN)/pytest tests
+
+.PHONY: test-unit
+test-unit: $(STAMP) ## Run only the unit tests (no cluster).
+	$(BIN)/pytest tests/unit
+
+.PHONY: lint
+lint: $(STAMP) ## ruff (lint and format check), mypy --strict, import layers.
+	$(BIN)/ruff check operator tests
+	$(BIN)/ruff format --check operator tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+.PHONY: fmt
+fmt: $(STAMP) ## Format and autofix with ruff.
+	$(BIN)/ruff format operator tests
+	$(BIN)/ruff check --fix operator tests
+
+.PHONY: crds
+crds: $(STAMP) ## Regenerate crds/ from the pydantic models.
+	$(BIN)/python -m lapse.crdgen crds/
+
+.PHONY: bench
+bench: $(STAMP) ## Benchmark grant latency, revocation lag, throughput, restart recovery (BENCH_N=1000,10000).
+	$(BIN)/python -m bench.run
+
+.PHONY: clean
+clean: ## Remove the venv and local state.
+	rm -rf $(VENV) .kubeapi .demo .pytest_cache .mypy_cache .ruff_cache
