@@ -1,0 +1,396 @@
+"""The Lapse API (`lapse.dev/v1alpha1`) as pydantic models: the one definition of the schema.
+
+The CRDs in `crds/` are generated from these classes (`make crds`), and a test checks the two
+agree, so a field described here is the field `kubectl explain` shows. Spec is intent, status is
+observation, as the Kubernetes API conventions ask.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "lapse.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Go-style durations limited to hours, minutes and seconds: what an access window needs, and a
+# form both CEL at admission and the core parser agree on.
+DURATION_PATTERN = r"^([0-9]{1,4}h)?([0-9]{1,6}m)?([0-9]{1,8}s)?$"
+
+
+class Model(BaseModel):
+    """Base for every API type: camelCase on the wire, snake_case in Python."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+Duration = Annotated[
+    str,
+    Field(
+        pattern=DURATION_PATTERN,
+        min_length=2,
+        max_length=16,
+        description="A duration such as 30m, 2h or 1h30m (hours, minutes, seconds).",
+    ),
+]
+
+
+class RoleKind(StrEnum):
+    CLUSTER_ROLE = "ClusterRole"
+    ROLE = "Role"
+
+
+class RoleRef(Model):
+    """The role to bind: a ClusterRole, or a Role in the request's own namespace."""
+
+    kind: RoleKind = Field(description="ClusterRole or Role.")
+    name: str = Field(
+        min_length=1, max_length=253, description="Name of the ClusterRole or Role to bind."
+    )
+
+
+class SubjectKind(StrEnum):
+    USER = "User"
+    GROUP = "Group"
+    SERVICE_ACCOUNT = "ServiceAccount"
+
+
+class Subject(Model):
+    """Who receives the access; the RBAC subject written into the binding."""
+
+    kind: SubjectKind = Field(description="User, Group or ServiceAccount.")
+    name: str = Field(min_length=1, max_length=253, description="Name of the subject.")
+    namespace: str | None = Field(
+        default=None, max_length=63, description="Namespace of a ServiceAccount subject."
+    )
+
+
+class Identities(Model):
+    """A set of users and groups, as the API server names them in `userInfo`."""
+
+    users: list[str] = Field(default_factory=list, description="User names.")
+    groups: list[str] = Field(default_factory=list, description="Group names.")
+
+
+class UserInfo(Model):
+    """An identity as the API server authenticated it (admission `userInfo`)."""
+
+    username: str = Field(description="The authenticated user name.")
+    groups: list[str] = Field(default_factory=list, description="The user's groups.")
+    uid: str | None = Field(default=None, description="The user's UID, if the API server had one.")
+
+
+class LabelSelectorRequirement(Model):
+    key: str = Field(description="The label key.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="In, NotIn, Exists or DoesNotExist."
+    )
+    values: list[str] = Field(default_factory=list, description="Values for In and NotIn.")
+
+
+class LabelSelector(Model):
+    """A Kubernetes label selector over namespaces."""
+
+    match_labels: dict[str, str] = Field(
+        default_factory=dict, description="Labels a namespace must carry."
+    )
+    match_expressions: list[LabelSelectorRequirement] = Field(
+        default_factory=list, description="Set-based requirements on namespace labels."
+    )
+
+
+class ApprovalMode(StrEnum):
+    AUTO = "Auto"
+    APPROVERS = "Approvers"
+
+
+class Approval(Model):
+    """How a request within the policy is approved."""
+
+    mode: ApprovalMode = Field(
+        default=ApprovalMode.APPROVERS,
+        description="Auto grants at once (self-service); Approvers waits for approvers.",
+    )
+    approvers: Identities = Field(
+        default_factory=Identities, description="Who may approve or deny requests."
+    )
+    required: int = Field(
+        default=1,
+        ge=1,
+        le=10,
+        description="How many distinct approvers must approve; the requester never counts.",
+    )
+    trusted_appliers: Identities = Field(
+        default_factory=Identities,
+        description=(
+            "Identities whose creation of a request counts as approval, such as a GitOps "
+            "controller's service account; only they may name another subject."
+        ),
+    )
+    timeout: Duration = Field(
+        default="24h", description="How long a request may wait for approval before it expires."
+    )
+
+
+class BreakGlassReview(Model):
+    """Who reviews a break-glass afterwards, and by when."""
+
+    approvers: Identities = Field(
+        default_factory=Identities, description="Who may review a break-glass."
+    )
+    deadline: Duration = Field(
+        default="24h", description="Time after activation by which a review is due."
+    )
+    revoke_if_unreviewed_after: Duration | None = Field(
+        default=None,
+        description="Revoke access still active when no review arrived this long after activation.",
+    )
+
+
+class BreakGlassPolicy(Model):
+    """Who may break glass for which roles, and for how long."""
+
+    requesters: Identities = Field(
+        default_factory=Identities, description="Who may break glass."
+    )
+    roles: list[RoleRef] = Field(
+        default_factory=list, description="ClusterRoles that may be granted in an emergency."
+    )
+    max_duration: Duration = Field(default="1h", description="The longest break-glass allowed.")
+    require_incident: bool = Field(
+        default=True, description="Whether an incident reference is mandatory."
+    )
+    review: BreakGlassReview = Field(
+        default_factory=BreakGlassReview, description="The review after the fact."
+    )
+
+
+class AccessPolicySpec(Model):
+    """Who may ask for which role, where, for how long, and who approves."""
+
+    requesters: Identities = Field(
+        default_factory=Identities, description="Who may request access under this policy."
+    )
+    roles: list[RoleRef] = Field(
+        default_factory=list, description="Roles that may be requested."
+    )
+    namespaces: list[str] = Field(
+        default_factory=list, description="Namespaces where access may be requested, by name."
+    )
+    namespace_selector: LabelSelector | None = Field(
+        default=None, description="Namespaces where access may be requested, by label."
+    )
+    default_duration: Duration = Field(
+        default="1h", description="Duration granted when a request names none."
+    )
+    max_duration: Duration = Field(default="4h", description="The longest duration allowed.")
+    approval: Approval = Field(default_factory=Approval, description="How requests are approved.")
+    break_glass: BreakGlassPolicy | None = Field(
+        default=None, description="Emergency access this policy allows, if any."
+    )
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    APPROVED = "Approved"
+    ACTIVE = "Active"
+    EXPIRED = "Expired"
+    DENIED = "Denied"
+    REVOKED = "Revoked"
+    INVALID = "Invalid"
+
+    @property
+    def ended(self) -> bool:
+        return self in ENDED_PHASES
+
+
+ENDED_PHASES = frozenset({Phase.EXPIRED, Phase.DENIED, Phase.REVOKED, Phase.INVALID})
+
+
+class Condition(Model):
+    """A condition per the Kubernetes API conventions."""
+
+    type: str = Field(description="PascalCase type, such as Approved or Active.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase reason for the last transition.")
+    message: str = Field(default="", description="A sentence for humans.")
+    last_transition_time: datetime = Field(description="When the status last flipped.")
+    observed_generation: int | None = Field(
+        default=None, description="The generation this condition was computed from."
+    )
+
+
+class ApprovalRecord(Model):
+    """One verified approval or denial: the identity comes from the API server."""
+
+    user: UserInfo = Field(description="Who decided, as authenticated by the API server.")
+    decision: Literal["Approve", "Deny"] = Field(description="Approve or Deny.")
+    at: datetime = Field(description="When the decision was recorded.")
+    comment: str | None = Field(default=None, max_length=1024, description="Optional comment.")
+
+
+class BindingRef(Model):
+    """A binding Lapse created for a grant."""
+
+    kind: Literal["RoleBinding", "ClusterRoleBinding"] = Field(description="Binding kind.")
+    name: str = Field(description="Binding name.")
+    namespace: str | None = Field(default=None, description="Namespace of a RoleBinding.")
+    uid: str | None = Field(default=None, description="UID of the binding object.")
+
+
+class Transition(Model):
+    """One entry of the status history."""
+
+    at: datetime = Field(description="When the transition happened.")
+    phase: Phase = Field(description="The phase entered.")
+    reason: str = Field(description="CamelCase reason.")
+    message: str = Field(default="", description="A sentence for humans.")
+
+
+class GrantStatus(Model):
+    """Status shared by AccessRequest and BreakGlass: one grant machinery, two kinds."""
+
+    phase: Phase | None = Field(default=None, description="Pending, Approved, Active, Expired, Denied, Revoked or Invalid.")
+    reason: str | None = Field(default=None, description="CamelCase reason of the current phase.")
+    message: str | None = Field(default=None, description="Why the object is in its phase.")
+    requester: UserInfo | None = Field(
+        default=None, description="Who asked, as authenticated by the API server."
+    )
+    subject: Subject | None = Field(default=None, description="Who receives the access.")
+    policy: str | None = Field(default=None, description="The AccessPolicy that decided.")
+    duration: str | None = Field(default=None, description="The duration granted.")
+    granted_at: datetime | None = Field(default=None, description="When the access began.")
+    expires_at: datetime | None = Field(
+        default=None, description="When the access ends: the one source of truth."
+    )
+    ended_at: datetime | None = Field(default=None, description="When the access ended.")
+    bindings: list[BindingRef] = Field(
+        default_factory=list, description="The bindings that carry the access."
+    )
+    history: list[Transition] = Field(
+        default_factory=list, description="Every phase this object went through."
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The generation of the spec last acted upon."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Conditions per the Kubernetes API conventions."
+    )
+
+
+class AccessRequestSpec(Model):
+    """What access is wanted. Immutable once created: asking again means a new request."""
+
+    role: RoleRef = Field(description="The role wanted in this request's namespace.")
+    duration: Duration | None = Field(
+        default=None, description="How long; the policy's defaultDuration when omitted."
+    )
+    reason: str = Field(min_length=1, max_length=1024, description="Why the access is needed.")
+    ticket: str | None = Field(
+        default=None, max_length=256, description="A ticket or change reference."
+    )
+    subject: Subject | None = Field(
+        default=None,
+        description=(
+            "Who receives the access. Only a policy's trusted appliers may name it; "
+            "otherwise it is the requester."
+        ),
+    )
+    requester: UserInfo | None = Field(
+        default=None,
+        description="Set by Lapse at admission from the API server's userInfo; any value written by a user is replaced.",
+    )
+
+
+class AccessRequestStatus(GrantStatus):
+    """Observed state of an AccessRequest."""
+
+    approvals: list[ApprovalRecord] = Field(
+        default_factory=list, description="Verified approvals and denials."
+    )
+    pull_request: str | None = Field(
+        default=None, description="The pull request that approved it (GitOps)."
+    )
+    commit: str | None = Field(default=None, description="The commit applied (GitOps).")
+
+
+class BreakGlassSpec(Model):
+    """Emergency access: granted at once within policy, short, loud, reviewed afterwards."""
+
+    role: RoleRef = Field(description="The ClusterRole wanted.")
+    namespaces: list[str] = Field(
+        default_factory=list,
+        description="Namespaces to grant in; none means cluster-wide.",
+    )
+    duration: Duration = Field(description="How long the emergency access lasts.")
+    reason: str = Field(min_length=1, max_length=1024, description="Why the glass is broken.")
+    incident: str | None = Field(
+        default=None, max_length=256, description="The incident reference, such as INC-4711."
+    )
+    requester: UserInfo | None = Field(
+        default=None,
+        description="Set by Lapse at admission from the API server's userInfo; any value written by a user is replaced.",
+    )
+
+
+class Review(Model):
+    """The review of a break-glass after the fact."""
+
+    reviewer: UserInfo = Field(description="Who reviewed, as authenticated by the API server.")
+    verdict: Literal["Justified", "Unjustified"] = Field(description="Justified or Unjustified.")
+    comment: str | None = Field(default=None, max_length=2048, description="Review notes.")
+    at: datetime = Field(description="When the review was recorded.")
+
+
+class BreakGlassStatus(GrantStatus):
+    """Observed state of a BreakGlass."""
+
+    review_deadline: datetime | None = Field(default=None, description="When the review is due.")
+    review: Review | None = Field(default=None, description="The review, once recorded.")
+
+
+class ObjectMeta(Model):
+    """The parts of metadata Lapse reads."""
+
+    name: str
+    namespace: str | None = None
+    uid: str | None = None
+    generation: int | None = None
+    resource_version: str | None = None
+    creation_timestamp: datetime | None = None
+    deletion_timestamp: datetime | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class AccessPolicy(Model):
+    api_version: Literal["lapse.dev/v1alpha1"] = API_VERSION
+    kind: Literal["AccessPolicy"] = "AccessPolicy"
+    metadata: ObjectMeta
+    spec: AccessPolicySpec
+
+
+class AccessRequest(Model):
+    api_version: Literal["lapse.dev/v1alpha1"] = API_VERSION
+    kind: Literal["AccessRequest"] = "AccessRequest"
+    metadata: ObjectMeta
+    spec: AccessRequestSpec
+    status: AccessRequestStatus = Field(default_factory=AccessRequestStatus)
+
+
+class BreakGlass(Model):
+    api_version: Literal["lapse.dev/v1alpha1"] = API_VERSION
+    kind: Literal["BreakGlass"] = "BreakGlass"
+    metadata: ObjectMeta
+    spec: BreakGlassSpec
+    status: BreakGlassStatus = Field(default_factory=BreakGlassStatus)
