@@ -72,7 +72,7 @@ fmt: $(STAMP) ## Format and autofix with ruff.
 
 .PHONY: crds
 crds: $(STAMP) ## Regenerate crds/ from the pydantic models.
-	$(BIN)/python -m lapse.crdgen crds/
+	$(BIN)/python -m lapse.crdgen crds/ deploy/helm/lapse/crds/
 
 .PHONY: bench
 bench: $(STAMP) ## Benchmark grant latency, revocation lag, throughput, restart recovery (BENCH_N=1000,10000).

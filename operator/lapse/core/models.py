@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 GROUP = "lapse.dev"
 VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+API_VERSION: Final = "lapse.dev/v1alpha1"  # f"{GROUP}/{VERSION}", spelled out for mypy
 
 # Go-style durations limited to hours, minutes and seconds: what an access window needs, and a
 # form both CEL at admission and the core parser agree on.
@@ -160,9 +160,7 @@ class BreakGlassReview(Model):
 class BreakGlassPolicy(Model):
     """Who may break glass for which roles, and for how long."""
 
-    requesters: Identities = Field(
-        default_factory=Identities, description="Who may break glass."
-    )
+    requesters: Identities = Field(default_factory=Identities, description="Who may break glass.")
     roles: list[RoleRef] = Field(
         default_factory=list, description="ClusterRoles that may be granted in an emergency."
     )
@@ -181,9 +179,7 @@ class AccessPolicySpec(Model):
     requesters: Identities = Field(
         default_factory=Identities, description="Who may request access under this policy."
     )
-    roles: list[RoleRef] = Field(
-        default_factory=list, description="Roles that may be requested."
-    )
+    roles: list[RoleRef] = Field(default_factory=list, description="Roles that may be requested.")
     namespaces: list[str] = Field(
         default_factory=list, description="Namespaces where access may be requested, by name."
     )
@@ -260,7 +256,9 @@ class Transition(Model):
 class GrantStatus(Model):
     """Status shared by AccessRequest and BreakGlass: one grant machinery, two kinds."""
 
-    phase: Phase | None = Field(default=None, description="Pending, Approved, Active, Expired, Denied, Revoked or Invalid.")
+    phase: Phase | None = Field(
+        default=None, description="Pending, Approved, Active, Expired, Denied, Revoked or Invalid."
+    )
     reason: str | None = Field(default=None, description="CamelCase reason of the current phase.")
     message: str | None = Field(default=None, description="Why the object is in its phase.")
     requester: UserInfo | None = Field(
@@ -308,7 +306,10 @@ class AccessRequestSpec(Model):
     )
     requester: UserInfo | None = Field(
         default=None,
-        description="Set by Lapse at admission from the API server's userInfo; any value written by a user is replaced.",
+        description=(
+            "Set by Lapse at admission from the API server's userInfo; "
+            "any value written by a user is replaced."
+        ),
     )
 
 
@@ -339,7 +340,10 @@ class BreakGlassSpec(Model):
     )
     requester: UserInfo | None = Field(
         default=None,
-        description="Set by Lapse at admission from the API server's userInfo; any value written by a user is replaced.",
+        description=(
+            "Set by Lapse at admission from the API server's userInfo; "
+            "any value written by a user is replaced."
+        ),
     )
 
 
@@ -374,6 +378,8 @@ class ObjectMeta(Model):
 
 
 class AccessPolicy(Model):
+    """Who may ask for which role, where, for how long, and who approves; cluster-scoped."""
+
     api_version: Literal["lapse.dev/v1alpha1"] = API_VERSION
     kind: Literal["AccessPolicy"] = "AccessPolicy"
     metadata: ObjectMeta
@@ -381,6 +387,8 @@ class AccessPolicy(Model):
 
 
 class AccessRequest(Model):
+    """A request for temporary access to a role in this namespace; it lapses on expiry."""
+
     api_version: Literal["lapse.dev/v1alpha1"] = API_VERSION
     kind: Literal["AccessRequest"] = "AccessRequest"
     metadata: ObjectMeta
@@ -389,6 +397,8 @@ class AccessRequest(Model):
 
 
 class BreakGlass(Model):
+    """Emergency access, granted at once within policy, short, loud and reviewed afterwards."""
+
     api_version: Literal["lapse.dev/v1alpha1"] = API_VERSION
     kind: Literal["BreakGlass"] = "BreakGlass"
     metadata: ObjectMeta

@@ -1,0 +1,54 @@
+"""The metric names Lapse's alerts and dashboard may use: the contract with the operator.
+
+The PrometheusRule and the Grafana dashboard are checked against this list, and a test of the
+running operator compares it with the live `/metrics`, so an alert can never watch a metric
+that nobody exports.
+"""
+
+from __future__ import annotations
+
+import re
+
+COUNTERS = frozenset(
+    {
+        "lapse_requests_total",
+        "lapse_errors_total",
+        "lapse_tamper_total",
+        "lapse_sweep_removed_total",
+        "lapse_decisions_total",
+        "lapse_notifications_total",
+    }
+)
+GAUGES = frozenset(
+    {
+        "lapse_active_grants",
+        "lapse_scheduled_expiries",
+        "lapse_pending_requests",
+        "lapse_breakglass_active",
+        "lapse_breakglass_unreviewed",
+    }
+)
+HISTOGRAMS = frozenset(
+    {
+        "lapse_grant_latency_seconds",
+        "lapse_revocation_lag_seconds",
+        "lapse_approval_duration_seconds",
+    }
+)
+
+#: Every metric family the operator exports, by its family name.
+METRICS = COUNTERS | GAUGES | HISTOGRAMS
+
+#: The series names a query may write: histograms expose _bucket, _sum and _count series.
+SERIES = (
+    COUNTERS
+    | GAUGES
+    | {f"{h}{suffix}" for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")}
+)
+
+_NAME = re.compile(r"\blapse_[a-z_]+\b")
+
+
+def referenced(expression: str) -> set[str]:
+    """The `lapse_*` series names a PromQL expression mentions."""
+    return set(_NAME.findall(expression))

@@ -1,0 +1,462 @@
+"""The installation artefacts render, agree with each other and grant no more than Lapse needs.
+
+These tests need no cluster: kustomize is run through the real `kubectl kustomize`, the Helm
+chart through Helm's own Go library (the `helm-python-sdk` wheel) when it is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lapse import crdgen
+from tests.deploy.metrics_contract import METRICS, SERIES, referenced
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+CHART = DEPLOY / "helm" / "lapse"
+KUBECTL = shutil.which("kubectl", path=str(ROOT / ".venv" / "bin")) or shutil.which("kubectl")
+
+DEFAULT_GRANTABLE = ["view", "edit", "admin", "cluster-admin"]
+LAPSE_ENV = {
+    "LAPSE_NAMESPACE",
+    "LAPSE_WEBHOOK_HOST",
+    "LAPSE_WEBHOOK_PORT",
+    "LAPSE_WEBHOOK_CERT_DIR",
+    "LAPSE_WEBHOOK_CONFIGURATION",
+    "LAPSE_METRICS_PORT",
+    "LAPSE_SWEEP_INTERVAL",
+}
+
+needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed (make venv)")
+
+
+def kustomize(path: Path) -> list[dict[str, Any]]:
+    assert KUBECTL is not None
+    done = subprocess.run(
+        [KUBECTL, "kustomize", str(path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def overlay(tmp_path: Path, *components: str) -> Path:
+    """A kustomization outside the repository that adds the named components to deploy/."""
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                # kustomize accepts only relative paths to other kustomizations.
+                "resources": [os.path.relpath(DEPLOY, tmp_path)],
+                "components": [
+                    os.path.relpath(DEPLOY / "components" / c, tmp_path) for c in components
+                ],
+            }
+        )
+    )
+    return tmp_path
+
+
+def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and name in (None, d["metadata"]["name"])]
+    assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def base() -> list[dict[str, Any]]:
+    if KUBECTL is None:
+        pytest.skip("kubectl is not installed (make venv)")
+    return kustomize(DEPLOY)
+
+
+def test_base_renders_the_installation(base: list[dict[str, Any]]) -> None:
+    kinds = Counter(d["kind"] for d in base)
+    assert kinds == {
+        "CustomResourceDefinition": 3,
+        "Namespace": 1,
+        "ServiceAccount": 1,
+        "ClusterRole": 1,
+        "ClusterRoleBinding": 1,
+        "Role": 1,
+        "RoleBinding": 1,
+        "Deployment": 1,
+        "Service": 2,
+    }
+    namespaced = [d for d in base if d["kind"] in {"ServiceAccount", "Role", "Deployment"}]
+    assert {d["metadata"]["namespace"] for d in namespaced} == {"lapse-system"}
+
+
+def test_base_carries_the_generated_crds(base: list[dict[str, Any]]) -> None:
+    rendered = {d["metadata"]["name"]: d for d in base if d["kind"] == "CustomResourceDefinition"}
+    generated = {s.name: crdgen.crd(s) for s in crdgen.CRDS}
+    assert set(rendered) == set(generated)
+    for name, crd in generated.items():
+        assert rendered[name]["spec"] == crd["spec"], name
+
+
+def test_samples_are_not_installed(base: list[dict[str, Any]]) -> None:
+    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    assert not any("samples" in r for r in kustomization["resources"])
+    assert not any(d["kind"] in {"AccessPolicy", "AccessRequest", "BreakGlass"} for d in base)
+
+
+def test_helm_crds_equal_the_generated_crds() -> None:
+    assert sorted(p.name for p in (CHART / "crds").glob("*.yaml")) == sorted(crdgen.generate())
+    for name, text in crdgen.generate().items():
+        assert (CHART / "crds" / name).read_text() == text, f"{name}: copy crds/ into the chart"
+
+
+def all_rules(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for d in docs if d["kind"] in {"ClusterRole", "Role"} for r in d["rules"]]
+
+
+def test_no_wildcard_in_any_rule(base: list[dict[str, Any]]) -> None:
+    rules = all_rules(base)
+    assert rules
+    for rule in rules:
+        for key in ("verbs", "resources", "apiGroups", "resourceNames"):
+            assert not any("*" in value for value in rule.get(key, [])), rule
+
+
+def grants(docs: list[dict[str, Any]], kind: str) -> set[tuple[str, str, str, str]]:
+    """(apiGroup, resource, verb, resourceName or '') for every permission of a role."""
+    role = one(docs, kind, "lapse-operator")
+    return {
+        (group, resource, verb, name)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+        for name in rule.get("resourceNames", [""])
+    }
+
+
+def test_cluster_role_is_what_the_operator_does(base: list[dict[str, Any]]) -> None:
+    granted = grants(base, "ClusterRole")
+    for resource in ("accesspolicies", "accessrequests", "breakglasses"):
+        for verb in ("get", "list", "watch", "patch"):
+            assert ("lapse.dev", resource, verb, "") in granted
+        for verb in ("update", "patch"):
+            assert ("lapse.dev", f"{resource}/status", verb, "") in granted
+        assert ("lapse.dev", resource, "delete", "") not in granted
+        assert ("lapse.dev", resource, "create", "") not in granted
+    for resource in ("rolebindings", "clusterrolebindings"):
+        for verb in ("create", "get", "list", "watch", "delete", "patch", "update"):
+            assert ("rbac.authorization.k8s.io", resource, verb, "") in granted
+    # `bind` exactly on the grantable roles, and no way to write roles themselves.
+    bind = {(r, n) for g, r, v, n in granted if v == "bind"}
+    assert bind == {(r, n) for r in ("clusterroles", "roles") for n in DEFAULT_GRANTABLE}
+    assert not {v for g, r, v, n in granted if r in {"clusterroles", "roles"}} - {"bind"}
+    assert not any(v == "escalate" for g, r, v, n in granted)
+    # Secrets and leases only in the operator's own namespace (the Role), never cluster-wide.
+    assert not any(r in {"secrets", "leases"} for g, r, v, n in granted)
+    assert ("", "namespaces", "watch", "") in granted
+    assert ("", "namespaces", "patch", "") not in granted
+    assert ("apiextensions.k8s.io", "customresourcedefinitions", "list", "") in granted
+    assert ("apiextensions.k8s.io", "customresourcedefinitions", "create", "") not in granted
+    for group in ("", "events.k8s.io"):
+        assert (group, "events", "create", "") in granted
+    # Webhook configurations: only Lapse's own may be changed.
+    for resource in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"):
+        assert ("admissionregistration.k8s.io", resource, "create", "") in granted
+        assert ("admissionregistration.k8s.io", resource, "patch", "lapse.dev") in granted
+        assert ("admissionregistration.k8s.io", resource, "patch", "") not in granted
+        assert ("admissionregistration.k8s.io", resource, "delete", "") not in granted
+
+
+def test_namespace_role_and_bindings(base: list[dict[str, Any]]) -> None:
+    granted = grants(base, "Role")
+    assert granted == {
+        *(("coordination.k8s.io", "leases", v, "") for v in
+          ("get", "list", "watch", "create", "update", "patch")),
+        *(("", "secrets", v, "") for v in ("get", "create", "update")),
+    }  # fmt: skip
+    subject = {"kind": "ServiceAccount", "name": "lapse-operator", "namespace": "lapse-system"}
+    for kind, role_kind in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
+        binding = one(base, kind, "lapse-operator")
+        assert binding["subjects"] == [subject]
+        assert binding["roleRef"]["kind"] == role_kind
+        assert binding["roleRef"]["name"] == "lapse-operator"
+
+
+def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (c,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert isinstance(c, dict)
+    return c
+
+
+def test_deployment_is_hardened(base: list[dict[str, Any]]) -> None:
+    deployment = one(base, "Deployment", "lapse-operator")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "lapse-operator"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    c = container(base)
+    security = c["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert set(c["resources"]) == {"requests", "limits"}
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert "--liveness=http://0.0.0.0:8080/healthz" in c["args"]
+    assert c["image"] == "ghcr.io/lapse-dev/lapse:0.1.0"
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert set(env) == LAPSE_ENV
+    assert mounts[env["LAPSE_WEBHOOK_CERT_DIR"]] == "webhook-certs"
+    assert "/tmp" in mounts
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes["webhook-certs"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"webhook": 9443, "metrics": 9090, "health": 8080}
+    assert env["LAPSE_WEBHOOK_PORT"] == "9443"
+    assert env["LAPSE_METRICS_PORT"] == "9090"
+
+
+def test_env_names_are_ones_the_operator_reads(base: list[dict[str, Any]]) -> None:
+    config = (ROOT / "operator" / "lapse" / "config.py").read_text()
+    for name in LAPSE_ENV:
+        assert f'"{name}"' in config, name
+
+
+def test_services_reach_the_operator(base: list[dict[str, Any]]) -> None:
+    labels = one(base, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    webhook = one(base, "Service", "lapse-webhook")
+    metrics = one(base, "Service", "lapse-metrics")
+    for service in (webhook, metrics):
+        assert service["spec"]["selector"].items() <= labels.items()
+    assert {(p["port"], p["targetPort"]) for p in webhook["spec"]["ports"]} >= {(443, "webhook")}
+    assert [(p["name"], p["port"]) for p in metrics["spec"]["ports"]] == [("metrics", 9090)]
+    host = {e["name"]: e.get("value") for e in container(base)["env"]}["LAPSE_WEBHOOK_HOST"]
+    assert host == "lapse-webhook.lapse-system.svc"
+
+
+def test_cert_manager_component_mounts_the_certificate(tmp_path: Path) -> None:
+    if KUBECTL is None:
+        pytest.skip("kubectl is not installed (make venv)")
+    docs = kustomize(overlay(tmp_path, "cert-manager"))
+    certificate = one(docs, "Certificate", "lapse-webhook")
+    assert "lapse-webhook.lapse-system.svc" in certificate["spec"]["dnsNames"]
+    volumes = {v["name"]: v for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["webhook-certs"] == {
+        "name": "webhook-certs",
+        "secret": {"secretName": certificate["spec"]["secretName"], "defaultMode": 0o440},
+    }
+    issuers = {d["metadata"]["name"] for d in docs if d["kind"] == "Issuer"}
+    assert certificate["spec"]["issuerRef"]["name"] in issuers
+
+
+def prometheus_rules(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rule = one(docs, "PrometheusRule", "lapse")
+    return [r for g in rule["spec"]["groups"] for r in g["rules"]]
+
+
+def test_monitoring_component_scrapes_and_alerts(tmp_path: Path) -> None:
+    if KUBECTL is None:
+        pytest.skip("kubectl is not installed (make venv)")
+    docs = kustomize(overlay(tmp_path, "monitoring"))
+    monitor = one(docs, "ServiceMonitor", "lapse")
+    service = one(docs, "Service", "lapse-metrics")
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    alerts = {r["alert"]: r["expr"] for r in prometheus_rules(docs)}
+    assert set(alerts) == {
+        "LapseBreakGlassActive",
+        "LapseBreakGlassUnreviewed",
+        "LapseRevocationLagHigh",
+        "LapseOperatorDown",
+        "LapseReconcileErrors",
+    }
+    assert "lapse_breakglass_active" in alerts["LapseBreakGlassActive"]
+    assert "lapse_breakglass_unreviewed" in alerts["LapseBreakGlassUnreviewed"]
+    lag = " ".join(alerts["LapseRevocationLagHigh"].split())
+    assert "histogram_quantile(0.99," in lag
+    assert "lapse_revocation_lag_seconds_bucket[5m]" in lag
+    assert lag.endswith("> 1")
+    assert alerts["LapseOperatorDown"].startswith("absent(up{")
+    assert "rate(lapse_errors_total[5m])" in alerts["LapseReconcileErrors"]
+
+
+def alert_expressions() -> list[str]:
+    doc = yaml.safe_load((DEPLOY / "components" / "monitoring" / "prometheusrule.yaml").read_text())
+    return [r["expr"] for g in doc["spec"]["groups"] for r in g["rules"]]
+
+
+def dashboard_expressions() -> list[str]:
+    dashboard = json.loads((DEPLOY / "grafana" / "lapse-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    exprs += [v["definition"] for v in dashboard["templating"]["list"] if "definition" in v]
+    return exprs
+
+
+def test_alerts_and_dashboard_use_only_exported_metrics() -> None:
+    used = set().union(*map(referenced, alert_expressions() + dashboard_expressions()))
+    assert used, "no lapse_ metric found: the expressions were not read"
+    assert used <= SERIES, used - SERIES
+
+
+def test_referenced_finds_histogram_series() -> None:
+    assert referenced("sum(rate(lapse_x_bucket[5m])) / lapse_y") == {"lapse_x_bucket", "lapse_y"}
+    assert "lapse_grant_latency_seconds_bucket" in SERIES
+    assert "lapse_grant_latency_seconds" in METRICS
+
+
+def test_dashboard_shows_what_an_on_call_needs() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "lapse-dashboard.json").read_text())
+    exprs = " ".join(dashboard_expressions())
+    for metric in (
+        "lapse_active_grants",
+        "lapse_breakglass_active",
+        "lapse_breakglass_unreviewed",
+        "lapse_grant_latency_seconds_bucket",
+        "lapse_revocation_lag_seconds_bucket",
+        "lapse_requests_total",
+        "lapse_decisions_total",
+        "lapse_errors_total",
+    ):
+        assert metric in exprs, metric
+    for quantile in ("0.5", "0.95", "0.99"):
+        assert f"histogram_quantile({quantile}," in exprs
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    assert dashboard["uid"] == "lapse-overview"
+
+
+def test_helm_alerts_equal_the_kustomize_alerts() -> None:
+    chart_groups = yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
+    doc = yaml.safe_load((DEPLOY / "components" / "monitoring" / "prometheusrule.yaml").read_text())
+    assert chart_groups == {"groups": doc["spec"]["groups"]}
+
+
+def test_dockerfile_builds_a_non_root_image_without_compilers() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    stages = [line for line in text.splitlines() if line.startswith("FROM ")]
+    assert len(stages) == 2
+    assert "ARG PYTHON_IMAGE=python:3.11." in text and "-slim" in text
+    final = text.split(stages[1], 1)[1]
+    assert "USER 65532:65532" in final
+    assert 'ENTRYPOINT ["lapse-operator"]' in final
+    for compiler in ("gcc", "build-essential", "apt-get install"):
+        assert compiler not in final
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    assert ignored[ignored.index("*") :][:4] == ["*", "!pyproject.toml", "!README.md", "!operator/"]
+
+
+# Helm: rendered with Helm's Go library when the helm-python-sdk wheel is installed.
+
+
+def helm_render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    chart_mod = pytest.importorskip("helm_python.chart")
+    with chart_mod.Chart.load(str(CHART)) as chart:
+        rendered = chart.render(values, name="lapse", namespace="lapse-system", is_install=True)
+    docs = [
+        d
+        for path, text in sorted(rendered.items())
+        if path.endswith(".yaml")
+        for d in yaml.safe_load_all(text)
+        if d
+    ]
+    crds = [yaml.safe_load((CHART / "crds" / n).read_text()) for n in sorted(crdgen.generate())]
+    return crds + docs
+
+
+def test_helm_lint_is_clean() -> None:
+    chart_mod = pytest.importorskip("helm_python.chart")
+    result = chart_mod.lint(str(CHART), strict=True)
+    assert result["errors"] == []
+    assert [m for m in result["messages"] if m["severity"] > 1] == []
+
+
+def test_helm_renders_the_same_objects_as_kustomize(base: list[dict[str, Any]]) -> None:
+    chart = helm_render({"namespace": {"create": True}})
+    key = lambda d: (d["kind"], d["metadata"]["name"])  # noqa: E731
+    assert sorted(map(key, chart)) == sorted(map(key, base))
+    assert grants(chart, "ClusterRole") == grants(base, "ClusterRole")
+    assert grants(chart, "Role") == grants(base, "Role")
+    for kind in ("Deployment", "Service"):
+        for name in {d["metadata"]["name"] for d in base if d["kind"] == kind}:
+            assert one(chart, kind, name)["spec"] == one(base, kind, name)["spec"], name
+    assert container(chart)["image"] == container(base)["image"]
+
+
+def test_helm_without_namespace_creation_leaves_it_to_helm() -> None:
+    kinds = {d["kind"] for d in helm_render()}
+    assert "Namespace" not in kinds
+    assert {"Deployment", "ClusterRole", "CustomResourceDefinition"} <= kinds
+
+
+def test_helm_grantable_roles_set_bind() -> None:
+    chart = helm_render({"grantableRoles": ["view", "payments-operator"]})
+    bind = {(r, n) for g, r, v, n in grants(chart, "ClusterRole") if v == "bind"}
+    assert bind == {
+        (r, n) for r in ("clusterroles", "roles") for n in ("view", "payments-operator")
+    }
+
+
+def test_helm_refuses_an_empty_grantable_list() -> None:
+    errors = pytest.importorskip("helm_python.errors")
+    with pytest.raises(errors.HelmError, match="grantableRoles must name at least one role"):
+        helm_render({"grantableRoles": []})
+
+
+def test_helm_options_match_the_kustomize_components(tmp_path: Path) -> None:
+    if KUBECTL is None:
+        pytest.skip("kubectl is not installed (make venv)")
+    chart = helm_render(
+        {
+            "namespace": {"create": True},
+            "monitoring": {"enabled": True},
+            "certManager": {"enabled": True},
+        }
+    )
+    docs = kustomize(overlay(tmp_path, "cert-manager", "monitoring"))
+    key = lambda d: (d["kind"], d["metadata"]["name"])  # noqa: E731
+    assert sorted(map(key, chart)) == sorted(map(key, docs))
+    assert prometheus_rules(chart) == prometheus_rules(docs)
+    for kind in ("Deployment", "Certificate", "Issuer", "ServiceMonitor"):
+        for name in {d["metadata"]["name"] for d in docs if d["kind"] == kind}:
+            assert unordered(one(chart, kind, name)["spec"]) == unordered(
+                one(docs, kind, name)["spec"]
+            ), (kind, name)
+
+
+def unordered(spec: dict[str, Any]) -> dict[str, Any]:
+    """A spec with its pod volumes sorted by name: kustomize's patches may reorder them."""
+    pod = spec.get("template", {}).get("spec", {})
+    if "volumes" in pod:
+        pod["volumes"] = sorted(pod["volumes"], key=lambda v: v["name"])
+    return spec
+
+
+def test_helm_ports_and_image_follow_values() -> None:
+    chart = helm_render(
+        {
+            "image": {"repository": "registry.example/lapse", "tag": "9.9.9"},
+            "webhook": {"port": 10443},
+            "metrics": {"port": 19090},
+        }
+    )
+    c = container(chart)
+    assert c["image"] == "registry.example/lapse:9.9.9"
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert (env["LAPSE_WEBHOOK_PORT"], env["LAPSE_METRICS_PORT"]) == ("10443", "19090")
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert (ports["webhook"], ports["metrics"]) == (10443, 19090)
+    metrics = one(chart, "Service", "lapse-metrics")
+    assert metrics["spec"]["ports"][0]["port"] == 19090
