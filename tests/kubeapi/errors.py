@@ -108,7 +108,9 @@ def invalid(kind: str, group: str, name: str, causes: list[Cause]) -> ApiError:
     listed = parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
     details = _details(name, group, kind)
     details["causes"] = [c.to_dict() for c in causes]
-    return ApiError(422, "Invalid", f'{_qualified(kind, group)} "{name}" is invalid: {listed}', details)
+    return ApiError(
+        422, "Invalid", f'{_qualified(kind, group)} "{name}" is invalid: {listed}', details
+    )
 
 
 def bad_request(message: str) -> ApiError:
@@ -126,8 +128,10 @@ def forbidden(
     group "" in the namespace "payments"`."""
     target = f'resource "{resource}" in API group "{group}"'
     scope = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
-    subject = f'{_qualified(resource, group)} "{name}" is forbidden' if name else (
-        f"{_qualified(resource, group)} is forbidden"
+    subject = (
+        f'{_qualified(resource, group)} "{name}" is forbidden'
+        if name
+        else (f"{_qualified(resource, group)} is forbidden")
     )
     message = f'{subject}: User "{username}" cannot {verb} {target}{scope}'
     if why:
@@ -147,9 +151,15 @@ def internal(message: str) -> ApiError:
     return ApiError(500, "InternalError", f"Internal error occurred: {message}")
 
 
-def method_not_allowed(message: str = "the server does not allow this method on the requested resource") -> ApiError:
+def method_not_allowed(
+    message: str = "the server does not allow this method on the requested resource",
+) -> ApiError:
     return ApiError(405, "MethodNotAllowed", message)
 
 
 def unsupported_media_type(content_type: str) -> ApiError:
-    return ApiError(415, "UnsupportedMediaType", f'the body of the request was in an unknown format - accepted media types include: application/json, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml (got "{content_type}")')
+    return ApiError(
+        415,
+        "UnsupportedMediaType",
+        f'the body of the request was in an unknown format - accepted media types include: application/json, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml (got "{content_type}")',
+    )

@@ -38,7 +38,8 @@ class UserInfo:
 class Attributes:
     """One request as the authorizer sees it."""
 
-    verb: str  # get list watch create update patch delete deletecollection impersonate bind escalate
+    # get, list, watch, create, update, patch, delete, deletecollection, impersonate, bind, escalate
+    verb: str
     resource: str = ""  # plural, e.g. "rolebindings"; empty for a non-resource request
     api_group: str = ""
     subresource: str = ""

@@ -19,7 +19,14 @@ class ResourceInfo:
     singular: str
     namespaced: bool
     verbs: tuple[str, ...] = (
-        "create", "delete", "deletecollection", "get", "list", "patch", "update", "watch",
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch",
     )
     short_names: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
