@@ -1,0 +1,56 @@
+"""What the admission webhooks decide: who is asking, and whether the object may be stored.
+
+Identity comes from the API server's `userInfo`, never from what the user wrote; the spec is
+fixed once created. These are the rules; `lapse.webhooks` wires them to kopf.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from lapse.core.models import AccessRequestSpec, SubjectKind, UserInfo
+
+ADMITTED_AT_ANNOTATION = "lapse.dev/admitted-at"
+
+
+def compute_requester(userinfo: Mapping[str, Any]) -> UserInfo:
+    """The requester as the API server authenticated it."""
+    return UserInfo(
+        username=str(userinfo.get("username", "")),
+        groups=[str(g) for g in userinfo.get("groups") or []],
+        uid=str(userinfo["uid"]) if userinfo.get("uid") else None,
+    )
+
+
+def compute_create_refusal(spec: Mapping[str, Any], requester: UserInfo) -> str | None:
+    """Why a new AccessRequest must be refused, or None to admit it."""
+    if not requester.username:
+        return "The API server named no user for this request; Lapse cannot tell who asks."
+    try:
+        parsed = AccessRequestSpec.model_validate(spec)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return f"spec.{where}: {first['msg']}."
+    subject = parsed.subject
+    if subject is not None and not (
+        subject.kind == SubjectKind.USER and subject.name == requester.username
+    ):
+        return (
+            f"spec.subject may name only yourself ({requester.username}); "
+            "only a policy's trusted appliers may request access for someone else."
+        )
+    return None
+
+
+def compute_update_refusal(old_spec: Mapping[str, Any], new_spec: Mapping[str, Any]) -> str | None:
+    """Why an update must be refused: the spec is immutable, including the stamped requester."""
+    if dict(old_spec) != dict(new_spec):
+        return (
+            "spec is immutable once created (requester included); "
+            "delete this AccessRequest and create a new one to ask again."
+        )
+    return None

@@ -1,0 +1,740 @@
+"""The grant machinery: grant, expire, revoke, restore and sweep, for any kind of grant owner.
+
+Handlers and the scheduler call in here; this module asks the pure core what to do and carries
+it out through `lapse.kube`, writing for every transition one status patch, one Event, one
+audit line and the metrics. AccessRequest and BreakGlass share it: one mechanism, two kinds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from lapse import audit, metrics
+from lapse.config import Settings
+from lapse.core.admission import ADMITTED_AT_ANNOTATION
+from lapse.core.audit import build_audit_record
+from lapse.core.bindings import (
+    MANAGED_BY_LABEL,
+    MANAGED_SELECTOR,
+    OWNER_KIND_LABEL,
+    OWNER_NAME_LABEL,
+    binding_expiry,
+    build_binding,
+    build_restore_patch,
+    compute_binding_ref,
+    compute_binding_refs,
+    compute_drift,
+    compute_owner_key,
+    compute_owner_uid,
+    format_time,
+    parse_time,
+)
+from lapse.core.durations import format_duration
+from lapse.core.grants import (
+    Grant,
+    GrantKey,
+    compute_request_grant,
+    compute_request_key,
+    compute_status_grant,
+)
+from lapse.core.lifecycle import (
+    FinalPhaseError,
+    build_status_patch,
+    compute_granted,
+    compute_transition,
+)
+from lapse.core.models import (
+    AccessPolicy,
+    AccessRequest,
+    AccessRequestStatus,
+    BindingRef,
+    BreakGlassStatus,
+    GrantStatus,
+    Phase,
+    RoleRef,
+)
+from lapse.core.policy import Decision, Outcome, compute_decision, needs_namespace_labels
+from lapse.core.sweep import SweepReason, compute_sweep_reason
+from lapse.kube import ApiError, KubeClient
+from lapse.scheduler import ExpiryScheduler
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+STATUS_MODELS: dict[str, type[GrantStatus]] = {
+    "AccessRequest": AccessRequestStatus,
+    "BreakGlass": BreakGlassStatus,
+}
+OUTCOMES = {
+    Phase.ACTIVE: "granted",
+    Phase.DENIED: "denied",
+    Phase.INVALID: "invalid",
+    Phase.EXPIRED: "expired",
+    Phase.REVOKED: "revoked",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_status(kind: str, body: Mapping[str, Any]) -> GrantStatus:
+    """The owner's status; an unreadable one counts as empty, never as a crash."""
+    try:
+        return STATUS_MODELS[kind].model_validate(body.get("status") or {})
+    except ValidationError:
+        return STATUS_MODELS[kind]()
+
+
+def parse_role(body: Mapping[str, Any]) -> RoleRef | None:
+    try:
+        return RoleRef.model_validate((body.get("spec") or {}).get("role") or {})
+    except ValidationError:
+        return None
+
+
+def key_of(kind: str, body: Mapping[str, Any]) -> GrantKey:
+    metadata = body.get("metadata") or {}
+    return GrantKey(
+        kind=kind,
+        namespace=metadata.get("namespace"),
+        name=str(metadata.get("name", "")),
+        uid=str(metadata.get("uid", "")),
+    )
+
+
+class Grantor:
+    def __init__(self, kube: KubeClient, settings: Settings, clock: Clock = utcnow) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.clock = clock
+        self.scheduler = ExpiryScheduler(self.expire, clock, on_change=self._update_gauges)
+        # Bindings this process is deleting: their DELETED events are ours, not an admin's.
+        self._revoking: set[str] = set()
+        # What each live binding (by UID) must look like, so an event needs no extra read.
+        self._desired: dict[str, dict[str, Any]] = {}
+        # Owners this process has ended: a second path to the same end is a no-op.
+        self._ended: set[GrantKey] = set()
+        self._locks: dict[GrantKey, asyncio.Lock] = {}
+        self._warned: set[str] = set()
+
+    def _update_gauges(self) -> None:
+        metrics.scheduled_expiries.set(len(self.scheduler))
+        counts = dict.fromkeys(metrics.KINDS, 0)
+        for key in self.scheduler.keys():  # noqa: SIM118  (a snapshot, not a dict)
+            counts[key.kind] = counts.get(key.kind, 0) + 1
+        for kind, count in counts.items():
+            metrics.active_grants.labels(kind=kind).set(count)
+
+    def _lock(self, key: GrantKey) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    # Reporting ------------------------------------------------------------------------------
+
+    def _involved(self, key: GrantKey) -> dict[str, Any]:
+        involved: dict[str, Any] = {
+            "apiVersion": key.api_version,
+            "kind": key.kind,
+            "name": key.name,
+        }
+        if key.namespace:
+            involved["namespace"] = key.namespace
+        if key.uid:
+            involved["uid"] = key.uid
+        return involved
+
+    async def event(self, key: GrantKey, type_: str, reason: str, message: str) -> None:
+        """Post an Event on the owner; a failure is counted and logged, never fatal."""
+        try:
+            await self.kube.post_event(
+                self._involved(key),
+                key.namespace or self.settings.namespace,
+                type_,
+                reason,
+                message,
+                self.clock(),
+            )
+        except (ApiError, OSError, TimeoutError) as error:
+            metrics.errors_total.labels(error="api").inc()
+            logger.warning("Could not post Event %s on %s: %s", reason, key.describe(), error)
+
+    def audit(
+        self,
+        action: str,
+        key: GrantKey,
+        status: GrantStatus,
+        role: RoleRef | None,
+        reason: str,
+        message: str,
+    ) -> None:
+        namespaces = [b.namespace for b in status.bindings if b.namespace]
+        target = ",".join(namespaces) if namespaces else key.namespace
+        audit.write(
+            build_audit_record(
+                action=action,
+                key=key,
+                status=status,
+                role=role,
+                target_namespace=target,
+                reason=reason,
+                message=message,
+                now=self.clock(),
+            )
+        )
+
+    async def transition(
+        self,
+        key: GrantKey,
+        role: RoleRef | None,
+        status: GrantStatus,
+        phase: Phase,
+        reason: str,
+        message: str,
+        generation: int | None,
+        *,
+        event_type: str = "Normal",
+        action: str | None = None,
+    ) -> GrantStatus:
+        """Enter `phase`: one status patch, one Event, one audit line and the outcome metric."""
+        new = compute_transition(status, phase, reason, message, self.clock(), generation)
+        await self.kube.patch_status(key, build_status_patch(new))
+        await self.event(key, event_type, reason, message)
+        self.audit(action or phase.lower(), key, new, role, reason, message)
+        if phase in OUTCOMES:
+            metrics.requests_total.labels(kind=key.kind, outcome=OUTCOMES[phase]).inc()
+        if phase.ended:
+            self._ended.add(key)
+        return new
+
+    # Requests -------------------------------------------------------------------------------
+
+    async def reconcile_request(
+        self, body: Mapping[str, Any], policies: Sequence[AccessPolicy]
+    ) -> None:
+        """Bring one AccessRequest to where its status says it should be; safe to repeat."""
+        key = key_of("AccessRequest", body)
+        status = parse_status(key.kind, body)
+        generation = (body.get("metadata") or {}).get("generation")
+        if status.phase is not None:
+            await self.resume(key, parse_role(body), status)
+            return
+        try:
+            request = AccessRequest.model_validate(body)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            metrics.errors_total.labels(error="invalid").inc()
+            await self.transition(
+                key,
+                parse_role(body),
+                status,
+                Phase.INVALID,
+                "InvalidSpec",
+                f"The request cannot be read: {where}: {first['msg']}.",
+                generation,
+                event_type="Warning",
+            )
+            return
+        labels = None
+        if needs_namespace_labels(policies):
+            labels = await self.kube.get_namespace_labels(key.namespace or "")
+        decision = compute_decision(request, policies, labels)
+        if decision.outcome == Outcome.GRANT:
+            await self.grant(request, decision)
+            return
+        phase, event_type = {
+            Outcome.PENDING: (Phase.PENDING, "Normal"),
+            Outcome.DENY: (Phase.DENIED, "Warning"),
+            Outcome.INVALID: (Phase.INVALID, "Warning"),
+        }[decision.outcome]
+        if decision.outcome == Outcome.INVALID:
+            metrics.errors_total.labels(error="invalid").inc()
+        requester = request.spec.requester
+        await self.transition(
+            key,
+            request.spec.role,
+            status.model_copy(update={"requester": requester, "policy": decision.policy}),
+            phase,
+            decision.reason,
+            decision.message,
+            request.metadata.generation,
+            event_type=event_type,
+        )
+
+    async def resume(self, key: GrantKey, role: RoleRef | None, status: GrantStatus) -> None:
+        """After a restart (or a repeated event): an active grant goes back to the scheduler."""
+        if status.phase != Phase.ACTIVE or status.expires_at is None or role is None:
+            return
+        grant = compute_status_grant(key, role, status)
+        if grant is not None:
+            self._remember(grant, status.bindings)
+        self.scheduler.schedule(key, status.expires_at)
+
+    def _remember(self, grant: Grant, refs: Sequence[BindingRef]) -> None:
+        for ref in refs:
+            if ref.uid:
+                self._desired[ref.uid] = build_binding(grant, ref.model_copy(update={"uid": None}))
+
+    async def grant(self, request: AccessRequest, decision: Decision) -> None:
+        key = compute_request_key(request)
+        requester = request.spec.requester
+        assert requester is not None and decision.duration is not None
+        duration = decision.duration
+        # The clock starts immediately before the binding exists, so the window never exceeds
+        # the duration granted.
+        granted_at = self.clock()
+        grant = compute_request_grant(request, requester, decision.policy, granted_at + duration)
+        created: list[BindingRef] = []
+        for ref in compute_binding_refs(grant):
+            live = await self._create_binding(grant, ref)
+            if live is None:
+                await self.transition(
+                    key,
+                    request.spec.role,
+                    request.status,
+                    Phase.DENIED,
+                    "BindingConflict",
+                    f"A {ref.kind} named {ref.name} exists and is not Lapse's; "
+                    "nothing was granted.",
+                    request.metadata.generation,
+                    event_type="Warning",
+                )
+                return
+            existing_expiry = binding_expiry(live)
+            if existing_expiry is not None and existing_expiry < grant.expires_at:
+                # Our own binding from a run that stopped before recording it: its earlier
+                # expiry stands, so a crash never lengthens access.
+                granted_at = existing_expiry - duration
+                grant = compute_request_grant(request, requester, decision.policy, existing_expiry)
+            created.append(ref.model_copy(update={"uid": live["metadata"]["uid"]}))
+        bound_at = self.clock()
+        self._remember(grant, created)
+        role = request.spec.role
+        message = (
+            f"Granted {role.kind} {role.name} in namespace {key.namespace} to "
+            f"{grant.subject.name} for {format_duration(duration)}, until "
+            f"{format_time(grant.expires_at)} (AccessPolicy {decision.policy})."
+        )
+        status = compute_granted(
+            request.status,
+            now=bound_at,
+            generation=request.metadata.generation,
+            message=message,
+            requester=requester,
+            subject=grant.subject,
+            policy=decision.policy,
+            duration=duration,
+            granted_at=granted_at,
+            bindings=created,
+        )
+        await self.kube.patch_status(key, build_status_patch(status))
+        self.scheduler.schedule(key, grant.expires_at)
+        admitted = parse_time(request.metadata.annotations.get(ADMITTED_AT_ANNOTATION))
+        created_at = request.metadata.creation_timestamp
+        start = (
+            admitted
+            if admitted and created_at and abs((admitted - created_at).total_seconds()) < 2
+            else created_at
+        )
+        if start is not None:
+            latency = max(0.0, (bound_at - start).total_seconds())
+            metrics.grant_latency_seconds.labels(kind=key.kind).observe(latency)
+        metrics.requests_total.labels(kind=key.kind, outcome="granted").inc()
+        await self.event(key, "Normal", "Granted", message)
+        self.audit("granted", key, status, role, "Granted", message)
+
+    async def _create_binding(self, grant: Grant, ref: BindingRef) -> dict[str, Any] | None:
+        """Create the binding, or find the one this owner already made; None if the name is
+        held by a binding that is not this owner's."""
+        try:
+            return await self.kube.create_binding(build_binding(grant, ref))
+        except ApiError as error:
+            if error.status != 409:
+                metrics.errors_total.labels(error="api").inc()
+                raise
+        metrics.errors_total.labels(error="conflict").inc()
+        existing = await self.kube.get_binding(ref)
+        if existing is not None and compute_owner_uid(existing) == grant.key.uid:
+            return existing
+        return None
+
+    # Ending ---------------------------------------------------------------------------------
+
+    async def _delete_bindings(self, status: GrantStatus) -> int:
+        deleted = 0
+        for ref in status.bindings:
+            if ref.uid:
+                self._revoking.add(ref.uid)
+                self._desired.pop(ref.uid, None)
+            if await self.kube.delete_binding(ref):
+                deleted += 1
+        return deleted
+
+    async def end(
+        self,
+        key: GrantKey,
+        role: RoleRef | None,
+        status: GrantStatus,
+        phase: Phase,
+        reason: str,
+        message: str,
+        generation: int | None,
+        *,
+        event_type: str = "Normal",
+        patch_status: bool = True,
+    ) -> None:
+        """End an active grant: bindings first (access ends now), then the record of it."""
+        async with self._lock(key):
+            if key in self._ended:
+                return
+            self.scheduler.cancel(key)
+            await self._delete_bindings(status)
+            if phase == Phase.EXPIRED and status.expires_at is not None:
+                lag = (self.clock() - status.expires_at).total_seconds()
+                metrics.revocation_lag_seconds.labels(kind=key.kind).observe(max(0.0, lag))
+            if patch_status:
+                try:
+                    await self.transition(
+                        key,
+                        role,
+                        status,
+                        phase,
+                        reason,
+                        message,
+                        generation,
+                        event_type=event_type,
+                    )
+                except FinalPhaseError:
+                    self._ended.add(key)
+                return
+            # The owner is going away: its Event and audit line are all that remain.
+            metrics.requests_total.labels(kind=key.kind, outcome=OUTCOMES[phase]).inc()
+            await self.event(key, event_type, reason, message)
+            self.audit(phase.lower(), key, status, role, reason, message)
+            self._ended.add(key)
+
+    async def expire(self, key: GrantKey, deadline: datetime) -> None:
+        """The scheduler's callback: end the grant if it is (still) due."""
+        body = await self.kube.get_owner(key)
+        if body is None or (body.get("metadata") or {}).get("uid") != key.uid:
+            return
+        status = parse_status(key.kind, body)
+        if status.phase != Phase.ACTIVE or status.expires_at is None:
+            return
+        if status.expires_at > self.clock():
+            self.scheduler.schedule(key, status.expires_at)
+            return
+        await self.end(
+            key,
+            parse_role(body),
+            status,
+            Phase.EXPIRED,
+            "Expired",
+            f"Access ended at {format_time(status.expires_at)}, as granted.",
+            (body.get("metadata") or {}).get("generation"),
+        )
+
+    async def owner_deleted(self, kind: str, body: Mapping[str, Any]) -> None:
+        """Deleting an owner revokes at once; the Event is written before the object goes."""
+        key = key_of(kind, body)
+        status = parse_status(kind, body)
+        if status.phase != Phase.ACTIVE:
+            self.scheduler.cancel(key)
+            return
+        await self.end(
+            key,
+            parse_role(body),
+            status,
+            Phase.REVOKED,
+            f"{kind}Deleted",
+            f"Access ended because the {kind} was deleted.",
+            (body.get("metadata") or {}).get("generation"),
+            patch_status=False,
+        )
+
+    # Bindings -------------------------------------------------------------------------------
+
+    async def binding_event(self, type_: str | None, binding: Mapping[str, Any]) -> None:
+        """React to a change of a binding labelled as Lapse's: tampering, deletion, look-alikes."""
+        metadata = binding.get("metadata") or {}
+        uid = str(metadata.get("uid", ""))
+        key = compute_owner_key(binding)
+        if key is None:
+            await self._warn_lookalike(type_, binding)
+            return
+        if type_ == "DELETED":
+            if uid in self._revoking:
+                self._revoking.discard(uid)
+                return
+            self._desired.pop(uid, None)
+            await self._binding_deleted(key, uid)
+            return
+        if uid in self._revoking or metadata.get("deletionTimestamp"):
+            return
+        desired = self._desired.get(uid)
+        body: Mapping[str, Any] | None = None
+        if desired is None:
+            body = await self.kube.get_owner(key)
+            status = parse_status(key.kind, body) if body else None
+            owners = {key.uid: status} if body and status else {}
+            reason = compute_sweep_reason(binding, owners, self.clock())
+            if reason is not None and reason != SweepReason.EXPIRED:
+                await self._remove(binding, reason, key if body else None)
+                return
+            role = parse_role(body) if body else None
+            if status is None or status.phase != Phase.ACTIVE or role is None:
+                return
+            grant = compute_status_grant(key, role, status)
+            if grant is None:
+                return
+            ref = next((r for r in status.bindings if r.uid == uid), None)
+            if ref is None:
+                # Not the binding the status records: a copy made with our marks.
+                await self._remove(binding, SweepReason.ORPHANED, key)
+                return
+            self._remember(grant, [ref])
+            desired = self._desired[uid]
+        drift = compute_drift(binding, desired)
+        if not drift.any:
+            return
+        await self._answer_tampering(key, binding, desired, drift.role_ref)
+
+    async def _answer_tampering(
+        self,
+        key: GrantKey,
+        binding: Mapping[str, Any],
+        desired: Mapping[str, Any],
+        role_changed: bool,
+    ) -> None:
+        ref = compute_binding_ref(binding)
+        what = f"{ref.kind} {ref.namespace + '/' if ref.namespace else ''}{ref.name}"
+        if role_changed:
+            # roleRef cannot be patched back; the grant no longer matches its binding.
+            body = await self.kube.get_owner(key)
+            if body is None:
+                return
+            metrics.tamper_total.labels(action="revoked").inc()
+            await self.end(
+                key,
+                parse_role(body),
+                parse_status(key.kind, body),
+                Phase.REVOKED,
+                "BindingTampered",
+                f"{what} was changed to another role; access was revoked.",
+                (body.get("metadata") or {}).get("generation"),
+                event_type="Warning",
+            )
+            return
+        patch = build_restore_patch(desired, (binding.get("metadata") or {}).get("resourceVersion"))
+        try:
+            await self.kube.patch_binding(ref, patch)
+        except ApiError as error:
+            if error.status in (404, 409):
+                # Changed again or gone meanwhile: the next event brings the newer state.
+                metrics.errors_total.labels(error="conflict").inc()
+                return
+            raise
+        metrics.tamper_total.labels(action="restored").inc()
+        message = (
+            f"{what} was edited (subjects or lapse.dev/expires-at); Lapse restored it to "
+            "what the grant says."
+        )
+        await self.event(key, "Warning", "BindingTampered", message)
+        body = await self.kube.get_owner(key)
+        if body is not None:
+            self.audit(
+                "restored",
+                key,
+                parse_status(key.kind, body),
+                parse_role(body),
+                "BindingTampered",
+                message,
+            )
+
+    async def _binding_deleted(self, key: GrantKey, uid: str) -> None:
+        body = await self.kube.get_owner(key)
+        if body is None or (body.get("metadata") or {}).get("uid") != key.uid:
+            return
+        status = parse_status(key.kind, body)
+        if status.phase != Phase.ACTIVE or not any(r.uid == uid for r in status.bindings):
+            return
+        if status.expires_at is not None and status.expires_at <= self.clock():
+            await self.expire(key, status.expires_at)
+            return
+        metrics.tamper_total.labels(action="revoked").inc()
+        await self.end(
+            key,
+            parse_role(body),
+            status,
+            Phase.REVOKED,
+            "BindingDeleted",
+            "The binding carrying this access was deleted by someone else; access ended "
+            "and will not be restored.",
+            (body.get("metadata") or {}).get("generation"),
+            event_type="Warning",
+        )
+
+    async def _warn_lookalike(self, type_: str | None, binding: Mapping[str, Any]) -> None:
+        metadata = binding.get("metadata") or {}
+        uid = str(metadata.get("uid", ""))
+        labels = metadata.get("labels") or {}
+        if type_ == "DELETED" or uid in self._warned:
+            return
+        if labels.get(MANAGED_BY_LABEL) is None:
+            return
+        self._warned.add(uid)
+        metrics.tamper_total.labels(action="ignored").inc()
+        name = labels.get(OWNER_NAME_LABEL)
+        kind = labels.get(OWNER_KIND_LABEL, "AccessRequest")
+        ref = compute_binding_ref(binding)
+        logger.warning("Ignoring look-alike %s %s/%s.", ref.kind, ref.namespace, ref.name)
+        if name and kind in STATUS_MODELS:
+            pretended = GrantKey(
+                kind=kind,
+                namespace=ref.namespace if kind == "AccessRequest" else None,
+                name=name,
+                uid="",
+            )
+            await self.event(
+                pretended,
+                "Warning",
+                "LookAlikeBinding",
+                f"{ref.kind} {ref.name} carries Lapse's labels but was not made by Lapse for "
+                "this object; Lapse leaves it alone.",
+            )
+
+    async def _remove(
+        self, binding: Mapping[str, Any], reason: SweepReason, owner: GrantKey | None
+    ) -> None:
+        ref = compute_binding_ref(binding)
+        if ref.uid:
+            self._revoking.add(ref.uid)
+            self._desired.pop(ref.uid, None)
+        if not await self.kube.delete_binding(ref):
+            return
+        metrics.sweep_removed_total.labels(reason=str(reason)).inc()
+        key = compute_owner_key(binding)
+        message = f"Removed {ref.kind} {ref.name}: its grant has {reason_text(reason)}."
+        logger.info(message)
+        if key is not None:
+            status = STATUS_MODELS.get(key.kind, GrantStatus)()
+            audit.write(
+                build_audit_record(
+                    action="removed",
+                    key=key,
+                    status=status,
+                    role=None,
+                    target_namespace=ref.namespace,
+                    reason=str(reason),
+                    message=message,
+                    now=self.clock(),
+                )
+            )
+        if owner is not None:
+            await self.event(owner, "Normal", "BindingRemoved", message)
+
+    # Sweep ----------------------------------------------------------------------------------
+
+    async def sweep(self) -> int:
+        """Remove every binding past its time, orphaned or ended; end grants whose binding
+        vanished. Returns how many bindings were removed."""
+        now = self.clock()
+        # Owners first, bindings second: a grant recorded as active in the first listing had
+        # its binding created before, so the second listing shows it unless it was deleted.
+        owners: dict[str, dict[str, tuple[GrantKey, Mapping[str, Any], GrantStatus]]] = {}
+        for kind in STATUS_MODELS:
+            listing = await self.kube.list_owners(kind)
+            if listing is None:
+                continue
+            owners[kind] = {}
+            for item in listing:
+                item_key = key_of(kind, item)
+                owners[kind][item_key.uid] = (item_key, item, parse_status(kind, item))
+        bindings = await self.kube.list_bindings(MANAGED_SELECTOR)
+        removed = 0
+        live_uids: set[str] = set()
+        for binding in bindings:
+            key = compute_owner_key(binding)
+            if key is None or key.kind not in owners:
+                continue
+            statuses = {uid: owned[2] for uid, owned in owners[key.kind].items()}
+            reason = compute_sweep_reason(binding, statuses, now)
+            uid = str((binding.get("metadata") or {}).get("uid", ""))
+            if reason is None:
+                live_uids.add(uid)
+                continue
+            entry = owners[key.kind].get(key.uid)
+            if reason == SweepReason.EXPIRED and entry is not None:
+                owner_key, owner_body, owner_status = entry
+                if owner_status.phase == Phase.ACTIVE:
+                    due = format_time(owner_status.expires_at or now)
+                    await self.end(
+                        owner_key,
+                        parse_role(owner_body),
+                        owner_status,
+                        Phase.EXPIRED,
+                        "Expired",
+                        f"Access ended at {due}, as granted.",
+                        (owner_body.get("metadata") or {}).get("generation"),
+                    )
+                    metrics.sweep_removed_total.labels(reason=str(reason)).inc()
+                    removed += 1
+                    continue
+            await self._remove(binding, reason, entry[0] if entry else None)
+            removed += 1
+        for kind_owners in owners.values():
+            for owner_key, owner_body, owner_status in kind_owners.values():
+                if owner_status.phase != Phase.ACTIVE or owner_key in self._ended:
+                    continue
+                if (owner_body.get("metadata") or {}).get("deletionTimestamp"):
+                    continue
+                if any(ref.uid in live_uids for ref in owner_status.bindings):
+                    continue
+                if owner_status.expires_at is not None and owner_status.expires_at <= now:
+                    await self.expire(owner_key, owner_status.expires_at)
+                    continue
+                await self._binding_deleted_while_away(owner_key, owner_body, owner_status)
+        return removed
+
+    async def _binding_deleted_while_away(
+        self, key: GrantKey, body: Mapping[str, Any], status: GrantStatus
+    ) -> None:
+        metrics.tamper_total.labels(action="revoked").inc()
+        await self.end(
+            key,
+            parse_role(body),
+            status,
+            Phase.REVOKED,
+            "BindingDeleted",
+            "The binding carrying this access is gone; access ended and will not be restored.",
+            (body.get("metadata") or {}).get("generation"),
+            event_type="Warning",
+        )
+
+    async def sweep_forever(self) -> None:
+        interval = timedelta(seconds=self.settings.sweep_interval).total_seconds()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                removed = await self.sweep()
+            except (ApiError, OSError, TimeoutError) as error:
+                metrics.errors_total.labels(error="api").inc()
+                logger.warning("Sweep failed: %s", error)
+                continue
+            if removed:
+                logger.info("Sweep removed %d binding(s).", removed)
+
+
+def reason_text(reason: SweepReason) -> str:
+    return {
+        SweepReason.EXPIRED: "expired",
+        SweepReason.ORPHANED: "no owner any more",
+        SweepReason.ENDED: "ended",
+    }[reason]

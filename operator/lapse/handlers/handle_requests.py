@@ -1,0 +1,46 @@
+"""AccessRequest handlers: decide and grant on create, reschedule on resume, revoke on delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from lapse.core.models import GROUP, VERSION, AccessPolicy
+from lapse.grantor import Grantor
+from lapse.handlers.bodies import plain
+
+RESOURCE = (GROUP, VERSION, "accessrequests")
+
+
+@kopf.index(GROUP, VERSION, "accesspolicies")
+async def lapse_policies(
+    name: str, body: kopf.Body, logger: kopf.Logger, **_: Any
+) -> dict[str, AccessPolicy] | None:
+    # kopf fills indexes before any handler runs, so no request is judged against a partial
+    # set of policies at start-up.
+    try:
+        return {"all": AccessPolicy.model_validate(plain(body))}
+    except ValidationError as error:
+        logger.warning(f"AccessPolicy {name} cannot be read and matches nothing: {error}")
+        return None
+
+
+@kopf.on.resume(*RESOURCE)
+@kopf.on.create(*RESOURCE)
+async def reconcile(
+    body: kopf.Body,
+    memo: Any,
+    lapse_policies: kopf.Index[str, AccessPolicy] | None = None,
+    **_: Any,
+) -> None:
+    grantor: Grantor = memo.grantor
+    policies = list(lapse_policies.get("all", [])) if lapse_policies is not None else []
+    await grantor.reconcile_request(plain(body), policies)
+
+
+@kopf.on.delete(*RESOURCE)
+async def revoke(body: kopf.Body, memo: Any, **_: Any) -> None:
+    grantor: Grantor = memo.grantor
+    await grantor.owner_deleted("AccessRequest", plain(body))

@@ -1,0 +1,42 @@
+"""The operator's entry point: `lapse-operator` (and `make run`).
+
+Importing the handler modules registers them with kopf; settings are read here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import kopf
+
+from lapse import audit
+from lapse.config import Settings
+from lapse.handlers import (  # noqa: F401  (registers the handlers)
+    handle_admission,
+    handle_bindings,
+    handle_requests,
+    handle_startup,
+)
+
+
+def main() -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    audit.configure()
+    settings = Settings.from_env()
+    asyncio.run(
+        kopf.operator(
+            clusterwide=True,
+            standalone=True,
+            memo=kopf.Memo(settings=settings),
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

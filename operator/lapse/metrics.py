@@ -1,0 +1,43 @@
+"""Prometheus metrics: the names dashboards and alerts are written against.
+
+Labels are kinds, outcomes and reasons — never users — so cardinality stays bounded however
+many people ask for access.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+KINDS = ("AccessRequest", "BreakGlass")
+
+requests_total = Counter(
+    "lapse_requests_total", "Requests by kind and outcome.", ["kind", "outcome"]
+)
+active_grants = Gauge("lapse_active_grants", "Grants currently in force.", ["kind"])
+grant_latency_seconds = Histogram(
+    "lapse_grant_latency_seconds",
+    "From the request's admission to its binding's creation.",
+    ["kind"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+revocation_lag_seconds = Histogram(
+    "lapse_revocation_lag_seconds",
+    "From expiresAt to the binding's deletion.",
+    ["kind"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+errors_total = Counter("lapse_errors_total", "Errors by kind.", ["error"])
+tamper_total = Counter("lapse_tamper_total", "Answers to tampered bindings.", ["action"])
+sweep_removed_total = Counter(
+    "lapse_sweep_removed_total", "Bindings the sweep removed, by reason.", ["reason"]
+)
+scheduled_expiries = Gauge("lapse_scheduled_expiries", "Expiries the scheduler is waiting for.")
+
+for _kind in KINDS:
+    active_grants.labels(kind=_kind)
+
+
+def serve(addr: str, port: int) -> None:
+    """Serve /metrics in a daemon thread; port 0 means no endpoint."""
+    if port:
+        start_http_server(port, addr=addr)

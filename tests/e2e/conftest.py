@@ -1,0 +1,221 @@
+"""End-to-end fixtures: the CRDs, the real operator process, and a team per test.
+
+The operator runs once per session as `python -m lapse.main` against the test cluster; its
+stdout (the audit trail) and stderr (logs) go to files the tests read. Every test gets its own
+namespace, requester group and AccessPolicy, and acts through kubectl impersonation holding only
+the sample `lapse-requester` ClusterRole — never as admin.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import kubernetes.client
+import pytest
+import yaml
+from kubernetes.client.rest import ApiException
+
+from tests.cluster import Cluster
+from tests.e2e.harness import ROOT, Operator, parse_time, wait_for
+
+__all__ = ["Operator", "Team", "parse_time", "wait_for"]
+
+SAMPLES = ROOT / "deploy" / "samples"
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Cluster) -> None:
+    cluster.kubectl("apply", "-f", str(ROOT / "crds"))
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/accessrequests.lapse.dev",
+        "crd/accesspolicies.lapse.dev",
+    )
+    cluster.kubectl("apply", "-f", str(SAMPLES / "requester-clusterrole.yaml"))
+
+
+@pytest.fixture(scope="session")
+def operator(
+    cluster: Cluster, crds: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
+    process = Operator(cluster, tmp_path_factory.mktemp("operator"))
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+        print(f"\noperator log: {process.log_path}\naudit trail: {process.audit_path}")
+
+
+@dataclass
+class Team:
+    """One test's people and policy: a requester group, its user, and its namespace."""
+
+    cluster: Cluster
+    namespace: str
+    user: str = "alice"
+    group: str = ""
+    policies: list[str] = field(default_factory=list)
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> Any:
+        """kubectl as the team's user: impersonated, holding only `lapse-requester`."""
+        return self.cluster.kubectl(
+            *args, as_user=self.user, groups=(self.group,), input=input, check=check
+        )
+
+    def policy(
+        self,
+        roles: tuple[str, ...] = ("view", "edit"),
+        namespaces: tuple[str, ...] | None = None,
+        default: str = "1h",
+        maximum: str = "4h",
+        mode: str = "Auto",
+        suffix: str = "",
+        requesters: tuple[str, ...] | None = None,
+    ) -> str:
+        name = f"{self.namespace}{suffix}"
+        policy = {
+            "apiVersion": "lapse.dev/v1alpha1",
+            "kind": "AccessPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "requesters": {"groups": list(requesters or (self.group,))},
+                "roles": [{"kind": "ClusterRole", "name": r} for r in roles],
+                "namespaces": list(namespaces if namespaces is not None else (self.namespace,)),
+                "defaultDuration": default,
+                "maxDuration": maximum,
+                "approval": {"mode": mode},
+            },
+        }
+        self.cluster.kubectl("apply", "-f", "-", input=json.dumps(policy))
+        self.policies.append(name)
+        # The operator learns policies from its watch; give the event a moment to arrive.
+        time.sleep(0.3)
+        return name
+
+    def manifest(
+        self,
+        name: str,
+        role: str = "edit",
+        duration: str | None = "20s",
+        namespace: str | None = None,
+        **spec: Any,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "role": {"kind": "ClusterRole", "name": role},
+            "reason": "End-to-end test of Lapse.",
+            **spec,
+        }
+        if duration is not None:
+            body["duration"] = duration
+        return {
+            "apiVersion": "lapse.dev/v1alpha1",
+            "kind": "AccessRequest",
+            "metadata": {"name": name, "namespace": namespace or self.namespace},
+            "spec": body,
+        }
+
+    def ask(
+        self,
+        name: str,
+        role: str = "edit",
+        duration: str | None = "20s",
+        check: bool = True,
+        **spec: Any,
+    ) -> Any:
+        """Apply an AccessRequest as the team's user."""
+        manifest = self.manifest(name, role, duration, **spec)
+        return self.kubectl("apply", "-f", "-", input=json.dumps(manifest), check=check)
+
+    def request(self, name: str, namespace: str | None = None) -> dict[str, Any]:
+        result = self.cluster.kubectl(
+            "get", "accessrequest", name, "-n", namespace or self.namespace, "-o", "json"
+        )
+        return dict(json.loads(result.stdout))
+
+    def wait_phase(self, name: str, phase: str, timeout: float = 10) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            body = self.request(name)
+            return body if body.get("status", {}).get("phase") == phase else None
+
+        return wait_for(reached, timeout, 0.1, f"{name} to become {phase}")
+
+    def can_i(self, verb: str, resource: str, user: str | None = None) -> bool:
+        result = self.cluster.kubectl(
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            "-n",
+            self.namespace,
+            as_user=user or self.user,
+            groups=(self.group,),
+            check=False,
+        )
+        answer = result.stdout.strip()
+        assert answer in ("yes", "no"), f"kubectl auth can-i said {result}"
+        return answer == "yes"
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        result = self.cluster.kubectl("get", "events", "-n", self.namespace, "-o", "json")
+        items = json.loads(result.stdout)["items"]
+        return [e for e in items if e.get("involvedObject", {}).get("name") == name]
+
+    def wait_event(self, name: str, reason: str, timeout: float = 10) -> dict[str, Any]:
+        def find() -> dict[str, Any] | None:
+            return next((e for e in self.events(name) if e.get("reason") == reason), None)
+
+        return wait_for(find, timeout, 0.2, f"Event {reason} on {name}")
+
+    def binding(self, name: str) -> dict[str, Any] | None:
+        rbac = kubernetes.client.RbacAuthorizationV1Api(self.cluster.api())
+        try:
+            found = rbac.read_namespaced_role_binding(name, self.namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return dict(self.cluster.api().sanitize_for_serialization(found))
+
+
+@pytest.fixture
+def team(cluster: Cluster, namespace: str, operator: Operator) -> Iterator[Team]:
+    group = f"{namespace}-devs"
+    members = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "lapse-requesters", "namespace": namespace},
+        "subjects": [{"kind": "Group", "name": group, "apiGroup": "rbac.authorization.k8s.io"}],
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "lapse-requester",
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(members))
+    crew = Team(cluster, namespace, group=group)
+    try:
+        yield crew
+    finally:
+        for policy in crew.policies:
+            cluster.kubectl("delete", "accesspolicy", policy, "--ignore-not-found", check=False)
+
+
+def expires_at(body: dict[str, Any]) -> datetime:
+    return parse_time(body["status"]["expiresAt"])
+
+
+def binding_name(body: dict[str, Any]) -> str:
+    return str(body["status"]["bindings"][0]["name"])
+
+
+def load_yaml(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]

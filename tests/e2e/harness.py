@@ -1,0 +1,167 @@
+"""The Lapse operator as a test subject: a subprocess with its audit trail and metrics.
+
+Shared by the end-to-end fixtures and the demo, so both run the operator exactly the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tests.cluster import Cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+SWEEP_INTERVAL = 2
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(
+    probe: Callable[[], T | None], timeout: float = 10, interval: float = 0.1, what: str = ""
+) -> T:
+    """Poll until `probe` returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}")
+        time.sleep(interval)
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+class Operator:
+    """The Lapse operator as a subprocess: start, SIGKILL, restart, read its output."""
+
+    def __init__(self, cluster: Cluster, workdir: Path) -> None:
+        self.cluster = cluster
+        self.workdir = workdir
+        self.audit_path = workdir / "audit.jsonl"
+        self.log_path = workdir / "operator.log"
+        self.metrics_port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def start(self) -> None:
+        env = self.cluster.env()
+        env.update(
+            PYTHONUNBUFFERED="1",
+            LAPSE_WEBHOOK_ADDR="127.0.0.1",
+            LAPSE_WEBHOOK_HOST="127.0.0.1",
+            LAPSE_WEBHOOK_PORT=str(free_port()),
+            LAPSE_WEBHOOK_CERT_DIR=str(self.workdir / "certs"),
+            LAPSE_METRICS_ADDR="127.0.0.1",
+            LAPSE_METRICS_PORT=str(self.metrics_port),
+            LAPSE_SWEEP_INTERVAL=str(SWEEP_INTERVAL),
+            LAPSE_NAMESPACE="default",
+        )
+        with self.audit_path.open("ab") as out, self.log_path.open("ab") as err:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "lapse.main"], cwd=ROOT, env=env, stdout=out, stderr=err
+            )
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        def metrics_up() -> bool:
+            self._check_alive()
+            try:
+                with urllib.request.urlopen(self.metrics_url, timeout=2) as response:
+                    return bool(response.status == 200)
+            except OSError:
+                return False
+
+        wait_for(metrics_up, timeout, 0.2, "the operator's metrics endpoint")
+
+        def webhook_answers() -> bool:
+            self._check_alive()
+            probe = {
+                "apiVersion": "lapse.dev/v1alpha1",
+                "kind": "AccessRequest",
+                "metadata": {"name": "readiness-probe", "namespace": "default"},
+                "spec": {"role": {"kind": "ClusterRole", "name": "view"}, "reason": "probe"},
+            }
+            result = self.cluster.kubectl(
+                "create",
+                "--dry-run=server",
+                "-o",
+                "json",
+                "-f",
+                "-",
+                input=json.dumps(probe),
+                check=False,
+            )
+            if result.returncode != 0:
+                return False
+            stamped = json.loads(result.stdout)["spec"].get("requester", {})
+            return bool(stamped.get("username"))
+
+        wait_for(webhook_answers, timeout, 0.3, "the operator's admission webhooks")
+
+    def _check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"the operator exited:\n{self.log_path.read_text()[-4000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no goodbye — as a crashed node would."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def audit_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for line in self.audit_path.read_text().splitlines():
+            if line.startswith("{"):
+                lines.append(json.loads(line))
+        return lines
+
+    def wait_for_audit(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10
+    ) -> dict[str, Any]:
+        def find() -> dict[str, Any] | None:
+            return next((line for line in self.audit_lines() if predicate(line)), None)
+
+        return wait_for(find, timeout, 0.1, "an audit line")
+
+    def metrics(self) -> dict[str, float]:
+        """The metrics as `name{labels}` → value (labels exactly as exposed)."""
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+            text = response.read().decode()
+        values: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                values[name] = float(value)
+        return values

@@ -1,0 +1,68 @@
+"""Crash-safe: a kill -9 while grants are due, a restart after, and nothing outlives its time.
+
+Runs the session's operator down and up again, so it waits for nothing else to be in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+
+from tests.e2e.conftest import Operator, Team, binding_name, expires_at, wait_for
+
+
+def test_overdue_grants_revoked_within_seconds_of_restart(team: Team, operator: Operator) -> None:
+    team.policy()
+    for name in ("due-1", "due-2", "deleted-while-down", "still-running"):
+        team.ask(name, duration="1h" if name == "still-running" else "4s")
+    bodies = {n: team.wait_phase(n, "Active") for n in ("due-1", "due-2", "deleted-while-down")}
+    running = team.wait_phase("still-running", "Active")
+    bindings = {n: binding_name(b) for n, b in bodies.items()}
+    latest = max(expires_at(b) for b in bodies.values())
+
+    operator.kill()
+    try:
+        # While Lapse is down, one request is deleted outright (its finalizer removed by force).
+        team.cluster.kubectl(
+            "patch",
+            "accessrequest",
+            "deleted-while-down",
+            "-n",
+            team.namespace,
+            "--type=merge",
+            "-p",
+            json.dumps({"metadata": {"finalizers": None}}),
+        )
+        team.cluster.kubectl(
+            "delete",
+            "accessrequest",
+            "deleted-while-down",
+            "-n",
+            team.namespace,
+            "--wait=false",
+        )
+        while datetime.now(UTC) < latest:
+            time.sleep(0.2)
+        time.sleep(1)
+        overdue = [n for n in bindings.values() if team.binding(n) is not None]
+        print(f"\n{len(overdue)} overdue binding(s) outlived the outage")
+    finally:
+        started = time.monotonic()
+        operator.start()
+
+    for request, name in bindings.items():
+        wait_for(lambda n=name: team.binding(n) is None, timeout=10, what=f"{request} revoked")
+    took = time.monotonic() - started
+    print(f"all {len(overdue)} overdue binding(s) revoked {took:.2f}s after the restart began")
+    assert took < 60
+    for request in ("due-1", "due-2"):
+        assert team.wait_phase(request, "Expired")["status"]["phase"] == "Expired"
+    gone = team.cluster.kubectl(
+        "get", "accessrequest", "deleted-while-down", "-n", team.namespace, check=False
+    )
+    assert gone.returncode != 0
+    # The grant that was not due survives the restart untouched and still ends on schedule.
+    assert team.binding(binding_name(running)) is not None
+    assert team.request("still-running")["status"]["phase"] == "Active"
+    assert team.can_i("create", "deployments")

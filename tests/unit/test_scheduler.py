@@ -1,0 +1,79 @@
+"""The expiry scheduler on a real event loop: order, early wake-up, cancellation, retries."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from lapse.core.grants import GrantKey
+from lapse.scheduler import ExpiryScheduler
+
+
+def key(name: str) -> GrantKey:
+    return GrantKey("AccessRequest", "ns", name, f"uid-{name}")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def test_fires_in_deadline_order_and_on_time() -> None:
+    fired: list[tuple[str, float]] = []
+
+    async def on_due(k: GrantKey, deadline: datetime) -> None:
+        fired.append((k.name, (now() - deadline).total_seconds()))
+
+    async def scenario() -> None:
+        scheduler = ExpiryScheduler(on_due, now)
+        task = asyncio.create_task(scheduler.run())
+        scheduler.schedule(key("late"), now() + timedelta(milliseconds=300))
+        await asyncio.sleep(0.05)
+        # An earlier deadline added while the scheduler sleeps must wake it.
+        scheduler.schedule(key("early"), now() + timedelta(milliseconds=100))
+        scheduler.schedule(key("cancelled"), now() + timedelta(milliseconds=150))
+        scheduler.cancel(key("cancelled"))
+        await asyncio.sleep(0.5)
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert [name for name, _ in fired] == ["early", "late"]
+    print(f"\nlags: {fired}")
+    assert all(0 <= lag < 0.1 for _, lag in fired)
+
+
+def test_rescheduling_replaces_the_deadline() -> None:
+    fired: list[str] = []
+
+    async def on_due(k: GrantKey, deadline: datetime) -> None:
+        fired.append(k.name)
+
+    async def scenario() -> None:
+        scheduler = ExpiryScheduler(on_due, now)
+        task = asyncio.create_task(scheduler.run())
+        scheduler.schedule(key("a"), now() + timedelta(milliseconds=50))
+        scheduler.schedule(key("a"), now() + timedelta(seconds=60))
+        await asyncio.sleep(0.2)
+        assert len(scheduler) == 1
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert fired == []
+
+
+def test_failed_revocation_is_retried() -> None:
+    attempts: list[datetime] = []
+
+    async def on_due(k: GrantKey, deadline: datetime) -> None:
+        attempts.append(now())
+        if len(attempts) == 1:
+            raise RuntimeError("API unavailable")
+
+    async def scenario() -> None:
+        scheduler = ExpiryScheduler(on_due, now)
+        task = asyncio.create_task(scheduler.run())
+        scheduler.schedule(key("a"), now())
+        await asyncio.sleep(1.6)
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert len(attempts) == 2
