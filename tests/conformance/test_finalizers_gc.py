@@ -1,0 +1,184 @@
+"""Finalizers, deletionTimestamp, owner-reference garbage collection, namespace deletion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes.client
+from kubernetes.client.rest import ApiException
+
+from tests.cluster import Cluster
+from tests.conformance.conftest import GROUP, VERSION, raw, wait_for
+
+
+def core(cluster: Cluster) -> kubernetes.client.CoreV1Api:
+    return kubernetes.client.CoreV1Api(cluster.api())
+
+
+def custom(cluster: Cluster) -> kubernetes.client.CustomObjectsApi:
+    return kubernetes.client.CustomObjectsApi(cluster.api())
+
+
+def owner_ref(obj: dict[str, Any], block: bool = False) -> dict[str, Any]:
+    return {
+        "apiVersion": obj["apiVersion"],
+        "kind": obj["kind"],
+        "name": obj["metadata"]["name"],
+        "uid": obj["metadata"]["uid"],
+        "blockOwnerDeletion": block,
+    }
+
+
+def absent(read: Any) -> bool:
+    try:
+        read()
+    except ApiException as exc:
+        return exc.status == 404
+    return False
+
+
+def test_finalizer_holds_deletion_until_removed(cluster: Cluster, namespace: str) -> None:
+    api = core(cluster)
+    api.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "held", "finalizers": ["lapse.dev/test"]}}
+    )
+    api.delete_namespaced_config_map("held", namespace)
+    marked = api.read_namespaced_config_map("held", namespace)
+    assert marked.metadata.deletion_timestamp is not None
+    path = f"/api/v1/namespaces/{namespace}/configmaps/held"
+    code, body = raw(
+        cluster,
+        "PATCH",
+        path,
+        {"metadata": {"finalizers": ["lapse.dev/test", "lapse.dev/new"]}},
+        "application/merge-patch+json",
+    )
+    assert code == 422 and "no new finalizers" in body["message"]
+    code, _ = raw(
+        cluster, "PATCH", path, {"metadata": {"finalizers": None}}, "application/merge-patch+json"
+    )
+    assert code == 200
+    assert absent(lambda: api.read_namespaced_config_map("held", namespace))
+
+
+def test_background_gc_with_cluster_scoped_owner(
+    cluster: Cluster, namespace: str, widgets: str
+) -> None:
+    gadget = custom(cluster).create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        "gadgets",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Gadget",
+            "metadata": {"name": f"owner-{namespace}"},
+        },
+    )
+    api = core(cluster)
+    api.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "dep", "ownerReferences": [owner_ref(gadget)]}}
+    )
+    custom(cluster).delete_cluster_custom_object(
+        GROUP, VERSION, "gadgets", gadget["metadata"]["name"]
+    )
+    wait_for(lambda: absent(lambda: api.read_namespaced_config_map("dep", namespace)))
+
+
+def test_dependent_with_a_live_owner_keeps_living(cluster: Cluster, namespace: str) -> None:
+    api = core(cluster)
+    one = api.create_namespaced_config_map(namespace, {"metadata": {"name": "o1"}})
+    two = api.create_namespaced_config_map(namespace, {"metadata": {"name": "o2"}})
+    refs = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": o.metadata.name, "uid": o.metadata.uid}
+        for o in (one, two)
+    ]
+    api.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "shared", "ownerReferences": refs}}
+    )
+    api.delete_namespaced_config_map("o1", namespace)
+    wait_for(
+        lambda: (
+            [
+                r.name
+                for r in api.read_namespaced_config_map(
+                    "shared", namespace
+                ).metadata.owner_references
+            ]
+            == ["o2"]
+        )
+    )
+
+
+def test_foreground_deletion_waits_for_blocking_dependents(
+    cluster: Cluster, namespace: str
+) -> None:
+    api = core(cluster)
+    owner = api.create_namespaced_config_map(namespace, {"metadata": {"name": "fg"}})
+    ref = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "name": "fg",
+        "uid": owner.metadata.uid,
+        "blockOwnerDeletion": True,
+    }
+    api.create_namespaced_config_map(
+        namespace,
+        {
+            "metadata": {
+                "name": "fg-dep",
+                "ownerReferences": [ref],
+                "finalizers": ["lapse.dev/hold"],
+            }
+        },
+    )
+    api.delete_namespaced_config_map("fg", namespace, propagation_policy="Foreground")
+    marked = wait_for(
+        lambda: api.read_namespaced_config_map("fg-dep", namespace).metadata.deletion_timestamp
+    )
+    assert marked
+    still = api.read_namespaced_config_map("fg", namespace)
+    assert "foregroundDeletion" in still.metadata.finalizers
+    api.patch_namespaced_config_map(
+        "fg-dep", namespace, [{"op": "remove", "path": "/metadata/finalizers"}]
+    )
+    wait_for(lambda: absent(lambda: api.read_namespaced_config_map("fg", namespace)))
+
+
+def test_orphan_deletion_keeps_dependents(cluster: Cluster, namespace: str) -> None:
+    api = core(cluster)
+    owner = api.create_namespaced_config_map(namespace, {"metadata": {"name": "orph"}})
+    ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "orph", "uid": owner.metadata.uid}
+    api.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "orph-dep", "ownerReferences": [ref]}}
+    )
+    api.delete_namespaced_config_map("orph", namespace, propagation_policy="Orphan")
+    wait_for(lambda: absent(lambda: api.read_namespaced_config_map("orph", namespace)))
+    dep = api.read_namespaced_config_map("orph-dep", namespace)
+    assert not dep.metadata.owner_references
+
+
+def test_namespace_deletion_removes_its_content(cluster: Cluster) -> None:
+    api = core(cluster)
+    name = "t-ns-deletion"
+    api.create_namespace({"metadata": {"name": name}})
+    api.create_namespaced_config_map(
+        name, {"metadata": {"name": "a", "finalizers": ["lapse.dev/hold"]}}
+    )
+    api.create_namespaced_secret(name, {"metadata": {"name": "b"}})
+    api.delete_namespace(name)
+    ns = api.read_namespace(name)
+    assert ns.status.phase == "Terminating"
+    wait_for(lambda: absent(lambda: api.read_namespaced_secret("b", name)))
+    try:
+        api.create_namespaced_config_map(name, {"metadata": {"name": "late"}})
+        raise AssertionError("created content in a terminating namespace")
+    except ApiException as exc:
+        assert exc.status == 403
+    raw(
+        cluster,
+        "PATCH",
+        f"/api/v1/namespaces/{name}/configmaps/a",
+        {"metadata": {"finalizers": None}},
+        "application/merge-patch+json",
+    )
+    wait_for(lambda: absent(lambda: api.read_namespace(name)))

@@ -1,0 +1,214 @@
+"""Real kubectl (1.37) against the cluster: apply, get, patch, delete, explain, auth."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+from tests.cluster import Cluster, kubectl_binary
+from tests.conformance.conftest import GROUP, VERSION, wait_for
+
+ROLEBINDING = """
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: readers
+  labels: {{team: {team}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}}
+subjects:
+- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}
+"""
+
+WIDGET = """
+apiVersion: {group}/{version}
+kind: Widget
+metadata:
+  name: applied
+spec: {{size: {size}, color: {color}}}
+"""
+
+
+def get_json(cluster: Cluster, *args: str) -> dict[str, object]:
+    result: dict[str, object] = json.loads(cluster.kubectl("get", *args, "-o", "json").stdout)
+    return result
+
+
+def test_apply_creates_then_updates_a_builtin(cluster: Cluster, namespace: str) -> None:
+    created = cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=ROLEBINDING.format(team="a", user="alice")
+    )
+    assert "rolebinding.rbac.authorization.k8s.io/readers created" in created.stdout
+    updated = cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=ROLEBINDING.format(team="b", user="bob")
+    )
+    assert "configured" in updated.stdout
+    binding = get_json(cluster, "rolebinding", "readers", "-n", namespace)
+    assert binding["subjects"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob"}
+    ]
+    meta = binding["metadata"]
+    assert isinstance(meta, dict)
+    assert meta["labels"] == {"team": "b"}
+    assert "kubectl.kubernetes.io/last-applied-configuration" in meta["annotations"]
+    unchanged = cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=ROLEBINDING.format(team="b", user="bob")
+    )
+    assert "unchanged" in unchanged.stdout
+    table = cluster.kubectl("get", "rolebindings", "-n", namespace).stdout
+    assert table.splitlines()[0].split()[:2] == ["NAME", "ROLE"]
+    assert "readers" in table and "ClusterRole/view" in table
+    cluster.kubectl("delete", "rolebinding", "readers", "-n", namespace)
+    missing = cluster.kubectl("get", "rolebinding", "readers", "-n", namespace, check=False)
+    assert missing.returncode != 0 and "NotFound" in missing.stderr
+
+
+def test_apply_creates_then_updates_a_custom_object(
+    cluster: Cluster, namespace: str, widgets: str
+) -> None:
+    manifest = WIDGET.format(group=GROUP, version=VERSION, size=1, color="red")
+    assert "created" in cluster.kubectl("apply", "-n", namespace, "-f", "-", input=manifest).stdout
+    manifest = WIDGET.format(group=GROUP, version=VERSION, size=2, color="blue")
+    assert (
+        "configured" in cluster.kubectl("apply", "-n", namespace, "-f", "-", input=manifest).stdout
+    )
+    widget = get_json(cluster, "widgets", "applied", "-n", namespace)
+    assert widget["spec"] == {"size": 2, "color": "blue"}
+    names = cluster.kubectl("get", "widgets", "-n", namespace, "-o", "name").stdout.split()
+    assert names == [f"widget.{GROUP}/applied"]
+    cluster.kubectl("delete", "-n", namespace, "-f", "-", input=manifest)
+    assert cluster.kubectl("get", "widgets", "-n", namespace, "-o", "name").stdout == ""
+
+
+def test_server_side_apply_merges_fields(cluster: Cluster, namespace: str) -> None:
+    manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa}\ndata: {a: '1'}\n"
+    cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input=manifest)
+    manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa}\ndata: {b: '2'}\n"
+    cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input=manifest)
+    assert get_json(cluster, "configmap", "ssa", "-n", namespace)["data"] == {"a": "1", "b": "2"}
+
+
+def test_patch_label_annotate_and_typed_create(cluster: Cluster, namespace: str) -> None:
+    cluster.kubectl("create", "configmap", "typed", "-n", namespace, "--from-literal=k=v")
+    cluster.kubectl("label", "configmap", "typed", "-n", namespace, "tier=web")
+    cluster.kubectl("annotate", "configmap", "typed", "-n", namespace, "note=hi")
+    cluster.kubectl(
+        "patch",
+        "configmap",
+        "typed",
+        "-n",
+        namespace,
+        "--type=json",
+        "-p",
+        '[{"op": "add", "path": "/data/j", "value": "1"}]',
+    )
+    cluster.kubectl(
+        "patch", "configmap", "typed", "-n", namespace, "--type=merge", "-p", '{"data": {"m": "2"}}'
+    )
+    cm = get_json(cluster, "configmap", "typed", "-n", namespace)
+    assert cm["data"] == {"k": "v", "j": "1", "m": "2"}
+    assert cluster.kubectl(
+        "get", "cm", "-n", namespace, "-l", "tier=web", "-o", "name"
+    ).stdout.split() == ["configmap/typed"]
+
+
+def test_delete_waits_for_finalizers(cluster: Cluster, namespace: str) -> None:
+    cluster.kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: fin\n"
+            "  finalizers: [lapse.dev/hold]\n"
+        ),
+    )
+    cluster.kubectl("delete", "configmap", "fin", "-n", namespace, "--wait=false")
+    assert get_json(cluster, "configmap", "fin", "-n", namespace)["metadata"]["deletionTimestamp"]
+    waiting = subprocess.Popen(
+        [kubectl_binary(), "delete", "configmap", "fin", "-n", namespace, "--timeout=60s"],
+        env=cluster.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(0.5)
+        assert waiting.poll() is None
+        cluster.kubectl(
+            "patch",
+            "configmap",
+            "fin",
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            '{"metadata": {"finalizers": null}}',
+        )
+        assert waiting.wait(timeout=60) == 0
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+        waiting.communicate()
+
+
+def test_get_watch_prints_changes(cluster: Cluster, namespace: str) -> None:
+    watcher = subprocess.Popen(
+        [
+            kubectl_binary(),
+            "get",
+            "configmaps",
+            "-n",
+            namespace,
+            "--watch",
+            "--output-watch-events",
+            "--request-timeout=20s",
+        ],
+        env=cluster.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        cluster.kubectl("create", "configmap", "watched", "-n", namespace)
+        lines: list[str] = []
+        assert watcher.stdout is not None
+
+        def saw_added() -> bool:
+            lines.append(watcher.stdout.readline())  # type: ignore[union-attr]
+            return any("ADDED" in line and "watched" in line for line in lines)
+
+        wait_for(saw_added, timeout=30, interval=0)
+    finally:
+        watcher.kill()
+        watcher.communicate()
+
+
+def test_explain_and_wait_on_the_crd(cluster: Cluster, widgets: str) -> None:
+    cluster.kubectl(
+        "wait", "--for=condition=Established", f"crd/{widgets}.{GROUP}", "--timeout=30s"
+    )
+    explained = cluster.kubectl("explain", f"{widgets}.spec").stdout
+    assert "Widget" in explained
+
+
+def test_auth_whoami_and_can_i(cluster: Cluster, namespace: str) -> None:
+    assert "system:masters" in cluster.kubectl("auth", "whoami").stdout
+    denied = cluster.kubectl(
+        "auth", "can-i", "list", "configmaps", "-n", namespace, as_user="nobody", check=False
+    )
+    assert denied.stdout.strip() == "no"
+    cluster.kubectl(
+        "create",
+        "rolebinding",
+        "nobody-view",
+        "-n",
+        namespace,
+        "--clusterrole=view",
+        "--user=nobody",
+    )
+    allowed = cluster.kubectl(
+        "auth", "can-i", "list", "configmaps", "-n", namespace, as_user="nobody"
+    )
+    assert allowed.stdout.strip() == "yes"

@@ -1,0 +1,234 @@
+"""The controllers a real cluster runs that the local API must imitate: garbage collection,
+namespace deletion and CRD instance cleanup.
+
+Like kube-controller-manager they react to watch events, after the write that caused them has
+been answered: an owner's deletion is visible at once and its dependents follow a moment later.
+Owners are found by uid, so a cluster-scoped owner of namespaced dependents works as in
+Kubernetes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+from typing import Any
+
+from . import errors
+from .objects import CRD_CLEANUP, CRD_GROUP, FOREGROUND, ORPHAN, Objects
+from .resources import ResourceInfo
+from .store import Event, ResKey
+
+log = logging.getLogger(__name__)
+NAMESPACES: ResKey = ("", "namespaces")
+CRDS: ResKey = (CRD_GROUP, "customresourcedefinitions")
+
+
+class Controllers:
+    def __init__(self, objects: Objects) -> None:
+        self.objects = objects
+        self.store = objects.store
+        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.store.listeners.append(self._on_event)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    # Runs inside the writer's call: only queue work, never write from here.
+    def _on_event(self, event: Event) -> None:
+        meta = event.obj["metadata"]
+        if event.type == "DELETED":
+            self._queue.put_nowait(("owner-gone", meta["uid"]))
+            if event.namespace:
+                ns = self.store.get(NAMESPACES, "", event.namespace)
+                if ns is not None and ns["metadata"].get("deletionTimestamp"):
+                    self._queue.put_nowait(("namespace", event.namespace))
+            if event.key != CRDS and event.key[0]:
+                self._queue.put_nowait(("crd-instance-gone", event.key))
+            for ref in meta.get("ownerReferences") or ():
+                self._queue.put_nowait(("dependent-gone", ref.get("uid")))
+            return
+        if meta.get("ownerReferences"):
+            old_refs = (event.old or {}).get("metadata", {}).get("ownerReferences")
+            if old_refs != meta["ownerReferences"]:
+                self._queue.put_nowait(("check-owners", (event.key, event.namespace, meta["name"])))
+        if meta.get("deletionTimestamp"):
+            finalizers = meta.get("finalizers") or ()
+            if FOREGROUND in finalizers:
+                self._queue.put_nowait(("foreground", meta["uid"]))
+            if ORPHAN in finalizers:
+                self._queue.put_nowait(("orphan", meta["uid"]))
+            if event.key == NAMESPACES:
+                self._queue.put_nowait(("namespace", meta["name"]))
+            if event.key == CRDS and CRD_CLEANUP in finalizers:
+                self._queue.put_nowait(("crd", meta["name"]))
+
+    async def _run(self) -> None:
+        while True:
+            kind, arg = await self._queue.get()
+            try:
+                getattr(self, "_" + kind.replace("-", "_"))(arg)
+            except errors.ApiError as exc:
+                # A concurrent write won; the next event brings the work back.
+                log.debug("controller %s(%s): %s", kind, arg, exc)
+            except Exception:
+                log.exception("controller %s(%s) failed", kind, arg)
+            if self._queue.empty():
+                await asyncio.sleep(0)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _info(self, key: ResKey) -> ResourceInfo | None:
+        for info in self.objects.registry.all():
+            if (info.group, info.plural) == key:
+                return info
+        return None
+
+    def _delete(self, key: ResKey, obj: dict[str, Any], policy: str = "Background") -> None:
+        info = self._info(key)
+        if info is not None:
+            current = self.store.get(
+                key, obj["metadata"].get("namespace", ""), obj["metadata"]["name"]
+            )
+            if current is not None and current["metadata"]["uid"] == obj["metadata"]["uid"]:
+                self.objects.delete(info, current, {"propagationPolicy": policy})
+
+    def _owner_alive(self, ref: dict[str, Any], dependent_ns: str) -> bool:
+        found = self.store.by_uid(ref.get("uid", ""))
+        if found is None:
+            return False
+        _, owner = found
+        owner_ns = owner["metadata"].get("namespace", "")
+        # A namespaced owner must share the dependent's namespace; a cluster-scoped one may own
+        # anything.
+        return not owner_ns or owner_ns == dependent_ns
+
+    def _collect(self, key: ResKey, obj: dict[str, Any]) -> None:
+        """Delete a dependent whose owners are all gone, or drop the refs to the gone ones."""
+        meta = obj["metadata"]
+        refs = meta.get("ownerReferences") or []
+        if not refs:
+            return
+        ns = meta.get("namespace", "")
+        alive = [r for r in refs if self._owner_alive(r, ns)]
+        if not alive:
+            self._delete(key, obj)
+        elif len(alive) != len(refs):
+            self._set_refs(key, obj, alive)
+
+    def _set_refs(self, key: ResKey, obj: dict[str, Any], refs: list[dict[str, Any]]) -> None:
+        info = self._info(key)
+        if info is None:
+            return
+        new = copy.deepcopy(obj)
+        if refs:
+            new["metadata"]["ownerReferences"] = refs
+        else:
+            new["metadata"].pop("ownerReferences", None)
+        self.objects.update(info, obj, new, dry_run=False)
+
+    # -- work items -------------------------------------------------------------------------
+
+    def _owner_gone(self, uid: str) -> None:
+        for key, dependent in self.store.dependents(uid):
+            self._collect(key, dependent)
+
+    def _check_owners(self, where: tuple[ResKey, str, str]) -> None:
+        obj = self.store.get(*where)
+        if obj is not None:
+            self._collect(where[0], obj)
+
+    def _dependent_gone(self, uid: str) -> None:
+        found = self.store.by_uid(uid)
+        if found is not None and FOREGROUND in (found[1]["metadata"].get("finalizers") or ()):
+            self._foreground(uid)
+
+    def _foreground(self, uid: str) -> None:
+        found = self.store.by_uid(uid)
+        if found is None:
+            return
+        key, owner = found
+        if FOREGROUND not in (owner["metadata"].get("finalizers") or ()):
+            return
+        blocking = 0
+        for dep_key, dependent in self.store.dependents(uid):
+            refs = [
+                r for r in dependent["metadata"].get("ownerReferences") or () if r.get("uid") == uid
+            ]
+            if any(r.get("blockOwnerDeletion") for r in refs):
+                blocking += 1
+            if not dependent["metadata"].get("deletionTimestamp"):
+                has_own = bool(self.store.dependents(dependent["metadata"]["uid"]))
+                self._delete(dep_key, dependent, "Foreground" if has_own else "Background")
+        if blocking == 0:
+            info = self._info(key)
+            if info is not None:
+                self.objects.remove_finalizer(info, owner, FOREGROUND)
+
+    def _orphan(self, uid: str) -> None:
+        found = self.store.by_uid(uid)
+        if found is None:
+            return
+        key, owner = found
+        if ORPHAN not in (owner["metadata"].get("finalizers") or ()):
+            return
+        for dep_key, dependent in self.store.dependents(uid):
+            refs = [
+                r for r in dependent["metadata"].get("ownerReferences") or () if r.get("uid") != uid
+            ]
+            self._set_refs(dep_key, dependent, refs)
+        info = self._info(key)
+        if info is not None:
+            self.objects.remove_finalizer(info, owner, ORPHAN)
+
+    def _namespace(self, name: str) -> None:
+        ns = self.store.get(NAMESPACES, "", name)
+        if ns is None or not ns["metadata"].get("deletionTimestamp"):
+            return
+        remaining = 0
+        for key in self.store.namespaced_keys(name):
+            for obj in list(self.store.iter(key, name)):
+                remaining += 1
+                if not obj["metadata"].get("deletionTimestamp"):
+                    self._delete(key, obj)
+        if remaining and any(self.store.count(k, name) for k in self.store.namespaced_keys(name)):
+            return
+        info = self._info(NAMESPACES)
+        assert info is not None
+        spec_finalizers = (ns.get("spec") or {}).get("finalizers") or []
+        if "kubernetes" in spec_finalizers:
+            new = copy.deepcopy(ns)
+            new["spec"]["finalizers"] = [f for f in spec_finalizers if f != "kubernetes"]
+            ns = self.objects.update(info, ns, new, dry_run=False)
+        if not (ns.get("spec") or {}).get("finalizers") and not ns["metadata"].get("finalizers"):
+            self.store.remove(NAMESPACES, "", name)
+
+    def _crd(self, name: str) -> None:
+        crd = self.store.get(CRDS, "", name)
+        if crd is None or not crd["metadata"].get("deletionTimestamp"):
+            return
+        spec = crd.get("spec") or {}
+        key = (spec.get("group", ""), (spec.get("names") or {}).get("plural", ""))
+        for obj in list(self.store.iter(key)):
+            if not obj["metadata"].get("deletionTimestamp"):
+                self._delete(key, obj)
+        if self.store.count(key) == 0:
+            info = self._info(CRDS)
+            assert info is not None
+            self.objects.remove_finalizer(info, crd, CRD_CLEANUP)
+
+    def _crd_instance_gone(self, key: ResKey) -> None:
+        for crd in list(self.store.iter(CRDS)):
+            spec = crd.get("spec") or {}
+            if (spec.get("group"), (spec.get("names") or {}).get("plural")) == key:
+                if crd["metadata"].get("deletionTimestamp"):
+                    self._crd(crd["metadata"]["name"])
+                return

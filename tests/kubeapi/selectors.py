@@ -1,0 +1,115 @@
+"""Label and field selectors, parsed once per request and matched against stored objects.
+
+List and watch both filter with them; the grammar follows the API server's
+`labels.Parse` (equality and set-based) and `fields.ParseSelector` (equality on dotted paths).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from . import errors
+
+Predicate = Callable[[dict[str, Any]], bool]
+
+_SET_RE = re.compile(r"^\s*([^\s!=()]+)\s+(in|notin)\s+\(([^)]*)\)\s*$")
+
+
+def _split_top(text: str) -> list[str]:
+    """Split on commas that are not inside parentheses."""
+    parts: list[str] = []
+    depth = 0
+    current = ""
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _label_requirement(term: str) -> Predicate:
+    match = _SET_RE.match(term)
+    if match:
+        key, op, raw = match.groups()
+        values = {v.strip() for v in raw.split(",") if v.strip()}
+        if op == "in":
+            return lambda labels: labels.get(key) in values
+        return lambda labels: key not in labels or labels[key] not in values
+    for op in ("!=", "==", "="):
+        if op in term:
+            key, value = (s.strip() for s in term.split(op, 1))
+            if not key:
+                raise errors.bad_request(f"unable to parse requirement: {term!r}")
+            if op == "!=":
+                return lambda labels: labels.get(key) != value
+            return lambda labels: key in labels and labels[key] == value
+    if term.startswith("!"):
+        key = term[1:].strip()
+        return lambda labels: key not in labels
+    if re.search(r"[\s<>]", term):
+        raise errors.bad_request(f"unable to parse requirement: {term!r}")
+    return lambda labels: term in labels
+
+
+def label_selector(text: str | None) -> Predicate | None:
+    """A predicate over whole objects, or None when the selector selects everything."""
+    if not text or not text.strip():
+        return None
+    requirements = [_label_requirement(t) for t in _split_top(text)]
+
+    def matches(obj: dict[str, Any]) -> bool:
+        labels = obj.get("metadata", {}).get("labels") or {}
+        return all(r(labels) for r in requirements)
+
+    return matches
+
+
+def field_value(obj: dict[str, Any], path: str) -> str:
+    """A field as the API server's field sets render it: strings as they are, absent as ''."""
+    current: Any = obj
+    for part in path.split("."):
+        if not isinstance(current, dict):
+            return ""
+        current = current.get(part)
+    if current is None:
+        return ""
+    if isinstance(current, bool):
+        return "true" if current else "false"
+    return str(current)
+
+
+def field_selector(text: str | None) -> Predicate | None:
+    if not text or not text.strip():
+        return None
+    terms: list[tuple[str, bool, str]] = []
+    for term in _split_top(text):
+        for op, equal in (("!=", False), ("==", True), ("=", True)):
+            if op in term:
+                key, value = (s.strip() for s in term.split(op, 1))
+                terms.append((key, equal, value))
+                break
+        else:
+            raise errors.bad_request(f"invalid selector: '{text}'; can't understand '{term}'")
+
+    def matches(obj: dict[str, Any]) -> bool:
+        return all((field_value(obj, k) == v) == eq for k, eq, v in terms)
+
+    return matches
+
+
+def combine(*predicates: Predicate | None) -> Predicate | None:
+    active = [p for p in predicates if p is not None]
+    if not active:
+        return None
+    if len(active) == 1:
+        return active[0]
+    return lambda obj: all(p(obj) for p in active)

@@ -1,0 +1,1061 @@
+"""The HTTP face of the local API: routing, REST verbs, watch streams and discovery.
+
+It follows the real API server's request path: authenticate, impersonate, authorize, decode,
+mutating admission, validation, escalation checks, validating admission, store; watch events
+go out from the store. Schema validation, Table printing, OpenAPI, authentication, RBAC,
+admission webhooks and fault injection live in their own modules and are called from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import contextvars
+import importlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from . import errors, events, patch, protobuf, selectors, validation
+from .builtins import VIRTUAL
+from .gc import Controllers
+from .identity import ADMIN_GROUP, Attributes, UserInfo
+from .objects import CRD_GROUP, Objects, is_events_v1, key_of, now
+from .registry import Registry
+from .resources import ResourceInfo
+from .store import Event, Store, TooOld
+
+log = logging.getLogger(__name__)
+
+VERSION_INFO = {
+    "major": "1",
+    "minor": "31",
+    "gitVersion": "v1.31.0",
+    "gitCommit": "0000000000000000000000000000000000000000",
+    "gitTreeState": "clean",
+    "buildDate": "2024-08-13T00:00:00Z",
+    "goVersion": "go1.22.5",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
+RBAC_GROUP = "rbac.authorization.k8s.io"
+RBAC_KINDS = {"roles", "clusterroles", "rolebindings", "clusterrolebindings"}
+JSON = "application/json"
+BOOKMARK_INTERVAL = 10.0
+# Per request (each runs in its own task): warnings for `Warning` headers, fieldValidation.
+_WARNINGS: contextvars.ContextVar[list[str]] = contextvars.ContextVar("warnings")
+_FIELD_VALIDATION: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "field_validation", default="Warn"
+)
+
+
+def _optional(name: str) -> ModuleType | None:
+    """A sibling module that may not be written yet; the server runs without it."""
+    try:
+        return importlib.import_module(f"{__package__}.{name}")
+    except ImportError as exc:
+        if exc.name and exc.name.endswith(name):
+            return None
+        raise
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def respond(obj: Any, status: int = 200) -> web.Response:
+    return web.Response(body=dumps(obj), status=status, content_type=JSON)
+
+
+@dataclass
+class Target:
+    """What a resource URL names."""
+
+    info: ResourceInfo
+    namespace: str
+    name: str
+    subresource: str
+    watch_path: bool
+
+
+class Server:
+    def __init__(
+        self,
+        *,
+        admin_token: str,
+        tokens: Mapping[str, UserInfo] | None = None,
+        history: int = 100_000,
+    ) -> None:
+        self.store = Store(history)
+        self.registry = Registry()
+        self.objects = Objects(self.store, self.registry)
+        self.controllers = Controllers(self.objects)
+        self.store.listeners.append(self._track_crds)
+        self.store.listeners.append(self._track_rbac)
+        self.address = ""
+        users = {admin_token: UserInfo("admin", (ADMIN_GROUP,))}
+        users.update(tokens or {})
+        self._tokens = users
+        self.schema = _optional("schema")
+        self.table = _optional("table")
+        self.openapi = _optional("openapi")
+        auth = _optional("auth")
+        self.auth_module = auth
+        self.authenticator: Any = auth.Authenticator(dict(users)) if auth else None
+        rbac = _optional("rbac")
+        self._rbac_revision = 0
+        self.authorizer: Any = (
+            rbac.Authorizer(self._list_rbac, lambda: self._rbac_revision) if rbac else None
+        )
+        self._aggregation_pending = False
+        self.rbac = rbac
+        admission = _optional("admission")
+        self.admission_module = admission
+        self.admission: Any = (
+            admission.Admission(self._webhook_configurations, self._namespace_labels)
+            if admission
+            else None
+        )
+        faults = _optional("faults")
+        self.faults: Any = faults.Faults(self.store, self._headers_are_admin) if faults else None
+        self._bootstrap()
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    def _bootstrap(self) -> None:
+        ns_info = self.registry.lookup("", "v1", "namespaces")
+        assert ns_info is not None
+        for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
+            self.objects.create(
+                ns_info,
+                self.objects.prepare_create(ns_info, {"metadata": {"name": name}}, ""),
+                dry_run=False,
+            )
+        sa = self.registry.lookup("", "v1", "serviceaccounts")
+        assert sa is not None
+        for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
+            body = {"metadata": {"name": "default"}}
+            self.objects.create(sa, self.objects.prepare_create(sa, body, ns), dry_run=False)
+        boot = getattr(self.rbac, "bootstrap_objects", None) if self.rbac else None
+        for obj in boot() if boot else ():
+            group = obj["apiVersion"].rpartition("/")[0]
+            info = self.registry.by_kind(group, obj["kind"])
+            if info is None:
+                continue
+            prepared = self.objects.prepare_create(info, obj, obj["metadata"].get("namespace", ""))
+            with contextlib.suppress(errors.ApiError):
+                self.objects.create(info, prepared, dry_run=False)
+
+    def _track_crds(self, event: Event) -> None:
+        if event.key != (CRD_GROUP, "customresourcedefinitions"):
+            return
+        if event.type == "DELETED":
+            self.registry.unserve_crd(event.obj["metadata"]["name"])
+            spec = event.obj.get("spec") or {}
+            self.store.drop_resource(
+                (spec.get("group", ""), (spec.get("names") or {}).get("plural", ""))
+            )
+        elif not event.obj["metadata"].get("deletionTimestamp"):
+            self.registry.serve_crd(event.obj)
+
+    def _track_rbac(self, event: Event) -> None:
+        if event.key[0] != RBAC_GROUP:
+            return
+        self._rbac_revision += 1
+        if event.key[1] == "clusterroles" and not self._aggregation_pending:
+            aggregate = getattr(self.rbac, "aggregate", None)
+            if aggregate is None:
+                return
+            self._aggregation_pending = True
+            try:
+                asyncio.get_running_loop().call_soon(self._aggregate_clusterroles)
+            except RuntimeError:  # start-up, before the loop runs: aggregate at once
+                self._aggregate_clusterroles()
+
+    def _aggregate_clusterroles(self) -> None:
+        """Write aggregated rules into ClusterRoles, as kube-controller-manager does."""
+        self._aggregation_pending = False
+        info = self.registry.lookup(RBAC_GROUP, "v1", "clusterroles")
+        assert info is not None and self.rbac is not None
+        roles = list(self.store.iter((RBAC_GROUP, "clusterroles")))
+        for name, rules in self.rbac.aggregate(roles).items():
+            current = self.store.get((RBAC_GROUP, "clusterroles"), "", name)
+            if current is not None and (current.get("rules") or []) != rules:
+                self.objects.update(info, current, {**current, "rules": rules}, dry_run=False)
+
+    def _list_rbac(self, plural: str, namespace: str | None) -> list[dict[str, Any]]:
+        return list(self.store.iter((RBAC_GROUP, plural), namespace))
+
+    def _webhook_configurations(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        group = "admissionregistration.k8s.io"
+        return (
+            list(self.store.iter((group, "mutatingwebhookconfigurations"))),
+            list(self.store.iter((group, "validatingwebhookconfigurations"))),
+        )
+
+    def _namespace_labels(self, namespace: str) -> dict[str, str] | None:
+        ns = self.store.get(("", "namespaces"), "", namespace)
+        return None if ns is None else dict(ns["metadata"].get("labels") or {})
+
+    # -- application ------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        middlewares = [self._errors_middleware]
+        if self.faults is not None:
+            middlewares.insert(0, self.faults.middleware)
+        app = web.Application(middlewares=middlewares, client_max_size=64 * 1024 * 1024)
+        if self.faults is not None:
+            self.faults.add_routes(app)
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        app.on_startup.append(self._on_startup)
+        app.on_shutdown.append(self._on_shutdown)
+        return app
+
+    async def _on_startup(self, app: web.Application) -> None:
+        self.controllers.start()
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        self.store.cut_watches()
+        await self.controllers.stop()
+
+    @web.middleware
+    async def _errors_middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        warnings: list[str] = []
+        _WARNINGS.set(warnings)
+        _FIELD_VALIDATION.set(request.query.get("fieldValidation") or "Warn")
+        try:
+            response = await handler(request)
+            if warnings and not response.prepared:
+                for warning in dict.fromkeys(warnings):
+                    escaped = warning.replace("\\", "\\\\").replace('"', '\\"')
+                    response.headers.add("Warning", f'299 - "{escaped}"')
+            return response
+        except errors.ApiError as exc:
+            return respond(exc.status(), exc.code)
+        except web.HTTPException:
+            raise
+        except Exception as exc:
+            log.exception("internal error on %s %s", request.method, request.path)
+            err = errors.internal(repr(exc))
+            return respond(err.status(), err.code)
+
+    # -- identity ---------------------------------------------------------------------------
+
+    def _authenticate(self, request: web.Request) -> UserInfo:
+        return self._authenticate_headers(request.headers)
+
+    def _authenticate_headers(self, headers: Mapping[str, str]) -> UserInfo:
+        if self.authenticator is not None:
+            user: UserInfo = self.authenticator.authenticate(headers)
+        else:
+            header = headers.get("Authorization", "")
+            if header.startswith("Bearer "):
+                found = self._tokens.get(header[7:].strip())
+                if found is None:
+                    raise errors.unauthorized()
+                user = found
+            elif header:
+                raise errors.unauthorized()
+            else:
+                user = UserInfo("system:anonymous", ("system:unauthenticated",))
+        if self.auth_module is not None and hasattr(self.auth_module, "impersonate"):
+            user = self.auth_module.impersonate(user, headers, self._authorize_raw)
+        return user
+
+    def _headers_are_admin(self, headers: Mapping[str, str]) -> bool:
+        """Whether a request's caller (after impersonation) is a cluster admin."""
+        try:
+            user = self._authenticate_headers(headers)
+        except errors.ApiError:
+            return False
+        return user.is_admin
+
+    def _authorize_raw(self, user: UserInfo, attrs: Attributes) -> tuple[bool, str]:
+        if self.authorizer is not None:
+            result: tuple[bool, str] = self.authorizer.authorize(user, attrs)
+            return result
+        if user.is_admin:
+            return True, ""
+        if not attrs.resource_request:
+            return True, ""
+        return False, "no authorizer configured"
+
+    def _authorize(self, user: UserInfo, attrs: Attributes) -> None:
+        allowed, why = self._authorize_raw(user, attrs)
+        if not allowed:
+            if not attrs.resource_request:
+                raise errors.ApiError(
+                    403,
+                    "Forbidden",
+                    f'forbidden: User "{user.username}" cannot {attrs.verb} path "{attrs.path}"',
+                )
+            raise errors.forbidden(
+                user.username,
+                attrs.verb,
+                attrs.resource,
+                attrs.api_group,
+                attrs.name,
+                attrs.namespace,
+                why,
+            )
+
+    # -- routing ----------------------------------------------------------------------------
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.path.rstrip("/") or "/"
+        user = self._authenticate(request)
+        parts = [p for p in path.split("/") if p]
+        if not parts or parts[0] not in ("api", "apis") or self._is_discovery(parts):
+            self._authorize(
+                user, Attributes(verb=request.method.lower(), path=path, resource_request=False)
+            )
+            return await self._non_resource(request, path, parts)
+        target = self._target(parts)
+        method = request.method
+        verb = self._verb(method, target, request.query)
+        self._authorize(
+            user,
+            Attributes(
+                verb=verb,
+                resource=target.info.plural,
+                api_group=target.info.group,
+                subresource=target.subresource,
+                namespace=target.namespace
+                or (
+                    target.name
+                    if target.info.plural == "namespaces" and target.info.group == ""
+                    else ""
+                ),
+                name=target.name,
+                path=path,
+            ),
+        )
+        if verb not in target.info.verbs and not target.subresource:
+            raise errors.method_not_allowed()
+        handler = {
+            "get": self._get,
+            "list": self._list,
+            "watch": self._watch,
+            "create": self._create,
+            "update": self._update,
+            "patch": self._patch,
+            "delete": self._delete,
+            "deletecollection": self._delete_collection,
+        }[verb]
+        return await handler(request, target, user)
+
+    @staticmethod
+    def _is_discovery(parts: list[str]) -> bool:
+        if parts[0] == "api":
+            return len(parts) <= 2
+        return len(parts) <= 3
+
+    def _target(self, parts: list[str]) -> Target:
+        if parts[0] == "api":
+            group, version, rest = "", parts[1], parts[2:]
+        else:
+            group, version, rest = parts[1], parts[2], parts[3:]
+        watch_path = False
+        if rest and rest[0] == "watch":
+            watch_path, rest = True, rest[1:]
+        namespace = ""
+        if (
+            len(rest) >= 3
+            and rest[0] == "namespaces"
+            and not (group == "" and len(rest) == 3 and rest[2] in ("status", "finalize"))
+        ):
+            namespace, rest = rest[1], rest[2:]
+        if not rest:
+            raise errors.ApiError(
+                404, "NotFound", "the server could not find the requested resource"
+            )
+        plural = rest[0]
+        name = rest[1] if len(rest) > 1 else ""
+        sub = rest[2] if len(rest) > 2 else ""
+        info = self.registry.lookup(group, version, plural)
+        if info is None or len(rest) > 3:
+            raise errors.ApiError(
+                404, "NotFound", "the server could not find the requested resource", {}
+            )
+        if sub and sub not in info.subresources:
+            raise errors.ApiError(
+                404, "NotFound", "the server could not find the requested resource"
+            )
+        if info.namespaced and name and not namespace and not watch_path:
+            raise errors.ApiError(
+                404, "NotFound", "the server could not find the requested resource"
+            )
+        return Target(info, namespace if info.namespaced else "", name, sub, watch_path)
+
+    @staticmethod
+    def _verb(method: str, target: Target, query: Mapping[str, str]) -> str:
+        watching = target.watch_path or query.get("watch") in ("true", "1")
+        if method == "GET":
+            if target.name and not watching:
+                return "get"
+            return "watch" if watching else "list"
+        if method == "POST" and not target.name:
+            return "create"
+        if method == "PUT" and target.name:
+            return "update"
+        if method == "PATCH" and target.name:
+            return "patch"
+        if method == "DELETE":
+            return "delete" if target.name else "deletecollection"
+        raise errors.method_not_allowed()
+
+    # -- non-resource paths: discovery, OpenAPI, health ---------------------------------------
+
+    async def _non_resource(
+        self, request: web.Request, path: str, parts: list[str]
+    ) -> web.StreamResponse:
+        if path == "/version":
+            return respond(VERSION_INFO)
+        if path in ("/healthz", "/readyz", "/livez"):
+            return web.Response(text="ok")
+        if path == "/api":
+            return respond(
+                {
+                    "kind": "APIVersions",
+                    "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [
+                        {"clientCIDR": "0.0.0.0/0", "serverAddress": self.address}
+                    ],
+                }
+            )
+        if path == "/api/v1":
+            return respond(self._resource_list("", "v1"))
+        if path == "/apis":
+            return respond(
+                {
+                    "kind": "APIGroupList",
+                    "apiVersion": "v1",
+                    "groups": [
+                        self._group(n, v) for n, v in sorted(self.registry.groups().items())
+                    ],
+                }
+            )
+        if parts and parts[0] == "apis" and len(parts) == 2:
+            versions = self.registry.groups().get(parts[1])
+            if not versions:
+                raise errors.ApiError(
+                    404, "NotFound", "the server could not find the requested resource"
+                )
+            return respond(
+                {"kind": "APIGroup", "apiVersion": "v1", **self._group(parts[1], versions)}
+            )
+        if parts and parts[0] == "apis" and len(parts) == 3:
+            if parts[2] not in self.registry.groups().get(parts[1], []):
+                raise errors.ApiError(
+                    404, "NotFound", "the server could not find the requested resource"
+                )
+            return respond(self._resource_list(parts[1], parts[2]))
+        if parts and parts[0] == "openapi":
+            return self._openapi(request, parts)
+        raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+
+    @staticmethod
+    def _group(name: str, versions: list[str]) -> dict[str, Any]:
+        listed = [{"groupVersion": f"{name}/{v}", "version": v} for v in versions]
+        return {"name": name, "versions": listed, "preferredVersion": listed[0]}
+
+    def _resource_list(self, group: str, version: str) -> dict[str, Any]:
+        resources = []
+        for info in sorted(self.registry.in_group_version(group, version), key=lambda i: i.plural):
+            entry: dict[str, Any] = {
+                "name": info.plural,
+                "singularName": info.singular,
+                "namespaced": info.namespaced,
+                "kind": info.kind,
+                "verbs": list(info.verbs),
+            }
+            if info.short_names:
+                entry["shortNames"] = list(info.short_names)
+            if info.categories:
+                entry["categories"] = list(info.categories)
+            resources.append(entry)
+            for sub in info.subresources:
+                verbs = ["update"] if sub == "finalize" else ["get", "patch", "update"]
+                resources.append(
+                    {
+                        "name": f"{info.plural}/{sub}",
+                        "singularName": "",
+                        "namespaced": info.namespaced,
+                        "kind": "Scale" if sub == "scale" else info.kind,
+                        "verbs": verbs,
+                    }
+                )
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version,
+            "resources": resources,
+        }
+
+    def _openapi(self, request: web.Request, parts: list[str]) -> web.StreamResponse:
+        if self.openapi is None:
+            raise errors.ApiError(
+                404, "NotFound", "the server could not find the requested resource"
+            )
+        resources = self.registry.all()
+        if parts[1:] == ["v2"]:
+            return respond(self.openapi.v2(resources))
+        if parts[1:] == ["v3"]:
+            return respond(self.openapi.v3_index(resources))
+        if len(parts) >= 3 and parts[1] == "v3":
+            rest = parts[2:]
+            if rest == ["api", "v1"]:
+                group, version = "", "v1"
+            elif len(rest) == 3 and rest[0] == "apis":
+                group, version = rest[1], rest[2]
+            else:
+                raise errors.ApiError(
+                    404, "NotFound", "the server could not find the requested resource"
+                )
+            document = self.openapi.v3_document(resources, group, version)
+            if document is None:
+                raise errors.ApiError(
+                    404, "NotFound", "the server could not find the requested resource"
+                )
+            return respond(document)
+        raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+
+    # -- output shapes: full objects, Tables, metadata only ---------------------------------
+
+    def _shape(
+        self,
+        request: web.Request,
+        info: ResourceInfo,
+        objs: list[dict[str, Any]],
+        single: bool,
+        list_meta: dict[str, Any],
+    ) -> dict[str, Any]:
+        accept = request.headers.get("Accept", "")
+        if "as=Table" in accept and self.table is not None and hasattr(self.table, "to_table"):
+            include = request.query.get("includeObject", "Metadata")
+            table: dict[str, Any] = self.table.to_table(info, objs, include)
+            table.setdefault("metadata", {}).update(list_meta)
+            return table
+        presented = [self.objects.present(info, o) for o in objs]
+        if "as=PartialObjectMetadata" in accept:
+            partial = [
+                {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": o["metadata"],
+                }
+                for o in presented
+            ]
+            if single:
+                return partial[0]
+            return {
+                "kind": "PartialObjectMetadataList",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": list_meta,
+                "items": partial,
+            }
+        if single:
+            return presented[0]
+        return {
+            "kind": info.list_kind,
+            "apiVersion": info.group_version,
+            "metadata": list_meta,
+            "items": presented,
+        }
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def _get(self, request: web.Request, t: Target, user: UserInfo) -> web.StreamResponse:
+        obj = self.objects.get(t.info, t.namespace, t.name)
+        return respond(self._shape(request, t.info, [obj], True, {}))
+
+    def _predicate(
+        self, query: Mapping[str, str], info: ResourceInfo | None = None
+    ) -> selectors.Predicate | None:
+        predicate = selectors.combine(
+            selectors.label_selector(query.get("labelSelector")),
+            selectors.field_selector(query.get("fieldSelector")),
+        )
+        if predicate is not None and info is not None and is_events_v1(info):
+            # Selectors name the fields of the shape the client asked for.
+            shown, present = predicate, self.objects.present
+            return lambda obj: shown(present(info, obj))
+        return predicate
+
+    async def _list(self, request: web.Request, t: Target, user: UserInfo) -> web.StreamResponse:
+        query = request.query
+        predicate = self._predicate(query, t.info)
+        ns = t.namespace or None
+        items = [
+            o for o in self.store.iter(key_of(t.info), ns) if predicate is None or predicate(o)
+        ]
+        items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+        list_rv = self.store.rv
+        token = query.get("continue")
+        if token:
+            try:
+                state = json.loads(base64.urlsafe_b64decode(token.encode()))
+                list_rv, start = int(state["rv"]), tuple(state["start"])
+            except (ValueError, KeyError, TypeError):
+                raise errors.bad_request("continue key is not valid") from None
+            if list_rv < self.store.compacted_rv:
+                raise errors.gone(
+                    "The provided continue parameter is too old to display a consistent list "
+                    "result. You can start a new list without the continue parameter, or use "
+                    "the continue token in this response to retrieve the remainder of the "
+                    "results. Continuing with the provided token results in an inconsistent "
+                    "list - objects that were created, modified, or deleted between the time "
+                    "the first chunk was returned and now may show up in the list."
+                )
+            items = [
+                o
+                for o in items
+                if (o["metadata"].get("namespace", ""), o["metadata"]["name"]) > start
+            ]
+        meta: dict[str, Any] = {"resourceVersion": str(list_rv)}
+        limit = int(query.get("limit") or 0)
+        if limit > 0 and len(items) > limit:
+            last = items[limit - 1]["metadata"]
+            meta["continue"] = base64.urlsafe_b64encode(
+                dumps({"rv": list_rv, "start": [last.get("namespace", ""), last["name"]]})
+            ).decode()
+            meta["remainingItemCount"] = len(items) - limit
+            items = items[:limit]
+        return respond(self._shape(request, t.info, items, False, meta))
+
+    async def _watch(self, request: web.Request, t: Target, user: UserInfo) -> web.StreamResponse:
+        query = request.query
+        predicate = self._predicate(query, t.info)
+        if t.name:
+            by_name = selectors.field_selector(f"metadata.name={t.name}")
+            predicate = selectors.combine(predicate, by_name)
+        info = t.info
+        bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
+        initial_events = query.get("sendInitialEvents") == "true"
+        timeout = float(query["timeoutSeconds"]) if query.get("timeoutSeconds") else None
+        deadline = time.monotonic() + timeout if timeout else None
+        as_table = "as=Table" in request.headers.get("Accept", "") and self.table is not None
+
+        response = web.StreamResponse(status=200, headers={"Content-Type": JSON})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+
+        table = self.table
+
+        def render(kind: str, obj: dict[str, Any]) -> bytes:
+            if as_table and table is not None:
+                shaped: Any = table.to_table(
+                    info, [obj], request.query.get("includeObject", "Metadata")
+                )
+            else:
+                shaped = self.objects.present(info, obj)
+            return dumps({"type": kind, "object": shaped}) + b"\n"
+
+        def bookmark(extra: dict[str, str] | None = None) -> bytes:
+            meta: dict[str, Any] = {"resourceVersion": str(self.store.rv)}
+            if extra:
+                meta["annotations"] = extra
+            return (
+                dumps(
+                    {
+                        "type": "BOOKMARK",
+                        "object": {
+                            "kind": info.kind,
+                            "apiVersion": info.group_version,
+                            "metadata": meta,
+                        },
+                    }
+                )
+                + b"\n"
+            )
+
+        key = key_of(info)
+        ns = t.namespace or None
+        rv_param = query.get("resourceVersion", "")
+        chunks: list[bytes] = []
+        # Register and snapshot in one step (no await between): no event is lost or doubled.
+        watcher = self.store.watch(key, ns)
+        try:
+            if rv_param in ("", "0") or initial_events:
+                for obj in list(self.store.iter(key, ns)):
+                    if predicate is None or predicate(obj):
+                        chunks.append(render("ADDED", obj))
+                if initial_events and bookmarks:
+                    chunks.append(bookmark({"k8s.io/initial-events-end": "true"}))
+            else:
+                try:
+                    replay = list(self.store.events_since(int(rv_param), key, ns))
+                except ValueError:
+                    raise errors.bad_request(f"invalid resource version: {rv_param}") from None
+                except TooOld:
+                    status = errors.gone(
+                        f"too old resource version: {rv_param} ({self.store.compacted_rv + 1})"
+                    ).status()
+                    await response.write(dumps({"type": "ERROR", "object": status}) + b"\n")
+                    return response
+                for past in replay:
+                    chunks.extend(self._event_lines(past, predicate, render))
+            if chunks:
+                await response.write(b"".join(chunks))
+            last_bookmark = time.monotonic()
+            while True:
+                wait = BOOKMARK_INTERVAL if bookmarks else None
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    wait = min(wait, left) if wait is not None else left
+                try:
+                    event: Event | None = await asyncio.wait_for(watcher.queue.get(), wait)
+                except TimeoutError:
+                    if bookmarks and time.monotonic() - last_bookmark >= BOOKMARK_INTERVAL:
+                        await response.write(bookmark())
+                        last_bookmark = time.monotonic()
+                    continue
+                if event is None:
+                    break
+                batch: list[bytes] = []
+                closed = False
+                while event is not None:
+                    batch.extend(self._event_lines(event, predicate, render))
+                    if watcher.queue.empty():
+                        break
+                    event = watcher.queue.get_nowait()
+                    if event is None:
+                        closed = True
+                if batch:
+                    await response.write(b"".join(batch))
+                if closed:
+                    break
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.store.unwatch(watcher)
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            await response.write_eof()
+        return response
+
+    @staticmethod
+    def _event_lines(
+        event: Event,
+        predicate: selectors.Predicate | None,
+        render: Callable[[str, dict[str, Any]], bytes],
+    ) -> list[bytes]:
+        if predicate is None:
+            return [render(event.type, event.obj)]
+        now_matches = predicate(event.obj)
+        if event.type == "MODIFIED":
+            before = event.old is not None and predicate(event.old)
+            if now_matches and before:
+                return [render("MODIFIED", event.obj)]
+            if now_matches:
+                return [render("ADDED", event.obj)]
+            if before:
+                return [render("DELETED", event.obj)]
+            return []
+        return [render(event.type, event.obj)] if now_matches else []
+
+    # -- writes -----------------------------------------------------------------------------
+
+    @staticmethod
+    async def _body(request: web.Request) -> Any:
+        raw = await request.read()
+        if not raw:
+            return None
+        ctype = request.content_type
+        if ctype == protobuf.CONTENT_TYPE:
+            return protobuf.decode(raw)
+        try:
+            if "yaml" in ctype:
+                return yaml.safe_load(raw)
+            return json.loads(raw)
+        except (ValueError, yaml.YAMLError) as exc:
+            raise errors.bad_request(
+                f"the body of the request could not be decoded: {exc}"
+            ) from None
+
+    @staticmethod
+    def _dry_run(request: web.Request) -> bool:
+        values = request.query.getall("dryRun", [])
+        if any(v != "All" for v in values):
+            raise errors.bad_request(f"unsupported dryRun value: {values}")
+        return bool(values)
+
+    async def _admit(
+        self,
+        operation: str,
+        t: Target,
+        user: UserInfo,
+        obj: dict[str, Any] | None,
+        old: dict[str, Any] | None,
+        dry_run: bool,
+        options: dict[str, Any] | None = None,
+        name: str = "",
+        mutate: bool = True,
+    ) -> dict[str, Any] | None:
+        """Webhook admission (mutating first when asked), as the admission module offers it."""
+        if self.admission is None or self.admission_module is None:
+            return obj
+        attributes_type = getattr(self.admission_module, "AdmissionAttributes", None)
+        if attributes_type is None:
+            return obj
+        req = self._admission_attributes(
+            attributes_type, operation, t, user, obj, old, dry_run, options, name
+        )
+        try:
+            if mutate:
+                mutated = await self.admission.mutate(req)
+                if mutated is None or obj is None:
+                    return obj
+                # Webhooks saw the client's shape; store the stored one.
+                if is_events_v1(t.info):
+                    return events.to_core(mutated)
+                return {**mutated, "apiVersion": obj["apiVersion"], "kind": obj["kind"]}
+            await self.admission.validate(req)
+            return obj
+        finally:
+            _WARNINGS.get([]).extend(getattr(req, "warnings", None) or ())
+
+    def _admission_attributes(
+        self,
+        attributes_type: Any,
+        operation: str,
+        t: Target,
+        user: UserInfo,
+        obj: dict[str, Any] | None,
+        old: dict[str, Any] | None,
+        dry_run: bool,
+        options: dict[str, Any] | None,
+        name: str,
+    ) -> Any:
+        info = t.info
+        namespace = t.namespace
+        if info.group == "" and info.plural == "namespaces":
+            namespace = name or t.name
+        option_kind = {
+            "CREATE": "CreateOptions",
+            "UPDATE": "UpdateOptions",
+            "DELETE": "DeleteOptions",
+        }[operation]
+        return attributes_type(
+            kind={"group": info.group, "version": info.version, "kind": info.kind},
+            resource={"group": info.group, "version": info.version, "resource": info.plural},
+            operation=operation,
+            user_info=user,
+            name=name or t.name,
+            namespace=namespace,
+            object=self.objects.present(info, obj) if obj is not None else None,
+            old_object=self.objects.present(info, old) if old is not None else None,
+            sub_resource=t.subresource,
+            dry_run=dry_run,
+            options={"kind": option_kind, "apiVersion": "meta.k8s.io/v1", **(options or {})},
+        )
+
+    def _validate(
+        self, t: Target, obj: dict[str, Any], old: dict[str, Any] | None, user: UserInfo, verb: str
+    ) -> dict[str, Any]:
+        info = t.info
+        if info.crd is not None:
+            admit = getattr(self.schema, "admit", None) if self.schema else None
+            if admit is not None:
+                obj = admit(
+                    info,
+                    obj,
+                    old,
+                    t.subresource,
+                    field_validation=_FIELD_VALIDATION.get(),
+                    warnings=_WARNINGS.get([]),
+                )
+        else:
+            validation.check_builtin(info, obj, old)
+            if info.group == CRD_GROUP and self.schema is not None:
+                check = getattr(self.schema, "validate_crd", None)
+                if check is not None:
+                    check(obj)
+        if info.group == RBAC_GROUP and info.plural in RBAC_KINDS and self.authorizer is not None:
+            check_escalation = getattr(self.authorizer, "check_escalation", None)
+            if check_escalation is not None:
+                check_escalation(user, verb, info.plural, obj)
+        return obj
+
+    async def _create(self, request: web.Request, t: Target, user: UserInfo) -> web.StreamResponse:
+        body = await self._body(request)
+        if (t.info.group, t.info.plural) in VIRTUAL:
+            return respond(self._review(t, body, user), 201)
+        dry_run = self._dry_run(request)
+        obj = self.objects.prepare_create(t.info, body, t.namespace)
+        obj = (
+            await self._admit("CREATE", t, user, obj, None, dry_run, name=obj["metadata"]["name"])
+            or obj
+        )
+        obj = self._validate(t, obj, None, user, "create")
+        await self._admit(
+            "CREATE", t, user, obj, None, dry_run, name=obj["metadata"]["name"], mutate=False
+        )
+        created = self.objects.create(t.info, obj, dry_run)
+        return respond(self._shape(request, t.info, [created], True, {}), 201)
+
+    def _review(self, t: Target, body: Any, user: UserInfo) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise errors.bad_request("the body of the request must be a JSON object")
+        if t.info.plural == "selfsubjectreviews":
+            return {
+                "kind": "SelfSubjectReview",
+                "apiVersion": t.info.group_version,
+                "metadata": {"creationTimestamp": now()},
+                "status": {"userInfo": user.to_review()},
+            }
+        if self.authorizer is None or not hasattr(self.authorizer, "review"):
+            raise errors.ApiError(
+                503, "ServiceUnavailable", "authorization reviews are not available"
+            )
+        if t.info.namespaced:
+            body.setdefault("metadata", {})["namespace"] = t.namespace
+        result: dict[str, Any] = self.authorizer.review(t.info.kind, body, user)
+        return result
+
+    async def _write(
+        self,
+        request: web.Request,
+        t: Target,
+        user: UserInfo,
+        old: dict[str, Any],
+        body: Any,
+        verb: str,
+    ) -> web.StreamResponse:
+        dry_run = self._dry_run(request)
+        new = self.objects.prepare_update(t.info, old, body, t.subresource, t.name)
+        new = await self._admit("UPDATE", t, user, new, old, dry_run) or new
+        new = self._validate(t, new, old, user, verb)
+        await self._admit("UPDATE", t, user, new, old, dry_run, mutate=False)
+        stored = self.objects.update(t.info, old, new, dry_run)
+        return respond(self._shape(request, t.info, [stored], True, {}))
+
+    async def _update(self, request: web.Request, t: Target, user: UserInfo) -> web.StreamResponse:
+        body = await self._body(request)
+        old = self.objects.get(t.info, t.namespace, t.name)
+        return await self._write(request, t, user, old, body, "update")
+
+    async def _patch(self, request: web.Request, t: Target, user: UserInfo) -> web.StreamResponse:
+        ctype = request.content_type
+        body = await self._body(request)
+        if ctype == "application/apply-patch+yaml":
+            return await self._apply(request, t, user, body)
+        old = self.objects.get(t.info, t.namespace, t.name)
+        view = self.objects.present(t.info, old)  # patches apply to the shape the client sees
+        if ctype == "application/json-patch+json":
+            patched = patch.json_patch(view, body)
+        elif ctype == "application/merge-patch+json":
+            if not isinstance(body, dict):
+                raise errors.bad_request("a merge patch must be a JSON object")
+            patched = patch.merge_patch(view, body)
+        elif ctype == "application/strategic-merge-patch+json":
+            if t.info.crd is not None:
+                raise errors.unsupported_media_type(ctype)
+            patched = patch.strategic_merge_patch(view, body)
+        else:
+            raise errors.unsupported_media_type(ctype)
+        return await self._write(request, t, user, old, patched, "patch")
+
+    async def _apply(
+        self, request: web.Request, t: Target, user: UserInfo, body: Any
+    ) -> web.StreamResponse:
+        """Server-side apply, approximated: the applied fields are merged into the object."""
+        if not request.query.get("fieldManager"):
+            raise errors.bad_request("PATCH with apply requires a fieldManager")
+        if not isinstance(body, dict):
+            raise errors.bad_request("an apply patch must be an object")
+        current = self.store.get(key_of(t.info), t.namespace, t.name)
+        if current is None:
+            if t.subresource:
+                raise errors.not_found(t.info.plural, t.info.group, t.name)
+            body.setdefault("metadata", {})["name"] = t.name
+            dry_run = self._dry_run(request)
+            obj = self.objects.prepare_create(t.info, body, t.namespace)
+            obj = await self._admit("CREATE", t, user, obj, None, dry_run, name=t.name) or obj
+            obj = self._validate(t, obj, None, user, "create")
+            await self._admit("CREATE", t, user, obj, None, dry_run, name=t.name, mutate=False)
+            created = self.objects.create(t.info, obj, dry_run)
+            return respond(self._shape(request, t.info, [created], True, {}), 201)
+        body.get("metadata", {}).pop("resourceVersion", None)
+        if t.info.crd is None:
+            patched = patch.strategic_merge_patch(self.objects.present(t.info, current), body)
+        else:
+            patched = patch.merge_patch(self.objects.present(t.info, current), body)
+        return await self._write(request, t, user, current, patched, "patch")
+
+    # -- deletes ----------------------------------------------------------------------------
+
+    async def _delete_options(self, request: web.Request) -> dict[str, Any]:
+        body = await self._body(request)
+        options: dict[str, Any] = dict(body) if isinstance(body, dict) else {}
+        query = request.query
+        if "propagationPolicy" in query:
+            options["propagationPolicy"] = query["propagationPolicy"]
+        if "orphanDependents" in query:
+            options["orphanDependents"] = query["orphanDependents"] == "true"
+        if "gracePeriodSeconds" in query:
+            options["gracePeriodSeconds"] = int(query["gracePeriodSeconds"])
+        if query.getall("dryRun", []):
+            options["dryRun"] = query.getall("dryRun")
+        return options
+
+    def _deleted_status(self, info: ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:
+        details: dict[str, Any] = {
+            "name": obj["metadata"]["name"],
+            "kind": info.plural,
+            "uid": obj["metadata"]["uid"],
+        }
+        if info.group:
+            details["group"] = info.group
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": details,
+        }
+
+    async def _delete(self, request: web.Request, t: Target, user: UserInfo) -> web.StreamResponse:
+        options = await self._delete_options(request)
+        dry_run = self._dry_run(request) or options.get("dryRun") == ["All"]
+        obj = self.objects.get(t.info, t.namespace, t.name)
+        await self._admit("DELETE", t, user, None, obj, dry_run, options, mutate=False)
+        result, removed = self.objects.delete(t.info, obj, options, dry_run)
+        if removed and t.info.crd is None and t.info.plural != "namespaces":
+            return respond(self._deleted_status(t.info, result))
+        status = 202 if not removed and options.get("propagationPolicy") == "Foreground" else 200
+        return respond(self._shape(request, t.info, [result], True, {}), status)
+
+    async def _delete_collection(
+        self, request: web.Request, t: Target, user: UserInfo
+    ) -> web.StreamResponse:
+        options = await self._delete_options(request)
+        dry_run = self._dry_run(request) or options.get("dryRun") == ["All"]
+        predicate = self._predicate(request.query, t.info)
+        victims = [
+            o
+            for o in self.store.iter(key_of(t.info), t.namespace or None)
+            if predicate is None or predicate(o)
+        ]
+        deleted = []
+        for obj in victims:
+            one = Target(
+                t.info, obj["metadata"].get("namespace", ""), obj["metadata"]["name"], "", False
+            )
+            await self._admit("DELETE", one, user, None, obj, dry_run, options, mutate=False)
+            result, _ = self.objects.delete(t.info, obj, options, dry_run)
+            deleted.append(result)
+        return respond(
+            self._shape(request, t.info, deleted, False, {"resourceVersion": str(self.store.rv)})
+        )

@@ -1,0 +1,191 @@
+"""Built-in validation the real API server does before storing: object names, RBAC shapes.
+
+Custom objects are validated against their CRD's schema elsewhere; this covers what the Go
+types' validation would reject for the built-in kinds Lapse relies on.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from . import errors
+from .errors import Cause
+from .resources import ResourceInfo
+
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+RBAC = "rbac.authorization.k8s.io"
+
+
+def _name_errors(info: ResourceInfo, name: str) -> list[str]:
+    if info.group == RBAC:
+        # RBAC names are path segments: `system:aggregate-to-edit` is fine.
+        if name in (".", ".."):
+            return [f"may not be '{name}'"]
+        bad = [c for c in ("/", "%") if c in name]
+        return [f"may not contain '{c}'" for c in bad]
+    if info.group == "" and info.plural in ("namespaces", "services"):
+        if len(name) > 63:
+            return ["must be no more than 63 characters"]
+        if not _LABEL.match(name):
+            return [
+                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters "
+                "or '-', and must start and end with an alphanumeric character (e.g. 'my-name',"
+                "  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+            ]
+        return []
+    problems = []
+    if len(name) > 253:
+        problems.append("must be no more than 253 characters")
+    if not _SUBDOMAIN.match(name):
+        problems.append(
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
+            "'-' or '.', and must start and end with an alphanumeric character (e.g. "
+            "'example.com', regex used for validation is "
+            "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+        )
+    return problems
+
+
+def check_name(info: ResourceInfo, name: str, generated: bool = False) -> None:
+    problems = _name_errors(info, name)
+    if problems:
+        field = "metadata.generateName" if generated else "metadata.name"
+        causes = [Cause(field, f'Invalid value: "{name}": {p}') for p in problems]
+        raise errors.invalid(info.kind, info.group, name, causes)
+
+
+def _subject_causes(subjects: Any, cluster: bool) -> list[Cause]:
+    causes: list[Cause] = []
+    for i, subject in enumerate(subjects or ()):
+        where = f"subjects[{i}]"
+        kind = subject.get("kind", "")
+        if not subject.get("name"):
+            causes.append(Cause(f"{where}.name", "Required value", "FieldValueRequired"))
+        if kind == "ServiceAccount":
+            if subject.get("apiGroup"):
+                causes.append(
+                    Cause(
+                        f"{where}.apiGroup",
+                        f'Unsupported value: "{subject["apiGroup"]}": supported values: ""',
+                        "FieldValueNotSupported",
+                    )
+                )
+            if cluster and not subject.get("namespace"):
+                causes.append(Cause(f"{where}.namespace", "Required value", "FieldValueRequired"))
+        elif kind in ("User", "Group"):
+            if subject.get("apiGroup") != RBAC:
+                causes.append(
+                    Cause(
+                        f"{where}.apiGroup",
+                        f'Unsupported value: "{subject.get("apiGroup", "")}"'
+                        f': supported values: "{RBAC}"',
+                        "FieldValueNotSupported",
+                    )
+                )
+        else:
+            causes.append(
+                Cause(
+                    f"{where}.kind",
+                    f'Unsupported value: "{kind}": supported values: '
+                    '"ServiceAccount", "User", "Group"',
+                    "FieldValueNotSupported",
+                )
+            )
+    return causes
+
+
+def _rules_causes(rules: Any, cluster: bool) -> list[Cause]:
+    causes: list[Cause] = []
+    for i, rule in enumerate(rules or ()):
+        where = f"rules[{i}]"
+        if not rule.get("verbs"):
+            causes.append(
+                Cause(
+                    f"{where}.verbs",
+                    "Required value: verbs must contain at least one value",
+                    "FieldValueRequired",
+                )
+            )
+        if rule.get("nonResourceURLs"):
+            if not cluster:
+                causes.append(
+                    Cause(
+                        f"{where}.nonResourceURLs",
+                        "Invalid value: namespaced rules cannot apply to non-resource URLs",
+                    )
+                )
+        elif not rule.get("resources"):
+            causes.append(
+                Cause(
+                    f"{where}.resources",
+                    "Required value: resource rules must supply at least one resource",
+                    "FieldValueRequired",
+                )
+            )
+        elif "apiGroups" not in rule:
+            causes.append(
+                Cause(
+                    f"{where}.apiGroups",
+                    "Required value: resource rules must supply at least one api group",
+                    "FieldValueRequired",
+                )
+            )
+    return causes
+
+
+def check_builtin(info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+    """Raise 422 for a built-in object the real API server would refuse."""
+    causes: list[Cause] = []
+    if info.group == RBAC:
+        cluster = not info.namespaced
+        if info.kind in ("RoleBinding", "ClusterRoleBinding"):
+            ref = obj.get("roleRef") or {}
+            if not ref.get("name"):
+                causes.append(Cause("roleRef.name", "Required value", "FieldValueRequired"))
+            allowed = ("ClusterRole",) if cluster else ("Role", "ClusterRole")
+            if ref.get("kind") not in allowed:
+                causes.append(
+                    Cause(
+                        "roleRef.kind",
+                        f'Unsupported value: "{ref.get("kind", "")}": supported '
+                        f"values: {', '.join(repr(a).replace(chr(39), chr(34)) for a in allowed)}",
+                        "FieldValueNotSupported",
+                    )
+                )
+            if ref.get("apiGroup") != RBAC:
+                causes.append(
+                    Cause(
+                        "roleRef.apiGroup",
+                        f'Unsupported value: "{ref.get("apiGroup", "")}": '
+                        f'supported values: "{RBAC}"',
+                        "FieldValueNotSupported",
+                    )
+                )
+            if old is not None and old.get("roleRef") != obj.get("roleRef"):
+                causes.append(Cause("roleRef", "Invalid value: cannot change roleRef"))
+            causes += _subject_causes(obj.get("subjects"), cluster)
+        else:
+            causes += _rules_causes(obj.get("rules"), cluster)
+    elif info.group == "" and info.plural == "configmaps":
+        for key in list(obj.get("data") or {}) + list(obj.get("binaryData") or {}):
+            if not re.fullmatch(r"[-._a-zA-Z0-9]+", key):
+                causes.append(
+                    Cause(
+                        f"data[{key}]",
+                        f'Invalid value: "{key}": a valid config key '
+                        "must consist of alphanumeric characters, '-', '_' or '.'",
+                    )
+                )
+    elif info.group == "coordination.k8s.io" and info.plural == "leases":
+        duration = (obj.get("spec") or {}).get("leaseDurationSeconds")
+        if duration is not None and duration <= 0:
+            causes.append(
+                Cause(
+                    "spec.leaseDurationSeconds",
+                    f"Invalid value: {duration}: must be greater than 0",
+                )
+            )
+    if causes:
+        raise errors.invalid(info.kind, info.group, obj["metadata"].get("name", ""), causes)
