@@ -31,7 +31,10 @@ class Settings:
     webhook_configuration: str = "lapse.dev"
     metrics_addr: str = "0.0.0.0"
     # 0 turns the metrics endpoint off.
-    metrics_port: int = 8080
+    metrics_port: int = 9090
+    # kopf's liveness endpoint (e.g. http://0.0.0.0:8080/healthz) for the Deployment's probes;
+    # empty serves none, as when running from a terminal.
+    liveness_endpoint: str = ""
     sweep_interval: float = 30.0
     # The namespace Lapse runs in; cluster-scoped owners post their Events here.
     namespace: str = "lapse-system"
@@ -52,6 +55,7 @@ class Settings:
             ),
             metrics_addr=env.get("LAPSE_METRICS_ADDR", default.metrics_addr),
             metrics_port=int(env.get("LAPSE_METRICS_PORT", default.metrics_port)),
+            liveness_endpoint=env.get("LAPSE_LIVENESS_ENDPOINT", default.liveness_endpoint),
             sweep_interval=float(env.get("LAPSE_SWEEP_INTERVAL", default.sweep_interval)),
             namespace=env.get("LAPSE_NAMESPACE", default.namespace),
         )

@@ -34,6 +34,7 @@ def main() -> None:
             clusterwide=True,
             standalone=True,
             memo=kopf.Memo(settings=settings),
+            liveness_endpoint=settings.liveness_endpoint or None,
         )
     )
 

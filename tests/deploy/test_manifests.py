@@ -33,6 +33,7 @@ LAPSE_ENV = {
     "LAPSE_WEBHOOK_CERT_DIR",
     "LAPSE_WEBHOOK_CONFIGURATION",
     "LAPSE_METRICS_PORT",
+    "LAPSE_LIVENESS_ENDPOINT",
     "LAPSE_SWEEP_INTERVAL",
 }
 
@@ -212,7 +213,8 @@ def test_deployment_is_hardened(base: list[dict[str, Any]]) -> None:
     assert set(c["resources"]) == {"requests", "limits"}
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["readinessProbe"]["httpGet"]["path"] == "/healthz"
-    assert "--liveness=http://0.0.0.0:8080/healthz" in c["args"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["LAPSE_LIVENESS_ENDPOINT"] == "http://0.0.0.0:8080/healthz"
     assert c["image"] == "ghcr.io/lapse-dev/lapse:0.1.0"
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     env = {e["name"]: e.get("value") for e in c["env"]}

@@ -57,11 +57,16 @@ class Operator:
         self.audit_path = workdir / "audit.jsonl"
         self.log_path = workdir / "operator.log"
         self.metrics_port = free_port()
+        self.health_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.health_port}/healthz"
 
     def start(self) -> None:
         env = self.cluster.env()
@@ -73,6 +78,7 @@ class Operator:
             LAPSE_WEBHOOK_CERT_DIR=str(self.workdir / "certs"),
             LAPSE_METRICS_ADDR="127.0.0.1",
             LAPSE_METRICS_PORT=str(self.metrics_port),
+            LAPSE_LIVENESS_ENDPOINT=self.health_url,
             LAPSE_SWEEP_INTERVAL=str(SWEEP_INTERVAL),
             LAPSE_NAMESPACE="default",
         )
