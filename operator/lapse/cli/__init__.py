@@ -1,0 +1,346 @@
+"""`kubectl lapse`: ask for temporary access, break glass, approve, revoke — in few keystrokes.
+
+kubectl finds this program on PATH as `kubectl-lapse`. This module is its command line: the
+argument grammar, the help texts with examples, and the one place where failures become an
+`error:` sentence and an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from lapse.cli.actions import VERDICTS, run_approve, run_deny, run_review, run_revoke
+from lapse.cli.client import Connection, Kube
+from lapse.cli.errors import EXIT_CODES_HELP, CliError, ExitCode
+from lapse.cli.grants import run_breakglass, run_request
+from lapse.cli.objects import Io
+from lapse.cli.render import use_colour
+from lapse.cli.views import run_explain, run_get, run_list
+from lapse.core.durations import DurationError, parse_duration
+
+__all__ = ["build_parser", "main"]
+
+PROG = "kubectl lapse"
+Command = Callable[[Kube, Io, Any], int]
+
+
+def duration(text: str) -> str:
+    """An access window as the API spells it (`30m`, `2h`, `1h30m`), checked before sending."""
+    try:
+        parse_duration(text)
+    except DurationError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration such as 30m, 2h or 1h30m (hours, minutes, seconds)"
+        ) from None
+    return text
+
+
+def seconds(text: str) -> float:
+    """A wait: `60s`, `2m`, or a plain number of seconds."""
+    if text.replace(".", "", 1).isdigit():
+        value = float(text)
+        if value > 0:
+            return value
+    else:
+        try:
+            return parse_duration(text).total_seconds()
+        except DurationError:
+            pass
+    raise argparse.ArgumentTypeError(f"{text!r} is not a wait such as 60s or 2m")
+
+
+def sentence(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def namespace_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=30)
+
+
+def _connection_flags(parser: argparse.ArgumentParser, nested: bool, namespace: bool) -> None:
+    """kubectl's connection flags; on subcommands they default to "not given" (SUPPRESS), so a
+    flag typed before the subcommand is not reset by the subcommand's own default."""
+    default: Any = argparse.SUPPRESS if nested else None
+    group = parser.add_argument_group("kubectl options")
+    group.add_argument("--kubeconfig", default=default, help="path to the kubeconfig file")
+    group.add_argument("--context", default=default, help="the kubeconfig context to use")
+    if namespace:
+        group.add_argument(
+            "-n", "--namespace", default=default, help="namespace (default: the context's)"
+        )
+    group.add_argument(
+        "--as", dest="as_user", default=default, metavar="USER", help="user to impersonate"
+    )
+    group.add_argument(
+        "--as-group",
+        dest="as_groups",
+        action="append",
+        metavar="GROUP",
+        default=default,
+        help="group to impersonate; repeat for several",
+    )
+
+
+def _output_flag(parser: argparse.ArgumentParser, choices: Sequence[str]) -> None:
+    parser.add_argument(
+        "-o", "--output", choices=choices, default=None, help=f"output format: {'|'.join(choices)}"
+    )
+
+
+def _wait_flags(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--no-wait", action="store_true", help="return once created; do not wait for Lapse"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=seconds,
+        default=seconds(default),
+        metavar="DURATION",
+        help=f"how long to wait for Lapse (default {default})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Temporary Kubernetes access with Lapse: ask, approve, break glass, revoke.",
+        formatter_class=_Formatter,
+        epilog=(
+            "examples:\n"
+            "  kubectl lapse request edit -n payments --for 2h --reason 'Fix stuck retries'\n"
+            "  kubectl lapse list\n"
+            "  kubectl lapse explain edit-x7k2p -n payments\n"
+            "  kubectl lapse approve edit-x7k2p -n payments -m 'ok'\n"
+            "  kubectl lapse breakglass cluster-admin --incident INC-4711 --for 30m "
+            "--reason 'Database down'\n\n" + EXIT_CODES_HELP
+        ),
+    )
+    _connection_flags(parser, nested=False, namespace=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(
+        name: str,
+        run: Command,
+        summary: str,
+        examples: str,
+        aliases: Sequence[str] = (),
+        namespace: bool = True,
+        exit_codes: bool = False,
+    ) -> argparse.ArgumentParser:
+        epilog = f"examples:\n{examples}"
+        if exit_codes:
+            epilog += f"\n\n{EXIT_CODES_HELP}"
+        sub = commands.add_parser(
+            name,
+            aliases=list(aliases),
+            help=summary,
+            description=summary,
+            epilog=epilog,
+            formatter_class=_Formatter,
+        )
+        sub.set_defaults(run=run)
+        _connection_flags(sub, nested=True, namespace=namespace)
+        return sub
+
+    request = command(
+        "request",
+        run_request,
+        "Ask for a role in a namespace for a while; wait until it is Active, Pending or Denied.",
+        "  kubectl lapse request edit -n payments --for 2h --reason 'Fix stuck retries'\n"
+        "  kubectl lapse request deployer --role-kind Role -n payments --for 30m \\\n"
+        "      --reason 'Roll back release 42' --ticket PAY-1234\n"
+        "  kubectl lapse request view -n payments --reason 'Look at logs' --no-wait",
+        exit_codes=True,
+    )
+    request.add_argument("role", metavar="ROLE", help="the ClusterRole (or Role) to ask for")
+    request.add_argument(
+        "--for",
+        dest="duration",
+        type=duration,
+        metavar="DURATION",
+        help="how long, e.g. 30m, 2h, 1h30m (default: the policy's defaultDuration)",
+    )
+    request.add_argument(
+        "--reason", required=True, type=sentence, help="why you need it (kept in the audit trail)"
+    )
+    request.add_argument(
+        "--role-kind",
+        choices=("ClusterRole", "Role"),
+        default="ClusterRole",
+        help="ClusterRole (default) or Role in the namespace",
+    )
+    request.add_argument("--ticket", help="a ticket or change reference")
+    request.add_argument("--name", help="the request's name (default: ROLE- plus a suffix)")
+    _wait_flags(request, "60s")
+    _output_flag(request, ("json", "yaml"))
+
+    breakglass = command(
+        "breakglass",
+        run_breakglass,
+        "Break glass: emergency access, granted at once within policy, reviewed afterwards.",
+        "  kubectl lapse breakglass cluster-admin --incident INC-4711 --for 30m \\\n"
+        "      --reason 'Payments database down'\n"
+        "  kubectl lapse breakglass edit --incident INC-4711 --for 15m -n payments,ledger \\\n"
+        "      --reason 'Restart stuck workers'",
+        aliases=("bg",),
+        namespace=False,
+        exit_codes=True,
+    )
+    breakglass.add_argument("role", metavar="ROLE", help="the ClusterRole to grant")
+    breakglass.add_argument("--incident", help="the incident reference, e.g. INC-4711")
+    breakglass.add_argument(
+        "--for", dest="duration", type=duration, required=True, metavar="DURATION",
+        help="how long, e.g. 15m, 30m",
+    )  # fmt: skip
+    breakglass.add_argument("--reason", required=True, type=sentence, help="why the glass breaks")
+    breakglass.add_argument(
+        "-n",
+        "--namespace",
+        dest="grant_namespaces",
+        type=namespace_list,
+        action="append",
+        metavar="NS[,NS…]",
+        help="namespaces to grant in (default: cluster-wide)",
+    )
+    breakglass.add_argument("--name", help="the break-glass name (default: ROLE- plus a suffix)")
+    _wait_flags(breakglass, "60s")
+    _output_flag(breakglass, ("json", "yaml"))
+
+    listing = command(
+        "list",
+        run_list,
+        "List access requests (and break-glasses) with the time they have left.",
+        "  kubectl lapse list                  # requests in the current namespace\n"
+        "  kubectl lapse list -n payments --breakglass\n"
+        "  kubectl lapse list -A -o wide       # everything, break-glasses included",
+        aliases=("ls",),
+    )
+    listing.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="all namespaces, and break-glasses"
+    )
+    listing.add_argument(
+        "--breakglass",
+        action="store_true",
+        help="include break-glasses (those reaching this namespace, unless -A)",
+    )
+    _output_flag(listing, ("json", "yaml", "wide"))
+
+    get = command(
+        "get",
+        run_get,
+        "Show one access request or break-glass in detail: conditions, history, bindings.",
+        "  kubectl lapse get edit-x7k2p -n payments\n"
+        "  kubectl lapse get bg/cluster-admin-q2w9z\n"
+        "  kubectl lapse get edit-x7k2p -o yaml",
+        aliases=("describe",),
+    )
+    _name_argument(get)
+    _output_flag(get, ("json", "yaml"))
+
+    explain = command(
+        "explain",
+        run_explain,
+        "Say in plain sentences why it is pending, why it was denied, or what it grants.",
+        "  kubectl lapse explain edit-x7k2p -n payments\n  kubectl lapse explain bg/db-incident",
+        aliases=("why",),
+    )
+    _name_argument(explain)
+
+    approve = command(
+        "approve",
+        run_approve,
+        "Approve someone else's access request (Lapse records who you are).",
+        "  kubectl lapse approve edit-x7k2p -n payments\n"
+        "  kubectl lapse approve edit-x7k2p -n payments -m 'Checked PAY-1234'",
+    )
+    approve.add_argument("name", metavar="NAME", help="the access request")
+    approve.add_argument("-m", "--message", default="", help="an optional comment")
+    _output_flag(approve, ("json", "yaml"))
+
+    deny = command(
+        "deny",
+        run_deny,
+        "Deny an access request, with a reason the requester will read.",
+        "  kubectl lapse deny edit-x7k2p -n payments -m 'Use the read-only role'",
+    )
+    deny.add_argument("name", metavar="NAME", help="the access request")
+    deny.add_argument("-m", "--message", required=True, type=sentence, help="why it is denied")
+    _output_flag(deny, ("json", "yaml"))
+
+    revoke = command(
+        "revoke",
+        run_revoke,
+        "End access early; the record stays. Waits until the access is gone.",
+        "  kubectl lapse revoke edit-x7k2p -n payments -m 'Done early'\n"
+        "  kubectl lapse revoke bg/cluster-admin-q2w9z -m 'Incident resolved'",
+    )
+    revoke.add_argument("name", metavar="NAME", help="the access request, or bg/NAME")
+    revoke.add_argument("-m", "--message", default="", help="why (kept in the audit trail)")
+    revoke.add_argument(
+        "--breakglass", action="store_true", help="NAME is a break-glass (same as bg/NAME)"
+    )
+    _wait_flags(revoke, "30s")
+    _output_flag(revoke, ("json", "yaml"))
+
+    review = command(
+        "review",
+        run_review,
+        "Review a break-glass after the fact: justified or unjustified.",
+        "  kubectl lapse review cluster-admin-q2w9z --verdict justified -m 'Outage INC-4711'",
+        namespace=False,
+    )
+    review.add_argument("name", metavar="NAME", help="the break-glass")
+    review.add_argument(
+        "--verdict", required=True, type=str.lower, choices=sorted(VERDICTS), help="the verdict"
+    )
+    review.add_argument("-m", "--message", required=True, type=sentence, help="review notes")
+    _output_flag(review, ("json", "yaml"))
+    return parser
+
+
+def _name_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", metavar="NAME", help="NAME (an access request), or bg/NAME")
+    parser.add_argument(
+        "--breakglass", action="store_true", help="NAME is a break-glass (same as bg/NAME)"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    io = Io(
+        out=sys.stdout,
+        err=sys.stderr,
+        colour=use_colour(sys.stdout, os.environ),
+        machine=getattr(args, "output", None) in ("json", "yaml"),
+    )
+    connection = Connection(
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        namespace=getattr(args, "namespace", None),
+        as_user=args.as_user,
+        as_groups=tuple(args.as_groups or ()),
+    )
+    run: Command = args.run
+    try:
+        return int(run(Kube(connection), io, args))
+    except CliError as error:
+        io.error(error.message)
+        return int(error.code)
+    except KeyboardInterrupt:
+        return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        # `kubectl lapse list | head`: the reader left; that is not a failure.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return int(ExitCode.OK)

@@ -1,0 +1,279 @@
+"""The Kubernetes API as the user's kubectl sees it: same kubeconfig, context, namespace, identity.
+
+A plugin that talked to another cluster, or as another user, than the `kubectl` it runs under
+would be a trap; so `--kubeconfig`, `--context`, `-n`, `--as` and `--as-group` mean here what they
+mean to kubectl, and every API failure becomes one sentence (`CliError`) instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import kubernetes.client
+import kubernetes.config
+import urllib3
+from kubernetes import watch
+from kubernetes.client.exceptions import ApiException
+from kubernetes.client.rest import RESTClientObject
+from kubernetes.config.config_exception import ConfigException
+
+from lapse.cli.errors import CliError, ExitCode, NotFound
+from lapse.core.models import GROUP, VERSION
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One Lapse resource type, with the names kubectl users know it by."""
+
+    kind: str
+    plural: str
+    singular: str
+    namespaced: bool
+
+    def describe(self, name: str, namespace: str | None, state: str = "") -> str:
+        """`accessrequest "x" not found in namespace "payments"`, with `state` = "not found"."""
+        where = f' in namespace "{namespace}"' if self.namespaced and namespace else ""
+        said = f" {state}" if state else ""
+        return f'{self.singular} "{name}"{said}{where}'
+
+
+ACCESS_REQUEST = Resource("AccessRequest", "accessrequests", "accessrequest", namespaced=True)
+BREAK_GLASS = Resource("BreakGlass", "breakglasses", "breakglass", namespaced=False)
+ACCESS_POLICY = Resource("AccessPolicy", "accesspolicies", "accesspolicy", namespaced=False)
+
+
+@dataclass(frozen=True)
+class Connection:
+    """kubectl's connection flags, as the user gave them."""
+
+    kubeconfig: str | None = None
+    context: str | None = None
+    namespace: str | None = None
+    as_user: str | None = None
+    as_groups: tuple[str, ...] = ()
+    request_timeout: float = 30.0
+
+
+class _ImpersonatingRESTClient(RESTClientObject):
+    """Sends `Impersonate-Group` once per group.
+
+    The client's default headers are a plain dict, which can hold a header only once; the API
+    server reads each repeated `Impersonate-Group` header as one group, and a comma-joined value
+    as a single group with a comma in its name.
+    """
+
+    def __init__(self, configuration: Any, user: str, groups: Sequence[str]) -> None:
+        super().__init__(configuration)
+        self._user = user
+        self._groups = tuple(groups)
+
+    def request(self, method: str, url: str, headers: Any = None, *args: Any, **kwargs: Any) -> Any:
+        combined = urllib3.HTTPHeaderDict(dict(headers or {}))
+        combined["Impersonate-User"] = self._user
+        for group in self._groups:
+            combined.add("Impersonate-Group", group)
+        return super().request(method, url, combined, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+
+def _status_message(error: ApiException) -> str:
+    """The API's own sentence from a Status body, verbatim (admission refusals included)."""
+    try:
+        status = json.loads(error.body or "")
+    except (TypeError, ValueError):
+        status = None
+    if isinstance(status, dict) and status.get("message"):
+        return str(status["message"])
+    reason = (error.reason or "").strip()
+    return f"the Kubernetes API answered {error.status} {reason}".rstrip()
+
+
+class Kube:
+    """The few API calls `kubectl lapse` makes, with errors turned into `CliError`."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        path = connection.kubeconfig or None
+        try:
+            self.api = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+                config_file=path, context=connection.context, persist_config=False
+            )
+            contexts, active = kubernetes.config.list_kube_config_contexts(path)  # type: ignore[no-untyped-call]
+        except ConfigException as error:
+            raise CliError(f"cannot load kubeconfig: {error}") from None
+        except OSError as error:
+            raise CliError(f"cannot read kubeconfig: {error}") from None
+        chosen = active
+        if connection.context:
+            chosen = next((c for c in contexts if c.get("name") == connection.context), active)
+        from_context = ((chosen or {}).get("context") or {}).get("namespace")
+        self.namespace: str = connection.namespace or from_context or "default"
+        if connection.as_groups and not connection.as_user:
+            raise CliError(
+                "--as-group needs --as: the API server impersonates a user, not groups",
+                ExitCode.USAGE,
+            )
+        if connection.as_user:
+            self.api.rest_client = _ImpersonatingRESTClient(
+                self.api.configuration, connection.as_user, connection.as_groups
+            )
+        # Any: the generated client types every custom object as `object`; these are dicts.
+        self.custom: Any = kubernetes.client.CustomObjectsApi(self.api)
+
+    @property
+    def server(self) -> str:
+        return str(self.api.configuration.host)
+
+    def _fail(
+        self, error: Exception, resource: Resource, name: str | None, ns: str | None
+    ) -> NoReturn:
+        if isinstance(error, ApiException):
+            if error.status == 404 and name is not None:
+                raise NotFound(resource.describe(name, ns, "not found")) from None
+            if error.status == 404:
+                raise CliError(
+                    f"the server does not serve {resource.plural}.{GROUP}/{VERSION}; "
+                    "is Lapse installed in this cluster?"
+                ) from None
+            raise CliError(_status_message(error)) from None
+        if isinstance(error, urllib3.exceptions.HTTPError):
+            cause = getattr(error, "reason", None) or error
+            raise CliError(f"cannot reach the Kubernetes API at {self.server}: {cause}") from None
+        raise error
+
+    def get(self, resource: Resource, name: str, namespace: str | None = None) -> dict[str, Any]:
+        ns = namespace or self.namespace
+        try:
+            if resource.namespaced:
+                found = self.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, ns, resource.plural, name,
+                    _request_timeout=self.connection.request_timeout,
+                )  # fmt: skip
+            else:
+                found = self.custom.get_cluster_custom_object(
+                    GROUP, VERSION, resource.plural, name,
+                    _request_timeout=self.connection.request_timeout,
+                )  # fmt: skip
+        except (ApiException, urllib3.exceptions.HTTPError) as error:
+            self._fail(error, resource, name, ns)
+        return dict(found)
+
+    def get_optional(self, resource: Resource, name: str) -> dict[str, Any] | None:
+        """The object, or None when it is missing or the user may not read it."""
+        try:
+            return self.get(resource, name)
+        except CliError:
+            return None
+
+    def list(self, resource: Resource, namespace: str | None) -> list[dict[str, Any]]:
+        """Objects of one kind; `namespace=None` lists across all namespaces."""
+        try:
+            if resource.namespaced and namespace is not None:
+                found = self.custom.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, resource.plural,
+                    _request_timeout=self.connection.request_timeout,
+                )  # fmt: skip
+            else:
+                found = self.custom.list_cluster_custom_object(
+                    GROUP, VERSION, resource.plural,
+                    _request_timeout=self.connection.request_timeout,
+                )  # fmt: skip
+        except (ApiException, urllib3.exceptions.HTTPError) as error:
+            self._fail(error, resource, None, namespace)
+        return [dict(item) for item in found.get("items") or []]
+
+    def create(self, resource: Resource, body: dict[str, Any]) -> dict[str, Any]:
+        metadata = body.get("metadata") or {}
+        name = metadata.get("name") or f"{metadata.get('generateName', '')}…"
+        ns = metadata.get("namespace") or self.namespace
+        try:
+            if resource.namespaced:
+                created = self.custom.create_namespaced_custom_object(
+                    GROUP, VERSION, ns, resource.plural, body,
+                    _request_timeout=self.connection.request_timeout,
+                )  # fmt: skip
+            else:
+                created = self.custom.create_cluster_custom_object(
+                    GROUP, VERSION, resource.plural, body,
+                    _request_timeout=self.connection.request_timeout,
+                )  # fmt: skip
+        except ApiException as error:
+            if error.status == 404:
+                # The namespace (or the resource type) is missing; the API's sentence says which.
+                raise CliError(_status_message(error)) from None
+            self._fail(error, resource, name, ns)
+        except urllib3.exceptions.HTTPError as error:
+            self._fail(error, resource, name, ns)
+        return dict(created)
+
+    def annotate(
+        self, resource: Resource, name: str, annotations: dict[str, str], namespace: str | None
+    ) -> dict[str, Any]:
+        """A JSON merge patch on metadata.annotations, as `kubectl annotate --overwrite` sends."""
+        ns = namespace or self.namespace
+        patch = {"metadata": {"annotations": annotations}}
+        try:
+            if resource.namespaced:
+                patched = self.custom.patch_namespaced_custom_object(
+                    GROUP, VERSION, ns, resource.plural, name, patch,
+                    _content_type=MERGE_PATCH,
+                    _request_timeout=self.connection.request_timeout,
+                )  # fmt: skip
+            else:
+                patched = self.custom.patch_cluster_custom_object(
+                    GROUP, VERSION, resource.plural, name, patch,
+                    _content_type=MERGE_PATCH,
+                    _request_timeout=self.connection.request_timeout,
+                )  # fmt: skip
+        except (ApiException, urllib3.exceptions.HTTPError) as error:
+            self._fail(error, resource, name, ns)
+        return dict(patched)
+
+    def watch(
+        self,
+        resource: Resource,
+        name: str,
+        namespace: str | None,
+        resource_version: str | None,
+        timeout: float,
+    ) -> Iterator[dict[str, Any]]:
+        """Each new version of one object until `timeout` seconds pass or the object is deleted.
+
+        A watch, not polling: the answer arrives the moment Lapse writes it.
+        """
+        ns = namespace or self.namespace
+        selector = f"metadata.name={name}"
+        seconds = max(1, int(timeout + 0.999))
+        kwargs: dict[str, Any] = {
+            "field_selector": selector,
+            "timeout_seconds": seconds,
+            "_request_timeout": seconds + 10,
+        }
+        if resource_version:
+            kwargs["resource_version"] = resource_version
+        if resource.namespaced:
+            args: tuple[Any, ...] = (GROUP, VERSION, ns, resource.plural)
+            func = self.custom.list_namespaced_custom_object
+        else:
+            args = (GROUP, VERSION, resource.plural)
+            func = self.custom.list_cluster_custom_object
+        watcher = watch.Watch()  # type: ignore[no-untyped-call]
+        try:
+            for event in watcher.stream(func, *args, **kwargs):  # type: ignore[no-untyped-call]
+                kind = event.get("type")
+                body = event.get("raw_object") or event.get("object")
+                if kind == "ERROR":
+                    # Usually 410 Gone: the version is too old; the caller re-reads and resumes.
+                    return
+                if kind == "DELETED":
+                    raise CliError(resource.describe(name, ns, "was deleted while waiting"))
+                if isinstance(body, dict):
+                    yield dict(body)
+        except (ApiException, urllib3.exceptions.HTTPError) as error:
+            self._fail(error, resource, name, ns)
+        finally:
+            watcher.stop()  # type: ignore[no-untyped-call]

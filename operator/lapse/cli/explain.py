@@ -1,0 +1,263 @@
+"""`kubectl lapse explain`: the state of a grant in plain sentences, and what to do next.
+
+A phase and a CamelCase reason tell an operator engineer enough; a developer waiting on access
+wants to know who may approve, how many approvals are missing and when the request times out,
+or what exactly was granted and for how long. These functions say it, from the models and `now`.
+"""
+
+from __future__ import annotations
+
+import shlex
+from datetime import datetime
+
+from lapse.cli.render import (
+    Grant,
+    approvers_of,
+    relative,
+    requester_of,
+    role_sentence,
+    short_duration,
+    subject_of,
+    timestamp,
+)
+from lapse.core.durations import DurationError, parse_duration
+from lapse.core.models import (
+    AccessPolicy,
+    AccessRequest,
+    ApprovalMode,
+    BreakGlass,
+    Identities,
+    Phase,
+    Subject,
+    SubjectKind,
+)
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def join_words(words: list[str], last: str = "and") -> str:
+    if len(words) <= 1:
+        return "".join(words)
+    return f"{', '.join(words[:-1])} {last} {words[-1]}"
+
+
+def identities_text(identities: Identities) -> str:
+    """`group payments-leads or user bob`; who is meant when a policy lists identities."""
+    words = [f"group {g}" for g in identities.groups] + [f"user {u}" for u in identities.users]
+    return join_words(words, "or") if words else "nobody (the policy names no one)"
+
+
+def subject_sentence(subject: Subject | None) -> str:
+    if subject is None:
+        return "the requester"
+    if subject.kind == SubjectKind.USER:
+        return f"user {subject.name}"
+    if subject.kind == SubjectKind.GROUP:
+        return f"group {subject.name}"
+    return f"service account {subject.namespace or '?'}/{subject.name}"
+
+
+def reference(grant: Grant) -> str:
+    """How the grant is named in commands: `NAME -n NS` or `bg/NAME`."""
+    if isinstance(grant, BreakGlass):
+        return f"bg/{grant.metadata.name}"
+    return f"{grant.metadata.name} -n {grant.metadata.namespace}"
+
+
+def title(grant: Grant) -> str:
+    if isinstance(grant, BreakGlass):
+        return f"BreakGlass {grant.metadata.name}"
+    return f"AccessRequest {grant.metadata.namespace}/{grant.metadata.name}"
+
+
+def where(grant: Grant) -> str:
+    if isinstance(grant, AccessRequest):
+        return f"in namespace {grant.metadata.namespace}"
+    spaces = grant.spec.namespaces
+    if not spaces:
+        return "cluster-wide"
+    return f"in {'namespace' if len(spaces) == 1 else 'namespaces'} {', '.join(spaces)}"
+
+
+def pending_since(grant: Grant) -> datetime | None:
+    entered = [h.at for h in grant.status.history if h.phase == Phase.PENDING]
+    return entered[0] if entered else grant.metadata.creation_timestamp
+
+
+def approval_sentences(
+    request: AccessRequest, policy: AccessPolicy | None, now: datetime
+) -> list[str]:
+    """Who may approve, how many approvals are missing, and when the request times out."""
+    status = request.status
+    given = approvers_of(request)
+    if policy is None:
+        named = f"AccessPolicy {status.policy}" if status.policy else "The matching AccessPolicy"
+        lines = [
+            f"{named} says who may approve; you cannot read it, so ask your platform team "
+            "who approves requests like this one."
+        ]
+        if given:
+            lines.append(f"Approved so far by {join_words(given)}.")
+        return lines
+    approval = policy.spec.approval
+    missing = max(0, approval.required - len(given))
+    so_far = f"; it has {len(given)} (from {join_words(given)})" if given else "; it has none"
+    lines = [
+        f"It needs {plural(approval.required, 'approval')} from "
+        f"{identities_text(approval.approvers)}{so_far}, so {missing} more "
+        f"{'is' if missing == 1 else 'are'} missing."
+    ]
+    requester = requester_of(request)
+    if requester is not None:
+        lines.append(f"{requester.username} asked for it and cannot approve it.")
+    since = pending_since(request)
+    try:
+        window = parse_duration(approval.timeout)
+    except DurationError:
+        window = None
+    if since is not None and window is not None:
+        deadline = since + window
+        if deadline > now:
+            lines.append(
+                f"If it is not approved, it times out {relative(deadline, now)} "
+                f"(at {timestamp(deadline)})."
+            )
+        else:
+            lines.append(f"Its approval window closed {relative(deadline, now)}.")
+    lines.append(f"An approver runs: kubectl lapse approve {reference(request)}")
+    return lines
+
+
+def grant_sentences(grant: Grant, policy: AccessPolicy | None, now: datetime) -> list[str]:
+    status = grant.status
+    subject = subject_sentence(subject_of(grant))
+    through = ""
+    if status.bindings:
+        names = [f"{b.kind} {b.name}" for b in status.bindings]
+        through = f" through {join_words(names)}"
+    incident = ""
+    if isinstance(grant, BreakGlass) and grant.spec.incident:
+        incident = f" for incident {grant.spec.incident}"
+    role = role_sentence(grant.spec.role)
+    lines = [f"It grants {role} {where(grant)} to {subject}{incident}{through}."]
+    if isinstance(grant, AccessRequest):
+        approvers = approvers_of(grant)
+        if grant.status.pull_request:
+            lines.append(f"It was approved through {grant.status.pull_request}.")
+        elif approvers:
+            lines.append(f"It was approved by {join_words(approvers)}.")
+        elif policy is not None and policy.spec.approval.mode == ApprovalMode.AUTO:
+            lines.append(f"AccessPolicy {policy.metadata.name} grants it without approval.")
+        elif status.policy:
+            lines.append(f"AccessPolicy {status.policy} allowed it.")
+    ends = status.expires_at
+    if ends is not None and ends > now:
+        lines.append(f"It expires in {short_duration(ends - now)}, at {timestamp(ends)}.")
+    elif ends is not None:
+        lines.append(
+            f"Its time ran out {short_duration(now - ends)} ago; Lapse is removing the access."
+        )
+    return lines
+
+
+def review_sentences(glass: BreakGlass, policy: AccessPolicy | None, now: datetime) -> list[str]:
+    review = glass.status.review
+    if review is not None:
+        comment = f": {review.comment}" if review.comment else "."
+        return [
+            f"{review.reviewer.username} reviewed it as {review.verdict} "
+            f"{relative(review.at, now)}{comment}"
+        ]
+    lines = []
+    deadline = glass.status.review_deadline
+    if deadline is not None:
+        late = "is overdue since" if deadline <= now else "is due"
+        lines.append(f"Its review {late} {relative(deadline, now)} (at {timestamp(deadline)}).")
+    else:
+        lines.append("It has not been reviewed yet.")
+    if policy is not None and policy.spec.break_glass is not None:
+        who = identities_text(policy.spec.break_glass.review.approvers)
+        lines.append(f"Reviewers are {who}.")
+    lines.append(
+        f"A reviewer runs: kubectl lapse review {glass.metadata.name} "
+        "--verdict justified|unjustified -m COMMENT"
+    )
+    return lines
+
+
+def ask_again(grant: Grant) -> str:
+    spec = grant.spec
+    duration = grant.status.duration or spec.duration
+    parts = ["kubectl", "lapse"]
+    if isinstance(grant, AccessRequest):
+        parts += ["request", spec.role.name, "-n", grant.metadata.namespace or "default"]
+        if spec.role.kind.value != "ClusterRole":
+            parts += ["--role-kind", spec.role.kind.value]
+    else:
+        parts += ["breakglass", spec.role.name, "--incident", grant.spec.incident or "INC-…"]
+        if grant.spec.namespaces:
+            parts += ["--namespace", ",".join(grant.spec.namespaces)]
+    if duration:
+        parts += ["--for", duration]
+    parts += ["--reason", spec.reason]
+    return shlex.join(parts)
+
+
+def explain(grant: Grant, policy: AccessPolicy | None, now: datetime) -> str:
+    """Plain sentences on one grant; `policy` is None when it is unknown or unreadable."""
+    status = grant.status
+    phase = status.phase
+    head = title(grant)
+    because = f" ({status.reason})" if status.reason else ""
+    message = f": {status.message}" if status.message else "."
+    lines: list[str]
+    if phase is None:
+        created = grant.metadata.creation_timestamp
+        age = f" It was created {relative(created, now)}." if created else ""
+        lines = [
+            f"{head} has not been decided yet.{age}",
+            "Lapse decides within seconds; if it stays like this, check that the Lapse operator "
+            "is running.",
+        ]
+    elif phase == Phase.PENDING:
+        lines = [f"{head} is waiting for approval{message}"]
+        if isinstance(grant, AccessRequest):
+            lines += approval_sentences(grant, policy, now)
+    elif phase == Phase.APPROVED:
+        lines = [f"{head} is approved; Lapse is creating its binding now."]
+    elif phase == Phase.ACTIVE:
+        lines = [f"{head} is active.", *grant_sentences(grant, policy, now)]
+        if isinstance(grant, BreakGlass):
+            lines += review_sentences(grant, policy, now)
+    elif phase == Phase.EXPIRED:
+        ended = status.expires_at or status.ended_at
+        when = f" {relative(ended, now)} (at {timestamp(ended)})" if ended else ""
+        lines = [
+            f"{head} expired{when}: it gave {role_sentence(grant.spec.role)} {where(grant)} "
+            f"to {subject_sentence(subject_of(grant))}, and that access is gone.",
+            f"To ask again: {ask_again(grant)}",
+        ]
+        if isinstance(grant, BreakGlass):
+            lines[1:1] = review_sentences(grant, policy, now)
+    elif phase == Phase.REVOKED:
+        ended = status.ended_at
+        when = f" {relative(ended, now)}" if ended else ""
+        lines = [f"{head} was revoked{when}{because}{message}", "Its access is gone."]
+        if isinstance(grant, BreakGlass):
+            lines += review_sentences(grant, policy, now)
+    elif phase == Phase.DENIED:
+        lines = [f"{head} was denied{because}{message}"]
+        if isinstance(grant, AccessRequest):
+            for record in grant.status.approvals:
+                if record.decision == "Deny":
+                    said = f": {record.comment}" if record.comment else "."
+                    lines.append(f"{record.user.username} denied it{said}")
+        lines.append("A denied request stays denied; asking again means a new request.")
+    else:
+        lines = [
+            f"{head} is invalid{because}{message}",
+            "Fix what the message names and create a new request; this one will not change.",
+        ]
+    return "\n".join(lines)
