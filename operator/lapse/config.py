@@ -7,13 +7,26 @@ default, and tests can start the operator with exactly the settings they need.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from lapse.core.durations import parse_duration
+
 
 def _flag(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _seconds(value: str | None, default: float) -> float:
+    """Seconds from `90`, `1.5` or a duration such as `10m`, `720h`."""
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        return parse_duration(value).total_seconds()
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,27 @@ class Settings:
     sweep_interval: float = 30.0
     # The namespace Lapse runs in; cluster-scoped owners post their Events here.
     namespace: str = "lapse-system"
+    # Members of these groups may revoke any grant (`lapse.dev/revoke`).
+    admin_groups: frozenset[str] = frozenset({"lapse-admins"})
+    # How long a consumed GitOps approval is remembered: a re-created request within this
+    # time is not granted again.
+    gitops_ledger_retention: float = 30 * 24 * 3600.0
+    # The outgoing notification webhook (Slack-compatible); empty sends none.
+    notify_url: str = ""
+    notify_timeout: float = 5.0
+    notify_retries: int = 3
+    # How long before an expiry the "expiring soon" notification goes out.
+    notify_expiry_warning: float = 600.0
+    # Leader election on a coordination.k8s.io Lease in `namespace`: with it, several replicas
+    # may run and only the holder of the lease acts (see lapse.leader and docs/ha.md).
+    leader_election: bool = False
+    lease_name: str = "lapse-leader"
+    # Who this replica is in the lease: the pod name in a cluster, host and pid elsewhere.
+    identity: str = ""
+    lease_duration: float = 15.0
+    lease_renew: float = 5.0
+    # Test-only: die at this named step (lapse.crashpoints); empty in every real deployment.
+    crash_at: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -58,4 +92,26 @@ class Settings:
             liveness_endpoint=env.get("LAPSE_LIVENESS_ENDPOINT", default.liveness_endpoint),
             sweep_interval=float(env.get("LAPSE_SWEEP_INTERVAL", default.sweep_interval)),
             namespace=env.get("LAPSE_NAMESPACE", default.namespace),
+            admin_groups=frozenset(
+                g.strip()
+                for g in env.get("LAPSE_ADMIN_GROUPS", ",".join(default.admin_groups)).split(",")
+                if g.strip()
+            ),
+            gitops_ledger_retention=_seconds(
+                env.get("LAPSE_GITOPS_LEDGER_RETENTION"), default.gitops_ledger_retention
+            ),
+            notify_url=env.get("LAPSE_NOTIFY_URL", default.notify_url),
+            notify_timeout=_seconds(env.get("LAPSE_NOTIFY_TIMEOUT"), default.notify_timeout),
+            notify_retries=int(env.get("LAPSE_NOTIFY_RETRIES", default.notify_retries)),
+            notify_expiry_warning=_seconds(
+                env.get("LAPSE_NOTIFY_EXPIRY_WARNING"), default.notify_expiry_warning
+            ),
+            leader_election=_flag(env.get("LAPSE_LEADER_ELECTION", "false")),
+            lease_name=env.get("LAPSE_LEASE_NAME", default.lease_name),
+            identity=env.get("LAPSE_IDENTITY", "")
+            or env.get("POD_NAME", "")
+            or f"{socket.gethostname()}-{os.getpid()}",
+            lease_duration=_seconds(env.get("LAPSE_LEASE_DURATION"), default.lease_duration),
+            lease_renew=_seconds(env.get("LAPSE_LEASE_RENEW"), default.lease_renew),
+            crash_at=env.get("LAPSE_CRASH_AT", default.crash_at),
         )

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -35,12 +35,12 @@ from lapse.core.bindings import (
     format_time,
     parse_time,
 )
+from lapse.core.breakglass import compute_audit_fields
 from lapse.core.durations import format_duration
 from lapse.core.grants import (
     Grant,
     GrantKey,
     compute_request_grant,
-    compute_request_key,
     compute_status_grant,
 )
 from lapse.core.lifecycle import (
@@ -56,22 +56,30 @@ from lapse.core.models import (
     BindingRef,
     BreakGlassStatus,
     GrantStatus,
+    ObjectMeta,
     Phase,
     RoleRef,
 )
 from lapse.core.policy import Decision, Outcome, compute_decision, needs_namespace_labels
 from lapse.core.sweep import SweepReason, compute_sweep_reason
+from lapse.crashpoints import crash_point
 from lapse.kube import ApiError, KubeClient
 from lapse.scheduler import ExpiryScheduler
+
+if TYPE_CHECKING:
+    from lapse.approving import RequestApprovals
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+EXPIRY_WARNING = "expiry-warning"
 
 STATUS_MODELS: dict[str, type[GrantStatus]] = {
     "AccessRequest": AccessRequestStatus,
     "BreakGlass": BreakGlassStatus,
 }
+# Where Events about cluster-scoped objects go, as Kubernetes itself does it.
+CLUSTER_EVENTS_NAMESPACE = "default"
 OUTCOMES = {
     Phase.ACTIVE: "granted",
     Phase.DENIED: "denied",
@@ -116,6 +124,9 @@ class Grantor:
         self.settings = settings
         self.clock = clock
         self.scheduler = ExpiryScheduler(self.expire, clock, on_change=self._update_gauges)
+        self.scheduler.on(EXPIRY_WARNING, self.expiring_soon)
+        # Approvals of AccessRequests; set at start-up once the signing key is loaded.
+        self.approvals: RequestApprovals | None = None
         # Bindings this process is deleting: their DELETED events are ours, not an admin's.
         self._revoking: set[str] = set()
         # What each live binding (by UID) must look like, so an event needs no extra read.
@@ -124,6 +135,8 @@ class Grantor:
         self._ended: set[GrantKey] = set()
         self._locks: dict[GrantKey, asyncio.Lock] = {}
         self._warned: set[str] = set()
+        # Fields an owner's audit lines carry beyond the grant (a break-glass's incident).
+        self._audit_fields: dict[GrantKey, dict[str, str | None]] = {}
 
     def _update_gauges(self) -> None:
         metrics.scheduled_expiries.set(len(self.scheduler))
@@ -132,9 +145,21 @@ class Grantor:
             counts[key.kind] = counts.get(key.kind, 0) + 1
         for kind, count in counts.items():
             metrics.active_grants.labels(kind=kind).set(count)
+        metrics.breakglass_active.set(counts.get("BreakGlass", 0))
 
     def _lock(self, key: GrantKey) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
+
+    def lock(self, key: GrantKey) -> asyncio.Lock:
+        """The lock `end` holds: a kind's own status writes take it too, so they never
+        interleave with an ending."""
+        return self._lock(key)
+
+    def note(self, key: GrantKey, body: Mapping[str, Any]) -> None:
+        """Remember what `key`'s audit lines carry beyond the grant, from its object."""
+        fields = compute_audit_fields(key.kind, body)
+        if fields:
+            self._audit_fields[key] = fields
 
     # Reporting ------------------------------------------------------------------------------
 
@@ -155,7 +180,7 @@ class Grantor:
         try:
             await self.kube.post_event(
                 self._involved(key),
-                key.namespace or self.settings.namespace,
+                key.namespace or CLUSTER_EVENTS_NAMESPACE,
                 type_,
                 reason,
                 message,
@@ -173,6 +198,7 @@ class Grantor:
         role: RoleRef | None,
         reason: str,
         message: str,
+        **extra: str | None,
     ) -> None:
         namespaces = [b.namespace for b in status.bindings if b.namespace]
         target = ",".join(namespaces) if namespaces else key.namespace
@@ -186,6 +212,7 @@ class Grantor:
                 reason=reason,
                 message=message,
                 now=self.clock(),
+                **{**self._audit_fields.get(key, {}), **extra},
             )
         )
 
@@ -201,12 +228,23 @@ class Grantor:
         *,
         event_type: str = "Normal",
         action: str | None = None,
+        crash_prefix: str | None = None,
+        **extra: str | None,
     ) -> GrantStatus:
-        """Enter `phase`: one status patch, one Event, one audit line and the outcome metric."""
+        """Enter `phase`: one status patch, one Event, one audit line and the outcome metric.
+
+        The audit line and the Event go out before the status is written: a crash or a failed
+        write in between repeats them on the retry (at least once, the audit line with the same
+        `id`), where the other order would lose them for good once the status says it is done.
+        """
         new = compute_transition(status, phase, reason, message, self.clock(), generation)
-        await self.kube.patch_status(key, build_status_patch(new))
+        self.audit(action or phase.lower(), key, new, role, reason, message, **extra)
         await self.event(key, event_type, reason, message)
-        self.audit(action or phase.lower(), key, new, role, reason, message)
+        if crash_prefix:
+            crash_point(f"{crash_prefix}-before-status-write")
+        await self.kube.patch_status(key, build_status_patch(new))
+        if crash_prefix:
+            crash_point(f"{crash_prefix}-after-status-write")
         if phase in OUTCOMES:
             metrics.requests_total.labels(kind=key.kind, outcome=OUTCOMES[phase]).inc()
         if phase.ended:
@@ -222,7 +260,11 @@ class Grantor:
         key = key_of("AccessRequest", body)
         status = parse_status(key.kind, body)
         generation = (body.get("metadata") or {}).get("generation")
+        if self.approvals is not None:
+            self.approvals.remember(policies)
         if status.phase is not None:
+            if self.approvals is not None:
+                await self.approvals.follow_up(key, body)
             await self.resume(key, parse_role(body), status)
             return
         try:
@@ -246,6 +288,15 @@ class Grantor:
         if needs_namespace_labels(policies):
             labels = await self.kube.get_namespace_labels(key.namespace or "")
         decision = compute_decision(request, policies, labels)
+        if self.approvals is not None:
+            decision, screened = await self.approvals.screen(
+                request, body, decision, request.status
+            )
+            request = request.model_copy(update={"status": screened})
+            status = screened
+            if decision.outcome == Outcome.PENDING:
+                await self.approvals.start_pending(request, decision, screened)
+                return
         if decision.outcome == Outcome.GRANT:
             await self.grant(request, decision)
             return
@@ -276,6 +327,7 @@ class Grantor:
         if grant is not None:
             self._remember(grant, status.bindings)
         self.scheduler.schedule(key, status.expires_at)
+        self._warn_before(key, status.expires_at)
 
     def _remember(self, grant: Grant, refs: Sequence[BindingRef]) -> None:
         for ref in refs:
@@ -283,61 +335,104 @@ class Grantor:
                 self._desired[ref.uid] = build_binding(grant, ref.model_copy(update={"uid": None}))
 
     async def grant(self, request: AccessRequest, decision: Decision) -> None:
-        key = compute_request_key(request)
         requester = request.spec.requester
         assert requester is not None and decision.duration is not None
         duration = decision.duration
+        role = request.spec.role
+
+        def describe(grant: Grant) -> str:
+            return (
+                f"Granted {role.kind} {role.name} in namespace {grant.key.namespace} to "
+                f"{grant.subject.name} for {format_duration(duration)}, until "
+                f"{format_time(grant.expires_at)} (AccessPolicy {decision.policy})."
+            )
+
+        await self.activate(
+            lambda expires_at: compute_request_grant(
+                request, requester, decision.policy, expires_at
+            ),
+            duration,
+            request.status,
+            request.metadata,
+            describe,
+        )
+
+    async def activate(
+        self,
+        make: Callable[[datetime], Grant],
+        duration: timedelta,
+        status: GrantStatus,
+        metadata: ObjectMeta,
+        describe: Callable[[Grant], str],
+        *,
+        finish: Callable[[GrantStatus], GrantStatus] | None = None,
+        event_type: str = "Normal",
+        reason: str = "Granted",
+        action: str = "granted",
+    ) -> GrantStatus | None:
+        """Bind `make(expiry)` for `duration` and record it as Active, whatever the kind;
+        `finish` adds what a kind keeps beyond the grant. None when a binding's name is held
+        by someone else's binding (the owner is then Denied)."""
+        generation = metadata.generation
         # The clock starts immediately before the binding exists, so the window never exceeds
         # the duration granted.
         granted_at = self.clock()
-        grant = compute_request_grant(request, requester, decision.policy, granted_at + duration)
+        grant = make(granted_at + duration)
+        key = grant.key
         created: list[BindingRef] = []
+        crash_point("grant-before-binding-write")
         for ref in compute_binding_refs(grant):
             live = await self._create_binding(grant, ref)
             if live is None:
+                await self._delete_bindings(status.model_copy(update={"bindings": created}))
                 await self.transition(
                     key,
-                    request.spec.role,
-                    request.status,
+                    grant.role,
+                    status,
                     Phase.DENIED,
                     "BindingConflict",
                     f"A {ref.kind} named {ref.name} exists and is not Lapse's; "
                     "nothing was granted.",
-                    request.metadata.generation,
+                    generation,
                     event_type="Warning",
                 )
-                return
+                return None
             existing_expiry = binding_expiry(live)
             if existing_expiry is not None and existing_expiry < grant.expires_at:
                 # Our own binding from a run that stopped before recording it: its earlier
                 # expiry stands, so a crash never lengthens access.
                 granted_at = existing_expiry - duration
-                grant = compute_request_grant(request, requester, decision.policy, existing_expiry)
+                grant = make(existing_expiry)
             created.append(ref.model_copy(update={"uid": live["metadata"]["uid"]}))
         bound_at = self.clock()
         self._remember(grant, created)
-        role = request.spec.role
-        message = (
-            f"Granted {role.kind} {role.name} in namespace {key.namespace} to "
-            f"{grant.subject.name} for {format_duration(duration)}, until "
-            f"{format_time(grant.expires_at)} (AccessPolicy {decision.policy})."
-        )
-        status = compute_granted(
-            request.status,
+        role = grant.role
+        message = describe(grant)
+        new = compute_granted(
+            status,
             now=bound_at,
-            generation=request.metadata.generation,
+            generation=generation,
             message=message,
-            requester=requester,
+            requester=grant.requester,
             subject=grant.subject,
-            policy=decision.policy,
+            policy=grant.policy,
             duration=duration,
             granted_at=granted_at,
             bindings=created,
         )
-        await self.kube.patch_status(key, build_status_patch(status))
+        if finish is not None:
+            new = finish(new)
+        crash_point("grant-after-binding-write")
+        # Audit line and Event before the status write, as in `transition`.
+        self.audit(action, key, new, role, reason, message)
+        await self.event(key, event_type, reason, message)
+        crash_point("grant-before-status-write")
+        await self.kube.patch_status(key, build_status_patch(new))
+        crash_point("grant-after-status-write")
         self.scheduler.schedule(key, grant.expires_at)
-        admitted = parse_time(request.metadata.annotations.get(ADMITTED_AT_ANNOTATION))
-        created_at = request.metadata.creation_timestamp
+        self._warn_before(key, grant.expires_at)
+        admitted = parse_time(metadata.annotations.get(ADMITTED_AT_ANNOTATION))
+        created_at = metadata.creation_timestamp
         start = (
             admitted
             if admitted and created_at and abs((admitted - created_at).total_seconds()) < 2
@@ -347,8 +442,7 @@ class Grantor:
             latency = max(0.0, (bound_at - start).total_seconds())
             metrics.grant_latency_seconds.labels(kind=key.kind).observe(latency)
         metrics.requests_total.labels(kind=key.kind, outcome="granted").inc()
-        await self.event(key, "Normal", "Granted", message)
-        self.audit("granted", key, status, role, "Granted", message)
+        return new
 
     async def _create_binding(self, grant: Grant, ref: BindingRef) -> dict[str, Any] | None:
         """Create the binding, or find the one this owner already made; None if the name is
@@ -395,7 +489,9 @@ class Grantor:
             if key in self._ended:
                 return
             self.scheduler.cancel(key)
+            crash_point("revoke-before-binding-write")
             await self._delete_bindings(status)
+            crash_point("revoke-after-binding-write")
             if phase == Phase.EXPIRED and status.expires_at is not None:
                 lag = (self.clock() - status.expires_at).total_seconds()
                 metrics.revocation_lag_seconds.labels(kind=key.kind).observe(max(0.0, lag))
@@ -410,6 +506,7 @@ class Grantor:
                         message,
                         generation,
                         event_type=event_type,
+                        crash_prefix="revoke",
                     )
                 except FinalPhaseError:
                     self._ended.add(key)
@@ -425,11 +522,13 @@ class Grantor:
         body = await self.kube.get_owner(key)
         if body is None or (body.get("metadata") or {}).get("uid") != key.uid:
             return
+        self.note(key, body)
         status = parse_status(key.kind, body)
         if status.phase != Phase.ACTIVE or status.expires_at is None:
             return
         if status.expires_at > self.clock():
             self.scheduler.schedule(key, status.expires_at)
+            self._warn_before(key, status.expires_at)
             return
         await self.end(
             key,
@@ -441,9 +540,31 @@ class Grantor:
             (body.get("metadata") or {}).get("generation"),
         )
 
+    def _warn_before(self, key: GrantKey, expires_at: datetime) -> None:
+        """Schedule the "expiring soon" notice, unless the whole grant is shorter than that."""
+        warning = timedelta(seconds=self.settings.notify_expiry_warning)
+        if warning > timedelta(0) and expires_at - warning > self.clock():
+            self.scheduler.schedule(key, expires_at - warning, EXPIRY_WARNING)
+
+    async def expiring_soon(self, key: GrantKey, deadline: datetime) -> None:
+        """The scheduler's warning callback: one Event and one audit line, which the notifier
+        forwards."""
+        body = await self.kube.get_owner(key)
+        if body is None or (body.get("metadata") or {}).get("uid") != key.uid:
+            return
+        status = parse_status(key.kind, body)
+        if status.phase != Phase.ACTIVE or status.expires_at is None:
+            return
+        if status.expires_at <= self.clock():
+            return
+        message = f"Access ends at {format_time(status.expires_at)}."
+        await self.event(key, "Normal", "ExpiringSoon", message)
+        self.audit("expiring-soon", key, status, parse_role(body), "ExpiringSoon", message)
+
     async def owner_deleted(self, kind: str, body: Mapping[str, Any]) -> None:
         """Deleting an owner revokes at once; the Event is written before the object goes."""
         key = key_of(kind, body)
+        self.note(key, body)
         status = parse_status(kind, body)
         if status.phase != Phase.ACTIVE:
             self.scheduler.cancel(key)
@@ -657,6 +778,7 @@ class Grantor:
             for item in listing:
                 item_key = key_of(kind, item)
                 owners[kind][item_key.uid] = (item_key, item, parse_status(kind, item))
+                self.note(item_key, item)
         bindings = await self.kube.list_bindings(MANAGED_SELECTOR)
         removed = 0
         live_uids: set[str] = set()

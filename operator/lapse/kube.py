@@ -8,8 +8,10 @@ package's loaders, so `KUBECONFIG` and pod tokens both work.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -30,6 +32,11 @@ PLURALS = {
 }
 BINDING_PLURALS = {"RoleBinding": "rolebindings", "ClusterRoleBinding": "clusterrolebindings"}
 MERGE_PATCH = "application/merge-patch+json"
+# Answers worth another try: throttled, or the server (or what stands before it) is unwell.
+TRANSIENT = frozenset({429, 500, 502, 503, 504})
+RETRY_FOR = 20.0
+RETRY_MAX_DELAY = 2.0
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
 
 
 class ApiError(Exception):
@@ -38,6 +45,8 @@ class ApiError(Exception):
         self.status = status
         self.reason = reason
         self.message = message
+        # Seconds the server asked to wait before trying again (Retry-After), 0 if it did not.
+        self.retry_after = 0.0
 
 
 def load_configuration() -> Any:
@@ -105,6 +114,35 @@ class KubeClient:
         body: Mapping[str, Any] | None = None,
         params: Mapping[str, str] | None = None,
         content_type: str = "application/json",
+        retry: bool = True,
+    ) -> dict[str, Any]:
+        """One API call; a transient failure (429, 5xx, a dropped connection, a timeout) is
+        retried with backoff for up to `RETRY_FOR` seconds, so a flaky API delays a transition
+        rather than failing it. Every call Lapse makes is safe to repeat: creates answer 409,
+        deletes carry a UID precondition and answer 404, status patches are merges."""
+        deadline = time.monotonic() + (RETRY_FOR if retry else 0.0)
+        delay = 0.1
+        while True:
+            try:
+                return await self._call_once(method, path, body, params, content_type)
+            except ApiError as error:
+                if error.status not in TRANSIENT or time.monotonic() >= deadline:
+                    raise
+                wait = max(delay, min(error.retry_after, RETRY_MAX_DELAY))
+            except (aiohttp.ClientError, TimeoutError):
+                if time.monotonic() >= deadline:
+                    raise
+                wait = delay
+            await asyncio.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, RETRY_MAX_DELAY)
+
+    async def _call_once(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        params: Mapping[str, str] | None,
+        content_type: str,
     ) -> dict[str, Any]:
         data = json.dumps(body) if body is not None else None
         headers = {"Content-Type": content_type} if body is not None else {}
@@ -112,13 +150,20 @@ class KubeClient:
             method, self._host + path, data=data, params=params, headers=headers
         ) as response:
             text = await response.text()
-            payload: dict[str, Any] = json.loads(text) if text else {}
+            try:
+                payload: dict[str, Any] = json.loads(text) if text else {}
+            except ValueError:
+                # A proxy's plain-text 502 is an error like any other, not a crash.
+                payload = {"message": text}
             if response.status >= 400:
-                raise ApiError(
+                error = ApiError(
                     response.status,
                     str(payload.get("reason", response.reason)),
                     str(payload.get("message", text)),
                 )
+                retry_after = response.headers.get("Retry-After", "")
+                error.retry_after = float(retry_after) if retry_after.isdigit() else 0.0
+                raise error
             return payload
 
     # Bindings ---------------------------------------------------------------------------
@@ -201,6 +246,20 @@ class KubeClient:
             raise
         return dict(namespace.get("metadata", {}).get("labels") or {})
 
+    async def existing_namespaces(self, names: list[str]) -> set[str]:
+        """Which of `names` exist (and are not being deleted)."""
+        found: set[str] = set()
+        for name in dict.fromkeys(names):
+            try:
+                namespace = await self._call("GET", f"/api/v1/namespaces/{name}")
+            except ApiError as error:
+                if error.status == 404:
+                    continue
+                raise
+            if not namespace.get("metadata", {}).get("deletionTimestamp"):
+                found.add(name)
+        return found
+
     # Events -------------------------------------------------------------------------------
 
     async def post_event(
@@ -232,3 +291,62 @@ class KubeClient:
             "count": 1,
         }
         await self._call("POST", f"/api/v1/namespaces/{namespace}/events", body=event)
+
+    # The operator's own objects in its namespace ------------------------------------------
+
+    async def get_namespaced(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A core/v1 object (`secrets`, `configmaps`) or None when it does not exist."""
+        try:
+            return await self._call("GET", f"/api/v1/namespaces/{namespace}/{plural}/{name}")
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def create_namespaced(
+        self, plural: str, namespace: str, manifest: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Create a core/v1 object; ApiError 409 when it exists."""
+        return await self._call("POST", f"/api/v1/namespaces/{namespace}/{plural}", body=manifest)
+
+    async def replace_namespaced(
+        self, plural: str, namespace: str, name: str, manifest: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Replace a core/v1 object; its resourceVersion makes this a compare-and-swap (409)."""
+        path = f"/api/v1/namespaces/{namespace}/{plural}/{name}"
+        return await self._call("PUT", path, body=manifest)
+
+    # Leader election --------------------------------------------------------------------
+    # No retries here: the elector has its own clock and must know at once that a call failed.
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._call(
+                "GET", f"{LEASES.format(namespace=namespace)}/{name}", retry=False
+            )
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def create_lease(self, namespace: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Create the Lease; ApiError 409 when another replica was first."""
+        return await self._call(
+            "POST", LEASES.format(namespace=namespace), body=manifest, retry=False
+        )
+
+    async def replace_lease(
+        self, namespace: str, name: str, manifest: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Replace the Lease; its resourceVersion makes this a compare-and-swap (409)."""
+        path = f"{LEASES.format(namespace=namespace)}/{name}"
+        return await self._call("PUT", path, body=manifest, retry=False)
+
+    async def get_path(self, path: str) -> dict[str, Any] | None:
+        """Any object by its API path, or None when it does not exist."""
+        try:
+            return await self._call("GET", path)
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise

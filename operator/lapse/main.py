@@ -11,11 +11,12 @@ import sys
 
 import kopf
 
-from lapse import audit
+from lapse import audit, crashpoints
 from lapse.config import Settings
 from lapse.handlers import (  # noqa: F401  (registers the handlers)
     handle_admission,
     handle_bindings,
+    handle_breakglass,
     handle_requests,
     handle_startup,
 )
@@ -29,6 +30,7 @@ def main() -> None:
     )
     audit.configure()
     settings = Settings.from_env()
+    crashpoints.arm(settings.crash_at)
     asyncio.run(
         kopf.operator(
             clusterwide=True,

@@ -32,6 +32,22 @@ sweep_removed_total = Counter(
     "lapse_sweep_removed_total", "Bindings the sweep removed, by reason.", ["reason"]
 )
 scheduled_expiries = Gauge("lapse_scheduled_expiries", "Expiries the scheduler is waiting for.")
+pending_requests = Gauge("lapse_pending_requests", "AccessRequests waiting for approval.")
+approval_duration_seconds = Histogram(
+    "lapse_approval_duration_seconds",
+    "From a request's creation to its approval.",
+    buckets=(1, 5, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 24 * 3600),
+)
+decisions_total = Counter(
+    "lapse_decisions_total", "Decisions admitted by the webhook, by decision.", ["decision"]
+)
+notifications_total = Counter(
+    "lapse_notifications_total", "Outgoing notifications by event and result.", ["event", "result"]
+)
+breakglass_active = Gauge("lapse_breakglass_active", "Break-glass grants currently in force.")
+breakglass_unreviewed = Gauge(
+    "lapse_breakglass_unreviewed", "Break-glasses past their review deadline without a review."
+)
 
 for _kind in KINDS:
     active_grants.labels(kind=_kind)

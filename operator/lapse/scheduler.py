@@ -4,6 +4,9 @@ A timer per grant would cost a task each and drift under load; polling would rev
 to its interval. Instead one task sleeps exactly until the earliest `expiresAt`, re-checks the
 clock on waking (sleeps can end early), and hands every due grant to the revoke callback. Adding
 an earlier deadline wakes it at once.
+
+Other deadlines of a grant (a break-glass review falling due) ride the same heap under their own
+kind with their own callback, so there is still one task and one place that knows the time.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ Clock = Callable[[], datetime]
 OnDue = Callable[[GrantKey, datetime], Awaitable[None]]
 
 RETRY_DELAY = timedelta(seconds=1)
+# The kind of a grant's own end; the callback given to the constructor handles it.
+EXPIRY = "expiry"
 
 
 class ExpiryScheduler:
@@ -33,38 +38,51 @@ class ExpiryScheduler:
         concurrency: int = 64,
         on_change: Callable[[], None] | None = None,
     ) -> None:
-        self._on_due = on_due
         self._clock = clock
-        self._heap: list[tuple[datetime, GrantKey]] = []
-        # The current deadline per key; heap entries that disagree are stale and skipped.
-        self._deadlines: dict[GrantKey, datetime] = {}
+        self._heap: list[tuple[datetime, str, GrantKey]] = []
+        # The current deadline per (kind, key); heap entries that disagree are stale and skipped.
+        self._deadlines: dict[tuple[str, GrantKey], datetime] = {}
+        self._callbacks: dict[str, OnDue] = {EXPIRY: on_due}
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
         self._running: set[asyncio.Task[None]] = set()
         self._on_change = on_change or (lambda: None)
 
     def __len__(self) -> int:
-        return len(self._deadlines)
+        return len(self.keys())
 
     def __contains__(self, key: GrantKey) -> bool:
-        return key in self._deadlines
+        return (EXPIRY, key) in self._deadlines
 
-    def keys(self) -> list[GrantKey]:
-        return list(self._deadlines)
+    def keys(self, kind: str = EXPIRY) -> list[GrantKey]:
+        return [key for each, key in self._deadlines if each == kind]
 
-    def schedule(self, key: GrantKey, deadline: datetime) -> None:
-        """Revoke `key` at `deadline`; a later call for the same key replaces the deadline."""
-        if self._deadlines.get(key) == deadline:
+    def on(self, kind: str, callback: OnDue) -> None:
+        """Call `callback` when a deadline of `kind` falls due."""
+        self._callbacks[kind] = callback
+
+    def schedule(self, key: GrantKey, deadline: datetime, kind: str = EXPIRY) -> None:
+        """Call back for `key` at `deadline`; a later call for the same key and kind replaces
+        the deadline."""
+        if kind not in self._callbacks:
+            raise ValueError(f"no callback for deadlines of kind {kind!r}")
+        if self._deadlines.get((kind, key)) == deadline:
             return
-        self._deadlines[key] = deadline
-        heapq.heappush(self._heap, (deadline, key))
-        if self._heap[0] == (deadline, key):
+        self._deadlines[(kind, key)] = deadline
+        heapq.heappush(self._heap, (deadline, kind, key))
+        if self._heap[0] == (deadline, kind, key):
             self._wake.set()
         self._on_change()
 
-    def cancel(self, key: GrantKey) -> None:
-        if self._deadlines.pop(key, None) is not None:
+    def cancel(self, key: GrantKey, kind: str = EXPIRY) -> None:
+        if self._deadlines.pop((kind, key), None) is not None:
             self._on_change()
+
+    def cancel_all(self, key: GrantKey) -> None:
+        """Forget every deadline of `key`, whatever its kind: the owner is gone."""
+        for kind in list(self._callbacks):
+            self._deadlines.pop((kind, key), None)
+        self._on_change()
 
     async def run(self) -> None:
         try:
@@ -88,29 +106,32 @@ class ExpiryScheduler:
             await asyncio.wait_for(self._wake.wait(), timeout=delay)
 
     def _drop_stale(self) -> None:
-        while self._heap and self._deadlines.get(self._heap[0][1]) != self._heap[0][0]:
+        while self._heap:
+            deadline, kind, key = self._heap[0]
+            if self._deadlines.get((kind, key)) == deadline:
+                return
             heapq.heappop(self._heap)
 
     def _dispatch_due(self) -> None:
         now = self._clock()
         while self._heap and self._heap[0][0] <= now:
-            deadline, key = heapq.heappop(self._heap)
-            if self._deadlines.get(key) != deadline:
+            deadline, kind, key = heapq.heappop(self._heap)
+            if self._deadlines.get((kind, key)) != deadline:
                 continue
-            del self._deadlines[key]
-            task = asyncio.create_task(self._revoke(key, deadline))
+            del self._deadlines[(kind, key)]
+            task = asyncio.create_task(self._revoke(key, deadline, kind))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
         self._on_change()
 
-    async def _revoke(self, key: GrantKey, deadline: datetime) -> None:
+    async def _revoke(self, key: GrantKey, deadline: datetime, kind: str = EXPIRY) -> None:
         async with self._slots:
             try:
-                await self._on_due(key, deadline)
+                await self._callbacks[kind](key, deadline)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 # A failed revocation is retried, never dropped: access must still end.
-                logger.exception("Revoking %s failed; retrying.", key.describe())
-                if key not in self._deadlines:
-                    self.schedule(key, max(deadline, self._clock() + RETRY_DELAY))
+                logger.exception("Deadline %s of %s failed; retrying.", kind, key.describe())
+                if (kind, key) not in self._deadlines:
+                    self.schedule(key, max(deadline, self._clock() + RETRY_DELAY), kind)

@@ -51,12 +51,18 @@ def parse_time(text: str) -> datetime:
 class Operator:
     """The Lapse operator as a subprocess: start, SIGKILL, restart, read its output."""
 
-    def __init__(self, cluster: Cluster, workdir: Path) -> None:
+    def __init__(
+        self, cluster: Cluster, workdir: Path, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.cluster = cluster
         self.workdir = workdir
+        # LAPSE_* settings beyond the defaults below (crash points, leader election, ...).
+        self.extra_env = dict(extra_env or {})
         self.audit_path = workdir / "audit.jsonl"
         self.log_path = workdir / "operator.log"
         self.metrics_port = free_port()
+        # Notifications go here; tests start a receiver on it when they want to listen.
+        self.notify_port = free_port()
         self.health_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -68,7 +74,7 @@ class Operator:
     def health_url(self) -> str:
         return f"http://127.0.0.1:{self.health_port}/healthz"
 
-    def start(self) -> None:
+    def start(self, wait: bool = True) -> None:
         env = self.cluster.env()
         env.update(
             PYTHONUNBUFFERED="1",
@@ -81,12 +87,18 @@ class Operator:
             LAPSE_LIVENESS_ENDPOINT=self.health_url,
             LAPSE_SWEEP_INTERVAL=str(SWEEP_INTERVAL),
             LAPSE_NAMESPACE="default",
+            LAPSE_NOTIFY_URL=f"http://127.0.0.1:{self.notify_port}/hook",
+            LAPSE_NOTIFY_TIMEOUT="1",
+            LAPSE_NOTIFY_RETRIES="0",
+            LAPSE_NOTIFY_EXPIRY_WARNING="8s",
         )
+        env.update(self.extra_env)
         with self.audit_path.open("ab") as out, self.log_path.open("ab") as err:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "lapse.main"], cwd=ROOT, env=env, stdout=out, stderr=err
             )
-        self.wait_ready()
+        if wait:
+            self.wait_ready()
 
     def wait_ready(self, timeout: float = 60) -> None:
         def metrics_up() -> bool:

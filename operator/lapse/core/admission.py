@@ -25,8 +25,11 @@ def compute_requester(userinfo: Mapping[str, Any]) -> UserInfo:
     )
 
 
-def compute_create_refusal(spec: Mapping[str, Any], requester: UserInfo) -> str | None:
-    """Why a new AccessRequest must be refused, or None to admit it."""
+def compute_create_refusal(
+    spec: Mapping[str, Any], requester: UserInfo, trusted_applier: bool = False
+) -> str | None:
+    """Why a new AccessRequest must be refused, or None to admit it; only a trusted applier
+    (a GitOps controller a policy names) may name another subject."""
     if not requester.username:
         return "The API server named no user for this request; Lapse cannot tell who asks."
     try:
@@ -36,8 +39,10 @@ def compute_create_refusal(spec: Mapping[str, Any], requester: UserInfo) -> str 
         where = ".".join(str(p) for p in first["loc"])
         return f"spec.{where}: {first['msg']}."
     subject = parsed.subject
-    if subject is not None and not (
-        subject.kind == SubjectKind.USER and subject.name == requester.username
+    if (
+        subject is not None
+        and not trusted_applier
+        and not (subject.kind == SubjectKind.USER and subject.name == requester.username)
     ):
         return (
             f"spec.subject may name only yourself ({requester.username}); "

@@ -6,12 +6,14 @@ fields and tests can check a record without a running operator.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from lapse.core.bindings import format_time
 from lapse.core.grants import GrantKey
-from lapse.core.models import GrantStatus, RoleRef
+from lapse.core.models import AccessRequestStatus, GrantStatus, RoleRef
 
 
 def build_audit_record(
@@ -44,5 +46,31 @@ def build_audit_record(
         "reason": reason,
         "message": message,
     }
+    if isinstance(status, AccessRequestStatus):
+        if status.pull_request or status.commit:
+            record["pullRequest"] = status.pull_request
+            record["commit"] = status.commit
+        approvers = [a.user.username for a in status.approvals if a.decision == "Approve"]
+        if approvers:
+            record["approvedBy"] = approvers
     record.update(extra)
+    record["id"] = compute_audit_id(record)
     return record
+
+
+# Actions that happen at most once in an owner's life: the phases it enters (phases only move
+# forward; an ended owner never comes back). Their id leaves out the time, so the same
+# transition written again after a crash or a retried write carries the same id.
+ONCE_PER_OWNER = frozenset(
+    {"pending", "approved", "granted", "active", "denied", "invalid", "expired", "revoked"}
+)
+
+
+def compute_audit_id(record: Mapping[str, Any]) -> str:
+    """A stable id for an audit record, so a consumer can drop the repeats that at-least-once
+    delivery brings (see docs/ha.md): owner UID, action and the grant's expiry for a phase;
+    the time and message as well for an action that may recur (a restored binding)."""
+    parts = [str(record.get("uid") or ""), str(record.get("action")), str(record.get("expiresAt"))]
+    if record.get("action") not in ONCE_PER_OWNER:
+        parts += [str(record.get("time")), str(record.get("message"))]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]

@@ -360,6 +360,13 @@ class BreakGlassStatus(GrantStatus):
     """Observed state of a BreakGlass."""
 
     review_deadline: datetime | None = Field(default=None, description="When the review is due.")
+    revoke_unreviewed_at: datetime | None = Field(
+        default=None,
+        description=(
+            "When access still active is revoked if no review has arrived "
+            "(the policy's review.revokeIfUnreviewedAfter, fixed at activation)."
+        ),
+    )
     review: Review | None = Field(default=None, description="The review, once recorded.")
 
 

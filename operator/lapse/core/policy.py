@@ -21,6 +21,7 @@ from lapse.core.models import (
     Identities,
     LabelSelector,
     RoleRef,
+    Subject,
     SubjectKind,
     UserInfo,
 )
@@ -62,6 +63,28 @@ def matches_selector(selector: LabelSelector, labels: Mapping[str, str]) -> bool
         if requirement.operator == "DoesNotExist" and present:
             return False
     return True
+
+
+def is_trusted_applier(policy: AccessPolicy, user: UserInfo) -> bool:
+    """Whether creation by `user` counts as approval under `policy` (e.g. a GitOps controller)."""
+    return matches_identities(policy.spec.approval.trusted_appliers, user)
+
+
+def subject_principal(subject: Subject) -> UserInfo:
+    """The identity a named subject would have, for matching a policy's requesters.
+
+    A user's groups are known only to the API server at login, so a named user matches a
+    policy through `requesters.users` alone; a group through `requesters.groups`.
+    """
+    if subject.kind == SubjectKind.USER:
+        return UserInfo(username=subject.name)
+    if subject.kind == SubjectKind.GROUP:
+        return UserInfo(username="", groups=[subject.name])
+    namespace = subject.namespace or ""
+    return UserInfo(
+        username=f"system:serviceaccount:{namespace}:{subject.name}",
+        groups=["system:serviceaccounts", f"system:serviceaccounts:{namespace}"],
+    )
 
 
 def allows_role(policy: AccessPolicy, role: RoleRef) -> bool:
@@ -115,38 +138,48 @@ def compute_decision(
             asked = parse_duration(spec.duration)
         except DurationError as error:
             return Decision(Outcome.INVALID, "InvalidDuration", f"Duration {error}.")
+    ordered = sorted(policies, key=lambda p: p.metadata.name)
+    trusting = [p for p in ordered if is_trusted_applier(p, requester)]
     subject = spec.subject
+    # Whose eligibility counts: the requester's own, or — when a trusted applier (GitOps)
+    # names someone — the subject's, under the policies that trust that applier.
+    principal, who, pool = requester, requester.username, ordered
     if subject is not None and not (
         subject.kind == SubjectKind.USER and subject.name == requester.username
     ):
-        return Decision(
-            Outcome.DENY,
-            "SubjectNotAllowed",
-            f"{requester.username} may not request access for {subject.kind} {subject.name}; "
-            "only a policy's trusted appliers may name another subject.",
+        if not trusting:
+            return Decision(
+                Outcome.DENY,
+                "SubjectNotAllowed",
+                f"{requester.username} may not request access for {subject.kind} "
+                f"{subject.name}; only a policy's trusted appliers may name another subject.",
+            )
+        principal, who, pool = (
+            subject_principal(subject),
+            f"{subject.kind} {subject.name}",
+            trusting,
         )
 
-    ordered = sorted(policies, key=lambda p: p.metadata.name)
-    mine = [p for p in ordered if matches_identities(p.spec.requesters, requester)]
+    mine = [p for p in pool if matches_identities(p.spec.requesters, principal)]
     if not mine:
         return Decision(
             Outcome.DENY,
             "NoMatchingPolicy",
-            f"No AccessPolicy lets {requester.username} request access.",
+            f"No AccessPolicy lets {who} request access.",
         )
     with_role = [p for p in mine if allows_role(p, spec.role)]
     if not with_role:
         return Decision(
             Outcome.DENY,
             "RoleNotAllowed",
-            f"No AccessPolicy lets {requester.username} request {role}.",
+            f"No AccessPolicy lets {who} request {role}.",
         )
     here = [p for p in with_role if allows_namespace(p, namespace, namespace_labels)]
     if not here:
         return Decision(
             Outcome.DENY,
             "NamespaceNotAllowed",
-            f"No AccessPolicy lets {requester.username} request {role} in namespace {namespace}.",
+            f"No AccessPolicy lets {who} request {role} in namespace {namespace}.",
         )
 
     fitting: list[tuple[AccessPolicy, timedelta]] = []
@@ -169,6 +202,18 @@ def compute_decision(
             f"that policy allows for {role} in namespace {namespace}.",
         )
 
+    applied = [(p, d) for p, d in fitting if is_trusted_applier(p, requester)]
+    if applied:
+        policy, duration = applied[0]
+        return Decision(
+            Outcome.GRANT,
+            "GitOpsApproved",
+            f"AccessPolicy {policy.metadata.name} trusts {requester.username} as an applier: "
+            f"creating the request approved {role} in namespace {namespace} "
+            f"for {format_duration(duration)}.",
+            policy=policy.metadata.name,
+            duration=duration,
+        )
     automatic = [(p, d) for p, d in fitting if p.spec.approval.mode == ApprovalMode.AUTO]
     if automatic:
         policy, duration = automatic[0]

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from lapse.core.models import GROUP, VERSION, AccessPolicy
 from lapse.grantor import Grantor
 from lapse.handlers.bodies import plain
+from lapse.leader import leading
 
 RESOURCE = (GROUP, VERSION, "accessrequests")
 
@@ -29,6 +30,7 @@ async def lapse_policies(
 
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
+@leading
 async def reconcile(
     body: kopf.Body,
     memo: Any,
@@ -40,7 +42,23 @@ async def reconcile(
     await grantor.reconcile_request(plain(body), policies)
 
 
+# Approvers act by annotating (see lapse.core.actions); the webhook turns that into a signed
+# record in an annotation, and this is how the operator hears of it.
+@kopf.on.update(*RESOURCE, field="metadata.annotations")
+@leading
+async def decide(
+    body: kopf.Body,
+    memo: Any,
+    lapse_policies: kopf.Index[str, AccessPolicy] | None = None,
+    **_: Any,
+) -> None:
+    grantor: Grantor = memo.grantor
+    policies = list(lapse_policies.get("all", [])) if lapse_policies is not None else []
+    await grantor.reconcile_request(plain(body), policies)
+
+
 @kopf.on.delete(*RESOURCE)
+@leading
 async def revoke(body: kopf.Body, memo: Any, **_: Any) -> None:
     grantor: Grantor = memo.grantor
     await grantor.owner_deleted("AccessRequest", plain(body))

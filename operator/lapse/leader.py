@@ -1,0 +1,168 @@
+"""Leader election: of several replicas, only the holder of a Lease acts.
+
+The expiry scheduler and the sweep live in memory, and two replicas acting at once would grant,
+revoke and audit everything twice. So every replica keeps its webhooks answering (they write
+nothing), but only the one holding the `coordination.k8s.io/v1` Lease named by
+`LAPSE_LEASE_NAME` in `LAPSE_NAMESPACE` runs the handlers that write, the scheduler and the
+sweep. The rules are in `lapse.core.leases`; this module reads and writes the Lease.
+
+A leader that cannot renew within the renew deadline exits at once rather than risk acting
+beside a new leader: a restart brings it back as a standby. Handlers that write are wrapped in
+`leading`, which holds them until this replica leads and then re-reads the object, since what a
+standby saw may be long out of date by then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import aiohttp
+
+from lapse.config import Settings
+from lapse.core.leases import (
+    LeaseAction,
+    build_lease,
+    compute_lease_action,
+    parse_lease,
+    renew_deadline,
+)
+from lapse.kube import ApiError, KubeClient
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+T = TypeVar("T")
+# The exit status of a leader that lost its lease: not a crash, a deliberate stop.
+LOST_LEASE_EXIT = 3
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Leadership:
+    """Whether this replica may act. Without leader election it always may."""
+
+    def __init__(self, kube: KubeClient, settings: Settings, clock: Clock = utcnow) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.clock = clock
+        self.identity = settings.identity
+        self.duration = timedelta(seconds=settings.lease_duration)
+        self.renew = timedelta(seconds=settings.lease_renew)
+        # Set when the lease is held (at once without leader election).
+        self.acquired = asyncio.Event()
+        # Set once the new leader has caught up (the sweep ran): handlers may act from then on.
+        self.ready = asyncio.Event()
+        self._renewed_at: datetime | None = None
+        self._seen: tuple[str, datetime | None] | None = None
+        self._observed_at: datetime | None = None
+        if not settings.leader_election:
+            self.acquired.set()
+
+    @property
+    def leading(self) -> bool:
+        return self.ready.is_set()
+
+    async def run(self) -> None:
+        """Keep trying to take the lease, and keep renewing it once held."""
+        if not self.settings.leader_election:
+            return
+        logger.info(
+            "Leader election on: Lease %s/%s as %s (duration %ss, renew every %ss).",
+            self.settings.namespace,
+            self.settings.lease_name,
+            self.identity,
+            self.settings.lease_duration,
+            self.settings.lease_renew,
+        )
+        deadline = renew_deadline(self.duration, self.renew)
+        while True:
+            started = asyncio.get_running_loop().time()
+            try:
+                await asyncio.wait_for(self._attempt(), self.renew.total_seconds())
+            except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as error:
+                logger.warning("Could not read or write the lease: %s", error)
+            if self.acquired.is_set():
+                renewed = self._renewed_at or self.clock()
+                if self.clock() - renewed > deadline:
+                    self._step_down("it could not renew the lease in time")
+            elapsed = asyncio.get_running_loop().time() - started
+            await asyncio.sleep(max(0.0, self.renew.total_seconds() - elapsed))
+
+    async def _attempt(self) -> None:
+        namespace, name = self.settings.namespace, self.settings.lease_name
+        lease = parse_lease(await self.kube.get_lease(namespace, name))
+        now = self.clock()
+        if lease is not None and (lease.holder, lease.renew_time) != self._seen:
+            self._seen = (lease.holder, lease.renew_time)
+            self._observed_at = now
+        action = compute_lease_action(lease, self.identity, now, self._observed_at)
+        if action == LeaseAction.WAIT:
+            if self.acquired.is_set():
+                self._step_down(f"{lease.holder if lease else 'another replica'} holds the lease")
+            return
+        manifest = build_lease(name, namespace, self.identity, now, self.duration, lease)
+        try:
+            if action == LeaseAction.CREATE:
+                await self.kube.create_lease(namespace, manifest)
+            else:
+                await self.kube.replace_lease(namespace, name, manifest)
+        except ApiError as error:
+            if error.status == 409:
+                # Another replica wrote first: read again on the next round.
+                return
+            raise
+        self._renewed_at = now
+        if not self.acquired.is_set():
+            logger.info("Acquired the lease %s/%s as %s.", namespace, name, self.identity)
+            self.acquired.set()
+
+    def _step_down(self, why: str) -> None:
+        logger.critical("Stopping at once because %s; a restart comes back as a standby.", why)
+        # Not a graceful shutdown: handlers in flight must not write beside the new leader.
+        os._exit(LOST_LEASE_EXIT)
+
+
+def object_path(resource: Any, body: Any) -> str:
+    """The API path of `body`, an object of the kopf `resource`."""
+    metadata = body.get("metadata") or {}
+    base = f"/apis/{resource.group}/{resource.version}" if resource.group else "/api/v1"
+    namespace = metadata.get("namespace")
+    if namespace:
+        base += f"/namespaces/{namespace}"
+    return f"{base}/{resource.plural}/{metadata.get('name')}"
+
+
+def leading(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T | None]]:
+    """Run a kopf handler that writes only while this replica leads.
+
+    On a standby the handler waits; once this replica leads it runs on the object as it is
+    then (re-read), or not at all if the object is gone meanwhile.
+    """
+
+    @functools.wraps(handler)
+    async def wrapper(**kwargs: Any) -> T | None:
+        leadership: Leadership = kwargs["memo"].leadership
+        if not leadership.leading:
+            await leadership.ready.wait()
+            if "body" in kwargs and "resource" in kwargs:
+                kube: KubeClient = leadership.kube
+                fresh = await kube.get_path(object_path(kwargs["resource"], kwargs["body"]))
+                if fresh is None:
+                    return None
+                kwargs["body"] = fresh
+                for field in ("spec", "status"):
+                    if field in kwargs:
+                        kwargs[field] = fresh.get(field) or {}
+                if "meta" in kwargs:
+                    kwargs["meta"] = fresh.get("metadata") or {}
+        return await handler(**kwargs)
+
+    return wrapper
