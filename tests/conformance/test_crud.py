@@ -306,3 +306,37 @@ def test_events_are_one_store_with_two_shapes(cluster: Cluster, namespace: str) 
     assert [e.metadata.name for e in by_object.items] == ["ev2"]
     by_regarding = events_v1.list_namespaced_event(namespace, field_selector="regarding.name=r1")
     assert [e.metadata.name for e in by_regarding.items] == ["ev1"]
+
+
+def test_invalid_labels_are_422(cluster: Cluster, namespace: str, widgets: str) -> None:
+    code, body = raw(
+        cluster,
+        "POST",
+        f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{widgets}",
+        {**widget("lbl"), "metadata": {"name": "lbl", "labels": {"ok": "not ok!"}}},
+    )
+    assert code == 422 and body["details"]["causes"][0]["field"] == "metadata.labels"
+    assert 'Invalid value: "not ok!"' in body["message"]
+
+
+def test_secret_string_data_and_immutable_config_maps(cluster: Cluster, namespace: str) -> None:
+    api = core(cluster)
+    secret = api.create_namespaced_secret(
+        namespace, {"metadata": {"name": "s"}, "stringData": {"token": "abc"}}
+    )
+    assert secret.data == {"token": "YWJj"} and secret.type == "Opaque"
+    assert secret.string_data is None
+    api.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "frozen"}, "data": {"a": "1"}, "immutable": True}
+    )
+    with pytest.raises(ApiException) as refused:
+        api.patch_namespaced_config_map("frozen", namespace, {"data": {"a": "2"}})
+    assert refused.value.status == 422
+    api.patch_namespaced_config_map("frozen", namespace, {"metadata": {"labels": {"x": "y"}}})
+
+
+def test_dry_run_delete_keeps_the_object(cluster: Cluster, namespace: str) -> None:
+    api = core(cluster)
+    api.create_namespaced_config_map(namespace, {"metadata": {"name": "stays"}})
+    api.delete_namespaced_config_map("stays", namespace, dry_run="All")
+    assert api.read_namespaced_config_map("stays", namespace).metadata.name == "stays"

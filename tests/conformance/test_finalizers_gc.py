@@ -182,3 +182,97 @@ def test_namespace_deletion_removes_its_content(cluster: Cluster) -> None:
         "application/merge-patch+json",
     )
     wait_for(lambda: absent(lambda: api.read_namespace(name)))
+
+
+def test_deleting_a_crd_deletes_its_objects_and_stops_serving(
+    cluster: Cluster, namespace: str
+) -> None:
+    from tests.conformance.conftest import wait_established, widget_crd
+
+    ext = kubernetes.client.ApiextensionsV1Api(cluster.api())
+    crd = widget_crd("sprockets", "Sprocket", "Namespaced")
+    ext.create_custom_resource_definition(crd)
+    wait_established(ext, crd["metadata"]["name"])
+    api = custom(cluster)
+    api.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "sprockets",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Sprocket",
+            "metadata": {"name": "s1", "finalizers": ["lapse.dev/hold"]},
+        },
+    )
+    ext.delete_custom_resource_definition(crd["metadata"]["name"])
+    wait_for(
+        lambda: api.get_namespaced_custom_object(GROUP, VERSION, namespace, "sprockets", "s1")[
+            "metadata"
+        ].get("deletionTimestamp")
+    )
+    assert ext.read_custom_resource_definition(crd["metadata"]["name"]).metadata.deletion_timestamp
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/sprockets/s1"
+    code, _ = raw(
+        cluster, "PATCH", path, {"metadata": {"finalizers": None}}, "application/merge-patch+json"
+    )
+    assert code == 200
+    wait_for(lambda: absent(lambda: ext.read_custom_resource_definition(crd["metadata"]["name"])))
+    code, _ = raw(cluster, "GET", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/sprockets")
+    assert code == 404
+
+
+def test_initial_namespaces_may_not_be_deleted(cluster: Cluster) -> None:
+    try:
+        core(cluster).delete_namespace("kube-system")
+        raise AssertionError("kube-system was deleted")
+    except ApiException as exc:
+        assert exc.status == 403
+
+
+def test_cluster_scoped_dependent_of_a_namespaced_owner_is_never_collected(
+    cluster: Cluster, namespace: str
+) -> None:
+    api = core(cluster)
+    owner = api.create_namespaced_config_map(namespace, {"metadata": {"name": "ns-owner"}})
+    rbac = kubernetes.client.RbacAuthorizationV1Api(cluster.api())
+    name = f"unresolvable-{namespace}"
+    rbac.create_cluster_role(
+        {
+            "metadata": {
+                "name": name,
+                "ownerReferences": [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "ConfigMap",
+                        "name": "ns-owner",
+                        "uid": owner.metadata.uid,
+                    }
+                ],
+            },
+            "rules": [],
+        }
+    )
+    api.delete_namespaced_config_map("ns-owner", namespace)
+    # Another dependent, collected normally, shows the collector has run past this point.
+    marker = api.create_namespaced_config_map(namespace, {"metadata": {"name": "marker"}})
+    api.create_namespaced_config_map(
+        namespace,
+        {
+            "metadata": {
+                "name": "marker-dep",
+                "ownerReferences": [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "ConfigMap",
+                        "name": "marker",
+                        "uid": marker.metadata.uid,
+                    }
+                ],
+            }
+        },
+    )
+    api.delete_namespaced_config_map("marker", namespace)
+    wait_for(lambda: absent(lambda: api.read_namespaced_config_map("marker-dep", namespace)))
+    assert rbac.read_cluster_role(name).metadata.owner_references[0].name == "ns-owner"
+    rbac.delete_cluster_role(name)

@@ -80,12 +80,29 @@ def test_apply_creates_then_updates_a_custom_object(
     assert cluster.kubectl("get", "widgets", "-n", namespace, "-o", "name").stdout == ""
 
 
-def test_server_side_apply_merges_fields(cluster: Cluster, namespace: str) -> None:
+def test_server_side_apply_owns_the_applied_fields(cluster: Cluster, namespace: str) -> None:
     manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa}\ndata: {a: '1'}\n"
     cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input=manifest)
     manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa}\ndata: {b: '2'}\n"
     cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input=manifest)
-    assert get_json(cluster, "configmap", "ssa", "-n", namespace)["data"] == {"a": "1", "b": "2"}
+    assert get_json(cluster, "configmap", "ssa", "-n", namespace)["data"] == {"b": "2"}
+    cluster.kubectl(
+        "patch",
+        "configmap",
+        "ssa",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"data": {"other": "3"}}',
+    )
+    manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa}\ndata: {b: '4'}\n"
+    cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input=manifest)
+    # Fields of other managers stay; the applier's own dropped fields go.
+    assert get_json(cluster, "configmap", "ssa", "-n", namespace)["data"] == {
+        "b": "4",
+        "other": "3",
+    }
 
 
 def test_patch_label_annotate_and_typed_create(cluster: Cluster, namespace: str) -> None:
@@ -212,3 +229,30 @@ def test_auth_whoami_and_can_i(cluster: Cluster, namespace: str) -> None:
         "auth", "can-i", "list", "configmaps", "-n", namespace, as_user="nobody"
     )
     assert allowed.stdout.strip() == "yes"
+
+
+def test_apply_of_an_unknown_kind_says_no_matches(cluster: Cluster, namespace: str) -> None:
+    result = cluster.kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        check=False,
+        input="apiVersion: nowhere.lapse.dev/v1\nkind: Ghost\nmetadata: {name: boo}\n",
+    )
+    assert result.returncode != 0
+    assert 'no matches for kind "Ghost" in version "nowhere.lapse.dev/v1"' in result.stderr
+
+
+def test_service_account_token_authenticates_as_the_account(
+    cluster: Cluster, namespace: str
+) -> None:
+    cluster.kubectl("create", "serviceaccount", "robot", "-n", namespace)
+    token = cluster.kubectl("create", "token", "robot", "-n", namespace).stdout.strip()
+    whoami = cluster.kubectl("auth", "whoami", f"--token={token}", "-o", "json")
+    info = json.loads(whoami.stdout)["status"]["userInfo"]
+    assert info["username"] == f"system:serviceaccount:{namespace}:robot"
+    assert f"system:serviceaccounts:{namespace}" in info["groups"]
+    denied = cluster.kubectl("get", "configmaps", "-n", namespace, f"--token={token}", check=False)
+    assert denied.returncode != 0 and "forbidden" in denied.stderr

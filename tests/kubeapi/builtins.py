@@ -52,7 +52,7 @@ BUILTINS: tuple[ResourceInfo, ...] = (
         verbs=("create", "delete", "get", "list", "patch", "update", "watch"),
     ),
     _r("", "v1", "Event", "events", True, ("ev",)),
-    _r("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",)),
+    _r("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",), ("token",)),
     _r("", "v1", "ConfigMap", "configmaps", True, ("cm",)),
     _r("", "v1", "Secret", "secrets", True),
     _r("", "v1", "Pod", "pods", True, ("po",), ("status",), categories=("all",)),

@@ -50,7 +50,7 @@ class Controllers:
             if event.namespace:
                 ns = self.store.get(NAMESPACES, "", event.namespace)
                 if ns is not None and ns["metadata"].get("deletionTimestamp"):
-                    self._queue.put_nowait(("namespace", event.namespace))
+                    self._queue.put_nowait(("namespace-emptied", event.namespace))
             if event.key != CRDS and event.key[0]:
                 self._queue.put_nowait(("crd-instance-gone", event.key))
             for ref in meta.get("ownerReferences") or ():
@@ -102,6 +102,13 @@ class Controllers:
                 self.objects.delete(info, current, {"propagationPolicy": policy})
 
     def _owner_alive(self, ref: dict[str, Any], dependent_ns: str) -> bool:
+        if not dependent_ns:
+            # A cluster-scoped dependent naming a namespaced kind has an unresolvable owner
+            # reference: Kubernetes never collects it.
+            group = str(ref.get("apiVersion", "")).rpartition("/")[0]
+            kind = self.objects.registry.by_kind(group, str(ref.get("kind", "")))
+            if kind is not None and kind.namespaced:
+                return True
         found = self.store.by_uid(ref.get("uid", ""))
         if found is None:
             return False
@@ -190,17 +197,25 @@ class Controllers:
             self.objects.remove_finalizer(info, owner, ORPHAN)
 
     def _namespace(self, name: str) -> None:
+        """A namespace is being deleted: delete what it holds, then finish if nothing is left."""
         ns = self.store.get(NAMESPACES, "", name)
         if ns is None or not ns["metadata"].get("deletionTimestamp"):
             return
-        remaining = 0
         for key in self.store.namespaced_keys(name):
             for obj in list(self.store.iter(key, name)):
-                remaining += 1
                 if not obj["metadata"].get("deletionTimestamp"):
                     self._delete(key, obj)
-        if remaining and any(self.store.count(k, name) for k in self.store.namespaced_keys(name)):
+        self._namespace_emptied(name)
+
+    def _namespace_emptied(self, name: str) -> None:
+        """Something left a terminating namespace: remove the namespace once it is empty.
+
+        Nothing new can be created in it, so there is no need to sweep it again."""
+        ns = self.store.get(NAMESPACES, "", name)
+        if ns is None or not ns["metadata"].get("deletionTimestamp"):
             return
+        if self.store.namespaced_keys(name):
+            return  # finalizers still hold some content; its DELETED events bring us back
         info = self._info(NAMESPACES)
         assert info is not None
         spec_finalizers = (ns.get("spec") or {}).get("finalizers") or []
@@ -211,15 +226,17 @@ class Controllers:
         if not (ns.get("spec") or {}).get("finalizers") and not ns["metadata"].get("finalizers"):
             self.store.remove(NAMESPACES, "", name)
 
-    def _crd(self, name: str) -> None:
+    def _crd(self, name: str, sweep: bool = True) -> None:
+        """A CRD is being deleted: delete its objects, then let it go once none is left."""
         crd = self.store.get(CRDS, "", name)
         if crd is None or not crd["metadata"].get("deletionTimestamp"):
             return
         spec = crd.get("spec") or {}
         key = (spec.get("group", ""), (spec.get("names") or {}).get("plural", ""))
-        for obj in list(self.store.iter(key)):
-            if not obj["metadata"].get("deletionTimestamp"):
-                self._delete(key, obj)
+        if sweep:
+            for obj in list(self.store.iter(key)):
+                if not obj["metadata"].get("deletionTimestamp"):
+                    self._delete(key, obj)
         if self.store.count(key) == 0:
             info = self._info(CRDS)
             assert info is not None
@@ -230,5 +247,5 @@ class Controllers:
             spec = crd.get("spec") or {}
             if (spec.get("group"), (spec.get("names") or {}).get("plural")) == key:
                 if crd["metadata"].get("deletionTimestamp"):
-                    self._crd(crd["metadata"]["name"])
+                    self._crd(crd["metadata"]["name"], sweep=False)
                 return

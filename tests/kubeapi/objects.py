@@ -8,6 +8,7 @@ Authentication, authorization and admission happen before these calls, in the HT
 
 from __future__ import annotations
 
+import base64
 import copy
 import random
 import uuid
@@ -39,10 +40,6 @@ def key_of(info: ResourceInfo) -> ResKey:
 
 def is_events_v1(info: ResourceInfo) -> bool:
     return info.group == events.GROUP and info.plural == "events"
-
-
-def _qualified(info: ResourceInfo) -> str:
-    return info.plural
 
 
 class Objects:
@@ -131,6 +128,9 @@ class Objects:
             meta["generation"] = 1
         else:
             meta.pop("generation", None)
+        if info.group == "" and info.plural == "secrets":
+            fold_string_data(obj)
+            obj.setdefault("type", "Opaque")
         if info.group == "" and info.plural == "namespaces":
             meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta["name"]
             obj["spec"] = {"finalizers": ["kubernetes"]}
@@ -171,6 +171,12 @@ class Objects:
         meta = obj["metadata"]
         ns = meta.get("namespace", "")
         self.check_namespace(info, ns, meta["name"])
+        prefix = meta.get("generateName")
+        # A generated name that is taken is generated again, as the API server retries.
+        for _ in range(8):
+            if not prefix or self.store.get(key_of(info), ns, meta["name"]) is None:
+                break
+            meta["name"] = prefix + "".join(random.choices(_ALPHABET, k=5))
         if self.store.get(key_of(info), ns, meta["name"]) is not None:
             raise errors.already_exists(info.plural, info.group, meta["name"])
         if dry_run:
@@ -244,6 +250,9 @@ class Objects:
                 new["status"] = copy.deepcopy(old["status"])
             else:
                 new.pop("status", None)
+        if info.group == "" and info.plural == "secrets":
+            fold_string_data(new)
+            new.setdefault("type", old.get("type", "Opaque"))
         if info.group == "" and info.plural == "namespaces":
             new["spec"] = copy.deepcopy(old.get("spec", {}))
             new["status"] = copy.deepcopy(old.get("status", {}))
@@ -351,7 +360,8 @@ class Objects:
         is_namespace = info.group == "" and info.plural == "namespaces"
         if is_namespace and meta["name"] in ("default", "kube-system", "kube-public"):
             raise errors.ApiError(
-                403, "Forbidden",
+                403,
+                "Forbidden",
                 f'namespaces "{meta["name"]}" is forbidden: this namespace may not be deleted',
                 {"name": meta["name"], "kind": "namespaces"},
             )
@@ -392,6 +402,16 @@ class Objects:
         if not new["metadata"]["finalizers"]:
             del new["metadata"]["finalizers"]
         self.update(info, obj, new, dry_run=False)
+
+
+def fold_string_data(secret: dict[str, Any]) -> None:
+    """A Secret's write-only `stringData` lands base64-encoded in `data`, as on a real server."""
+    string_data = secret.pop("stringData", None)
+    if string_data:
+        data = dict(secret.get("data") or {})
+        for key, value in string_data.items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+        secret["data"] = data
 
 
 def _spec_changed(info: ResourceInfo, old: dict[str, Any], new: dict[str, Any]) -> bool:

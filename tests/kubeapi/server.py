@@ -12,19 +12,33 @@ import asyncio
 import base64
 import contextlib
 import contextvars
-import importlib
 import json
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from types import ModuleType
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import yaml
 from aiohttp import web
 
-from . import errors, events, patch, protobuf, selectors, validation
+from . import (
+    admission,
+    auth,
+    errors,
+    events,
+    faults,
+    openapi,
+    patch,
+    protobuf,
+    rbac,
+    schema,
+    selectors,
+    table,
+    validation,
+)
 from .builtins import VIRTUAL
 from .gc import Controllers
 from .identity import ADMIN_GROUP, Attributes, UserInfo
@@ -55,16 +69,6 @@ _WARNINGS: contextvars.ContextVar[list[str]] = contextvars.ContextVar("warnings"
 _FIELD_VALIDATION: contextvars.ContextVar[str] = contextvars.ContextVar(
     "field_validation", default="Warn"
 )
-
-
-def _optional(name: str) -> ModuleType | None:
-    """A sibling module that may not be written yet; the server runs without it."""
-    try:
-        return importlib.import_module(f"{__package__}.{name}")
-    except ImportError as exc:
-        if exc.name and exc.name.endswith(name):
-            return None
-        raise
 
 
 def dumps(obj: Any) -> bytes:
@@ -103,29 +107,15 @@ class Server:
         self.address = ""
         users = {admin_token: UserInfo("admin", (ADMIN_GROUP,))}
         users.update(tokens or {})
-        self._tokens = users
-        self.schema = _optional("schema")
-        self.table = _optional("table")
-        self.openapi = _optional("openapi")
-        auth = _optional("auth")
-        self.auth_module = auth
-        self.authenticator: Any = auth.Authenticator(dict(users)) if auth else None
-        rbac = _optional("rbac")
+        self.authenticator = auth.Authenticator(users)
         self._rbac_revision = 0
-        self.authorizer: Any = (
-            rbac.Authorizer(self._list_rbac, lambda: self._rbac_revision) if rbac else None
-        )
+        self.authorizer = rbac.Authorizer(self._list_rbac, lambda: self._rbac_revision)
         self._aggregation_pending = False
-        self.rbac = rbac
-        admission = _optional("admission")
-        self.admission_module = admission
-        self.admission: Any = (
-            admission.Admission(self._webhook_configurations, self._namespace_labels)
-            if admission
-            else None
-        )
-        faults = _optional("faults")
-        self.faults: Any = faults.Faults(self.store, self._headers_are_admin) if faults else None
+        self.admission = admission.Admission(self._webhook_configurations, self._namespace_labels)
+        self.faults = faults.Faults(self.store, self._headers_are_admin)
+        # Server-side apply: the last configuration each (object uid, field manager) applied.
+        self._applied: dict[str, dict[str, dict[str, Any]]] = {}
+        self.store.listeners.append(self._forget_applied)
         self._bootstrap()
 
     # -- start-up ---------------------------------------------------------------------------
@@ -144,8 +134,7 @@ class Server:
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
             body = {"metadata": {"name": "default"}}
             self.objects.create(sa, self.objects.prepare_create(sa, body, ns), dry_run=False)
-        boot = getattr(self.rbac, "bootstrap_objects", None) if self.rbac else None
-        for obj in boot() if boot else ():
+        for obj in rbac.bootstrap_objects():
             group = obj["apiVersion"].rpartition("/")[0]
             info = self.registry.by_kind(group, obj["kind"])
             if info is None:
@@ -171,9 +160,6 @@ class Server:
             return
         self._rbac_revision += 1
         if event.key[1] == "clusterroles" and not self._aggregation_pending:
-            aggregate = getattr(self.rbac, "aggregate", None)
-            if aggregate is None:
-                return
             self._aggregation_pending = True
             try:
                 asyncio.get_running_loop().call_soon(self._aggregate_clusterroles)
@@ -184,12 +170,16 @@ class Server:
         """Write aggregated rules into ClusterRoles, as kube-controller-manager does."""
         self._aggregation_pending = False
         info = self.registry.lookup(RBAC_GROUP, "v1", "clusterroles")
-        assert info is not None and self.rbac is not None
+        assert info is not None
         roles = list(self.store.iter((RBAC_GROUP, "clusterroles")))
-        for name, rules in self.rbac.aggregate(roles).items():
+        for name, rules in rbac.aggregate(roles).items():
             current = self.store.get((RBAC_GROUP, "clusterroles"), "", name)
             if current is not None and (current.get("rules") or []) != rules:
                 self.objects.update(info, current, {**current, "rules": rules}, dry_run=False)
+
+    def _forget_applied(self, event: Event) -> None:
+        if event.type == "DELETED" and self._applied:
+            self._applied.pop(event.obj["metadata"]["uid"], None)
 
     def _list_rbac(self, plural: str, namespace: str | None) -> list[dict[str, Any]]:
         return list(self.store.iter((RBAC_GROUP, plural), namespace))
@@ -208,12 +198,10 @@ class Server:
     # -- application ------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        middlewares = [self._errors_middleware]
-        if self.faults is not None:
-            middlewares.insert(0, self.faults.middleware)
+        # Faults act outermost, before anything else sees the request.
+        middlewares: list[Any] = [self.faults.middleware, self._errors_middleware]
         app = web.Application(middlewares=middlewares, client_max_size=64 * 1024 * 1024)
-        if self.faults is not None:
-            self.faults.add_routes(app)
+        self.faults.add_routes(app)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
@@ -255,22 +243,8 @@ class Server:
         return self._authenticate_headers(request.headers)
 
     def _authenticate_headers(self, headers: Mapping[str, str]) -> UserInfo:
-        if self.authenticator is not None:
-            user: UserInfo = self.authenticator.authenticate(headers)
-        else:
-            header = headers.get("Authorization", "")
-            if header.startswith("Bearer "):
-                found = self._tokens.get(header[7:].strip())
-                if found is None:
-                    raise errors.unauthorized()
-                user = found
-            elif header:
-                raise errors.unauthorized()
-            else:
-                user = UserInfo("system:anonymous", ("system:unauthenticated",))
-        if self.auth_module is not None and hasattr(self.auth_module, "impersonate"):
-            user = self.auth_module.impersonate(user, headers, self._authorize_raw)
-        return user
+        user = self.authenticator.authenticate(headers)
+        return auth.impersonate(user, headers, self._authorize_raw)
 
     def _headers_are_admin(self, headers: Mapping[str, str]) -> bool:
         """Whether a request's caller (after impersonation) is a cluster admin."""
@@ -281,14 +255,7 @@ class Server:
         return user.is_admin
 
     def _authorize_raw(self, user: UserInfo, attrs: Attributes) -> tuple[bool, str]:
-        if self.authorizer is not None:
-            result: tuple[bool, str] = self.authorizer.authorize(user, attrs)
-            return result
-        if user.is_admin:
-            return True, ""
-        if not attrs.resource_request:
-            return True, ""
-        return False, "no authorizer configured"
+        return self.authorizer.authorize(user, attrs)
 
     def _authorize(self, user: UserInfo, attrs: Attributes) -> None:
         allowed, why = self._authorize_raw(user, attrs)
@@ -404,7 +371,7 @@ class Server:
             if target.name and not watching:
                 return "get"
             return "watch" if watching else "list"
-        if method == "POST" and not target.name:
+        if method == "POST" and (not target.name or target.subresource == "token"):
             return "create"
         if method == "PUT" and target.name:
             return "update"
@@ -485,16 +452,21 @@ class Server:
                 entry["categories"] = list(info.categories)
             resources.append(entry)
             for sub in info.subresources:
-                verbs = ["update"] if sub == "finalize" else ["get", "patch", "update"]
-                resources.append(
-                    {
-                        "name": f"{info.plural}/{sub}",
-                        "singularName": "",
-                        "namespaced": info.namespaced,
-                        "kind": "Scale" if sub == "scale" else info.kind,
-                        "verbs": verbs,
-                    }
-                )
+                entry = {
+                    "name": f"{info.plural}/{sub}",
+                    "singularName": "",
+                    "namespaced": info.namespaced,
+                    "kind": "Scale" if sub == "scale" else info.kind,
+                    "verbs": ["update"] if sub == "finalize" else ["get", "patch", "update"],
+                }
+                if sub == "token":
+                    entry.update(
+                        kind="TokenRequest",
+                        verbs=["create"],
+                        group="authentication.k8s.io",
+                        version="v1",
+                    )
+                resources.append(entry)
         return {
             "kind": "APIResourceList",
             "apiVersion": "v1",
@@ -503,15 +475,17 @@ class Server:
         }
 
     def _openapi(self, request: web.Request, parts: list[str]) -> web.StreamResponse:
-        if self.openapi is None:
-            raise errors.ApiError(
-                404, "NotFound", "the server could not find the requested resource"
-            )
         resources = self.registry.all()
         if parts[1:] == ["v2"]:
-            return respond(self.openapi.v2(resources))
+            accept = request.headers.get("Accept", "")
+            if "protobuf" in accept and "json" not in accept:
+                return web.Response(
+                    body=protobuf.openapi_v2_stub("Kubernetes", VERSION_INFO["gitVersion"]),
+                    content_type=protobuf.OPENAPI_V2_CONTENT_TYPE,
+                )
+            return respond(openapi.v2(resources))
         if parts[1:] == ["v3"]:
-            return respond(self.openapi.v3_index(resources))
+            return respond(openapi.v3_index(resources))
         if len(parts) >= 3 and parts[1] == "v3":
             rest = parts[2:]
             if rest == ["api", "v1"]:
@@ -522,7 +496,7 @@ class Server:
                 raise errors.ApiError(
                     404, "NotFound", "the server could not find the requested resource"
                 )
-            document = self.openapi.v3_document(resources, group, version)
+            document = openapi.v3_document(resources, group, version)
             if document is None:
                 raise errors.ApiError(
                     404, "NotFound", "the server could not find the requested resource"
@@ -541,11 +515,11 @@ class Server:
         list_meta: dict[str, Any],
     ) -> dict[str, Any]:
         accept = request.headers.get("Accept", "")
-        if "as=Table" in accept and self.table is not None and hasattr(self.table, "to_table"):
+        if "as=Table" in accept:
             include = request.query.get("includeObject", "Metadata")
-            table: dict[str, Any] = self.table.to_table(info, objs, include)
-            table.setdefault("metadata", {}).update(list_meta)
-            return table
+            shown = table.to_table(info, objs, include)
+            shown.setdefault("metadata", {}).update(list_meta)
+            return shown
         presented = [self.objects.present(info, o) for o in objs]
         if "as=PartialObjectMetadata" in accept:
             partial = [
@@ -644,16 +618,14 @@ class Server:
         initial_events = query.get("sendInitialEvents") == "true"
         timeout = float(query["timeoutSeconds"]) if query.get("timeoutSeconds") else None
         deadline = time.monotonic() + timeout if timeout else None
-        as_table = "as=Table" in request.headers.get("Accept", "") and self.table is not None
+        as_table = "as=Table" in request.headers.get("Accept", "")
 
         response = web.StreamResponse(status=200, headers={"Content-Type": JSON})
         response.enable_chunked_encoding()
         await response.prepare(request)
 
-        table = self.table
-
         def render(kind: str, obj: dict[str, Any]) -> bytes:
-            if as_table and table is not None:
+            if as_table:
                 shaped: Any = table.to_table(
                     info, [obj], request.query.get("includeObject", "Metadata")
                 )
@@ -679,6 +651,7 @@ class Server:
                 + b"\n"
             )
 
+        cache_key = None if as_table else info.group_version
         key = key_of(info)
         ns = t.namespace or None
         rv_param = query.get("resourceVersion", "")
@@ -704,7 +677,7 @@ class Server:
                     await response.write(dumps({"type": "ERROR", "object": status}) + b"\n")
                     return response
                 for past in replay:
-                    chunks.extend(self._event_lines(past, predicate, render))
+                    chunks.extend(self._event_lines(past, predicate, render, cache_key))
             if chunks:
                 await response.write(b"".join(chunks))
             last_bookmark = time.monotonic()
@@ -727,7 +700,7 @@ class Server:
                 batch: list[bytes] = []
                 closed = False
                 while event is not None:
-                    batch.extend(self._event_lines(event, predicate, render))
+                    batch.extend(self._event_lines(event, predicate, render, cache_key))
                     if watcher.queue.empty():
                         break
                     event = watcher.queue.get_nowait()
@@ -737,8 +710,8 @@ class Server:
                     await response.write(b"".join(batch))
                 if closed:
                     break
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+        except ConnectionResetError:
+            pass  # the client went away
         finally:
             self.store.unwatch(watcher)
         with contextlib.suppress(ConnectionResetError, RuntimeError):
@@ -750,20 +723,30 @@ class Server:
         event: Event,
         predicate: selectors.Predicate | None,
         render: Callable[[str, dict[str, Any]], bytes],
+        cache_key: str | None,
     ) -> list[bytes]:
+        def line(kind: str) -> bytes:
+            # Every watcher of the same shape sends the same bytes: serialise once per event.
+            if cache_key is None:
+                return render(kind, event.obj)
+            cached = event.rendered.get((kind, cache_key))
+            if cached is None:
+                cached = event.rendered[(kind, cache_key)] = render(kind, event.obj)
+            return cached
+
         if predicate is None:
-            return [render(event.type, event.obj)]
+            return [line(event.type)]
         now_matches = predicate(event.obj)
         if event.type == "MODIFIED":
             before = event.old is not None and predicate(event.old)
             if now_matches and before:
-                return [render("MODIFIED", event.obj)]
+                return [line("MODIFIED")]
             if now_matches:
-                return [render("ADDED", event.obj)]
+                return [line("ADDED")]
             if before:
-                return [render("DELETED", event.obj)]
+                return [line("DELETED")]
             return []
-        return [render(event.type, event.obj)] if now_matches else []
+        return [line(event.type)] if now_matches else []
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -803,15 +786,9 @@ class Server:
         name: str = "",
         mutate: bool = True,
     ) -> dict[str, Any] | None:
-        """Webhook admission (mutating first when asked), as the admission module offers it."""
-        if self.admission is None or self.admission_module is None:
-            return obj
-        attributes_type = getattr(self.admission_module, "AdmissionAttributes", None)
-        if attributes_type is None:
-            return obj
-        req = self._admission_attributes(
-            attributes_type, operation, t, user, obj, old, dry_run, options, name
-        )
+        """Webhook admission: the mutating webhooks (returning the object to go on with), or
+        with `mutate=False` the validating ones."""
+        req = self._admission_attributes(operation, t, user, obj, old, dry_run, options, name)
         try:
             if mutate:
                 mutated = await self.admission.mutate(req)
@@ -824,11 +801,10 @@ class Server:
             await self.admission.validate(req)
             return obj
         finally:
-            _WARNINGS.get([]).extend(getattr(req, "warnings", None) or ())
+            _WARNINGS.get([]).extend(req.warnings)
 
     def _admission_attributes(
         self,
-        attributes_type: Any,
         operation: str,
         t: Target,
         user: UserInfo,
@@ -837,7 +813,7 @@ class Server:
         dry_run: bool,
         options: dict[str, Any] | None,
         name: str,
-    ) -> Any:
+    ) -> admission.AdmissionAttributes:
         info = t.info
         namespace = t.namespace
         if info.group == "" and info.plural == "namespaces":
@@ -847,7 +823,7 @@ class Server:
             "UPDATE": "UpdateOptions",
             "DELETE": "DeleteOptions",
         }[operation]
-        return attributes_type(
+        return admission.AdmissionAttributes(
             kind={"group": info.group, "version": info.version, "kind": info.kind},
             resource={"group": info.group, "version": info.version, "resource": info.plural},
             operation=operation,
@@ -865,34 +841,32 @@ class Server:
         self, t: Target, obj: dict[str, Any], old: dict[str, Any] | None, user: UserInfo, verb: str
     ) -> dict[str, Any]:
         info = t.info
+        validation.check_metadata(info, obj)
         if info.crd is not None:
-            admit = getattr(self.schema, "admit", None) if self.schema else None
-            if admit is not None:
-                obj = admit(
-                    info,
-                    obj,
-                    old,
-                    t.subresource,
-                    field_validation=_FIELD_VALIDATION.get(),
-                    warnings=_WARNINGS.get([]),
-                )
+            obj = schema.admit(
+                info,
+                obj,
+                old,
+                t.subresource,
+                field_validation=_FIELD_VALIDATION.get(),
+                warnings=_WARNINGS.get([]),
+            )
         else:
             validation.check_builtin(info, obj, old)
-            if info.group == CRD_GROUP and self.schema is not None:
-                check = getattr(self.schema, "validate_crd", None)
-                if check is not None:
-                    check(obj)
-        if info.group == RBAC_GROUP and info.plural in RBAC_KINDS and self.authorizer is not None:
-            check_escalation = getattr(self.authorizer, "check_escalation", None)
-            if check_escalation is not None:
-                check_escalation(user, verb, info.plural, obj)
+            if info.group == CRD_GROUP and t.subresource != "status":
+                schema.validate_crd(obj)
+        if info.group == RBAC_GROUP and info.plural in RBAC_KINDS:
+            self.authorizer.check_escalation(user, verb, info.plural, obj)
         return obj
 
     async def _create(self, request: web.Request, t: Target, user: UserInfo) -> web.StreamResponse:
         body = await self._body(request)
+        if t.subresource == "token":
+            return respond(self._token_request(t, body), 201)
         if (t.info.group, t.info.plural) in VIRTUAL:
             return respond(self._review(t, body, user), 201)
         dry_run = self._dry_run(request)
+        self._refuse_if_crd_terminating(t.info)
         obj = self.objects.prepare_create(t.info, body, t.namespace)
         obj = (
             await self._admit("CREATE", t, user, obj, None, dry_run, name=obj["metadata"]["name"])
@@ -905,6 +879,39 @@ class Server:
         created = self.objects.create(t.info, obj, dry_run)
         return respond(self._shape(request, t.info, [created], True, {}), 201)
 
+    def _token_request(self, t: Target, body: Any) -> dict[str, Any]:
+        """TokenRequest: a bearer token for a ServiceAccount, valid while the server runs."""
+        account = self.objects.get(t.info, t.namespace, t.name)
+        spec = dict((body or {}).get("spec") or {})
+        seconds = int(spec.get("expirationSeconds") or 3600)
+        token = secrets.token_urlsafe(32)
+        username = f"system:serviceaccount:{t.namespace}:{t.name}"
+        groups = ("system:serviceaccounts", f"system:serviceaccounts:{t.namespace}")
+        self.authenticator.add(token, UserInfo(username, groups, account["metadata"]["uid"]))
+        expires = datetime.now(UTC) + timedelta(seconds=seconds)
+        spec["expirationSeconds"] = seconds
+        return {
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": t.name, "namespace": t.namespace, "creationTimestamp": now()},
+            "spec": spec,
+            "status": {
+                "token": token,
+                "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            },
+        }
+
+    def _refuse_if_crd_terminating(self, info: ResourceInfo) -> None:
+        if info.crd is None:
+            return
+        crd = self.store.get(
+            (CRD_GROUP, "customresourcedefinitions"), "", info.crd["metadata"]["name"]
+        )
+        if crd is not None and crd["metadata"].get("deletionTimestamp"):
+            raise errors.method_not_allowed(
+                "create not allowed while custom resource definition is terminating"
+            )
+
     def _review(self, t: Target, body: Any, user: UserInfo) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise errors.bad_request("the body of the request must be a JSON object")
@@ -915,63 +922,68 @@ class Server:
                 "metadata": {"creationTimestamp": now()},
                 "status": {"userInfo": user.to_review()},
             }
-        if self.authorizer is None or not hasattr(self.authorizer, "review"):
-            raise errors.ApiError(
-                503, "ServiceUnavailable", "authorization reviews are not available"
-            )
         if t.info.namespaced:
             body.setdefault("metadata", {})["namespace"] = t.namespace
-        result: dict[str, Any] = self.authorizer.review(t.info.kind, body, user)
-        return result
+        return self.authorizer.review(t.info.kind, body, user)
 
     async def _write(
         self,
         request: web.Request,
         t: Target,
         user: UserInfo,
-        old: dict[str, Any],
-        body: Any,
+        new_body: Callable[[dict[str, Any]], Any],
         verb: str,
     ) -> web.StreamResponse:
+        """Update from `new_body(current object)`, again from the fresh object when another
+        write lands while admission webhooks run (as the API server's GuaranteedUpdate)."""
         dry_run = self._dry_run(request)
-        new = self.objects.prepare_update(t.info, old, body, t.subresource, t.name)
-        new = await self._admit("UPDATE", t, user, new, old, dry_run) or new
-        new = self._validate(t, new, old, user, verb)
-        await self._admit("UPDATE", t, user, new, old, dry_run, mutate=False)
-        stored = self.objects.update(t.info, old, new, dry_run)
-        return respond(self._shape(request, t.info, [stored], True, {}))
+        for _ in range(8):
+            old = self.objects.get(t.info, t.namespace, t.name)
+            new = self.objects.prepare_update(t.info, old, new_body(old), t.subresource, t.name)
+            new = await self._admit("UPDATE", t, user, new, old, dry_run) or new
+            new = self._validate(t, new, old, user, verb)
+            await self._admit("UPDATE", t, user, new, old, dry_run, mutate=False)
+            if self.store.get(key_of(t.info), t.namespace, t.name) is not old:
+                continue
+            stored = self.objects.update(t.info, old, new, dry_run)
+            return respond(self._shape(request, t.info, [stored], True, {}))
+        raise errors.stale(t.info.plural, t.info.group, t.name)
 
     async def _update(self, request: web.Request, t: Target, user: UserInfo) -> web.StreamResponse:
         body = await self._body(request)
-        old = self.objects.get(t.info, t.namespace, t.name)
-        return await self._write(request, t, user, old, body, "update")
+        # A body without a resourceVersion updates whatever is current; with one, a change in
+        # between is a conflict (prepare_update compares them).
+        return await self._write(request, t, user, lambda _old: body, "update")
 
     async def _patch(self, request: web.Request, t: Target, user: UserInfo) -> web.StreamResponse:
         ctype = request.content_type
         body = await self._body(request)
         if ctype == "application/apply-patch+yaml":
             return await self._apply(request, t, user, body)
-        old = self.objects.get(t.info, t.namespace, t.name)
-        view = self.objects.present(t.info, old)  # patches apply to the shape the client sees
+        apply: Callable[[Any, Any], Any]
         if ctype == "application/json-patch+json":
-            patched = patch.json_patch(view, body)
+            apply = patch.json_patch
         elif ctype == "application/merge-patch+json":
             if not isinstance(body, dict):
                 raise errors.bad_request("a merge patch must be a JSON object")
-            patched = patch.merge_patch(view, body)
+            apply = patch.merge_patch
         elif ctype == "application/strategic-merge-patch+json":
             if t.info.crd is not None:
                 raise errors.unsupported_media_type(ctype)
-            patched = patch.strategic_merge_patch(view, body)
+            apply = patch.strategic_merge_patch
         else:
             raise errors.unsupported_media_type(ctype)
-        return await self._write(request, t, user, old, patched, "patch")
+        # Patches apply to the shape the client sees.
+        return await self._write(
+            request, t, user, lambda old: apply(self.objects.present(t.info, old), body), "patch"
+        )
 
     async def _apply(
         self, request: web.Request, t: Target, user: UserInfo, body: Any
     ) -> web.StreamResponse:
         """Server-side apply, approximated: the applied fields are merged into the object."""
-        if not request.query.get("fieldManager"):
+        manager = request.query.get("fieldManager", "")
+        if not manager:
             raise errors.bad_request("PATCH with apply requires a fieldManager")
         if not isinstance(body, dict):
             raise errors.bad_request("an apply patch must be an object")
@@ -986,13 +998,21 @@ class Server:
             obj = self._validate(t, obj, None, user, "create")
             await self._admit("CREATE", t, user, obj, None, dry_run, name=t.name, mutate=False)
             created = self.objects.create(t.info, obj, dry_run)
+            if not dry_run:
+                self._applied.setdefault(created["metadata"]["uid"], {})[manager] = body
             return respond(self._shape(request, t.info, [created], True, {}), 201)
         body.get("metadata", {}).pop("resourceVersion", None)
-        if t.info.crd is None:
-            patched = patch.strategic_merge_patch(self.objects.present(t.info, current), body)
-        else:
-            patched = patch.merge_patch(self.objects.present(t.info, current), body)
-        return await self._write(request, t, user, current, patched, "patch")
+        # Fields this manager applied before and applies no more are removed, as their owner
+        # gives them up (a three-way merge, as client-side apply does).
+        previous = self._applied.get(current["metadata"]["uid"], {}).get(manager, {})
+        merged = patch.merge_patch(_removals(previous, body), body)
+        merge = patch.strategic_merge_patch if t.info.crd is None else patch.merge_patch
+        response = await self._write(
+            request, t, user, lambda old: merge(self.objects.present(t.info, old), merged), "patch"
+        )
+        if not self._dry_run(request):
+            self._applied.setdefault(current["metadata"]["uid"], {})[manager] = body
+        return response
 
     # -- deletes ----------------------------------------------------------------------------
 
@@ -1031,6 +1051,8 @@ class Server:
         dry_run = self._dry_run(request) or options.get("dryRun") == ["All"]
         obj = self.objects.get(t.info, t.namespace, t.name)
         await self._admit("DELETE", t, user, None, obj, dry_run, options, mutate=False)
+        # Preconditions and finalizers are judged on the object as it is after admission.
+        obj = self.objects.get(t.info, t.namespace, t.name)
         result, removed = self.objects.delete(t.info, obj, options, dry_run)
         if removed and t.info.crd is None and t.info.plural != "namespaces":
             return respond(self._deleted_status(t.info, result))
@@ -1059,3 +1081,18 @@ class Server:
         return respond(
             self._shape(request, t.info, deleted, False, {"resourceVersion": str(self.store.rv)})
         )
+
+
+def _removals(previous: Any, applied: Any) -> dict[str, Any]:
+    """A merge patch nulling what `previous` set and `applied` no longer mentions."""
+    if not isinstance(previous, dict) or not isinstance(applied, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in previous.items():
+        if key not in applied:
+            out[key] = None
+        elif isinstance(value, dict) and isinstance(applied[key], dict):
+            nested = _removals(value, applied[key])
+            if nested:
+                out[key] = nested
+    return out

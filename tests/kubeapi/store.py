@@ -27,6 +27,8 @@ class Event:
     type: str  # ADDED, MODIFIED, DELETED
     obj: dict[str, Any]
     old: dict[str, Any] | None
+    # Watch lines already rendered for this event, by (event type, apiVersion shown).
+    rendered: dict[tuple[str, str], bytes] = field(default_factory=dict, compare=False)
 
 
 @dataclass(eq=False)

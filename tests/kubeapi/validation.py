@@ -135,6 +135,96 @@ def _rules_causes(rules: Any, cluster: bool) -> list[Cause]:
     return causes
 
 
+_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_NAME_PART = (
+    "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and "
+    "end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex "
+    "used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
+)
+_LABEL_VALUE = (
+    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or "
+    "'.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or "
+    "'my_value',  or '12345', regex used for validation is "
+    "'(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"
+)
+
+
+def _key_problems(key: str) -> list[str]:
+    prefix, _, name = key.rpartition("/")
+    problems = []
+    if "/" in prefix:
+        return [
+            "a qualified name must consist of alphanumeric characters, '-', '_' or '.', "
+            "and must start and end with an alphanumeric character, with an optional "
+            "DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
+        ]
+    if prefix and (len(prefix) > 253 or not _SUBDOMAIN.match(prefix)):
+        problems.append("prefix part must be a lowercase RFC 1123 subdomain")
+    if not name:
+        problems.append("name part must be non-empty")
+    elif len(name) > 63:
+        problems.append("name part must be no more than 63 characters")
+    elif not _QUALIFIED_NAME.match(name):
+        problems.append(_NAME_PART)
+    return problems
+
+
+def check_metadata(info: ResourceInfo, obj: dict[str, Any]) -> None:
+    """ObjectMeta validation shared by every kind: labels, annotations, owner references."""
+    meta = obj.get("metadata") or {}
+    causes: list[Cause] = []
+    for key, value in (meta.get("labels") or {}).items():
+        causes += [
+            Cause("metadata.labels", f'Invalid value: "{key}": {p}') for p in _key_problems(key)
+        ]
+        if not isinstance(value, str):
+            causes.append(Cause(f"metadata.labels[{key}]", "Invalid value: must be a string"))
+        elif len(value) > 63:
+            causes.append(
+                Cause(
+                    "metadata.labels",
+                    f'Invalid value: "{value}": must be no more than 63 characters',
+                )
+            )
+        elif value and not _QUALIFIED_NAME.match(value):
+            causes.append(Cause("metadata.labels", f'Invalid value: "{value}": {_LABEL_VALUE}'))
+    annotations = meta.get("annotations") or {}
+    for key, value in annotations.items():
+        causes += [
+            Cause("metadata.annotations", f'Invalid value: "{key}": {p}')
+            for p in _key_problems(key)
+        ]
+        if not isinstance(value, str):
+            causes.append(Cause(f"metadata.annotations[{key}]", "Invalid value: must be a string"))
+    size = sum(len(k) + len(v) for k, v in annotations.items() if isinstance(v, str))
+    if size > 256 * 1024:
+        causes.append(
+            Cause(
+                "metadata.annotations",
+                f"Too long: must have at most {256 * 1024} bytes",
+                "FieldValueTooLong",
+            )
+        )
+    controllers = 0
+    for i, ref in enumerate(meta.get("ownerReferences") or ()):
+        where = f"metadata.ownerReferences[{i}]"
+        for field in ("apiVersion", "kind", "name", "uid"):
+            if not ref.get(field):
+                causes.append(
+                    Cause(f"{where}.{field}", f'Invalid value: "": {field} must not be empty')
+                )
+        controllers += bool(ref.get("controller"))
+    if controllers > 1:
+        causes.append(
+            Cause(
+                "metadata.ownerReferences",
+                "Invalid value: only one reference can have Controller set to true",
+            )
+        )
+    if causes:
+        raise errors.invalid(info.kind, info.group, meta.get("name", ""), causes)
+
+
 def check_builtin(info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
     """Raise 422 for a built-in object the real API server would refuse."""
     causes: list[Cause] = []
@@ -168,6 +258,23 @@ def check_builtin(info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any] |
             causes += _subject_causes(obj.get("subjects"), cluster)
         else:
             causes += _rules_causes(obj.get("rules"), cluster)
+    if (
+        info.group == ""
+        and info.plural in ("configmaps", "secrets")
+        and old is not None
+        and old.get("immutable")
+    ):
+        for field in ("data", "binaryData", "immutable"):
+            if (obj.get(field) or None) != (old.get(field) or None):
+                causes.append(
+                    Cause(
+                        field,
+                        "Forbidden: field is immutable when `immutable` is set",
+                        "FieldValueForbidden",
+                    )
+                )
+    if info.group == RBAC:
+        pass
     elif info.group == "" and info.plural == "configmaps":
         for key in list(obj.get("data") or {}) + list(obj.get("binaryData") or {}):
             if not re.fullmatch(r"[-._a-zA-Z0-9]+", key):
