@@ -80,6 +80,8 @@ STATUS_MODELS: dict[str, type[GrantStatus]] = {
 }
 # Where Events about cluster-scoped objects go, as Kubernetes itself does it.
 CLUSTER_EVENTS_NAMESPACE = "default"
+# Answers to creating a binding that no retry changes: invalid, forbidden, namespace not found.
+REFUSED = frozenset({400, 403, 404, 422})
 OUTCOMES = {
     Phase.ACTIVE: "granted",
     Phase.DENIED: "denied",
@@ -381,8 +383,41 @@ class Grantor:
         key = grant.key
         created: list[BindingRef] = []
         crash_point("grant-before-binding-write")
-        for ref in compute_binding_refs(grant):
-            live = await self._create_binding(grant, ref)
+        refs = compute_binding_refs(grant)
+        missing = await self._missing_role(grant.role, refs)
+        if missing is not None:
+            await self.transition(
+                key,
+                grant.role,
+                status,
+                Phase.INVALID,
+                "RoleNotFound",
+                missing,
+                generation,
+                event_type="Warning",
+            )
+            return None
+        for ref in refs:
+            try:
+                live = await self._create_binding(grant, ref)
+            except ApiError as error:
+                if error.status not in REFUSED:
+                    raise
+                # Retrying cannot help (an invalid name, no `bind` on the role, a namespace
+                # gone): answer once, clearly, instead of retrying for ever.
+                await self._delete_bindings(status.model_copy(update={"bindings": created}))
+                await self.transition(
+                    key,
+                    grant.role,
+                    status,
+                    Phase.INVALID,
+                    "BindingRefused",
+                    f"The API server refused to create {ref.kind} {ref.name}: "
+                    f"{error.message.rstrip('.')}. Nothing was granted.",
+                    generation,
+                    event_type="Warning",
+                )
+                return None
             if live is None:
                 await self._delete_bindings(status.model_copy(update={"bindings": created}))
                 await self.transition(
@@ -443,6 +478,23 @@ class Grantor:
             metrics.grant_latency_seconds.labels(kind=key.kind).observe(latency)
         metrics.requests_total.labels(kind=key.kind, outcome="granted").inc()
         return new
+
+    async def _missing_role(self, role: RoleRef, refs: Sequence[BindingRef]) -> str | None:
+        """Why the role cannot be bound because it does not exist, or None. The API server
+        would bind a missing role (granting nothing until someone creates it); Lapse says so."""
+        where = (
+            sorted({r.namespace for r in refs if r.namespace}) if role.kind == "Role" else [None]
+        )
+        for namespace in where:
+            if await self.kube.role_exists(str(role.kind), role.name, namespace) is not False:
+                continue
+            if namespace is None:
+                return f"{role.kind} {role.name} does not exist; nothing was granted."
+            return (
+                f"{role.kind} {role.name} does not exist in namespace {namespace}; nothing was "
+                "granted (a Role is looked up in the request's own namespace)."
+            )
+        return None
 
     async def _create_binding(self, grant: Grant, ref: BindingRef) -> dict[str, Any] | None:
         """Create the binding, or find the one this owner already made; None if the name is

@@ -24,6 +24,7 @@ from kubernetes import config as k8s_config
 from lapse.core.bindings import RBAC_GROUP, format_time
 from lapse.core.grants import GrantKey
 from lapse.core.models import GROUP, VERSION, BindingRef
+from lapse.core.naming import compute_event_name
 
 PLURALS = {
     "AccessRequest": "accessrequests",
@@ -177,6 +178,21 @@ class KubeClient:
         collection = binding_path(ref).rsplit("/", 1)[0]
         return await self._call("POST", collection, body=manifest)
 
+    async def role_exists(self, kind: str, name: str, namespace: str | None) -> bool | None:
+        """Whether the ClusterRole (or the Role in `namespace`) exists; None when Lapse may not
+        read roles, and the API server's own check at binding time then decides."""
+        plural = "roles" if kind == "Role" else "clusterroles"
+        scope = f"namespaces/{namespace}/" if kind == "Role" and namespace else ""
+        try:
+            await self._call("GET", f"/apis/{RBAC_GROUP}/v1/{scope}{plural}/{name}")
+        except ApiError as error:
+            if error.status == 404:
+                return False
+            if error.status == 403:
+                return None
+            raise
+        return True
+
     async def get_binding(self, ref: BindingRef) -> dict[str, Any] | None:
         try:
             return await self._call("GET", binding_path(ref))
@@ -276,7 +292,7 @@ class KubeClient:
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {
-                "name": f"{involved['name']}.{uuid.uuid4().hex[:16]}",
+                "name": compute_event_name(str(involved["name"]), uuid.uuid4().hex[:16]),
                 "namespace": namespace,
             },
             "involvedObject": dict(involved),

@@ -6,7 +6,7 @@ fixed once created. These are the rules; `lapse.webhooks` wires them to kopf.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -14,6 +14,9 @@ from pydantic import ValidationError
 from lapse.core.models import AccessRequestSpec, SubjectKind, UserInfo
 
 ADMITTED_AT_ANNOTATION = "lapse.dev/admitted-at"
+# kopf's finalizer, which Lapse adds at admission: it holds a deleted request until its access
+# is revoked and the revocation recorded.
+FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 
 
 def compute_requester(userinfo: Mapping[str, Any]) -> UserInfo:
@@ -59,3 +62,18 @@ def compute_update_refusal(old_spec: Mapping[str, Any], new_spec: Mapping[str, A
             "delete this AccessRequest and create a new one to ask again."
         )
     return None
+
+
+def compute_finalizer_refusal(
+    old_finalizers: Sequence[str], new_finalizers: Sequence[str], deleting: bool
+) -> str | None:
+    """Why removing Lapse's finalizer must be refused: before deletion, taking it off would let
+    a later delete skip the revocation's Event and audit line. Once the request is being
+    deleted Lapse removes it itself (and with the operator down, the fail-open webhook lets an
+    admin do so)."""
+    if deleting or FINALIZER not in old_finalizers or FINALIZER in new_finalizers:
+        return None
+    return (
+        f"finalizer {FINALIZER} is Lapse's: it stays until Lapse has revoked and recorded the "
+        "access; delete the AccessRequest instead."
+    )

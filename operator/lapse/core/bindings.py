@@ -15,7 +15,7 @@ from typing import Any
 
 from lapse.core.grants import Grant, GrantKey
 from lapse.core.models import API_VERSION, BindingRef, Subject, SubjectKind
-from lapse.core.naming import compute_binding_name
+from lapse.core.naming import compute_binding_name, compute_label_value
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
 RBAC_API_VERSION = f"{RBAC_GROUP}/v1"
@@ -87,7 +87,7 @@ def build_binding(grant: Grant, ref: BindingRef) -> dict[str, Any]:
         "name": ref.name,
         "labels": {
             MANAGED_BY_LABEL: MANAGED_BY,
-            OWNER_NAME_LABEL: grant.key.name,
+            OWNER_NAME_LABEL: compute_label_value(grant.key.name),
             OWNER_KIND_LABEL: grant.key.kind,
         },
         "annotations": {

@@ -13,6 +13,9 @@ import re
 PREFIX = "lapse"
 HASH_LENGTH = 10
 MAX_NAME_LENGTH = 63
+# A label value is at most 63 characters; an Event's name (owner name, dot, suffix) at most 253.
+MAX_LABEL_LENGTH = 63
+MAX_OBJECT_NAME_LENGTH = 253
 
 _UNSAFE = re.compile(r"[^a-z0-9-]+")
 
@@ -30,3 +33,16 @@ def compute_binding_name(kind: str, namespace: str | None, name: str, uid: str) 
     if not readable:
         return f"{PREFIX}-{suffix}"
     return f"{PREFIX}-{readable}-{suffix}"
+
+
+def compute_label_value(name: str) -> str:
+    """`name` cut to a valid label value: an owner's name may be up to 253 characters, a label
+    value only 63, and a binding whose label is invalid is refused by the API server. The label
+    only helps people find bindings; ownership is proven by the owner reference and UID."""
+    return name[:MAX_LABEL_LENGTH].rstrip("-_.")
+
+
+def compute_event_name(owner_name: str, suffix: str) -> str:
+    """`<owner name>.<suffix>`, the owner's name cut so the whole stays a valid object name."""
+    room = MAX_OBJECT_NAME_LENGTH - len(suffix) - 1
+    return f"{owner_name[:room].rstrip('-.')}.{suffix}"

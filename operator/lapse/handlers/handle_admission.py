@@ -18,7 +18,9 @@ from lapse.core.actions import REQUESTER_SIGNATURE_ANNOTATION, sign_requester
 from lapse.core.actions import compute_create_refusal as compute_annotations_refusal
 from lapse.core.admission import (
     ADMITTED_AT_ANNOTATION,
+    FINALIZER,
     compute_create_refusal,
+    compute_finalizer_refusal,
     compute_requester,
     compute_update_refusal,
 )
@@ -28,8 +30,6 @@ from lapse.core.policy import is_trusted_applier
 from lapse.handlers.bodies import plain
 
 RESOURCE = (GROUP, VERSION, "accessrequests")
-# kopf's finalizer, added at admission so a new request needs no extra write before its grant.
-FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 
 
 @kopf.on.mutate(*RESOURCE, id="requester", operations=["CREATE"])
@@ -99,9 +99,14 @@ async def validate_create(
 # Fail-open on purpose: the CRD's CEL rule already refuses spec changes without Lapse running;
 # failing closed here would also block removing a finalizer while the operator is down.
 @kopf.on.validate(*RESOURCE, id="immutable", operations=["UPDATE"], ignore_failures=True)
-async def validate_update(spec: kopf.Spec, old: Any = None, **_: Any) -> None:
+async def validate_update(spec: kopf.Spec, body: kopf.Body, old: Any = None, **_: Any) -> None:
     old_spec = plain((old or {}).get("spec") or {})
-    refusal = compute_update_refusal(old_spec, plain(spec))
+    old_meta = (old or {}).get("metadata") or {}
+    refusal = compute_update_refusal(old_spec, plain(spec)) or compute_finalizer_refusal(
+        list(old_meta.get("finalizers") or []),
+        list(body.get("metadata", {}).get("finalizers") or []),
+        deleting=bool(old_meta.get("deletionTimestamp")),
+    )
     if refusal is not None:
         metrics.errors_total.labels(error="webhook").inc()
         raise kopf.AdmissionError(refusal, code=422)
