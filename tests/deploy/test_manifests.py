@@ -35,6 +35,10 @@ LAPSE_ENV = {
     "LAPSE_METRICS_PORT",
     "LAPSE_LIVENESS_ENDPOINT",
     "LAPSE_SWEEP_INTERVAL",
+    "LAPSE_LEADER_ELECTION",
+    "LAPSE_LEASE_DURATION",
+    "LAPSE_LEASE_RENEW",
+    "POD_NAME",
 }
 
 needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed (make venv)")
@@ -181,6 +185,7 @@ def test_namespace_role_and_bindings(base: list[dict[str, Any]]) -> None:
         *(("coordination.k8s.io", "leases", v, "") for v in
           ("get", "list", "watch", "create", "update", "patch")),
         *(("", "secrets", v, "") for v in ("get", "create", "update")),
+        *(("", "configmaps", v, "") for v in ("get", "create", "update")),
     }  # fmt: skip
     subject = {"kind": "ServiceAccount", "name": "lapse-operator", "namespace": "lapse-system"}
     for kind, role_kind in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
@@ -198,8 +203,15 @@ def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def test_deployment_is_hardened(base: list[dict[str, Any]]) -> None:
     deployment = one(base, "Deployment", "lapse-operator")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    # Two replicas elect a leader (docs/ha.md); never more than one down during a rollout.
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0},
+    }
+    env = {e["name"]: e for e in container(base)["env"]}
+    assert env["LAPSE_LEADER_ELECTION"]["value"] == "on"
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     pod = deployment["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "lapse-operator"
     assert pod["securityContext"]["runAsNonRoot"] is True

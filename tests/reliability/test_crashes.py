@@ -1,0 +1,94 @@
+"""kill -9 at every step of a grant and of a revocation, then a restart: Lapse converges.
+
+The operator dies on purpose at a named crash point (`LAPSE_CRASH_AT`, see lapse.crashpoints):
+before and after the binding is written, before and after the status is written, for a grant
+and for a revocation. A restart without the crash point must leave exactly one binding with
+the expiry first promised (grant) or no binding and an Expired request (revocation), and the
+transition's audit line and Event must be there: at least once, the audit line under one id.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.e2e.conftest import Team
+from tests.e2e.harness import Operator, parse_time
+from tests.reliability.conftest import (
+    check_audit,
+    check_bindings,
+    check_events,
+    drain,
+    managed_bindings,
+    requests,
+    wait_crashed,
+    watch_revocations,
+)
+
+STEPS = ("before-binding-write", "after-binding-write", "before-status-write", "after-status-write")
+EXPIRES_AT = "lapse.dev/expires-at"
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_crash_during_grant(team: Team, operator: Operator, step: str) -> None:
+    point = f"grant-{step}"
+    team.policy()
+    operator.extra_env["LAPSE_CRASH_AT"] = point
+    operator.start()
+    team.ask("crashy", duration="1h")
+    assert wait_crashed(operator) == 137, "the operator did not die at its crash point"
+    left = managed_bindings(team)
+    promised = left[0]["metadata"]["annotations"][EXPIRES_AT] if left else None
+    assert len(left) == (0 if step == "before-binding-write" else 1)
+
+    del operator.extra_env["LAPSE_CRASH_AT"]
+    operator.start()
+    body = team.wait_phase("crashy", "Active", timeout=20)
+    check_bindings(team)
+    status = body["status"]
+    expires = parse_time(status["expiresAt"])
+    assert expires - parse_time(status["grantedAt"]) == timedelta(hours=1)
+    if promised is not None:
+        # The binding written before the crash keeps its expiry: a crash never lengthens access.
+        assert expires == parse_time(promised)
+    repeats = check_audit(
+        operator.audit_lines(), {"crashy": body["metadata"]["uid"]}, {"crashy": ("granted",)}
+    )
+    event_repeats = check_events(team, "crashy", ("Granted",))
+    print(
+        f"\n[{point}] granted once; repeated audit lines {repeats}, repeated Events {event_repeats}"
+    )
+    drain(team)
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_crash_during_revocation(team: Team, operator: Operator, step: str) -> None:
+    point = f"revoke-{step}"
+    team.policy()
+    operator.extra_env["LAPSE_CRASH_AT"] = point
+    operator.start()
+    team.ask("lapsing", duration="3s")
+    body = team.wait_phase("lapsing", "Active", timeout=20)
+    binding = body["status"]["bindings"][0]["name"]
+    assert wait_crashed(operator) == 137, "the operator did not die at its crash point"
+
+    del operator.extra_env["LAPSE_CRASH_AT"]
+    operator.start(wait=False)
+    back = datetime.now(UTC)
+    lags = watch_revocations(
+        team, {binding: parse_time(body["status"]["expiresAt"])}, back=back, timeout=30
+    )
+    operator.wait_ready()
+    team.wait_phase("lapsing", "Expired", timeout=20)
+    check_bindings(team)
+    assert not managed_bindings(team)
+    uids = {"lapsing": body["metadata"]["uid"]}
+    repeats = check_audit(operator.audit_lines(), uids, {"lapsing": ("granted", "expired")})
+    event_repeats = check_events(team, "lapsing", ("Granted", "Expired"))
+    print(
+        f"\n[{point}] revoked {lags[binding]:.2f}s after the restart began; repeated audit lines "
+        f"{repeats}, repeated Events {event_repeats}"
+    )
+    assert [r["metadata"]["name"] for r in requests(team)] == ["lapsing"]
+    drain(team)

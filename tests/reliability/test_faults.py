@@ -1,0 +1,169 @@
+"""Lapse under a bad API: errors, latency, cut watches, forgotten history, a 30 s outage.
+
+Faults hit only the operator's own requests (kopf's and Lapse's user agents), so the test keeps
+an honest view of the cluster while the operator struggles. After every scenario the
+invariants hold: no binding outlives its expiry by more than 5 s once the API is back, no
+orphan or duplicate binding, and every transition's audit line (one id, however often it was
+written) and Event are there.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from tests.cluster import Cluster
+from tests.e2e.conftest import Team
+from tests.e2e.harness import Operator
+from tests.reliability.conftest import (
+    OPERATOR_AGENTS,
+    Operators,
+    ask_many,
+    check_audit,
+    check_bindings,
+    check_events,
+    drain,
+    expiries_of,
+    wait_all_active,
+    watch_revocations,
+)
+
+pytestmark = pytest.mark.faults
+
+# The invariant's bound: once the API is back, no binding lives longer past its expiry.
+MAX_LAG = 5.0
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: Cluster, crds: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
+    group = Operators(cluster, tmp_path_factory.mktemp("faults"))
+    process = group.new("operator")
+    process.start()
+    try:
+        yield process
+    finally:
+        group.stop_all()
+
+
+def verify(
+    team: Team,
+    operator: Operator,
+    bodies: dict[str, dict[str, Any]],
+    scenario: str,
+    lags: dict[str, float],
+) -> None:
+    worst = max(lags.values())
+    print(f"\n[{scenario}] worst revocation lag {worst:.2f}s over {len(lags)} grant(s)")
+    assert worst <= MAX_LAG, f"{scenario}: a binding outlived its expiry by {worst:.2f}s"
+    names = list(bodies)
+    for name in names:
+        team.wait_phase(name, "Expired", timeout=15)
+    check_bindings(team)
+    uids = {n: b["metadata"]["uid"] for n, b in bodies.items()}
+    repeats = check_audit(operator.audit_lines(), uids, {n: ("granted", "expired") for n in names})
+    event_repeats = sum(check_events(team, n, ("Granted", "Expired")) for n in names)
+    print(
+        f"[{scenario}] repeated audit lines (same id): {repeats}; repeated Events: {event_repeats}"
+    )
+
+
+def run_scenario(
+    team: Team, operator: Operator, scenario: str, prefix: str, faults_on: Any = None
+) -> None:
+    # The policy is set-up, not the scenario: it is in place before the faults begin, or a
+    # request could be judged (and denied) before the operator heard of it.
+    team.policy()
+    if faults_on is not None:
+        faults_on()
+    names = [f"{prefix}-{i}" for i in range(4)]
+    ask_many(team, names, "4s")
+    bodies = wait_all_active(team, names, timeout=45)
+    check_bindings(team)
+    lags = watch_revocations(team, expiries_of(bodies.values()))
+    return verify(team, operator, bodies, scenario, lags)
+
+
+def test_errors_on_a_share_of_requests(team: Team, operator: Operator, faults: Any) -> None:
+    def on() -> None:
+        faults.set(
+            error_rate=0.3,
+            error_codes=[429, 500, 503],
+            seed=8,
+            match={"user_agents": OPERATOR_AGENTS},
+        )
+
+    try:
+        run_scenario(team, operator, "30% 429/500/503", "err", on)
+        print(f"[30% 429/500/503] injected: {faults.state()['counters']['errors']}")
+    finally:
+        faults.reset()
+    drain(team)
+
+
+def test_added_latency(team: Team, operator: Operator, faults: Any) -> None:
+    def on() -> None:
+        faults.set(latency_ms=250, jitter_ms=250, match={"user_agents": OPERATOR_AGENTS})
+
+    try:
+        run_scenario(team, operator, "250-500 ms latency", "slow", on)
+    finally:
+        faults.reset()
+    drain(team)
+
+
+@pytest.mark.parametrize("forget", [False, True], ids=["watches-cut", "history-gone-410"])
+def test_watch_streams_cut(team: Team, operator: Operator, faults: Any, forget: bool) -> None:
+    stop = threading.Event()
+
+    def cutter() -> None:
+        while not stop.wait(0.7):
+            if forget:
+                faults.forget_history()
+            faults.cut_watches()
+
+    thread = threading.Thread(target=cutter, daemon=True)
+    thread.start()
+    try:
+        run_scenario(
+            team, operator, "410 Gone" if forget else "watches cut", "gone" if forget else "cut"
+        )
+    finally:
+        stop.set()
+        thread.join()
+    # After the storm the watches are back: a new request is still granted.
+    team.ask("after-storm", duration="1h")
+    team.wait_phase("after-storm", "Active", timeout=20)
+    drain(team)
+
+
+def test_outage_while_grants_fall_due(team: Team, operator: Operator, faults: Any) -> None:
+    team.policy()
+    names = [f"due-{i}" for i in range(4)]
+    ask_many(team, names, "8s")
+    bodies = wait_all_active(team, names, timeout=30)
+    outage = 30.0
+    faults.outage(outage, mode="hang")
+    started = time.monotonic()
+    try:
+        # Asked while the operator cannot reach the API: granted once it is back.
+        team.ask("during-outage", duration="1h")
+        time.sleep(max(0.0, outage - (time.monotonic() - started)))
+    finally:
+        faults.end_outage()
+    back = datetime.now(UTC)
+    expiries = expiries_of(bodies.values())
+    assert all(e < back for e in expiries.values()), (
+        "the grants were meant to fall due inside the outage"
+    )
+    lags = watch_revocations(team, expiries, back=back)
+    verify(team, operator, bodies, "30 s outage", lags)
+    team.wait_phase("during-outage", "Active", timeout=20)
+    check_bindings(team)
+    drain(team)
