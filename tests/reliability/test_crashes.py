@@ -9,6 +9,7 @@ transition's audit line and Event must be there: at least once, the audit line u
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -91,4 +92,29 @@ def test_crash_during_revocation(team: Team, operator: Operator, step: str) -> N
         f"{repeats}, repeated Events {event_repeats}"
     )
     assert [r["metadata"]["name"] for r in requests(team)] == ["lapsing"]
+    drain(team)
+
+
+def test_grant_whose_record_never_landed_is_not_granted_again_after_its_expiry(
+    team: Team, operator: Operator
+) -> None:
+    """The binding was written, the status was not, and the operator stayed down past the
+    expiry: on restart the grant has lapsed. It must end as Expired — a retried grant would
+    start the clock again and hand out access nobody was promised."""
+    team.policy()
+    operator.extra_env["LAPSE_CRASH_AT"] = "grant-before-status-write"
+    operator.start()
+    team.ask("lost-record", duration="3s")
+    assert wait_crashed(operator) == 137, "the operator did not die at its crash point"
+    (binding,) = managed_bindings(team)
+    promised = parse_time(binding["metadata"]["annotations"][EXPIRES_AT])
+    time.sleep(max(0.0, (promised - datetime.now(UTC)).total_seconds()) + 1)
+
+    del operator.extra_env["LAPSE_CRASH_AT"]
+    operator.start()
+    body = team.wait_phase("lost-record", "Expired", timeout=20)
+    assert parse_time(body["status"]["expiresAt"]) == promised
+    assert "Active" not in [entry["phase"] for entry in body["status"]["history"]]
+    time.sleep(2)  # a retried grant, if any, would have made its binding by now
+    assert not managed_bindings(team)
     drain(team)
