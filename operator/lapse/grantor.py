@@ -60,7 +60,13 @@ from lapse.core.models import (
     Phase,
     RoleRef,
 )
-from lapse.core.policy import Decision, Outcome, compute_decision, needs_namespace_labels
+from lapse.core.policy import (
+    Decision,
+    Outcome,
+    compute_decision,
+    needs_namespace_labels,
+    parse_policy,
+)
 from lapse.core.sweep import SweepReason, compute_sweep_reason
 from lapse.crashpoints import crash_point
 from lapse.kube import ApiError, KubeClient
@@ -290,6 +296,16 @@ class Grantor:
         if needs_namespace_labels(policies):
             labels = await self.kube.get_namespace_labels(key.namespace or "")
         decision = compute_decision(request, policies, labels)
+        if decision.outcome == Outcome.DENY:
+            # Denied is final, and the policy index may not have seen a policy created a moment
+            # before this request: a final answer rests on a fresh read of the policies.
+            listing = await self.kube.list_owners("AccessPolicy") or []
+            policies = [p for p in map(parse_policy, listing) if p is not None]
+            if labels is None and needs_namespace_labels(policies):
+                labels = await self.kube.get_namespace_labels(key.namespace or "")
+            if self.approvals is not None:
+                self.approvals.remember(policies)
+            decision = compute_decision(request, policies, labels)
         if self.approvals is not None:
             decision, screened = await self.approvals.screen(
                 request, body, decision, request.status

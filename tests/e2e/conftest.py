@@ -9,7 +9,6 @@ the sample `lapse-requester` ClusterRole — never as admin.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -97,8 +96,6 @@ class Team:
         }
         self.cluster.kubectl("apply", "-f", "-", input=json.dumps(policy))
         self.policies.append(name)
-        # The operator learns policies from its watch; give the event a moment to arrive.
-        time.sleep(0.3)
         return name
 
     def manifest(

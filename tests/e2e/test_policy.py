@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.e2e.conftest import Operator, Team
@@ -63,3 +65,25 @@ def test_policy_for_another_group_denies(team: Team) -> None:
     team.policy(requesters=("payments-leads",))
     team.ask("not-my-policy")
     assert_denied(team, "not-my-policy", "NoMatchingPolicy", "No AccessPolicy lets alice")
+
+
+@pytest.mark.faults
+def test_request_made_before_the_operator_saw_its_policy_is_judged_by_it(team: Team) -> None:
+    """GitOps applies a policy and a request together, and the operator's policy watch lags
+    (here: stalled on purpose). Denied is final, so it must never rest on stale policies."""
+    faults = team.cluster.faults
+    assert faults is not None
+    faults.set(
+        timeout_rate=1.0,
+        timeout_seconds=30,
+        match={"verbs": ["watch"], "resources": ["accesspolicies"], "user_agents": ["kopf/*"]},
+    )
+    try:
+        faults.cut_watches()
+        time.sleep(1)  # the operator's watches reconnect; the policy watch now hangs
+        team.policy()
+        team.ask("right-away", duration="1h")
+        body = team.wait_phase("right-away", "Active")
+        assert body["status"]["policy"] in team.policies
+    finally:
+        faults.reset()

@@ -12,6 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
+from typing import Any
+
+from pydantic import ValidationError
 
 from lapse.core.durations import DurationError, format_duration, parse_duration
 from lapse.core.models import (
@@ -98,6 +101,15 @@ def allows_namespace(
         return True
     selector = policy.spec.namespace_selector
     return selector is not None and labels is not None and matches_selector(selector, labels)
+
+
+def parse_policy(body: Mapping[str, Any]) -> AccessPolicy | None:
+    """An AccessPolicy object as the model, or None when it cannot be read: a policy that
+    cannot be read matches nothing, because a broken policy must not grant."""
+    try:
+        return AccessPolicy.model_validate(body)
+    except ValidationError:
+        return None
 
 
 def needs_namespace_labels(policies: Sequence[AccessPolicy]) -> bool:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import kopf
-from pydantic import ValidationError
 
 from lapse.core.models import GROUP, VERSION, AccessPolicy
+from lapse.core.policy import parse_policy
 from lapse.grantor import Grantor
 from lapse.handlers.bodies import plain
 from lapse.leader import leading
@@ -21,11 +21,11 @@ async def lapse_policies(
 ) -> dict[str, AccessPolicy] | None:
     # kopf fills indexes before any handler runs, so no request is judged against a partial
     # set of policies at start-up.
-    try:
-        return {"all": AccessPolicy.model_validate(plain(body))}
-    except ValidationError as error:
-        logger.warning(f"AccessPolicy {name} cannot be read and matches nothing: {error}")
+    policy = parse_policy(plain(body))
+    if policy is None:
+        logger.warning(f"AccessPolicy {name} cannot be read and matches nothing.")
         return None
+    return {"all": policy}
 
 
 @kopf.on.resume(*RESOURCE)
