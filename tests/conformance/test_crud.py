@@ -340,3 +340,15 @@ def test_dry_run_delete_keeps_the_object(cluster: Cluster, namespace: str) -> No
     api.create_namespaced_config_map(namespace, {"metadata": {"name": "stays"}})
     api.delete_namespaced_config_map("stays", namespace, dry_run="All")
     assert api.read_namespaced_config_map("stays", namespace).metadata.name == "stays"
+
+
+def test_field_selectors_are_limited_to_the_fields_a_kind_indexes(
+    cluster: Cluster, namespace: str
+) -> None:
+    code, body = raw(
+        cluster, "GET", f"/api/v1/namespaces/{namespace}/configmaps?fieldSelector=data.a%3D1"
+    )
+    assert code == 400 and body["reason"] == "BadRequest"
+    assert '"data.a" is not a known field selector' in body["message"]
+    code, body = raw(cluster, "GET", "/api/v1/namespaces?fieldSelector=status.phase%3DActive")
+    assert code == 200 and namespace in [n["metadata"]["name"] for n in body["items"]]

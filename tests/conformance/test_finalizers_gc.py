@@ -276,3 +276,9 @@ def test_cluster_scoped_dependent_of_a_namespaced_owner_is_never_collected(
     wait_for(lambda: absent(lambda: api.read_namespaced_config_map("marker-dep", namespace)))
     assert rbac.read_cluster_role(name).metadata.owner_references[0].name == "ns-owner"
     rbac.delete_cluster_role(name)
+
+
+def test_every_namespace_gets_a_default_service_account(cluster: Cluster, namespace: str) -> None:
+    api = core(cluster)
+    account = wait_for(lambda: api.list_namespaced_service_account(namespace).items)
+    assert [a.metadata.name for a in account] == ["default"]

@@ -256,3 +256,16 @@ def test_service_account_token_authenticates_as_the_account(
     assert f"system:serviceaccounts:{namespace}" in info["groups"]
     denied = cluster.kubectl("get", "configmaps", "-n", namespace, f"--token={token}", check=False)
     assert denied.returncode != 0 and "forbidden" in denied.stderr
+
+
+def test_unknown_fields_of_builtins_are_refused_under_strict_validation(
+    cluster: Cluster, namespace: str
+) -> None:
+    typo = ROLEBINDING.format(team="a", user="alice").replace("subjects:", "subject:")
+    result = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=typo, check=False)
+    assert result.returncode != 0
+    assert 'strict decoding error: unknown field "subject"' in result.stderr
+    warned = cluster.kubectl("apply", "-n", namespace, "--validate=warn", "-f", "-", input=typo)
+    assert 'unknown field "subject"' in warned.stderr
+    stored = get_json(cluster, "rolebinding", "readers", "-n", namespace)
+    assert "subject" not in stored and "subjects" not in stored

@@ -1,5 +1,5 @@
 """The controllers a real cluster runs that the local API must imitate: garbage collection,
-namespace deletion and CRD instance cleanup.
+namespace deletion, CRD instance cleanup and each namespace's `default` ServiceAccount.
 
 Like kube-controller-manager they react to watch events, after the write that caused them has
 been answered: an owner's deletion is visible at once and its dependents follow a moment later.
@@ -23,6 +23,7 @@ from .store import Event, ResKey
 log = logging.getLogger(__name__)
 NAMESPACES: ResKey = ("", "namespaces")
 CRDS: ResKey = (CRD_GROUP, "customresourcedefinitions")
+SERVICE_ACCOUNTS: ResKey = ("", "serviceaccounts")
 
 
 class Controllers:
@@ -56,6 +57,8 @@ class Controllers:
             for ref in meta.get("ownerReferences") or ():
                 self._queue.put_nowait(("dependent-gone", ref.get("uid")))
             return
+        if event.type == "ADDED" and event.key == NAMESPACES:
+            self._queue.put_nowait(("namespace-added", meta["name"]))
         if meta.get("ownerReferences"):
             old_refs = (event.old or {}).get("metadata", {}).get("ownerReferences")
             if old_refs != meta["ownerReferences"]:
@@ -195,6 +198,19 @@ class Controllers:
         info = self._info(key)
         if info is not None:
             self.objects.remove_finalizer(info, owner, ORPHAN)
+
+    def _namespace_added(self, name: str) -> None:
+        """Every namespace gets a `default` ServiceAccount, as the serviceaccount controller
+        gives it."""
+        ns = self.store.get(NAMESPACES, "", name)
+        if ns is None or ns["metadata"].get("deletionTimestamp"):
+            return
+        if self.store.get(SERVICE_ACCOUNTS, name, "default") is not None:
+            return
+        info = self._info(SERVICE_ACCOUNTS)
+        assert info is not None
+        account = self.objects.prepare_create(info, {"metadata": {"name": "default"}}, name)
+        self.objects.create(info, account, dry_run=False)
 
     def _namespace(self, name: str) -> None:
         """A namespace is being deleted: delete what it holds, then finish if nothing is left."""

@@ -87,7 +87,11 @@ def field_value(obj: dict[str, Any], path: str) -> str:
     return str(current)
 
 
-def field_selector(text: str | None) -> Predicate | None:
+def field_selector(
+    text: str | None, supported: Callable[[str], None] | None = None
+) -> Predicate | None:
+    """A predicate for a field selector; `supported(label)` raises for a field the kind does
+    not index, as the API server refuses selectors on arbitrary fields."""
     if not text or not text.strip():
         return None
     terms: list[tuple[str, bool, str]] = []
@@ -95,6 +99,8 @@ def field_selector(text: str | None) -> Predicate | None:
         for op, equal in (("!=", False), ("==", True), ("=", True)):
             if op in term:
                 key, value = (s.strip() for s in term.split(op, 1))
+                if supported is not None:
+                    supported(key)
                 terms.append((key, equal, value))
                 break
         else:
@@ -113,3 +119,55 @@ def combine(*predicates: Predicate | None) -> Predicate | None:
     if len(active) == 1:
         return active[0]
     return lambda obj: all(p(obj) for p in active)
+
+
+# Field labels each built-in kind supports beyond metadata.name and metadata.namespace.
+_EVENT_FIELDS = (
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "reportingComponent",
+    "source",
+    "type",
+)
+BUILTIN_FIELDS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("", "events"): _EVENT_FIELDS,
+    ("events.k8s.io", "events"): (
+        "reason",
+        "type",
+        "reportingController",
+        "regarding.kind",
+        "regarding.namespace",
+        "regarding.name",
+        "regarding.uid",
+        "regarding.apiVersion",
+        "regarding.resourceVersion",
+        "regarding.fieldPath",
+    ),
+    ("", "namespaces"): ("status.phase",),
+    ("", "secrets"): ("type",),
+    ("", "pods"): (
+        "spec.nodeName",
+        "spec.restartPolicy",
+        "spec.schedulerName",
+        "spec.serviceAccountName",
+        "spec.hostNetwork",
+        "status.phase",
+        "status.podIP",
+        "status.nominatedNodeName",
+    ),
+}
+
+
+def supported_fields(group: str, plural: str, crd_version: dict[str, Any] | None) -> set[str]:
+    """The field labels a kind can be selected by: CRDs add their `selectableFields`."""
+    fields = {"metadata.name", "metadata.namespace"}
+    fields.update(BUILTIN_FIELDS.get((group, plural), ()))
+    for selectable in (crd_version or {}).get("selectableFields") or ():
+        fields.add(str(selectable.get("jsonPath", "")).lstrip("."))
+    return fields

@@ -30,6 +30,7 @@ from . import (
     errors,
     events,
     faults,
+    known_fields,
     openapi,
     patch,
     protobuf,
@@ -213,6 +214,10 @@ class Server:
     async def _on_shutdown(self, app: web.Application) -> None:
         self.store.cut_watches()
         await self.controllers.stop()
+        # Admission may keep connections to webhooks open between calls.
+        close = getattr(self.admission, "close", None)
+        if close is not None:
+            await close()
 
     @web.middleware
     async def _errors_middleware(
@@ -556,9 +561,31 @@ class Server:
     def _predicate(
         self, query: Mapping[str, str], info: ResourceInfo | None = None
     ) -> selectors.Predicate | None:
+        supported = None
+        if info is not None:
+            crd_version = next(
+                (
+                    v
+                    for v in ((info.crd or {}).get("spec") or {}).get("versions") or ()
+                    if v.get("name") == info.version
+                ),
+                None,
+            )
+            fields = selectors.supported_fields(info.group, info.plural, crd_version)
+
+            def supported(label: str) -> None:
+                if label not in fields:
+                    known = ", ".join(f'"{f}"' for f in sorted(fields))
+                    raise errors.bad_request(
+                        f'Unable to find "{info.group_version}, Resource={info.plural}" that '
+                        f'match label selector "{query.get("labelSelector", "")}", field '
+                        f'selector "{query.get("fieldSelector", "")}": "{label}" is not a known '
+                        f"field selector: only {known}"
+                    )
+
         predicate = selectors.combine(
             selectors.label_selector(query.get("labelSelector")),
-            selectors.field_selector(query.get("fieldSelector")),
+            selectors.field_selector(query.get("fieldSelector"), supported),
         )
         if predicate is not None and info is not None and is_events_v1(info):
             # Selectors name the fields of the shape the client asked for.
@@ -852,6 +879,7 @@ class Server:
                 warnings=_WARNINGS.get([]),
             )
         else:
+            known_fields.check(info, obj, _FIELD_VALIDATION.get(), _WARNINGS.get([]))
             validation.check_builtin(info, obj, old)
             if info.group == CRD_GROUP and t.subresource != "status":
                 schema.validate_crd(obj)
