@@ -29,7 +29,7 @@ from tests.reliability.conftest import (
     check_events,
     drain,
     expiries_of,
-    wait_all_active,
+    wait_all_granted,
     watch_revocations,
 )
 
@@ -84,7 +84,7 @@ def run_scenario(
         faults_on()
     names = [f"{prefix}-{i}" for i in range(4)]
     ask_many(team, names, "4s")
-    bodies = wait_all_active(team, names, timeout=45)
+    bodies = wait_all_granted(team, names, timeout=45)
     check_bindings(team)
     lags = watch_revocations(team, expiries_of(bodies.values()))
     return verify(team, operator, bodies, scenario, lags)
@@ -147,7 +147,7 @@ def test_outage_while_grants_fall_due(team: Team, operator: Operator, faults: An
     team.policy()
     names = [f"due-{i}" for i in range(4)]
     ask_many(team, names, "8s")
-    bodies = wait_all_active(team, names, timeout=30)
+    bodies = wait_all_granted(team, names, timeout=30)
     outage = 30.0
     faults.outage(outage, mode="hang")
     started = time.monotonic()

@@ -25,7 +25,7 @@ from tests.reliability.conftest import (
     check_events,
     drain,
     expiries_of,
-    wait_all_active,
+    wait_all_granted,
     watch_revocations,
 )
 
@@ -65,7 +65,7 @@ def test_only_the_leader_acts_and_a_standby_takes_over(team: Team, operators: Op
 
     early = [f"early-{i}" for i in range(3)]
     ask_many(team, early, "6s")
-    early_bodies = wait_all_active(team, early, timeout=20)
+    early_bodies = wait_all_granted(team, early, timeout=20)
     assert not [line for line in second.audit_lines() if line.get("action") == "granted"], (
         "the standby acted"
     )
@@ -80,7 +80,7 @@ def test_only_the_leader_acts_and_a_standby_takes_over(team: Team, operators: Op
     print(f"\ntakeover: replica-b holds the lease {took:.2f}s after replica-a was killed")
     assert took <= TAKEOVER_BOUND
 
-    late_bodies = wait_all_active(team, late, timeout=20)
+    late_bodies = wait_all_granted(team, late, timeout=20)
     check_bindings(team)
     takeover_at = datetime.now(UTC)
     expiries = expiries_of([*early_bodies.values(), *late_bodies.values()])
