@@ -166,8 +166,17 @@ class Admission:
         self._configurations = configurations
         self._namespace_labels = namespace_labels
         self._ssl: dict[str, ssl.SSLContext] = {}
+        # One session for every call, so connections to a webhook stay open between calls as
+        # the real API server keeps them: a TLS handshake per admission was a fifth of the
+        # server's CPU under load.
+        self._session: aiohttp.ClientSession | None = None
 
     # public interface
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def mutate(self, req: AdmissionAttributes) -> dict[str, Any] | None:
         """The object after every matching mutating webhook (configurations in name order, the
@@ -334,12 +343,14 @@ class Admission:
             self._ssl_context(client.get("caBundle") or "") if parsed.scheme == "https" else None
         )
         try:
-            async with (
-                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
-                session.post(
-                    target, json=body, ssl=context if context is not None else False
-                ) as resp,
-            ):
+            if self._session is None or self._session.closed:
+                self._session = aiohttp.ClientSession()
+            async with self._session.post(
+                target,
+                json=body,
+                ssl=context if context is not None else False,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as resp:
                 text = await resp.text()
                 status = resp.status
         except TimeoutError as exc:

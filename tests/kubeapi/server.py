@@ -214,10 +214,8 @@ class Server:
     async def _on_shutdown(self, app: web.Application) -> None:
         self.store.cut_watches()
         await self.controllers.stop()
-        # Admission may keep connections to webhooks open between calls.
-        close = getattr(self.admission, "close", None)
-        if close is not None:
-            await close()
+        # Admission keeps connections to webhooks open between calls.
+        await self.admission.close()
 
     @web.middleware
     async def _errors_middleware(
