@@ -16,7 +16,7 @@ import hashlib
 import json
 from typing import Any
 
-from tests.kubeapi.resources import ResourceInfo
+from tests.kubeapi.resources import KUBERNETES_VERSION, ResourceInfo
 
 Schema = dict[str, Any]
 
@@ -757,7 +757,7 @@ def _rewrite_refs(value: Any, old: str, new: str) -> Any:
 
 
 def _info() -> Schema:
-    return {"title": "Kubernetes", "version": "v1.30.0"}
+    return {"title": "Kubernetes", "version": KUBERNETES_VERSION}
 
 
 def v3_document(resources: list[ResourceInfo], group: str, version: str) -> dict[str, Any] | None:

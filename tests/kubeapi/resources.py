@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# The Kubernetes release the server answers as: /version and the OpenAPI documents agree.
+KUBERNETES_VERSION = "v1.31.0"
+
 
 @dataclass(frozen=True)
 class ResourceInfo:

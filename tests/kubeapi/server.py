@@ -45,15 +45,15 @@ from .gc import Controllers
 from .identity import ADMIN_GROUP, Attributes, UserInfo
 from .objects import CRD_GROUP, Objects, is_events_v1, key_of, now
 from .registry import Registry
-from .resources import ResourceInfo
+from .resources import KUBERNETES_VERSION, ResourceInfo
 from .store import Event, Store, TooOld
 
 log = logging.getLogger(__name__)
 
 VERSION_INFO = {
     "major": "1",
-    "minor": "31",
-    "gitVersion": "v1.31.0",
+    "minor": KUBERNETES_VERSION.split(".")[1],
+    "gitVersion": KUBERNETES_VERSION,
     "gitCommit": "0000000000000000000000000000000000000000",
     "gitTreeState": "clean",
     "buildDate": "2024-08-13T00:00:00Z",
