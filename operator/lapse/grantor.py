@@ -863,42 +863,30 @@ class Grantor:
             entry = owners[key.kind].get(key.uid)
             if reason == SweepReason.EXPIRED and entry is not None:
                 owner_key, owner_body, owner_status = entry
-                if owner_status.phase == Phase.ACTIVE:
-                    due = format_time(owner_status.expires_at or now)
-                    await self.end(
-                        owner_key,
-                        parse_role(owner_body),
-                        owner_status,
-                        Phase.EXPIRED,
-                        "Expired",
-                        f"Access ended at {due}, as granted.",
-                        (owner_body.get("metadata") or {}).get("generation"),
-                    )
-                    metrics.sweep_removed_total.labels(reason=str(reason)).inc()
-                    removed += 1
-                    continue
-                if owner_status.phase is None or not owner_status.phase.ended:
+                if owner_status.phase != Phase.ACTIVE:
                     # The binding was written but the record of the grant never landed (a
                     # crash or a failed status write), and its time is up. Record the grant as
                     # ended at the expiry it was given: a retried grant would start the clock
                     # again and hand out access nobody was promised.
-                    given = compute_binding_ref(binding)
-                    lapsed = owner_status.model_copy(
-                        update={"expires_at": binding_expiry(binding), "bindings": [given]}
+                    owner_status = owner_status.model_copy(
+                        update={
+                            "expires_at": binding_expiry(binding),
+                            "bindings": [compute_binding_ref(binding)],
+                        }
                     )
-                    due = format_time(lapsed.expires_at or now)
-                    await self.end(
-                        owner_key,
-                        parse_role(owner_body),
-                        lapsed,
-                        Phase.EXPIRED,
-                        "Expired",
-                        f"Access ended at {due}, as granted.",
-                        (owner_body.get("metadata") or {}).get("generation"),
-                    )
-                    metrics.sweep_removed_total.labels(reason=str(reason)).inc()
-                    removed += 1
-                    continue
+                due = format_time(owner_status.expires_at or now)
+                await self.end(
+                    owner_key,
+                    parse_role(owner_body),
+                    owner_status,
+                    Phase.EXPIRED,
+                    "Expired",
+                    f"Access ended at {due}, as granted.",
+                    (owner_body.get("metadata") or {}).get("generation"),
+                )
+                metrics.sweep_removed_total.labels(reason=str(reason)).inc()
+                removed += 1
+                continue
             await self._remove(binding, reason, entry[0] if entry else None)
             removed += 1
         for kind_owners in owners.values():
