@@ -1,0 +1,1 @@
+"""Lapse's benchmark: does access end on the second at thousands of grants? (`make bench`)."""

@@ -1,0 +1,569 @@
+"""The benchmark's phases for one size N, against a fresh local API and operator.
+
+1. Steady grants: N requests at a steady rate over several namespaces, with durations chosen so
+   that all N are active at once after the last is granted (grant latency, idle RSS and CPU).
+2. Expiry: the N grants lapse, staggered; the revocation lag of every one is measured.
+3. Throughput: N more requests as fast as the API admits them (grants per second).
+4. Restart: the operator is killed with those N grants active; a share of them expires while it
+   is down; the time from its restart until every overdue binding is gone is measured.
+
+All times are wall-clock seconds of this machine, which the operator and the API share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.cluster import CLOCK_TICKS, ROOT, LocalApi, Operator, usage
+from bench.kube import ApiError, Kube
+from bench.watch import Binding, BindingWatch, Key
+
+logger = logging.getLogger(__name__)
+
+GROUP = "lapse-bench-devs"
+POLICY = "lapse-bench"
+ROLE = "edit"
+REQUESTER_ROLE = "lapse-bench-requester"
+USERS = 50
+# The longest a request may ask for in the benchmark's policy; phases stay far below it.
+MAX_DURATION = "4h"
+# How much weight (in seconds of observation) the expected rate has in the burst's estimate.
+PRIOR_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Config:
+    n: int
+    rate: float = 50.0  # requests per second in the steady phase
+    namespaces: int = 10
+    hold: float = 30.0  # seconds all N grants stay active together after the last grant
+    # The steady grants' expiries are planned as if creating them took `slack` times the
+    # nominal window: durations cannot be extended later, and a machine that cannot keep up
+    # with `rate` must still reach all N grants active at once.
+    slack: float = 2.0
+    spread: float | None = None  # seconds over which expiries are staggered (default W/2)
+    concurrency: int = 32  # requests in flight in the throughput phase
+    overdue_share: float = 0.5  # of the throughput grants, the share that lapses while down
+    margin: float = 10.0  # seconds between the last throughput grant and the first overdue
+    seed: int = 7
+
+    @property
+    def window(self) -> float:
+        return self.n / self.rate
+
+    @property
+    def expiry_spread(self) -> float:
+        return self.spread if self.spread is not None else max(10.0, self.window / 2)
+
+
+@dataclass
+class Sent:
+    """One request as this side saw it: when its create was sent and answered."""
+
+    key: Key
+    sent: float = 0.0
+    answered: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class PhaseResult:
+    sent: list[Sent] = field(default_factory=list)
+    bindings: dict[Key, Binding] = field(default_factory=dict)
+    started: float = 0.0
+    finished: float = 0.0
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every process on the machine has used (all cores), from /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / CLOCK_TICKS
+
+
+class CpuMeter:
+    """CPU used per phase by the operator, the local API and the benchmark itself: on a small
+    machine they share the cores, and a figure is only as good as who was busy during it."""
+
+    def __init__(self, api: LocalApi, operator: Operator) -> None:
+        self._api = api
+        self._operator = operator
+        self._mark: tuple[float, dict[str, float]] | None = None
+        self.phases: dict[str, dict[str, float]] = {}
+
+    def _now(self) -> dict[str, float]:
+        pids = {"operator": self._operator.process, "kubeapi": self._api.process}
+        found = {
+            name: usage(process.pid).cpu_seconds
+            for name, process in pids.items()
+            if process is not None
+        }
+        found["bench"] = usage(os.getpid()).cpu_seconds
+        found["machine"] = machine_busy_seconds()
+        return found
+
+    def start(self) -> None:
+        self._mark = (time.monotonic(), self._now())
+
+    def stop(self, phase: str) -> None:
+        if self._mark is None:
+            return
+        started, before = self._mark
+        after, wall = self._now(), time.monotonic() - started
+        self.phases[phase] = {
+            f"{name}_percent": round(100 * (after[name] - before[name]) / wall, 1)
+            for name in after
+            if name in before and wall > 0
+        }
+        ours = sum(after[k] - before[k] for k in ("operator", "kubeapi", "bench") if k in before)
+        # What the rest of the machine used meanwhile: other work competing for the cores.
+        self.phases[phase]["others_percent"] = round(
+            100 * (after["machine"] - before["machine"] - ours) / wall, 1
+        )
+        self.phases[phase]["wall_s"] = round(wall, 2)
+        self._mark = None
+
+
+@dataclass
+class RunResult:
+    config: Config
+    steady: PhaseResult
+    burst: PhaseResult
+    idle: dict[str, float]
+    peak_active: int
+    kill_at: float
+    restart_at: float
+    ready_at: float
+    overdue: list[Key]
+    metrics_text: str
+    watch_events: int
+    watch_reconnects: int
+    notes: list[str]
+    cpu: dict[str, dict[str, float]]
+
+
+def duration_text(seconds: float) -> str:
+    return f"{max(1, math.ceil(seconds))}s"
+
+
+def manifests(config: Config, namespaces: list[str]) -> list[dict[str, Any]]:
+    """What a platform team would have installed: the CRDs, roles, namespaces and a policy."""
+    docs: list[dict[str, Any]] = []
+    for path in sorted((ROOT / "crds").glob("*.yaml")):
+        docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+    rbac = "rbac.authorization.k8s.io/v1"
+    docs.append(
+        {
+            "apiVersion": rbac,
+            "kind": "ClusterRole",
+            "metadata": {"name": ROLE},
+            "rules": [
+                {
+                    "apiGroups": ["", "apps"],
+                    "resources": ["pods", "deployments", "configmaps"],
+                    "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+                }
+            ],
+        }
+    )
+    docs.append(
+        {
+            "apiVersion": rbac,
+            "kind": "ClusterRole",
+            "metadata": {"name": REQUESTER_ROLE},
+            "rules": [
+                {
+                    "apiGroups": ["lapse.dev"],
+                    "resources": ["accessrequests"],
+                    "verbs": ["create", "get", "list", "watch", "delete"],
+                }
+            ],
+        }
+    )
+    docs.append(
+        {
+            "apiVersion": rbac,
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": REQUESTER_ROLE},
+            "subjects": [{"kind": "Group", "name": GROUP, "apiGroup": "rbac.authorization.k8s.io"}],
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": REQUESTER_ROLE,
+            },
+        }
+    )
+    docs.extend(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}} for ns in namespaces
+    )
+    docs.append(
+        {
+            "apiVersion": "lapse.dev/v1alpha1",
+            "kind": "AccessPolicy",
+            "metadata": {"name": POLICY},
+            "spec": {
+                "requesters": {"groups": [GROUP]},
+                "roles": [{"kind": "ClusterRole", "name": ROLE}],
+                "namespaces": namespaces,
+                "defaultDuration": "1h",
+                "maxDuration": MAX_DURATION,
+                "approval": {"mode": "Auto"},
+            },
+        }
+    )
+    return docs
+
+
+async def install(kube: Kube, config: Config, namespaces: list[str]) -> None:
+    for doc in manifests(config, namespaces):
+        await kube.create(doc, exist_ok=True)
+        if doc["kind"] == "CustomResourceDefinition":
+            await kube.wait_established(doc["metadata"]["name"])
+
+
+def request_manifest(key: Key, duration: str) -> dict[str, Any]:
+    namespace, name = key
+    return {
+        "apiVersion": "lapse.dev/v1alpha1",
+        "kind": "AccessRequest",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "role": {"kind": "ClusterRole", "name": ROLE},
+            "duration": duration,
+            "reason": "Benchmark of Lapse: grant latency and revocation lag.",
+        },
+    }
+
+
+def user_of(index: int) -> str:
+    return f"bench-dev-{index % USERS}"
+
+
+async def wait_webhook(kube: Kube, operator: Operator, namespace: str, within: float) -> None:
+    """Until the admission webhook stamps the requester: before that no request is admitted."""
+    probe = request_manifest((namespace, "bench-readiness-probe"), "1m")
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        operator.check_alive()
+        try:
+            created = await kube.call(
+                "POST",
+                f"/apis/lapse.dev/v1alpha1/namespaces/{namespace}/accessrequests",
+                probe,
+                params={"dryRun": "All"},
+                as_user=user_of(0),
+                as_groups=(GROUP,),
+            )
+            if ((created.get("spec") or {}).get("requester") or {}).get("username"):
+                return
+        except (ApiError, OSError):
+            pass
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"the operator's admission webhook did not answer within {within}s")
+
+
+async def create_request(kube: Kube, sent: Sent, index: int, duration: str) -> None:
+    """Create one request as its (impersonated) requester; retried on transient failures."""
+    sent.sent = time.time()
+    manifest = request_manifest(sent.key, duration)
+    error: str | None = None
+    for attempt in range(5):
+        try:
+            await kube.create(manifest, as_user=user_of(index), as_groups=(GROUP,))
+            error = None
+            break
+        except ApiError as failure:
+            if failure.status == 409 and attempt > 0:
+                error = None  # an earlier attempt did get through
+                break
+            error = str(failure)
+            if failure.status < 500 and failure.status != 429:
+                break
+        except (OSError, TimeoutError) as failure:
+            error = repr(failure)
+        await asyncio.sleep(0.2 * (attempt + 1))
+    sent.error = error
+    sent.answered = time.time()
+
+
+async def wait_until(
+    what: str,
+    done: Callable[[], bool],
+    within: float,
+    operator: Operator | None = None,
+    progress: Callable[[], str] | None = None,
+) -> bool:
+    deadline = time.monotonic() + within
+    last_report = time.monotonic()
+    while not done():
+        if operator is not None:
+            operator.check_alive()
+        if time.monotonic() > deadline:
+            logger.warning("Timed out after %.0fs waiting for %s.", within, what)
+            return False
+        if progress is not None and time.monotonic() - last_report > 10:
+            last_report = time.monotonic()
+            logger.info("  … waiting for %s: %s", what, progress())
+        await asyncio.sleep(0.1)
+    return True
+
+
+def count_done(
+    watch: BindingWatch, base: tuple[int, int], n: int, index: int
+) -> Callable[[], bool]:
+    """Cheap progress test: `n` more bindings added (index 0) or deleted (index 1)."""
+    return lambda: watch.counts()[index] - base[index] >= n
+
+
+async def steady_phase(
+    kube: Kube, watch: BindingWatch, config: Config, namespaces: list[str]
+) -> tuple[PhaseResult, float]:
+    """N requests at `rate`; returns the phase and the wall-clock time of the first expiry."""
+    rng = random.Random(config.seed)
+    result = PhaseResult()
+    start = time.time() + 0.5
+    first_expiry = start + config.slack * config.window + config.hold
+    tasks: list[asyncio.Task[None]] = []
+    result.started = start
+    for i in range(config.n):
+        key = (namespaces[i % len(namespaces)], f"steady-{i:05d}")
+        sent = Sent(key)
+        result.sent.append(sent)
+        due = start + i / config.rate
+        delay = due - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        # Durations are whole seconds and the grant starts when the operator acts, so each
+        # expiry lands within a second after its target: staggered over the spread.
+        target = first_expiry + rng.uniform(0, config.expiry_spread)
+        duration = duration_text(target - time.time())
+        tasks.append(asyncio.create_task(create_request(kube, sent, i, duration)))
+    await asyncio.gather(*tasks)
+    result.finished = time.time()
+    return result, first_expiry
+
+
+async def burst_phase(
+    kube: Kube, watch: BindingWatch, config: Config, namespaces: list[str], downtime: float
+) -> tuple[PhaseResult, list[Key]]:
+    """N requests as fast as the API admits them, `concurrency` in flight.
+
+    Every other request is short: it is meant to lapse while the operator is down. Its duration
+    is chosen when it is sent, from the rate observed so far, so that all short ones lapse
+    shortly after the last grant; the rest lapse after the restart.
+    """
+    result = PhaseResult()
+    short: list[Key] = []
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(config.n):
+        queue.put_nowait(i)
+    share_every = max(1, round(1 / config.overdue_share)) if config.overdue_share > 0 else 0
+    result.sent = [
+        Sent((namespaces[i % len(namespaces)], f"burst-{i:05d}")) for i in range(config.n)
+    ]
+    result.started = time.time()
+    done = 0
+
+    async def worker() -> None:
+        nonlocal done
+        while True:
+            try:
+                i = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            # The rate so far, smoothed towards the steady phase's rate while few are done,
+            # predicts when the last request will be sent.
+            elapsed = time.time() - result.started
+            rate = (done + PRIOR_SECONDS * config.rate) / (elapsed + PRIOR_SECONDS)
+            predicted_end = result.started + config.n / rate
+            lapse_at = max(predicted_end, time.time()) + config.margin
+            if share_every and i % share_every == 0:
+                short.append(result.sent[i].key)
+            else:
+                lapse_at += downtime + config.hold
+            await create_request(kube, result.sent[i], i, duration_text(lapse_at - time.time()))
+            done += 1
+
+    await asyncio.gather(*(worker() for _ in range(config.concurrency)))
+    result.finished = time.time()
+    return result, short
+
+
+async def run(config: Config, workdir: Path, log: Callable[[str], None]) -> RunResult:
+    """One complete benchmark for size N; every process it starts is stopped before it returns."""
+    namespaces = [f"bench-{i}" for i in range(config.namespaces)]
+    api = LocalApi(workdir / "kubeapi")
+    credentials = api.start()
+    log(f"local API at {credentials.server}")
+    operator = Operator(workdir / "operator", api.kubeconfig)
+    kube = Kube(credentials, connections=max(64, config.concurrency * 2))
+    watch = BindingWatch(credentials)
+    notes: list[str] = []
+    try:
+        await install(kube, config, namespaces)
+        watch.start()
+        operator.start()
+        operator.wait_metrics()
+        await wait_webhook(kube, operator, namespaces[0], within=120)
+        log(f"operator up (pid {operator.pid}); policy {POLICY} covers {len(namespaces)} ns")
+
+        # 1. Steady grants, then all N active at once.
+        log(f"phase 1: {config.n} requests at {config.rate:g}/s over {config.window:.0f}s")
+        base = watch.counts()
+        cpu = CpuMeter(api, operator)
+        cpu.start()
+        steady, first_expiry = await steady_phase(kube, watch, config, namespaces)
+        failed = [s for s in steady.sent if s.error]
+        if failed:
+            notes.append(f"{len(failed)} steady creates failed, e.g. {failed[0].error}")
+        granted_all = await wait_until(
+            "every steady grant",
+            count_done(watch, base, config.n - len(failed), 0),
+            within=max(60.0, first_expiry - time.time() - 1),
+            operator=operator,
+            progress=lambda: f"{watch.counts()[0] - base[0]}/{config.n} granted",
+        )
+        if not granted_all:
+            notes.append("not every steady request was granted before the first expiry")
+        cpu.stop("steady grants")
+        added, deleted = watch.counts()
+        peak_active = added - deleted
+        log(f"  {peak_active} grants active at once; idle for {first_expiry - time.time():.0f}s")
+
+        # 5. Idle RSS and CPU with N active grants: the quiet time before the first expiry.
+        idle_window = first_expiry - time.time() - 1.0
+        idle: dict[str, float] = {}
+        if idle_window > 2:
+            await asyncio.sleep(min(2.0, idle_window / 4))
+            before, t0 = usage(operator.pid), time.monotonic()
+            await asyncio.sleep(max(1.0, first_expiry - time.time() - 1.0))
+            after, t1 = usage(operator.pid), time.monotonic()
+            idle = {
+                "rss_mb": after.rss_bytes / 2**20,
+                "cpu_percent": 100 * (after.cpu_seconds - before.cpu_seconds) / (t1 - t0),
+                "cpu_window_s": t1 - t0,
+            }
+        else:
+            notes.append("no idle window before the first expiry: RSS/CPU not sampled")
+        log(
+            f"  operator idle: RSS {idle.get('rss_mb', float('nan')):.0f} MB, "
+            f"CPU {idle.get('cpu_percent', float('nan')):.1f}%"
+        )
+
+        # 2. Let them lapse.
+        log(f"phase 2: {config.n} grants lapse over {config.expiry_spread:.0f}s")
+        last_expiry = first_expiry + config.expiry_spread + 1
+        cpu.start()
+        await wait_until(
+            "every steady grant to lapse",
+            count_done(watch, base, config.n - len(failed), 1),
+            within=max(60.0, last_expiry - time.time() + 120),
+            operator=operator,
+            progress=lambda: f"{watch.counts()[1] - base[1]}/{config.n} revoked",
+        )
+        cpu.stop("expiry")
+        snapshot = watch.snapshot()
+        steady.bindings = {s.key: b for s in steady.sent if (b := snapshot.get(s.key))}
+        metrics_text = operator.metrics_text()
+
+        # 3. Throughput, and 4. restart with a share overdue.
+        downtime = config.margin
+        log(f"phase 3: {config.n} requests, {config.concurrency} in flight")
+        base = watch.counts()
+        cpu.start()
+        burst, short = await burst_phase(kube, watch, config, namespaces, downtime)
+        failed = [s for s in burst.sent if s.error]
+        if failed:
+            notes.append(f"{len(failed)} burst creates failed, e.g. {failed[0].error}")
+        await wait_until(
+            "every burst grant",
+            count_done(watch, base, config.n - len(failed), 0),
+            within=300,
+            operator=operator,
+            progress=lambda: f"{watch.counts()[0] - base[0]}/{config.n} granted",
+        )
+        cpu.stop("burst grants")
+        snapshot = watch.snapshot()
+        live = [s.key for s in burst.sent if s.key in snapshot and snapshot[s.key].deleted is None]
+        log(f"phase 4: SIGKILL the operator with {len(live)} grants active")
+        operator.kill()
+        kill_at = time.time()
+        short_expiries = [
+            b.expires_at for k in short if (b := snapshot.get(k)) and b.expires_at is not None
+        ]
+        restart_due = max([*short_expiries, kill_at]) + 1.0
+        log(f"  down for {restart_due - kill_at:.0f}s while {len(short)} grants lapse")
+        await asyncio.sleep(max(0.0, restart_due - time.time()))
+        snapshot = watch.snapshot()
+        restart_at = operator.start()
+        cpu.start()
+        overdue = [
+            k
+            for k, b in snapshot.items()
+            if k[1].startswith("burst-")
+            and b.deleted is None
+            and b.expires_at is not None
+            and b.expires_at <= restart_at
+        ]
+        log(f"  restarted with {len(overdue)} overdue bindings")
+        operator.wait_metrics()
+        ready_at = time.time()
+        remaining = set(overdue)
+
+        def overdue_gone() -> bool:
+            seen = watch.snapshot()
+            remaining.difference_update(
+                [k for k in remaining if (b := seen.get(k)) is not None and b.deleted is not None]
+            )
+            return not remaining
+
+        await wait_until(
+            "every overdue binding to go",
+            overdue_gone,
+            within=300,
+            operator=operator,
+        )
+        cpu.stop("restart recovery")
+        log("  waiting for the remaining burst grants to lapse")
+        await wait_until(
+            "every burst grant to lapse",
+            count_done(watch, base, config.n - len(failed), 1),
+            within=downtime + config.hold + config.margin + 300,
+            operator=operator,
+            progress=lambda: f"{watch.counts()[1] - base[1]}/{config.n} revoked",
+        )
+        snapshot = watch.snapshot()
+        burst.bindings = {s.key: b for s in burst.sent if (b := snapshot.get(s.key))}
+        return RunResult(
+            config=config,
+            steady=steady,
+            burst=burst,
+            idle=idle,
+            peak_active=peak_active,
+            kill_at=kill_at,
+            restart_at=restart_at,
+            ready_at=ready_at,
+            overdue=overdue,
+            metrics_text=metrics_text,
+            watch_events=watch.events,
+            watch_reconnects=watch.reconnects,
+            notes=notes,
+            cpu=cpu.phases,
+        )
+    finally:
+        watch.stop()
+        await kube.close()
+        operator.stop()
+        api.stop()

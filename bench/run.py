@@ -1,0 +1,118 @@
+"""`make bench` (`python -m bench.run`): measure that Lapse's access ends on the second.
+
+For each size in `BENCH_N` it starts a fresh local Kubernetes API and a fresh operator, runs the
+phases in `bench.measure`, prints a table, and writes `results.json`, the raw lag samples and
+`revocation_lag.png` to `BENCH_OUTPUT_DIR` (default: this directory). Settings come from the
+environment so `make bench BENCH_N=1000` and CI can pick them without flags; see README.md.
+
+Exit status: 0 when every grant was made and every one revoked (targets are reported, not
+enforced), 1 otherwise, 2 on a setup failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+
+from bench import cluster, measure, report
+
+HERE = Path(__file__).resolve().parent
+
+
+def _env_float(name: str, default: float | None) -> float | None:
+    value = os.environ.get(name, "").strip()
+    return float(value) if value else default
+
+
+def configs_from_env() -> list[measure.Config]:
+    sizes = [int(s) for s in os.environ.get("BENCH_N", "1000,10000").split(",") if s.strip()]
+    base = measure.Config(n=0)
+    configs = []
+    for n in sizes:
+        configs.append(
+            measure.Config(
+                n=n,
+                rate=_env_float("BENCH_RATE", base.rate) or base.rate,
+                namespaces=int(os.environ.get("BENCH_NAMESPACES", base.namespaces)),
+                hold=_env_float("BENCH_HOLD", base.hold) or 0.0,
+                slack=_env_float("BENCH_SLACK", base.slack) or base.slack,
+                spread=_env_float("BENCH_SPREAD", None),
+                concurrency=int(os.environ.get("BENCH_CONCURRENCY", base.concurrency)),
+                overdue_share=_env_float("BENCH_OVERDUE_SHARE", base.overdue_share) or 0.0,
+                margin=_env_float("BENCH_MARGIN", base.margin) or base.margin,
+            )
+        )
+    return configs
+
+
+def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM takes the same path as Ctrl-C, so every started process is stopped; a second
+    # signal must not interrupt that clean-up halfway and leave processes behind.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+async def main_async(out: Path, workroot: Path) -> int:
+    host = report.machine()
+    print(
+        f"machine: {host['cpu']}, {host['cores']} cores, {host['memory_gib']} GiB, "
+        f"Python {host['python']}",
+        flush=True,
+    )
+    entries, all_figures, tables, status = [], [], [], 0
+
+    def log(message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    for config in configs_from_env():
+        log(f"N = {config.n:,}: workdir {workroot / f'n{config.n}'}")
+        result = await measure.run(config, workroot / f"n{config.n}", log)
+        figures = report.compute(result)
+        text = report.table(figures, result, host)
+        print("\n" + text + "\n", flush=True)
+        tables.append(text)
+        entries.append(report.to_json(figures, result, host))
+        all_figures.append(figures)
+        if figures.missing_grants or figures.missing_revocations:
+            status = 1
+        # Written after every size, so a long run interrupted later keeps what it measured.
+        report.write_results(out / "results.json", entries, host)
+        samples = report.write_samples(out / "revocation_lag_samples.json", all_figures)
+        report.plot(out / "revocation_lag.png", samples, host)
+    print(f"wrote {out / 'results.json'} and {out / 'revocation_lag.png'}")
+    return status
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    out = Path(os.environ.get("BENCH_OUTPUT_DIR") or HERE)
+    out.mkdir(parents=True, exist_ok=True)
+    workroot = Path(tempfile.mkdtemp(prefix="lapse-bench-"))
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    signal.signal(signal.SIGINT, _terminate_as_interrupt)
+    status = 2
+    try:
+        status = asyncio.run(main_async(out, workroot))
+    except KeyboardInterrupt:
+        print("interrupted; every process started was stopped", file=sys.stderr)
+        status = 130
+    finally:
+        cluster.stop_all()
+        if status == 0 and not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(workroot, ignore_errors=True)
+        else:
+            print(f"logs kept in {workroot}", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

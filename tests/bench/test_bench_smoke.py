@@ -1,0 +1,55 @@
+"""Smoke test of `make bench`: a small run (N = 200) end to end, so a change that breaks the
+benchmark is caught in CI rather than on the day someone wants the numbers.
+
+It asserts only that every grant was made, every one revoked, and the results written; the
+timings themselves depend on the machine and are reported by `make bench`, never asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+N = 200
+
+
+@pytest.mark.localonly
+@pytest.mark.timeout(240)
+def test_bench_smoke(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    env.update(
+        BENCH_N=str(N),
+        BENCH_HOLD="4",
+        BENCH_SPREAD="4",
+        BENCH_MARGIN="4",
+        BENCH_OUTPUT_DIR=str(tmp_path),
+        PYTHONUNBUFFERED="1",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=220,
+        check=False,
+    )
+    output = f"stdout:\n{result.stdout[-6000:]}\nstderr:\n{result.stderr[-6000:]}"
+    assert result.returncode == 0, output
+
+    document = json.loads((tmp_path / "results.json").read_text())
+    assert document["machine"]["cores"] >= 1
+    (entry,) = [e for e in document["results"] if e["n"] == N]
+    assert entry["missing_grants"] == 0, output
+    assert entry["missing_revocations"] == 0, output
+    assert entry["grants_made"] == entry["grants_expected"] == 2 * N, output
+    for figure in ("revocation_lag_p99_s", "grant_latency_p99_s", "grants_per_s", "rss_mb"):
+        assert entry[figure] is not None, f"{figure} missing\n{output}"
+    assert entry["restart_recovery_s"] is not None, output
+    assert (tmp_path / "revocation_lag.png").stat().st_size > 0
