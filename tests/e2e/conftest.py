@@ -1,15 +1,16 @@
 """End-to-end fixtures: the CRDs, the real operator process, and a team per test.
 
-The operator runs once per session as `python -m lapse.main` against the test cluster; its
-stdout (the audit trail) and stderr (logs) go to files the tests read. Every test gets its own
-namespace, requester group and AccessPolicy, and acts through kubectl impersonation holding only
-the sample `lapse-requester` ClusterRole — never as admin.
+The operator runs once per session as `python -m lapse.main` against the test cluster, as its
+own ServiceAccount holding exactly the RBAC that `deploy/` ships (never as admin, so a missing
+rule fails here); its stdout (the audit trail) and stderr (logs) go to files the tests read.
+Every test gets its own namespace, requester group and AccessPolicy, and acts through kubectl
+impersonation holding only the sample `lapse-requester` ClusterRole — never as admin.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,9 +22,16 @@ import yaml
 from kubernetes.client.rest import ApiException
 
 from tests.cluster import Cluster
-from tests.e2e.harness import ROOT, Operator, parse_time, wait_for
+from tests.e2e.harness import (
+    ROOT,
+    Identity,
+    Operator,
+    parse_time,
+    service_account_identity,
+    wait_for,
+)
 
-__all__ = ["Operator", "Team", "parse_time", "wait_for"]
+__all__ = ["Identity", "Operator", "Team", "parse_time", "wait_for"]
 
 SAMPLES = ROOT / "deploy" / "samples"
 
@@ -42,10 +50,19 @@ def crds(cluster: Cluster) -> None:
 
 
 @pytest.fixture(scope="session")
+def operator_identity(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Identity:
+    """The operator's ServiceAccount with the shipped RBAC, and a kubeconfig holding its token."""
+    return service_account_identity(cluster, tmp_path_factory.mktemp("operator-identity"))
+
+
+@pytest.fixture(scope="session")
 def operator(
-    cluster: Cluster, crds: None, tmp_path_factory: pytest.TempPathFactory
+    cluster: Cluster,
+    crds: None,
+    operator_identity: Identity,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Operator]:
-    process = Operator(cluster, tmp_path_factory.mktemp("operator"))
+    process = Operator(cluster, tmp_path_factory.mktemp("operator"), identity=operator_identity)
     process.start()
     try:
         yield process
@@ -79,7 +96,10 @@ class Team:
         mode: str = "Auto",
         suffix: str = "",
         requesters: tuple[str, ...] | None = None,
+        approval: Mapping[str, Any] | None = None,
     ) -> str:
+        """Apply an AccessPolicy for this team; `approval` adds to its approval block
+        (approvers, required, timeout, trustedAppliers)."""
         name = f"{self.namespace}{suffix}"
         policy = {
             "apiVersion": "lapse.dev/v1alpha1",
@@ -91,7 +111,7 @@ class Team:
                 "namespaces": list(namespaces if namespaces is not None else (self.namespace,)),
                 "defaultDuration": default,
                 "maxDuration": maximum,
-                "approval": {"mode": mode},
+                "approval": {"mode": mode, **(approval or {})},
             },
         }
         self.cluster.kubectl("apply", "-f", "-", input=json.dumps(policy))

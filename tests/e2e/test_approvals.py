@@ -10,7 +10,6 @@ import base64
 import hashlib
 import hmac
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,29 +40,10 @@ def leads(cluster: Cluster, team: Team) -> str:
 
 
 def approvers_policy(team: Team, leads: str, required: int = 1, timeout: str = "1h") -> str:
-    name = f"{team.namespace}-approvers"
-    policy = {
-        "apiVersion": "lapse.dev/v1alpha1",
-        "kind": "AccessPolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "requesters": {"groups": [team.group]},
-            "roles": [{"kind": "ClusterRole", "name": "edit"}],
-            "namespaces": [team.namespace],
-            "maxDuration": "1h",
-            "approval": {
-                "mode": "Approvers",
-                "approvers": {"groups": [leads]},
-                "required": required,
-                "timeout": timeout,
-            },
-        },
-    }
-    team.cluster.kubectl("apply", "-f", "-", input=json.dumps(policy))
-    team.policies.append(name)
-    # The operator learns policies from its watch; give the event a moment to arrive.
-    time.sleep(0.3)
-    return name
+    approval = {"approvers": {"groups": [leads]}, "required": required, "timeout": timeout}
+    return team.policy(
+        roles=("edit",), maximum="1h", mode="Approvers", suffix="-approvers", approval=approval
+    )
 
 
 def annotate(

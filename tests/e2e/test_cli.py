@@ -47,25 +47,8 @@ def created_name(result: subprocess.CompletedProcess[str]) -> str:
 
 def approver_policy(team: Team, required: int = 1) -> str:
     """A policy that needs `required` approvals from the team's leads for `admin`."""
-    name = f"{team.namespace}-approved"
-    policy = {
-        "apiVersion": "lapse.dev/v1alpha1",
-        "kind": "AccessPolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "requesters": {"groups": [team.group]},
-            "roles": [{"kind": "ClusterRole", "name": "admin"}],
-            "namespaces": [team.namespace],
-            "approval": {
-                "mode": "Approvers",
-                "approvers": {"groups": [f"{team.namespace}-leads"]},
-                "required": required,
-            },
-        },
-    }
-    team.cluster.kubectl("apply", "-f", "-", input=json.dumps(policy))
-    team.policies.append(name)
-    return name
+    approval = {"approvers": {"groups": [f"{team.namespace}-leads"]}, "required": required}
+    return team.policy(roles=("admin",), mode="Approvers", suffix="-approved", approval=approval)
 
 
 def approvers(cluster: Cluster, team: Team) -> str:

@@ -52,23 +52,13 @@ def active(team: Team, name: str, duration: str = "1h") -> dict[str, Any]:
 
 
 def approvers_policy(team: Team, approvers: list[str], maximum: str = "1h") -> str:
-    name = f"{team.namespace}-leads"
-    policy = {
-        "apiVersion": "lapse.dev/v1alpha1",
-        "kind": "AccessPolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "requesters": {"groups": [team.group]},
-            "roles": [{"kind": "ClusterRole", "name": "edit"}],
-            "namespaces": [team.namespace],
-            "maxDuration": maximum,
-            "approval": {"mode": "Approvers", "approvers": {"users": approvers}},
-        },
-    }
-    team.cluster.kubectl("apply", "-f", "-", input=json.dumps(policy))
-    team.policies.append(name)
-    time.sleep(0.3)
-    return name
+    return team.policy(
+        roles=("edit",),
+        maximum=maximum,
+        mode="Approvers",
+        suffix="-leads",
+        approval={"approvers": {"users": approvers}},
+    )
 
 
 def refused(result: Any, words: str) -> None:
