@@ -1,8 +1,9 @@
 """`make demo`: a request is granted, counts down, and lapses — in about a minute.
 
 Starts the project's local Kubernetes API (unless KUBECONFIG names a cluster), installs the
-CRDs and the samples from `deploy/samples/`, runs the operator, and applies the sample
-AccessRequest as a developer of group payments-devs. Everything it starts, it stops.
+CRDs, the operator's RBAC from `deploy/` and the samples from `deploy/samples/`, runs the
+operator as its ServiceAccount (as a Deployment would), and applies the sample AccessRequest as
+a developer of group payments-devs. Everything it starts, it stops.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.cluster import Cluster, LocalServer, server_of
-from tests.e2e.harness import ROOT, Operator, parse_time, wait_for
+from tests.e2e.harness import ROOT, Operator, parse_time, service_account_identity, wait_for
 
 WORKDIR = ROOT / ".demo"
 SAMPLES = ROOT / "deploy" / "samples"
@@ -76,8 +77,9 @@ def run(cluster: Cluster) -> None:
         "delete", "accessrequest", "--all", "-n", NAMESPACE, "--ignore-not-found", check=False
     )
 
-    heading("Start the operator")
-    operator = Operator(cluster, WORKDIR / "operator")
+    heading("Start the operator as ServiceAccount lapse-system/lapse-operator")
+    identity = service_account_identity(cluster, WORKDIR / "identity")
+    operator = Operator(cluster, WORKDIR / "operator", identity=identity)
     operator.workdir.mkdir(parents=True, exist_ok=True)
     operator.start()
     try:

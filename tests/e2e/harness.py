@@ -1,6 +1,8 @@
 """The Lapse operator as a test subject: a subprocess with its audit trail and metrics.
 
-Shared by the end-to-end fixtures and the demo, so both run the operator exactly the same way.
+Shared by the end-to-end fixtures, the reliability fixtures and the demo, so all run the
+operator exactly the same way: as its own service account, holding only the RBAC that
+`deploy/` ships, so that a rule missing from it fails a test instead of a user's install.
 """
 
 from __future__ import annotations
@@ -13,15 +15,91 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+
+import yaml
 
 from tests.cluster import Cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 SWEEP_INTERVAL = 2
 T = TypeVar("T")
+
+OPERATOR_NAMESPACE = "lapse-system"
+OPERATOR_ACCOUNT = "lapse-operator"
+OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}"
+# What an installation gives the operator's identity. The CRDs are applied by the fixtures;
+# the Deployment, Services and webhook objects would start a second operator or point the
+# API server at a pod that does not exist here.
+IDENTITY_KINDS = frozenset(
+    {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the operator runs as: a kubeconfig holding its credentials, and its namespace."""
+
+    kubeconfig: Path
+    namespace: str = OPERATOR_NAMESPACE
+    user: str = OPERATOR_USER
+
+
+def service_account_identity(cluster: Cluster, workdir: Path, duration: str = "2h") -> Identity:
+    """Install the operator's RBAC exactly as `kubectl apply -k deploy/` would, mint a token
+    for its ServiceAccount and write a kubeconfig for it (the admin's server and CA).
+
+    TokenRequest is plain Kubernetes, so this works on the local API, kind and any cluster.
+    """
+    rendered = cluster.kubectl("kustomize", str(ROOT / "deploy")).stdout
+    objects = [
+        doc for doc in yaml.safe_load_all(rendered) if doc and doc.get("kind") in IDENTITY_KINDS
+    ]
+    listing = {"apiVersion": "v1", "kind": "List", "items": objects}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(listing))
+    token = cluster.kubectl(
+        "create", "token", OPERATOR_ACCOUNT, "-n", OPERATOR_NAMESPACE, "--duration", duration
+    ).stdout.strip()
+    assert token, "kubectl create token returned no token"
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "operator.kubeconfig"
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "lapse", "cluster": _cluster_entry(cluster.kubeconfig)}],
+        "users": [{"name": OPERATOR_ACCOUNT, "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": OPERATOR_ACCOUNT,
+                "context": {
+                    "cluster": "lapse",
+                    "user": OPERATOR_ACCOUNT,
+                    "namespace": OPERATOR_NAMESPACE,
+                },
+            }
+        ],
+        "current-context": OPERATOR_ACCOUNT,
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return Identity(path)
+
+
+def _cluster_entry(kubeconfig: Path) -> dict[str, Any]:
+    """The admin kubeconfig's current cluster (server, CA), with file paths made absolute so
+    they still resolve from another directory."""
+    config = yaml.safe_load(kubeconfig.read_text())
+    contexts = {c["name"]: c["context"] for c in config.get("contexts") or ()}
+    clusters = {c["name"]: c["cluster"] for c in config.get("clusters") or ()}
+    context = contexts.get(config.get("current-context")) or next(iter(contexts.values()))
+    entry = dict(clusters[context["cluster"]])
+    authority = entry.get("certificate-authority")
+    if authority and not Path(authority).is_absolute():
+        entry["certificate-authority"] = str((kubeconfig.parent / authority).resolve())
+    return entry
 
 
 def free_port() -> int:
@@ -52,10 +130,17 @@ class Operator:
     """The Lapse operator as a subprocess: start, SIGKILL, restart, read its output."""
 
     def __init__(
-        self, cluster: Cluster, workdir: Path, extra_env: dict[str, str] | None = None
+        self,
+        cluster: Cluster,
+        workdir: Path,
+        extra_env: dict[str, str] | None = None,
+        identity: Identity | None = None,
     ) -> None:
         self.cluster = cluster
         self.workdir = workdir
+        # Without an identity the operator runs on the cluster's admin kubeconfig, in `default`.
+        self.identity = identity
+        self.namespace = identity.namespace if identity else "default"
         # LAPSE_* settings beyond the defaults below (crash points, leader election, ...).
         self.extra_env = dict(extra_env or {})
         self.audit_path = workdir / "audit.jsonl"
@@ -86,12 +171,14 @@ class Operator:
             LAPSE_METRICS_PORT=str(self.metrics_port),
             LAPSE_LIVENESS_ENDPOINT=self.health_url,
             LAPSE_SWEEP_INTERVAL=str(SWEEP_INTERVAL),
-            LAPSE_NAMESPACE="default",
+            LAPSE_NAMESPACE=self.namespace,
             LAPSE_NOTIFY_URL=f"http://127.0.0.1:{self.notify_port}/hook",
             LAPSE_NOTIFY_TIMEOUT="1",
             LAPSE_NOTIFY_RETRIES="0",
             LAPSE_NOTIFY_EXPIRY_WARNING="8s",
         )
+        if self.identity is not None:
+            env["KUBECONFIG"] = str(self.identity.kubeconfig)
         env.update(self.extra_env)
         with self.audit_path.open("ab") as out, self.log_path.open("ab") as err:
             self.process = subprocess.Popen(

@@ -2,8 +2,9 @@
 
 The reliability suites kill, fault and duplicate the operator, so they get a Kubernetes API of
 their own: the end-to-end session's operator never sees their objects, and their faults never
-reach it. Operators are the end-to-end harness's `Operator`, started with extra `LAPSE_*`
-settings (crash points, leader election); every one is stopped when its test ends.
+reach it. Operators are the end-to-end harness's `Operator`, run as the operator's
+ServiceAccount with the shipped RBAC and started with extra `LAPSE_*` settings (crash points,
+leader election); every one is stopped when its test ends.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import kubernetes.client
 import pytest
 
 from tests.cluster import Cluster, LocalServer, faults_client
-from tests.e2e.conftest import Team, crds, team  # noqa: F401  (shared fixtures)
-from tests.e2e.harness import Operator, parse_time, wait_for
+from tests.e2e.conftest import Team, crds, operator_identity, team  # noqa: F401  (shared)
+from tests.e2e.harness import Identity, Operator, parse_time, wait_for
 
 MANAGED = "app.kubernetes.io/managed-by=lapse"
 # Phases a request enters at most once: their audit lines must carry one id each.
@@ -55,15 +56,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 class Operators:
     """Operator processes for one test, each with its own work directory and settings."""
 
-    def __init__(self, cluster: Cluster, workdir: Path) -> None:
+    def __init__(self, cluster: Cluster, workdir: Path, identity: Identity | None = None) -> None:
         self.cluster = cluster
         self.workdir = workdir
+        self.identity = identity
         self.all: list[Operator] = []
 
     def new(self, name: str, **env: str) -> Operator:
         directory = self.workdir / name
         directory.mkdir(parents=True, exist_ok=True)
-        operator = Operator(self.cluster, directory, extra_env=env)
+        operator = Operator(self.cluster, directory, extra_env=env, identity=self.identity)
         self.all.append(operator)
         return operator
 
@@ -76,8 +78,13 @@ class Operators:
 
 
 @pytest.fixture
-def operators(cluster: Cluster, crds: None, tmp_path: Path) -> Iterator[Operators]:  # noqa: F811
-    group = Operators(cluster, tmp_path)
+def operators(
+    cluster: Cluster,
+    crds: None,  # noqa: F811
+    operator_identity: Identity,  # noqa: F811
+    tmp_path: Path,
+) -> Iterator[Operators]:
+    group = Operators(cluster, tmp_path, operator_identity)
     try:
         yield group
     finally:

@@ -19,7 +19,7 @@ import pytest
 
 from tests.cluster import Cluster
 from tests.e2e.conftest import Team
-from tests.e2e.harness import Operator
+from tests.e2e.harness import Identity, Operator
 from tests.reliability.conftest import (
     OPERATOR_AGENTS,
     Operators,
@@ -41,9 +41,12 @@ MAX_LAG = 5.0
 
 @pytest.fixture(scope="module")
 def operator(
-    cluster: Cluster, crds: None, tmp_path_factory: pytest.TempPathFactory
+    cluster: Cluster,
+    crds: None,
+    operator_identity: Identity,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Operator]:
-    group = Operators(cluster, tmp_path_factory.mktemp("faults"))
+    group = Operators(cluster, tmp_path_factory.mktemp("faults"), operator_identity)
     process = group.new("operator")
     process.start()
     try:

@@ -16,7 +16,7 @@ from kubernetes.client.rest import ApiException
 
 from tests.cluster import Cluster
 from tests.e2e.conftest import Team
-from tests.e2e.harness import wait_for
+from tests.e2e.harness import OPERATOR_NAMESPACE, wait_for
 from tests.reliability.conftest import (
     Operators,
     ask_many,
@@ -39,7 +39,7 @@ TAKEOVER_BOUND = LEASE_DURATION + LEASE_RENEW + 3.0
 def holder(cluster: Cluster) -> str | None:
     api = kubernetes.client.CoordinationV1Api(cluster.api())
     try:
-        lease: Any = api.read_namespaced_lease("lapse-leader", "default")
+        lease: Any = api.read_namespaced_lease("lapse-leader", OPERATOR_NAMESPACE)
     except ApiException as error:
         if error.status == 404:
             return None
