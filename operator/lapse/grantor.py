@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pydantic import ValidationError
 
@@ -78,11 +80,20 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+T = TypeVar("T")
 EXPIRY_WARNING = "expiry-warning"
+# How many calls the sweep has in flight at once: after an outage thousands of grants may be
+# overdue, and ending them one by one would keep access open for a minute or more.
+SWEEP_CONCURRENCY = 32
+# How many objects the sweep looks at between giving the event loop back.
+YIELD_EVERY = 256
 
 STATUS_MODELS: dict[str, type[GrantStatus]] = {
     "AccessRequest": AccessRequestStatus,
     "BreakGlass": BreakGlassStatus,
+}
+ACTIVE_STATUSES: dict[str, GrantStatus] = {
+    kind: model(phase=Phase.ACTIVE) for kind, model in STATUS_MODELS.items()
 }
 # Where Events about cluster-scoped objects go, as Kubernetes itself does it.
 CLUSTER_EVENTS_NAMESPACE = "default"
@@ -126,6 +137,36 @@ def key_of(kind: str, body: Mapping[str, Any]) -> GrantKey:
     )
 
 
+@dataclass(frozen=True)
+class SweptOwner:
+    """What the sweep keeps of an owner: enough to judge its bindings and to end it."""
+
+    key: GrantKey
+    status: GrantStatus
+    role: RoleRef | None = None
+    generation: int | None = None
+    deleting: bool = False
+
+    @classmethod
+    def of(cls, kind: str, body: Mapping[str, Any]) -> SweptOwner:
+        metadata = body.get("metadata") or {}
+        return cls(
+            key=key_of(kind, body),
+            status=parse_status(kind, body),
+            role=parse_role(body),
+            generation=metadata.get("generation"),
+            deleting=bool(metadata.get("deletionTimestamp")),
+        )
+
+    @classmethod
+    def scheduled(cls, key: GrantKey, expires_at: datetime) -> SweptOwner:
+        """An owner known only from the scheduler: active until `expires_at`."""
+        # A copy of a ready-made status: building (even constructing) a model per grant costs
+        # a millisecond each, seconds of a blocked event loop at ten thousand grants.
+        status = ACTIVE_STATUSES[key.kind].model_copy(update={"expires_at": expires_at})
+        return cls(key=key, status=status)
+
+
 class Grantor:
     def __init__(self, kube: KubeClient, settings: Settings, clock: Clock = utcnow) -> None:
         self.kube = kube
@@ -145,15 +186,14 @@ class Grantor:
         self._warned: set[str] = set()
         # Fields an owner's audit lines carry beyond the grant (a break-glass's incident).
         self._audit_fields: dict[GrantKey, dict[str, str | None]] = {}
+        # The owner kinds the API serves, as the full sweep found them.
+        self._served_kinds: frozenset[str] = frozenset(STATUS_MODELS)
 
     def _update_gauges(self) -> None:
         metrics.scheduled_expiries.set(len(self.scheduler))
-        counts = dict.fromkeys(metrics.KINDS, 0)
-        for key in self.scheduler.keys():  # noqa: SIM118  (a snapshot, not a dict)
-            counts[key.kind] = counts.get(key.kind, 0) + 1
-        for kind, count in counts.items():
-            metrics.active_grants.labels(kind=kind).set(count)
-        metrics.breakglass_active.set(counts.get("BreakGlass", 0))
+        for kind in metrics.KINDS:
+            metrics.active_grants.labels(kind=kind).set(self.scheduler.count(owner_kind=kind))
+        metrics.breakglass_active.set(self.scheduler.count(owner_kind="BreakGlass"))
 
     def _lock(self, key: GrantKey) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
@@ -551,14 +591,17 @@ class Grantor:
         *,
         event_type: str = "Normal",
         patch_status: bool = True,
+        bindings_deleted: bool = False,
     ) -> None:
-        """End an active grant: bindings first (access ends now), then the record of it."""
+        """End an active grant: bindings first (access ends now), then the record of it.
+        `bindings_deleted` says the caller has deleted the bindings already."""
         async with self._lock(key):
             if key in self._ended:
                 return
             self.scheduler.cancel(key)
             crash_point("revoke-before-binding-write")
-            await self._delete_bindings(status)
+            if not bindings_deleted:
+                await self._delete_bindings(status)
             crash_point("revoke-after-binding-write")
             if phase == Phase.EXPIRED and status.expires_at is not None:
                 lag = (self.clock() - status.expires_at).total_seconds()
@@ -587,7 +630,7 @@ class Grantor:
 
     async def expire(self, key: GrantKey, deadline: datetime) -> None:
         """The scheduler's callback: end the grant if it is (still) due."""
-        body = await self.kube.get_owner(key)
+        body = await self.kube.get_owner(key, revoking=True)
         if body is None or (body.get("metadata") or {}).get("uid") != key.uid:
             return
         self.note(key, body)
@@ -831,90 +874,193 @@ class Grantor:
 
     # Sweep ----------------------------------------------------------------------------------
 
-    async def sweep(self) -> int:
+    async def sweep(self, *, full: bool = True) -> int:
         """Remove every binding past its time, orphaned or ended; end grants whose binding
-        vanished. Returns how many bindings were removed."""
+        vanished. Returns how many bindings were removed.
+
+        The full sweep (at start-up, when nothing is known yet) lists every owner. The periodic
+        one starts from what this process already knows, the active grants in its scheduler,
+        lists only the bindings' metadata, and reads an owner only for a binding that looks
+        wrong: its memory and its calls stay proportional to what needs attention.
+        """
         now = self.clock()
-        # Owners first, bindings second: a grant recorded as active in the first listing had
-        # its binding created before, so the second listing shows it unless it was deleted.
-        owners: dict[str, dict[str, tuple[GrantKey, Mapping[str, Any], GrantStatus]]] = {}
-        for kind in STATUS_MODELS:
-            listing = await self.kube.list_owners(kind)
-            if listing is None:
-                continue
-            owners[kind] = {}
-            for item in listing:
-                item_key = key_of(kind, item)
-                owners[kind][item_key.uid] = (item_key, item, parse_status(kind, item))
-                self.note(item_key, item)
-        bindings = await self.kube.list_bindings(MANAGED_SELECTOR)
-        removed = 0
-        live_uids: set[str] = set()
-        for binding in bindings:
-            key = compute_owner_key(binding)
-            if key is None or key.kind not in owners:
-                continue
-            statuses = {uid: owned[2] for uid, owned in owners[key.kind].items()}
-            reason = compute_sweep_reason(binding, statuses, now)
-            uid = str((binding.get("metadata") or {}).get("uid", ""))
-            if reason is None:
-                live_uids.add(uid)
-                continue
-            entry = owners[key.kind].get(key.uid)
-            if reason == SweepReason.EXPIRED and entry is not None:
-                owner_key, owner_body, owner_status = entry
-                if owner_status.phase != Phase.ACTIVE:
-                    # The binding was written but the record of the grant never landed (a
-                    # crash or a failed status write), and its time is up. Record the grant as
-                    # ended at the expiry it was given: a retried grant would start the clock
-                    # again and hand out access nobody was promised.
-                    owner_status = owner_status.model_copy(
-                        update={
-                            "expires_at": binding_expiry(binding),
-                            "bindings": [compute_binding_ref(binding)],
-                        }
+        # Owners first, bindings second: a grant known as active before the bindings were
+        # listed had its binding created before, so the listing shows it unless it was deleted.
+        listed_at = now
+        owners: dict[str, dict[str, SweptOwner]] = {}
+        if full:
+            for kind in STATUS_MODELS:
+                listed = await self._list_swept_owners(kind)
+                if listed is not None:
+                    owners[kind] = listed
+            self._served_kinds = frozenset(owners)
+        else:
+            owners = {kind: {} for kind in self._served_kinds}
+            for index, (scheduled, deadline) in enumerate(self.scheduler.deadlines().items()):
+                if index % YIELD_EVERY == YIELD_EVERY - 1:
+                    await asyncio.sleep(0)
+                if scheduled.kind in owners:
+                    owners[scheduled.kind][scheduled.uid] = SweptOwner.scheduled(
+                        scheduled, deadline
                     )
-                due = format_time(owner_status.expires_at or now)
-                await self.end(
-                    owner_key,
-                    parse_role(owner_body),
-                    owner_status,
-                    Phase.EXPIRED,
-                    "Expired",
-                    f"Access ended at {due}, as granted.",
-                    (owner_body.get("metadata") or {}).get("generation"),
-                )
-                metrics.sweep_removed_total.labels(reason=str(reason)).inc()
-                removed += 1
+        statuses = {
+            kind: {uid: owner.status for uid, owner in of_kind.items()}
+            for kind, of_kind in owners.items()
+        }
+        expiring: dict[GrantKey, tuple[SweptOwner, GrantStatus]] = {}
+        removals: list[tuple[Mapping[str, Any], SweepReason, GrantKey | None]] = []
+        live_uids: set[str] = set()
+        seen_owners: set[str] = set()
+        async for page in self.kube.binding_metadata_pages(MANAGED_SELECTOR):
+            judged: list[tuple[Mapping[str, Any], GrantKey, SweptOwner | None, SweepReason]] = []
+            suspects: list[tuple[Mapping[str, Any], GrantKey]] = []
+            for index, binding in enumerate(page):
+                if index % YIELD_EVERY == YIELD_EVERY - 1:
+                    # A long listing must not stall the scheduler and the webhooks.
+                    await asyncio.sleep(0)
+                key = compute_owner_key(binding)
+                if key is None or key.kind not in owners:
+                    continue
+                seen_owners.add(key.uid)
+                reason = compute_sweep_reason(binding, statuses[key.kind], now, listed_at)
+                if reason is None:
+                    live_uids.add(str((binding.get("metadata") or {}).get("uid", "")))
+                elif full and reason != SweepReason.ORPHANED:
+                    judged.append((binding, key, owners[key.kind].get(key.uid), reason))
+                else:
+                    suspects.append((binding, key))
+            # Never remove on the strength of a snapshot alone: read the owner as it is now.
+            fresh = await self._gather_bounded(
+                [partial(self._read_swept_owner, key) for _, key in suspects]
+            )
+            for (suspect, key), entry in zip(suspects, fresh, strict=True):
+                owned = {key.uid: entry.status} if entry is not None else {}
+                reason = compute_sweep_reason(suspect, owned, now)
+                if reason is None:
+                    live_uids.add(str((suspect.get("metadata") or {}).get("uid", "")))
+                else:
+                    judged.append((suspect, key, entry, reason))
+            for gone, _, entry, reason in judged:
+                if reason == SweepReason.EXPIRED and entry is not None:
+                    owner_status = entry.status
+                    if owner_status.phase != Phase.ACTIVE:
+                        # The binding was written but the record of the grant never landed (a
+                        # crash or a failed status write), and its time is up. Record the grant
+                        # as ended at the expiry it was given: a retried grant would start the
+                        # clock again and hand out access nobody was promised.
+                        owner_status = owner_status.model_copy(
+                            update={
+                                "expires_at": binding_expiry(gone),
+                                "bindings": [compute_binding_ref(gone)],
+                            }
+                        )
+                    expiring.setdefault(entry.key, (entry, owner_status))
+                    continue
+                removals.append((gone, reason, entry.key if entry else None))
+        # Access ends first: every binding that must go is deleted before any record is written.
+        await self._bounded(
+            [partial(self._remove, binding, reason, owner) for binding, reason, owner in removals]
+            + [partial(self._delete_bindings, status) for _, status in expiring.values()]
+        )
+        await self._bounded(
+            [partial(self._end_swept, entry, status, now) for entry, status in expiring.values()]
+        )
+        removed = len(removals) + len(expiring)
+        if full:
+            candidates = [o for of_kind in owners.values() for o in of_kind.values()]
+        else:
+            unseen = [
+                owner.key
+                for of_kind in owners.values()
+                for owner in of_kind.values()
+                if owner.key.uid not in seen_owners and owner.key not in self._ended
+            ]
+            read = await self._gather_bounded([partial(self._read_swept_owner, k) for k in unseen])
+            candidates = [owner for owner in read if owner is not None]
+        jobs: list[Callable[[], Awaitable[Any]]] = []
+        for index, owner in enumerate(candidates):
+            if index % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)
+            if owner.status.phase != Phase.ACTIVE or owner.key in self._ended or owner.deleting:
                 continue
-            await self._remove(binding, reason, entry[0] if entry else None)
-            removed += 1
-        for kind_owners in owners.values():
-            for owner_key, owner_body, owner_status in kind_owners.values():
-                if owner_status.phase != Phase.ACTIVE or owner_key in self._ended:
-                    continue
-                if (owner_body.get("metadata") or {}).get("deletionTimestamp"):
-                    continue
-                if any(ref.uid in live_uids for ref in owner_status.bindings):
-                    continue
-                if owner_status.expires_at is not None and owner_status.expires_at <= now:
-                    await self.expire(owner_key, owner_status.expires_at)
-                    continue
-                await self._binding_deleted_while_away(owner_key, owner_body, owner_status)
+            if any(ref.uid in live_uids for ref in owner.status.bindings):
+                continue
+            expires_at = owner.status.expires_at
+            if expires_at is not None and expires_at <= now:
+                jobs.append(partial(self.expire, owner.key, expires_at))
+                continue
+            jobs.append(partial(self._binding_deleted_while_away, owner))
+        await self._bounded(jobs)
         return removed
 
-    async def _binding_deleted_while_away(
-        self, key: GrantKey, body: Mapping[str, Any], status: GrantStatus
-    ) -> None:
+    async def _list_swept_owners(self, kind: str) -> dict[str, SweptOwner] | None:
+        """Every owner of `kind` by UID, or None when the kind is not served; read a page at a
+        time and kept as what the sweep needs, not as whole objects."""
+        found: dict[str, SweptOwner] = {}
+        try:
+            async for page in self.kube.owner_pages(kind):
+                for index, item in enumerate(page):
+                    if index % YIELD_EVERY == YIELD_EVERY - 1:
+                        await asyncio.sleep(0)
+                    owner = SweptOwner.of(kind, item)
+                    found[owner.key.uid] = owner
+                    self.note(owner.key, item)
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+        return found
+
+    async def _read_swept_owner(self, key: GrantKey) -> SweptOwner | None:
+        """The owner with `key`'s UID as it is now, or None when it is gone."""
+        body = await self.kube.get_owner(key)
+        if body is None or (body.get("metadata") or {}).get("uid") != key.uid:
+            return None
+        self.note(key, body)
+        return SweptOwner.of(key.kind, body)
+
+    async def _end_swept(self, owner: SweptOwner, status: GrantStatus, now: datetime) -> None:
+        due = format_time(status.expires_at or now)
+        await self.end(
+            owner.key,
+            owner.role,
+            status,
+            Phase.EXPIRED,
+            "Expired",
+            f"Access ended at {due}, as granted.",
+            owner.generation,
+            bindings_deleted=True,
+        )
+        metrics.sweep_removed_total.labels(reason=str(SweepReason.EXPIRED)).inc()
+
+    async def _gather_bounded(self, jobs: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
+        """Run `jobs` at most `SWEEP_CONCURRENCY` at a time; every job runs even when another
+        fails, then the first failure is raised."""
+        slots = asyncio.Semaphore(SWEEP_CONCURRENCY)
+
+        async def run(job: Callable[[], Awaitable[T]]) -> T:
+            async with slots:
+                return await job()
+
+        results = await asyncio.gather(*(run(job) for job in jobs), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return cast("list[T]", results)
+
+    async def _bounded(self, jobs: Sequence[Callable[[], Awaitable[Any]]]) -> None:
+        await self._gather_bounded(jobs)
+
+    async def _binding_deleted_while_away(self, owner: SweptOwner) -> None:
         metrics.tamper_total.labels(action="revoked").inc()
         await self.end(
-            key,
-            parse_role(body),
-            status,
+            owner.key,
+            owner.role,
+            owner.status,
             Phase.REVOKED,
             "BindingDeleted",
             "The binding carrying this access is gone; access ended and will not be restored.",
-            (body.get("metadata") or {}).get("generation"),
+            owner.generation,
             event_type="Warning",
         )
 
@@ -923,7 +1069,7 @@ class Grantor:
         while True:
             await asyncio.sleep(interval)
             try:
-                removed = await self.sweep()
+                removed = await self.sweep(full=False)
             except (ApiError, OSError, TimeoutError) as error:
                 metrics.errors_total.labels(error="api").inc()
                 logger.warning("Sweep failed: %s", error)

@@ -13,7 +13,7 @@ import json
 import ssl
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -38,6 +38,14 @@ TRANSIENT = frozenset({429, 500, 502, 503, 504})
 RETRY_FOR = 20.0
 RETRY_MAX_DELAY = 2.0
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+CONNECTIONS = 64
+REVOCATION_CONNECTIONS = 16
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 30.0
+# Lists come in pages of this many objects, so no single answer holds every grant.
+PAGE_SIZE = 500
+# Asks for the objects' metadata alone: the sweep reads labels, annotations and owners.
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 
 
 class ApiError(Exception):
@@ -95,9 +103,24 @@ class KubeClient:
         )
         if token:
             headers["Authorization"] = token if " " in token else f"Bearer {token}"
-        connector = aiohttp.TCPConnector(ssl=_ssl_context(configuration), limit=64)
+        context = _ssl_context(configuration)
+        # Time spent waiting for a free connection is not the server being slow: under a
+        # backlog a total timeout would fail calls that never left the pool, and their retries
+        # would add to the backlog. Only connecting and reading are bounded.
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT
+        )
         self._session = aiohttp.ClientSession(
-            headers=headers, connector=connector, timeout=aiohttp.ClientTimeout(total=30)
+            headers=headers,
+            connector=aiohttp.TCPConnector(ssl=context, limit=CONNECTIONS),
+            timeout=timeout,
+        )
+        # Deletes of bindings end access: they get connections of their own, so a backlog of
+        # grants never delays a revocation.
+        self._revocations = aiohttp.ClientSession(
+            headers=headers,
+            connector=aiohttp.TCPConnector(ssl=context, limit=REVOCATION_CONNECTIONS),
+            timeout=timeout,
         )
 
     @classmethod
@@ -106,6 +129,7 @@ class KubeClient:
 
     async def close(self) -> None:
         await self._session.close()
+        await self._revocations.close()
 
     async def _call(
         self,
@@ -116,6 +140,8 @@ class KubeClient:
         params: Mapping[str, str] | None = None,
         content_type: str = "application/json",
         retry: bool = True,
+        accept: str | None = None,
+        session: aiohttp.ClientSession | None = None,
     ) -> dict[str, Any]:
         """One API call; a transient failure (429, 5xx, a dropped connection, a timeout) is
         retried with backoff for up to `RETRY_FOR` seconds, so a flaky API delays a transition
@@ -125,7 +151,9 @@ class KubeClient:
         delay = 0.1
         while True:
             try:
-                return await self._call_once(method, path, body, params, content_type)
+                return await self._call_once(
+                    session or self._session, method, path, body, params, content_type, accept
+                )
             except ApiError as error:
                 if error.status not in TRANSIENT or time.monotonic() >= deadline:
                     raise
@@ -139,15 +167,19 @@ class KubeClient:
 
     async def _call_once(
         self,
+        session: aiohttp.ClientSession,
         method: str,
         path: str,
         body: Mapping[str, Any] | None,
         params: Mapping[str, str] | None,
         content_type: str,
+        accept: str | None,
     ) -> dict[str, Any]:
         data = json.dumps(body) if body is not None else None
         headers = {"Content-Type": content_type} if body is not None else {}
-        async with self._session.request(
+        if accept:
+            headers["Accept"] = accept
+        async with session.request(
             method, self._host + path, data=data, params=params, headers=headers
         ) as response:
             text = await response.text()
@@ -208,7 +240,7 @@ class KubeClient:
         if ref.uid:
             body["preconditions"] = {"uid": ref.uid}
         try:
-            await self._call("DELETE", binding_path(ref), body=body)
+            await self._call("DELETE", binding_path(ref), body=body, session=self._revocations)
         except ApiError as error:
             if error.status in (404, 409):
                 return False
@@ -229,11 +261,46 @@ class KubeClient:
                 found.append(item)
         return found
 
+    async def _pages(
+        self, path: str, params: Mapping[str, str], accept: str | None = None
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """A list, one page at a time."""
+        token = ""
+        while True:
+            query = {**params, "limit": str(PAGE_SIZE)}
+            if token:
+                query["continue"] = token
+            listing = await self._call("GET", path, params=query, accept=accept)
+            yield list(listing.get("items", []))
+            token = str((listing.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return
+
+    async def binding_metadata_pages(self, selector: str) -> AsyncIterator[list[dict[str, Any]]]:
+        """The metadata of every binding matching `selector`, page by page, each item with
+        its binding `kind`."""
+        for kind, plural in BINDING_PLURALS.items():
+            path = f"/apis/{RBAC_GROUP}/v1/{plural}"
+            async for page in self._pages(path, {"labelSelector": selector}, METADATA_ONLY):
+                for item in page:
+                    item["kind"] = kind
+                yield page
+
     # Lapse objects ------------------------------------------------------------------------
 
-    async def get_owner(self, key: GrantKey) -> dict[str, Any] | None:
+    async def owner_pages(self, kind: str) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every object of `kind`, page by page; ApiError 404 when the kind is not served."""
+        async for page in self._pages(f"/apis/{GROUP}/{VERSION}/{PLURALS[kind]}", {}):
+            yield page
+
+    async def get_owner(self, key: GrantKey, *, revoking: bool = False) -> dict[str, Any] | None:
+        """The owner, or None when it does not exist; `revoking` reads it on the connections
+        kept for ending access."""
+        session = self._revocations if revoking else None
         try:
-            return await self._call("GET", owner_path(key.kind, key.namespace, key.name))
+            return await self._call(
+                "GET", owner_path(key.kind, key.namespace, key.name), session=session
+            )
         except ApiError as error:
             if error.status == 404:
                 return None

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
@@ -47,15 +48,39 @@ class ExpiryScheduler:
         self._slots = asyncio.Semaphore(concurrency)
         self._running: set[asyncio.Task[None]] = set()
         self._on_change = on_change or (lambda: None)
+        # Deadlines per (kind, owner kind), kept as they change: gauges read them on every
+        # change, and counting the deadlines each time would cost a walk over every grant.
+        self._counts: Counter[tuple[str, str]] = Counter()
 
     def __len__(self) -> int:
-        return len(self.keys())
+        return self.count()
 
     def __contains__(self, key: GrantKey) -> bool:
         return (EXPIRY, key) in self._deadlines
 
+    def count(self, kind: str = EXPIRY, owner_kind: str | None = None) -> int:
+        """How many deadlines of `kind` are waiting, of owners of `owner_kind` (or any)."""
+        if owner_kind is not None:
+            return self._counts[(kind, owner_kind)]
+        return sum(n for (each, _), n in self._counts.items() if each == kind)
+
     def keys(self, kind: str = EXPIRY) -> list[GrantKey]:
         return [key for each, key in self._deadlines if each == kind]
+
+    def deadlines(self, kind: str = EXPIRY) -> dict[GrantKey, datetime]:
+        """A snapshot of the waiting deadlines of `kind`, by owner."""
+        return {key: at for (each, key), at in self._deadlines.items() if each == kind}
+
+    def _set(self, kind: str, key: GrantKey, deadline: datetime) -> None:
+        if (kind, key) not in self._deadlines:
+            self._counts[(kind, key.kind)] += 1
+        self._deadlines[(kind, key)] = deadline
+
+    def _pop(self, kind: str, key: GrantKey) -> datetime | None:
+        deadline = self._deadlines.pop((kind, key), None)
+        if deadline is not None:
+            self._counts[(kind, key.kind)] -= 1
+        return deadline
 
     def on(self, kind: str, callback: OnDue) -> None:
         """Call `callback` when a deadline of `kind` falls due."""
@@ -68,20 +93,20 @@ class ExpiryScheduler:
             raise ValueError(f"no callback for deadlines of kind {kind!r}")
         if self._deadlines.get((kind, key)) == deadline:
             return
-        self._deadlines[(kind, key)] = deadline
+        self._set(kind, key, deadline)
         heapq.heappush(self._heap, (deadline, kind, key))
         if self._heap[0] == (deadline, kind, key):
             self._wake.set()
         self._on_change()
 
     def cancel(self, key: GrantKey, kind: str = EXPIRY) -> None:
-        if self._deadlines.pop((kind, key), None) is not None:
+        if self._pop(kind, key) is not None:
             self._on_change()
 
     def cancel_all(self, key: GrantKey) -> None:
         """Forget every deadline of `key`, whatever its kind: the owner is gone."""
         for kind in list(self._callbacks):
-            self._deadlines.pop((kind, key), None)
+            self._pop(kind, key)
         self._on_change()
 
     async def run(self) -> None:
@@ -118,7 +143,7 @@ class ExpiryScheduler:
             deadline, kind, key = heapq.heappop(self._heap)
             if self._deadlines.get((kind, key)) != deadline:
                 continue
-            del self._deadlines[(kind, key)]
+            self._pop(kind, key)
             task = asyncio.create_task(self._revoke(key, deadline, kind))
             self._running.add(task)
             task.add_done_callback(self._running.discard)

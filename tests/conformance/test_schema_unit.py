@@ -343,6 +343,25 @@ def test_transition_rule_skipped_on_create_and_enforced_on_update() -> None:
     assert schema.admit(INFO, status_change, old, "status")["status"] == {"phase": "Active"}
 
 
+def test_rules_without_old_self_ratchet_on_unchanged_values() -> None:
+    rules: dict[str, Any] = {
+        "type": "object",
+        "x-kubernetes-validations": [
+            {"rule": "self.size() <= 1", "message": "at most one"},
+            {"rule": "self == oldSelf", "message": "immutable"},
+        ],
+        "additionalProperties": {"type": "string"},
+    }
+    stored = {"a": "1", "b": "2"}
+    # Stored before the rule existed: an update that leaves it as it was is not rejected...
+    assert schema.validate_rules(rules, stored, dict(stored)) == []
+    # ...one that changes it is, and a rule using oldSelf runs on unchanged values too.
+    messages = [c.message for c in schema.validate_rules(rules, {**stored, "c": "3"}, stored)]
+    assert any("at most one" in m for m in messages)
+    assert any("immutable" in m for m in messages)
+    assert schema.validate_rules(rules, stored, None) != []
+
+
 def test_cel_default_message_reason_field_path_and_message_expression() -> None:
     rules = [
         {"rule": "self.name != 'admin'"},

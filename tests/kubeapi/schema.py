@@ -534,7 +534,10 @@ def _rules(
         return
     rules = schema.get("x-kubernetes-validations") or []
     if rules:
-        _run_rules(schema, rules, value, old, path, causes, has_old)
+        # Validation ratcheting (beta, on by default since 1.30): a rule that does not use
+        # oldSelf is not run on a value the update leaves as it was.
+        unchanged = has_old and value == old
+        _run_rules(schema, rules, value, old, path, causes, has_old, unchanged)
     if isinstance(value, dict):
         props = schema.get("properties") or {}
         for key, prop in props.items():
@@ -595,6 +598,7 @@ def _run_rules(
     path: str,
     causes: list[Cause],
     has_old: bool,
+    unchanged: bool = False,
 ) -> None:
     type_name = schema.get("type") or ("object" if isinstance(value, dict) else _json_type(value))
     activation: dict[str, Any] | None = None
@@ -602,6 +606,8 @@ def _run_rules(
         text = str(rule.get("rule", ""))
         transition = cel.references_old_self(text)
         if transition and not has_old:
+            continue
+        if unchanged and not transition:
             continue
         if activation is None:
             activation = {"self": cel.to_cel(value, schema)}

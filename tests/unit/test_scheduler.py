@@ -77,3 +77,38 @@ def test_failed_revocation_is_retried() -> None:
 
     asyncio.run(scenario())
     assert len(attempts) == 2
+
+
+def test_counts_follow_schedule_cancel_and_dispatch() -> None:
+    async def on_due(k: GrantKey, deadline: datetime) -> None:
+        return None
+
+    async def scenario() -> None:
+        scheduler = ExpiryScheduler(on_due, now)
+        scheduler.on("warning", on_due)
+        glass = GrantKey("BreakGlass", None, "g", "uid-g")
+        far = now() + timedelta(seconds=60)
+        scheduler.schedule(key("a"), far)
+        scheduler.schedule(key("a"), far + timedelta(seconds=1))
+        scheduler.schedule(key("b"), far)
+        scheduler.schedule(key("b"), far, "warning")
+        scheduler.schedule(glass, far)
+        assert (len(scheduler), scheduler.count(owner_kind="BreakGlass")) == (3, 1)
+        assert scheduler.count("warning") == 1
+        assert scheduler.deadlines() == {
+            key("a"): far + timedelta(seconds=1),
+            key("b"): far,
+            glass: far,
+        }
+        scheduler.cancel(key("a"))
+        scheduler.cancel(key("a"))
+        scheduler.cancel_all(key("b"))
+        assert (len(scheduler), scheduler.count("warning")) == (1, 0)
+        scheduler.schedule(key("c"), now() - timedelta(seconds=1))
+        task = asyncio.create_task(scheduler.run())
+        await asyncio.sleep(0.05)
+        assert scheduler.count(owner_kind="AccessRequest") == 0
+        assert len(scheduler) == 1
+        task.cancel()
+
+    asyncio.run(scenario())

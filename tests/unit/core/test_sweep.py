@@ -78,3 +78,34 @@ def test_removed_once_the_earlier_deadline_passes(annotation: int, status: int, 
     owners = {"uid-fix": active(NOW + timedelta(seconds=status))}
     reason = compute_sweep_reason(binding(at), owners, NOW + timedelta(seconds=now))
     assert (reason == SweepReason.EXPIRED) is (now >= min(annotation, status))
+
+
+def created(manifest: dict[str, Any], at: Any) -> dict[str, Any]:
+    manifest["metadata"]["creationTimestamp"] = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return manifest
+
+
+def test_binding_newer_than_the_owner_listing_is_not_orphaned() -> None:
+    # A request granted while the sweep ran: its owner is missing from the older listing.
+    listed_at = NOW + timedelta(seconds=5, milliseconds=300)
+    fresh = created(binding(), NOW + timedelta(seconds=6))
+    assert compute_sweep_reason(fresh, {}, NOW + timedelta(seconds=7), listed_at) is None
+
+
+def test_binding_stamped_in_the_listings_second_is_not_orphaned() -> None:
+    # creationTimestamp has whole seconds: 12:00:05 may be 12:00:05.9, after a 12:00:05.3 listing.
+    listed_at = NOW + timedelta(seconds=5, milliseconds=300)
+    same_second = created(binding(), NOW + timedelta(seconds=5))
+    assert compute_sweep_reason(same_second, {}, NOW + timedelta(seconds=7), listed_at) is None
+
+
+def test_binding_without_a_creation_stamp_is_not_orphaned_by_a_listing() -> None:
+    assert compute_sweep_reason(binding(), {}, NOW, NOW) is None
+
+
+def test_binding_older_than_the_owner_listing_is_orphaned() -> None:
+    listed_at = NOW + timedelta(seconds=5)
+    old = created(binding(), NOW)
+    assert compute_sweep_reason(old, {}, listed_at, listed_at) == SweepReason.ORPHANED
+    ended = compute_transition(active(), Phase.REVOKED, "X", ".", NOW, 1)
+    assert compute_sweep_reason(old, {"uid-fix": ended}, listed_at, listed_at) == SweepReason.ENDED
