@@ -25,6 +25,7 @@ import aiohttp
 
 from . import errors, patch
 from .identity import UserInfo
+from .selectors import label_selector_matches
 
 GROUP = "admissionregistration.k8s.io"
 REVIEW_VERSION = "admission.k8s.io/v1"
@@ -77,25 +78,6 @@ class _CallFailed(Exception):
 
 
 # -- matching -----------------------------------------------------------------------------
-
-
-def _selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
-    if not selector:
-        return True
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for expr in selector.get("matchExpressions") or ():
-        key, op, values = expr.get("key", ""), expr.get("operator", ""), expr.get("values") or ()
-        if op == "In" and labels.get(key) not in values:
-            return False
-        if op == "NotIn" and key in labels and labels[key] in values:
-            return False
-        if op == "Exists" and key not in labels:
-            return False
-        if op == "DoesNotExist" and key in labels:
-            return False
-    return True
 
 
 def _selector_empty(selector: Mapping[str, Any] | None) -> bool:
@@ -233,8 +215,8 @@ class Admission:
         if not _selector_empty(selector):
             new, old = _labels(req.object), _labels(req.old_object)
             if not (
-                (new is not None and _selector_matches(selector, new))
-                or (old is not None and _selector_matches(selector, old))
+                (new is not None and label_selector_matches(selector, new))
+                or (old is not None and label_selector_matches(selector, old))
             ):
                 return False
         return version
@@ -258,7 +240,7 @@ class Admission:
             if found is None:
                 raise errors.not_found("namespaces", "", namespace)
             labels = found
-        return _selector_matches(selector, labels)
+        return label_selector_matches(selector, labels)
 
     # calling
 

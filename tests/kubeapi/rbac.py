@@ -21,6 +21,7 @@ from typing import Any
 
 from . import errors
 from .identity import Attributes, UserInfo
+from .selectors import label_selector_matches
 
 GROUP = "rbac.authorization.k8s.io"
 AUTHORIZATION_GROUP = "authorization.k8s.io"
@@ -204,23 +205,6 @@ def _compact(rules: list[Rule]) -> list[Rule]:
 # -- label selectors (aggregation) --------------------------------------------------------
 
 
-def _selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for expr in selector.get("matchExpressions") or ():
-        key, op, values = expr.get("key", ""), expr.get("operator", ""), expr.get("values") or ()
-        if op == "In" and labels.get(key) not in values:
-            return False
-        if op == "NotIn" and key in labels and labels[key] in values:
-            return False
-        if op == "Exists" and key not in labels:
-            return False
-        if op == "DoesNotExist" and key in labels:
-            return False
-    return True
-
-
 def aggregate(clusterroles: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """The `rules` of every ClusterRole with an `aggregationRule`, as kube-controller-manager's
     clusterrole-aggregation controller writes them: the union, without duplicates, of the rules
@@ -242,7 +226,7 @@ def aggregate(clusterroles: list[dict[str, Any]]) -> dict[str, list[dict[str, An
                 if other == name:
                     continue
                 labels = by_name[other]["metadata"].get("labels") or {}
-                if any(_selector_matches(s, labels) for s in selectors):
+                if any(label_selector_matches(s, labels) for s in selectors):
                     merged.extend(r for r in rules[other] if r not in merged)
             if merged != rules[name]:
                 rules[name] = merged

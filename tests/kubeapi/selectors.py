@@ -7,7 +7,7 @@ List and watch both filter with them; the grammar follows the API server's
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import errors
@@ -71,6 +71,27 @@ def label_selector(text: str | None) -> Predicate | None:
         return all(r(labels) for r in requirements)
 
     return matches
+
+
+def label_selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """A `metav1.LabelSelector` object (matchLabels, matchExpressions) against labels; an empty
+    or absent selector matches everything, as in Kubernetes."""
+    if not selector:
+        return True
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or ():
+        key, op, values = expr.get("key", ""), expr.get("operator", ""), expr.get("values") or ()
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
 
 
 def field_value(obj: dict[str, Any], path: str) -> str:
