@@ -569,13 +569,18 @@ class Grantor:
 
     # Ending ---------------------------------------------------------------------------------
 
+    async def _delete_binding(self, ref: BindingRef) -> bool:
+        """Delete one of our bindings, marked as our own first: the binding watch must not
+        take Lapse's own deletion for an admin's (which would end the grant as Revoked)."""
+        if ref.uid:
+            self._revoking.add(ref.uid)
+            self._desired.pop(ref.uid, None)
+        return await self.kube.delete_binding(ref)
+
     async def _delete_bindings(self, status: GrantStatus) -> int:
         deleted = 0
         for ref in status.bindings:
-            if ref.uid:
-                self._revoking.add(ref.uid)
-                self._desired.pop(ref.uid, None)
-            if await self.kube.delete_binding(ref):
+            if await self._delete_binding(ref):
                 deleted += 1
         return deleted
 
@@ -846,10 +851,7 @@ class Grantor:
         self, binding: Mapping[str, Any], reason: SweepReason, owner: GrantKey | None
     ) -> None:
         ref = compute_binding_ref(binding)
-        if ref.uid:
-            self._revoking.add(ref.uid)
-            self._desired.pop(ref.uid, None)
-        if not await self.kube.delete_binding(ref):
+        if not await self._delete_binding(ref):
             return
         metrics.sweep_removed_total.labels(reason=str(reason)).inc()
         key = compute_owner_key(binding)

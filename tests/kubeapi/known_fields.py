@@ -12,6 +12,7 @@ from typing import Any
 
 from . import errors
 from .resources import ResourceInfo
+from .schema import OBJECT_META_FIELDS
 
 # A spec maps a field to None (any content), to a nested spec, or to ("list", item spec).
 Spec = dict[str, Any]
@@ -21,24 +22,7 @@ OWNER_REFERENCE: Spec = dict.fromkeys(
     ("apiVersion", "kind", "name", "uid", "controller", "blockOwnerDeletion")
 )
 OBJECT_META: Spec = {
-    **dict.fromkeys(
-        (
-            "name",
-            "generateName",
-            "namespace",
-            "selfLink",
-            "uid",
-            "resourceVersion",
-            "generation",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "labels",
-            "annotations",
-            "finalizers",
-            "managedFields",
-        )
-    ),
+    **dict.fromkeys(OBJECT_META_FIELDS),
     "ownerReferences": ("list", OWNER_REFERENCE),
 }
 POLICY_RULE: Spec = dict.fromkeys(
