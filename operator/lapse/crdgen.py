@@ -56,7 +56,6 @@ _KIND_DESCRIPTION = (
     "Kind is a string value representing the REST resource this object represents. Servers "
     "may infer this from the endpoint the client submits requests to. In CamelCase."
 )
-_METADATA_DESCRIPTION = "Standard object metadata."
 
 
 @dataclass(frozen=True)
@@ -280,8 +279,10 @@ def openapi_schema(spec: CrdSpec) -> Schema:
         elif name == "kind":
             props[name] = {"type": "string", "description": _KIND_DESCRIPTION}
         elif name == "metadata":
-            # The API server owns metadata's schema; a CRD may only say it is an object.
-            props[name] = {"type": "object", "description": _METADATA_DESCRIPTION}
+            # The API server owns metadata's schema: a CRD may only say it is an object; even a
+            # description there is refused ("must not specify anything other than name and
+            # generateName").
+            props[name] = {"type": "object"}
         else:
             props[name] = _convert(child, defs, status=name == "status")
     schema: Schema = {"type": "object", "properties": props, "required": ["spec"]}

@@ -187,3 +187,33 @@ def test_malformed_crd_is_rejected(cluster: Cluster) -> None:
     result = cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(crd), check=False)
     assert result.returncode != 0
     assert 'metadata.name: Invalid value: "broken.schema.lapse.dev": must be ' in result.stderr
+
+
+def test_crd_describing_metadata_is_refused(cluster: Cluster) -> None:
+    # kube-apiserver owns ObjectMeta's schema: even a description under the root `metadata`
+    # makes the whole CRD invalid (Lapse's CRDs once carried one and installed nowhere real).
+    crd = ticket_crd()
+    crd["metadata"]["name"] = f"described.{GROUP}"
+    crd["spec"]["names"] = {"plural": "described", "kind": "Described"}
+    schema = json.loads(json.dumps(TICKET_SCHEMA))
+    schema["properties"]["metadata"] = {"type": "object", "description": "Standard metadata."}
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"] = schema
+    result = cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(crd), check=False)
+    assert result.returncode != 0
+    assert (
+        "spec.validation.openAPIV3Schema.properties[metadata]: Forbidden: must not specify "
+        "anything other than name and generateName, but metadata is implicitly specified"
+    ) in result.stderr
+
+
+def test_crd_with_bare_object_metadata_is_accepted(cluster: Cluster) -> None:
+    crd = ticket_crd()
+    crd["metadata"]["name"] = f"bare.{GROUP}"
+    crd["spec"]["names"] = {"plural": "bare", "kind": "Bare"}
+    schema = json.loads(json.dumps(TICKET_SCHEMA))
+    schema["properties"]["metadata"] = {"type": "object"}
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"] = schema
+    try:
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(crd))
+    finally:
+        cluster.kubectl("delete", "crd", f"bare.{GROUP}", "--ignore-not-found", check=False)

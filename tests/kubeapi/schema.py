@@ -832,8 +832,31 @@ def _validate_versions(versions: list[dict[str, Any]]) -> list[Cause]:
                         required_cause(f"{schema_path}.type", "must not be empty at the root")
                     )
             causes.extend(_structural(schema, schema_path, "root"))
+            causes.extend(_root_metadata(schema))
         causes.extend(_validate_columns(version.get("additionalPrinterColumns") or [], path))
     return causes
+
+
+def _root_metadata(schema: Schema) -> list[Cause]:
+    """The API server owns ObjectMeta's schema: at the root, `metadata` may say only that it is
+    an object (and constrain name and generateName); a description is refused too. The message
+    names the legacy `spec.validation` path, as kube-apiserver v1.36 does."""
+    metadata = (schema.get("properties") or {}).get("metadata")
+    if not isinstance(metadata, dict):
+        return []
+    extra = {k for k in metadata if k != "type"}
+    props = metadata.get("properties")
+    if isinstance(props, dict) and set(props) <= {"name", "generateName"}:
+        extra.discard("properties")
+    if not extra:
+        return []
+    return [
+        forbidden_cause(
+            "spec.validation.openAPIV3Schema.properties[metadata]",
+            "must not specify anything other than name and generateName, "
+            "but metadata is implicitly specified",
+        )
+    ]
 
 
 def _structural(schema: Schema, path: str, where: str) -> list[Cause]:
