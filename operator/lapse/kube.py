@@ -256,7 +256,7 @@ class KubeClient:
             listing = await self._call(
                 "GET", f"/apis/{RBAC_GROUP}/v1/{plural}", params={"labelSelector": selector}
             )
-            for item in listing.get("items", []):
+            for item in listing.get("items") or []:
                 item.setdefault("kind", kind)
                 found.append(item)
         return found
@@ -271,7 +271,7 @@ class KubeClient:
             if token:
                 query["continue"] = token
             listing = await self._call("GET", path, params=query, accept=accept)
-            yield list(listing.get("items", []))
+            yield list(listing.get("items") or [])
             token = str((listing.get("metadata") or {}).get("continue") or "")
             if not token:
                 return
@@ -314,7 +314,7 @@ class KubeClient:
             if error.status == 404:
                 return None
             raise
-        return list(listing.get("items", []))
+        return list(listing.get("items") or [])
 
     async def patch_status(self, key: GrantKey, patch: Mapping[str, Any]) -> dict[str, Any]:
         path = owner_path(key.kind, key.namespace, key.name) + "/status"

@@ -352,3 +352,17 @@ def test_field_selectors_are_limited_to_the_fields_a_kind_indexes(
     assert '"data.a" is not a known field selector' in body["message"]
     code, body = raw(cluster, "GET", "/api/v1/namespaces?fieldSelector=status.phase%3DActive")
     assert code == 200 and namespace in [n["metadata"]["name"] for n in body["items"]]
+
+
+def test_empty_metadata_list_has_null_items(cluster: Cluster, namespace: str) -> None:
+    # kube-apiserver writes an empty PartialObjectMetadataList's items as null: a client that
+    # reads `items` with a default of [] gets None (Lapse's start-up sweep once died on it).
+    accept = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+    path = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings"
+    status, body = raw(cluster, "GET", path, headers={"Accept": accept})
+    assert status == 200
+    assert body["kind"] == "PartialObjectMetadataList"
+    assert body["items"] is None
+    status, body = raw(cluster, "GET", path)
+    assert status == 200
+    assert body["items"] == []

@@ -539,7 +539,8 @@ class Server:
                 "kind": "PartialObjectMetadataList",
                 "apiVersion": "meta.k8s.io/v1",
                 "metadata": list_meta,
-                "items": partial,
+                # kube-apiserver serialises an empty metadata list as null, not [].
+                "items": partial or None,
             }
         if single:
             return presented[0]

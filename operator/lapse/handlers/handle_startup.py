@@ -85,6 +85,10 @@ async def lead(grantor: Grantor, leadership: Leadership, memo: Any, logger: kopf
         except (ApiError, OSError, TimeoutError) as error:
             logger.warning(f"Start-up sweep failed, trying again: {error}")
             await asyncio.sleep(1)
+        except Exception:
+            # Until this sweep succeeds no handler may act: a surprise here must be loud.
+            logger.exception("Start-up sweep failed unexpectedly, trying again")
+            await asyncio.sleep(1)
     logger.info(f"Start-up sweep removed {removed} binding(s).")
     if grantor.settings.leader_election:
         # Binding events a standby saw were not acted on: look at every binding once.
