@@ -174,7 +174,7 @@ def test_cel_rule_keeps_the_spec_immutable(cluster: Cluster, tickets: str, names
         "apply", "-f", "-", input=manifest("fixed", namespace, duration="9h"), check=False
     )
     assert result.returncode != 0
-    assert 'The Ticket "fixed" is invalid: spec: Invalid value: "object": spec is immutable' in (
+    assert 'The Ticket "fixed" is invalid: spec: Invalid value: spec is immutable' in (
         result.stderr
     )
     # The unchanged spec still applies cleanly.

@@ -325,7 +325,7 @@ def test_additional_properties_values_are_validated() -> None:
 def test_cel_rule_with_go_duration() -> None:
     error = rejection(request(duration="5h"))
     assert error.message == (
-        'AccessRequest.lapse.dev "r1" is invalid: spec: Invalid value: "object": at most 4h'
+        'AccessRequest.lapse.dev "r1" is invalid: spec: Invalid value: at most 4h'
     )
 
 
@@ -335,7 +335,7 @@ def test_transition_rule_skipped_on_create_and_enforced_on_update() -> None:
     changed["spec"]["duration"] = "3h"
     error = rejection(changed, old)
     assert error.message == (
-        'AccessRequest.lapse.dev "r1" is invalid: spec: Invalid value: "object": spec is immutable'
+        'AccessRequest.lapse.dev "r1" is invalid: spec: Invalid value: spec is immutable'
     )
     # A status-only change passes: the spec equals the old spec.
     status_change = copy.deepcopy(old)
@@ -378,7 +378,7 @@ def test_cel_default_message_reason_field_path_and_message_expression() -> None:
     with pytest.raises(ApiError) as admin:
         schema.admit(info, request(role={"name": "admin"}), None)
     assert admin.value.message == (
-        'AccessRequest.lapse.dev "r1" is invalid: spec.role: Invalid value: "object": '
+        'AccessRequest.lapse.dev "r1" is invalid: spec.role: Invalid value: '
         "failed rule: self.name != 'admin'"
     )
     with pytest.raises(ApiError) as root_role:

@@ -90,7 +90,7 @@ def spec_with(**changes: Any) -> dict[str, Any]:
 REFUSED_AT_ADMISSION = [
     # Durations: the CRD's pattern and CEL rule answer in the API server's words.
     ("duration-0", {"duration": "0"}, "spec.duration in body should be at least 2 chars long"),
-    ("duration-0s", {"duration": "0s"}, f'spec.duration: Invalid value: "string": {POSITIVE}'),
+    ("duration-0s", {"duration": "0s"}, f'spec.duration: Invalid value: "0s": {POSITIVE}'),
     ("duration-0h0m", {"duration": "0h0m"}, POSITIVE),
     (
         "duration-negative",
@@ -321,7 +321,7 @@ def test_unicode_and_control_characters_are_stored_and_audited_as_one_line(
 
 SELF_CONTRADICTING_POLICIES = [
     ({"defaultDuration": "5h", "maxDuration": "4h"}, "defaultDuration must not exceed maxDuration"),
-    ({"maxDuration": "0s"}, f'spec.maxDuration: Invalid value: "string": {POSITIVE}'),
+    ({"maxDuration": "0s"}, f'spec.maxDuration: Invalid value: "0s": {POSITIVE}'),
     ({"defaultDuration": "1y"}, f'Invalid value: "1y": spec.defaultDuration in body {PATTERN}'),
     (
         {"approval": {"mode": "Approvers", "required": 0}},

@@ -67,8 +67,12 @@ def _number(value: float | int) -> str:
     return str(value)
 
 
+# A value kube-apiserver leaves out of the message (field.OmitValueType): "path: Invalid value: …".
+OMIT_VALUE = object()
+
+
 def invalid_cause(path: str, value: Any, detail: str = "") -> Cause:
-    body = f"Invalid value: {_render(value)}"
+    body = "Invalid value" if value is OMIT_VALUE else f"Invalid value: {_render(value)}"
     return Cause(path, f"{body}: {detail}" if detail else body, "FieldValueInvalid")
 
 
@@ -97,7 +101,8 @@ def not_supported_cause(path: str, value: Any, supported: list[Any]) -> Cause:
 
 
 def duplicate_cause(path: str, value: Any) -> Cause:
-    return Cause(path, f"Duplicate value: {_render(value)}", "FieldValueDuplicate")
+    body = "Duplicate value" if value is OMIT_VALUE else f"Duplicate value: {_render(value)}"
+    return Cause(path, body, "FieldValueDuplicate")
 
 
 def too_long_cause(path: str, max_length: int) -> Cause:
@@ -629,14 +634,16 @@ def _run_rules(
         message = _rule_message(rule, activation)
         reason = rule.get("reason") or "FieldValueInvalid"
         field = _field_path(where)
+        # A failed rule names a scalar's own value and leaves an object's or array's out.
+        shown = OMIT_VALUE if type_name in ("object", "array") else value
         if reason == "FieldValueForbidden":
             causes.append(forbidden_cause(field, message))
         elif reason == "FieldValueRequired":
             causes.append(required_cause(field, message))
         elif reason == "FieldValueDuplicate":
-            causes.append(duplicate_cause(field, type_name))
+            causes.append(duplicate_cause(field, shown))
         else:
-            causes.append(invalid_cause(field, type_name, message))
+            causes.append(invalid_cause(field, shown, message))
 
 
 def _rule_message(rule: dict[str, Any], activation: dict[str, Any]) -> str:
