@@ -38,10 +38,20 @@ demo: $(STAMP) ## Run Lapse end to end: a request is granted, then lapses (local
 kubeapi: $(STAMP) ## Serve the local Kubernetes API on 127.0.0.1:$KUBEAPI_PORT (kubeconfig in .kubeapi/kubeconfig).
 	$(BIN)/python -m tests.kubeapi --port $(KUBEAPI_PORT) --kubeconfig .kubeapi/kubeconfig
 
+# What `make run` needs on a fresh cluster, and the sample team that the README's examples use:
+# the namespace, the CRDs (waited for, so the policies after them find their kind), the
+# operator's ServiceAccount and RBAC, the roles of requesters, approvers and SREs, and the
+# sample policies. Everything but the operator's Deployment, which `make run` replaces.
+SAMPLES := namespace requester-clusterrole approver-clusterrole breakglass-clusterrole \
+	policy policy-approvers breakglass-policy
+
 .PHONY: install
-install: $(STAMP) ## Apply the CRDs and sample policy to the cluster named by KUBECONFIG.
+install: $(STAMP) ## Install the namespace, CRDs, RBAC, sample roles and policies into KUBECONFIG's cluster.
+	$(BIN)/kubectl apply -f deploy/base/namespace.yaml -f deploy/base/serviceaccount.yaml \
+		-f deploy/base/rbac.yaml
 	$(BIN)/kubectl apply -f crds/
-	$(BIN)/kubectl apply -f deploy/samples/policy.yaml
+	$(BIN)/kubectl wait --for condition=Established --timeout 60s -f crds/
+	$(BIN)/kubectl apply $(foreach s,$(SAMPLES),-f deploy/samples/$(s).yaml)
 
 .PHONY: run
 run: $(STAMP) ## Run the operator in the foreground against the cluster named by KUBECONFIG.
