@@ -23,10 +23,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from lapse.core.kinds import ACCESS_POLICY, ACCESS_REQUEST, BREAK_GLASS, GROUP, VERSION, Kind
 from lapse.core.models import (
     DURATION_PATTERN,
-    GROUP,
-    VERSION,
     AccessPolicy,
     AccessRequest,
     BreakGlass,
@@ -72,10 +71,7 @@ class CrdSpec:
     """Everything about a kind that its model alone does not say."""
 
     model: type[BaseModel]
-    plural: str
-    singular: str
-    short_names: tuple[str, ...]
-    scope: str
+    names: Kind
     columns: tuple[Mapping[str, str], ...]
     rules: tuple[Rule, ...] = ()
     # Defaults the models declare but the CRD must not apply: a default the API server stores
@@ -84,11 +80,11 @@ class CrdSpec:
 
     @property
     def kind(self) -> str:
-        return self.model.__name__
+        return self.names.kind
 
     @property
     def name(self) -> str:
-        return f"{self.plural}.{GROUP}"
+        return self.names.crd_name
 
 
 def _column(name: str, json_path: str, type_: str = "string", **extra: str) -> Mapping[str, str]:
@@ -114,10 +110,7 @@ def _immutable(kind: str) -> Rule:
 CRDS: tuple[CrdSpec, ...] = (
     CrdSpec(
         model=AccessPolicy,
-        plural="accesspolicies",
-        singular="accesspolicy",
-        short_names=("ap",),
-        scope="Cluster",
+        names=ACCESS_POLICY,
         columns=(
             _column("Mode", ".spec.approval.mode"),
             _column("Max", ".spec.maxDuration"),
@@ -138,10 +131,7 @@ CRDS: tuple[CrdSpec, ...] = (
     ),
     CrdSpec(
         model=AccessRequest,
-        plural="accessrequests",
-        singular="accessrequest",
-        short_names=("ar",),
-        scope="Namespaced",
+        names=ACCESS_REQUEST,
         columns=(
             _ROLE,
             _column("Subject", ".status.subject.name"),
@@ -153,10 +143,7 @@ CRDS: tuple[CrdSpec, ...] = (
     ),
     CrdSpec(
         model=BreakGlass,
-        plural="breakglasses",
-        singular="breakglass",
-        short_names=("bg",),
-        scope="Cluster",
+        names=BREAK_GLASS,
         columns=(
             _ROLE,
             _column("Requester", ".status.requester.username"),
@@ -322,12 +309,12 @@ def crd(spec: CrdSpec) -> dict[str, Any]:
             "names": {
                 "kind": spec.kind,
                 "listKind": f"{spec.kind}List",
-                "plural": spec.plural,
-                "singular": spec.singular,
-                "shortNames": list(spec.short_names),
+                "plural": spec.names.plural,
+                "singular": spec.names.singular,
+                "shortNames": list(spec.names.short_names),
                 "categories": [CATEGORY],
             },
-            "scope": spec.scope,
+            "scope": spec.names.scope,
             "versions": [
                 {
                     "name": VERSION,

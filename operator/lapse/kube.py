@@ -23,14 +23,10 @@ from kubernetes import config as k8s_config
 
 from lapse.core.bindings import RBAC_GROUP, format_time
 from lapse.core.grants import GrantKey
-from lapse.core.models import GROUP, VERSION, BindingRef
+from lapse.core.kinds import GROUP, VERSION, kind_named
+from lapse.core.models import BindingRef
 from lapse.core.naming import compute_event_name
 
-PLURALS = {
-    "AccessRequest": "accessrequests",
-    "AccessPolicy": "accesspolicies",
-    "BreakGlass": "breakglasses",
-}
 BINDING_PLURALS = {"RoleBinding": "rolebindings", "ClusterRoleBinding": "clusterrolebindings"}
 MERGE_PATCH = "application/merge-patch+json"
 # Answers worth another try: throttled, or the server (or what stands before it) is unwell.
@@ -83,7 +79,7 @@ def owner_path(kind: str, namespace: str | None, name: str | None = None) -> str
     base = f"/apis/{GROUP}/{VERSION}"
     if namespace:
         base += f"/namespaces/{namespace}"
-    path = f"{base}/{PLURALS[kind]}"
+    path = f"{base}/{kind_named(kind).plural}"
     return f"{path}/{name}" if name else path
 
 
@@ -290,7 +286,7 @@ class KubeClient:
 
     async def owner_pages(self, kind: str) -> AsyncIterator[list[dict[str, Any]]]:
         """Every object of `kind`, page by page; ApiError 404 when the kind is not served."""
-        async for page in self._pages(f"/apis/{GROUP}/{VERSION}/{PLURALS[kind]}", {}):
+        async for page in self._pages(f"/apis/{GROUP}/{VERSION}/{kind_named(kind).plural}", {}):
             yield page
 
     async def get_owner(self, key: GrantKey, *, revoking: bool = False) -> dict[str, Any] | None:
@@ -309,7 +305,7 @@ class KubeClient:
     async def list_owners(self, kind: str) -> list[dict[str, Any]] | None:
         """Every object of `kind`, or None when the kind is not served (CRD not installed)."""
         try:
-            listing = await self._call("GET", f"/apis/{GROUP}/{VERSION}/{PLURALS[kind]}")
+            listing = await self._call("GET", f"/apis/{GROUP}/{VERSION}/{kind_named(kind).plural}")
         except ApiError as error:
             if error.status == 404:
                 return None

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from lapse.cli.client import ACCESS_REQUEST, BREAK_GLASS, Kube, Resource
+from lapse.cli.client import Kube
 from lapse.cli.errors import CliError, ExitCode
 from lapse.cli.grants import wait_until
 from lapse.cli.objects import Io, Ref, parse_grant, parse_ref
 from lapse.cli.render import dump
+from lapse.core.kinds import ACCESS_REQUEST, BREAK_GLASS, Kind
 from lapse.core.models import Phase
 
 APPROVE = "lapse.dev/approve"
@@ -30,11 +31,11 @@ def review_value(verdict: str, comment: str) -> str:
     return f"{VERDICTS[verdict.lower()]}: {comment}"
 
 
-def _target(ref: Ref, default: Resource) -> Resource:
+def _target(ref: Ref, default: Kind) -> Kind:
     return ref.resource or default
 
 
-def _label(resource: Resource, name: str) -> str:
+def _label(resource: Kind, name: str) -> str:
     return f"{resource.singular}/{name}"
 
 
@@ -89,7 +90,7 @@ def run_revoke(kube: Kube, io: Io, args: Any) -> int:
     return _finish(io, final, args.output, f"{label} {outcome}; its access is gone")
 
 
-def _spelled(resource: Resource, name: str) -> str:
+def _spelled(resource: Kind, name: str) -> str:
     return f"bg/{name}" if resource is BREAK_GLASS else name
 
 

@@ -21,30 +21,9 @@ from kubernetes.client.rest import RESTClientObject
 from kubernetes.config.config_exception import ConfigException
 
 from lapse.cli.errors import CliError, ExitCode, NotFound
-from lapse.core.models import GROUP, VERSION
+from lapse.core.kinds import GROUP, VERSION, Kind
 
 MERGE_PATCH = "application/merge-patch+json"
-
-
-@dataclass(frozen=True)
-class Resource:
-    """One Lapse resource type, with the names kubectl users know it by."""
-
-    kind: str
-    plural: str
-    singular: str
-    namespaced: bool
-
-    def describe(self, name: str, namespace: str | None, state: str = "") -> str:
-        """`accessrequest "x" not found in namespace "payments"`, with `state` = "not found"."""
-        where = f' in namespace "{namespace}"' if self.namespaced and namespace else ""
-        said = f" {state}" if state else ""
-        return f'{self.singular} "{name}"{said}{where}'
-
-
-ACCESS_REQUEST = Resource("AccessRequest", "accessrequests", "accessrequest", namespaced=True)
-BREAK_GLASS = Resource("BreakGlass", "breakglasses", "breakglass", namespaced=False)
-ACCESS_POLICY = Resource("AccessPolicy", "accesspolicies", "accesspolicy", namespaced=False)
 
 
 @dataclass(frozen=True)
@@ -128,9 +107,7 @@ class Kube:
     def server(self) -> str:
         return str(self.api.configuration.host)
 
-    def _fail(
-        self, error: Exception, resource: Resource, name: str | None, ns: str | None
-    ) -> NoReturn:
+    def _fail(self, error: Exception, resource: Kind, name: str | None, ns: str | None) -> NoReturn:
         if isinstance(error, ApiException):
             if error.status == 404 and name is not None:
                 raise NotFound(resource.describe(name, ns, "not found")) from None
@@ -145,7 +122,7 @@ class Kube:
             raise CliError(f"cannot reach the Kubernetes API at {self.server}: {cause}") from None
         raise error
 
-    def get(self, resource: Resource, name: str, namespace: str | None = None) -> dict[str, Any]:
+    def get(self, resource: Kind, name: str, namespace: str | None = None) -> dict[str, Any]:
         ns = namespace or self.namespace
         try:
             if resource.namespaced:
@@ -162,14 +139,14 @@ class Kube:
             self._fail(error, resource, name, ns)
         return dict(found)
 
-    def get_optional(self, resource: Resource, name: str) -> dict[str, Any] | None:
+    def get_optional(self, resource: Kind, name: str) -> dict[str, Any] | None:
         """The object, or None when it is missing or the user may not read it."""
         try:
             return self.get(resource, name)
         except CliError:
             return None
 
-    def list(self, resource: Resource, namespace: str | None) -> list[dict[str, Any]]:
+    def list(self, resource: Kind, namespace: str | None) -> list[dict[str, Any]]:
         """Objects of one kind; `namespace=None` lists across all namespaces."""
         try:
             if resource.namespaced and namespace is not None:
@@ -186,7 +163,7 @@ class Kube:
             self._fail(error, resource, None, namespace)
         return [dict(item) for item in found.get("items") or []]
 
-    def create(self, resource: Resource, body: dict[str, Any]) -> dict[str, Any]:
+    def create(self, resource: Kind, body: dict[str, Any]) -> dict[str, Any]:
         metadata = body.get("metadata") or {}
         name = metadata.get("name") or f"{metadata.get('generateName', '')}…"
         ns = metadata.get("namespace") or self.namespace
@@ -211,7 +188,7 @@ class Kube:
         return dict(created)
 
     def annotate(
-        self, resource: Resource, name: str, annotations: dict[str, str], namespace: str | None
+        self, resource: Kind, name: str, annotations: dict[str, str], namespace: str | None
     ) -> dict[str, Any]:
         """A JSON merge patch on metadata.annotations, as `kubectl annotate --overwrite` sends."""
         ns = namespace or self.namespace
@@ -235,7 +212,7 @@ class Kube:
 
     def watch(
         self,
-        resource: Resource,
+        resource: Kind,
         name: str,
         namespace: str | None,
         resource_version: str | None,

@@ -13,12 +13,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from lapse.cli.client import ACCESS_REQUEST, BREAK_GLASS, Kube, Resource
+from lapse.cli.client import Kube
 from lapse.cli.errors import ExitCode
 from lapse.cli.explain import explain
 from lapse.cli.objects import Io, parse_grant, read_policy
 from lapse.cli.render import Grant, dump
-from lapse.core.models import API_VERSION, Phase
+from lapse.core.kinds import ACCESS_REQUEST, BREAK_GLASS, Kind
+from lapse.core.kinds import API_VERSION
+from lapse.core.models import Phase
 
 # Phases where waiting longer would not change what the user should do next.
 DECIDED = frozenset(
@@ -86,7 +88,7 @@ def decided(phase: Phase | None) -> bool:
 
 def wait_until(
     kube: Kube,
-    resource: Resource,
+    resource: Kind,
     body: dict[str, Any],
     timeout: float,
     done: Callable[[Phase | None], bool] = decided,
@@ -121,7 +123,7 @@ def _label(grant: Grant) -> str:
 def create_and_wait(
     kube: Kube,
     io: Io,
-    resource: Resource,
+    resource: Kind,
     manifest: dict[str, Any],
     wait: bool,
     timeout: float,

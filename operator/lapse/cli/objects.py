@@ -12,22 +12,14 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from lapse.cli.client import ACCESS_POLICY, ACCESS_REQUEST, BREAK_GLASS, Kube, Resource
+from lapse.cli.client import Kube
 from lapse.cli.errors import CliError, ExitCode, NotFound
 from lapse.cli.render import Grant
+from lapse.core.kinds import ACCESS_POLICY, ACCESS_REQUEST, BREAK_GLASS, Kind
 from lapse.core.models import AccessPolicy, AccessRequest, BreakGlass
 
-_KIND_PREFIXES: dict[str, Resource] = {
-    "ar": ACCESS_REQUEST,
-    "accessrequest": ACCESS_REQUEST,
-    "accessrequests": ACCESS_REQUEST,
-    "accessrequest.lapse.dev": ACCESS_REQUEST,
-    "accessrequests.lapse.dev": ACCESS_REQUEST,
-    "bg": BREAK_GLASS,
-    "breakglass": BREAK_GLASS,
-    "breakglasses": BREAK_GLASS,
-    "breakglass.lapse.dev": BREAK_GLASS,
-    "breakglasses.lapse.dev": BREAK_GLASS,
+_KIND_PREFIXES: dict[str, Kind] = {
+    name: kind for kind in (ACCESS_REQUEST, BREAK_GLASS) for name in kind.names
 }
 
 
@@ -36,7 +28,7 @@ class Ref:
     """A name as typed; `resource` is None when the user named no kind."""
 
     name: str
-    resource: Resource | None
+    resource: Kind | None
 
 
 def parse_ref(text: str, breakglass: bool = False) -> Ref:

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lapse.cli.client import ACCESS_POLICY, ACCESS_REQUEST, BREAK_GLASS, Kube
+from lapse.cli.client import Kube
 from lapse.cli.errors import CliError, ExitCode
 from lapse.cli.explain import explain
 from lapse.cli.objects import Io, fetch, parse_grant, parse_ref, read_policy
@@ -26,6 +26,7 @@ from lapse.cli.render import (
     sort_key,
     table,
 )
+from lapse.core.kinds import ACCESS_POLICY, ACCESS_REQUEST, BREAK_GLASS
 from lapse.core.models import AccessPolicy, BreakGlass
 
 

@@ -352,7 +352,7 @@ def compute_action_admission(
     return ActionAdmission(annotations=patch, records=tuple(records))
 
 
-def compute_create_refusal(annotations: Mapping[str, str]) -> str | None:
+def compute_annotations_refusal(annotations: Mapping[str, str]) -> str | None:
     """A new object may carry neither decisions nor actions: there is nothing to decide yet."""
     for name in (*PROTECTED_ANNOTATIONS, *ACTION_ANNOTATIONS):
         if name in annotations:

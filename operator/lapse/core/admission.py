@@ -11,12 +11,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from lapse.core.kinds import FINALIZER
 from lapse.core.models import AccessRequestSpec, SubjectKind, UserInfo
 
 ADMITTED_AT_ANNOTATION = "lapse.dev/admitted-at"
-# kopf's finalizer, which Lapse adds at admission: it holds a deleted request until its access
-# is revoked and the revocation recorded.
-FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 
 
 def compute_requester(userinfo: Mapping[str, Any]) -> UserInfo:
@@ -28,7 +26,7 @@ def compute_requester(userinfo: Mapping[str, Any]) -> UserInfo:
     )
 
 
-def compute_create_refusal(
+def compute_request_refusal(
     spec: Mapping[str, Any], requester: UserInfo, trusted_applier: bool = False
 ) -> str | None:
     """Why a new AccessRequest must be refused, or None to admit it; only a trusted applier

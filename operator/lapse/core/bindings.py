@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lapse.core.grants import Grant, GrantKey
-from lapse.core.models import API_VERSION, BindingRef, Subject, SubjectKind
+from lapse.core.kinds import API_VERSION
+from lapse.core.models import BindingRef, Subject, SubjectKind
 from lapse.core.naming import compute_binding_name, compute_label_value
 
 RBAC_GROUP = "rbac.authorization.k8s.io"

@@ -180,7 +180,7 @@ def compute_breakglass_decision(
     )
 
 
-def compute_create_refusal(
+def compute_breakglass_refusal(
     spec: Mapping[str, Any],
     requester: UserInfo,
     policies: Sequence[AccessPolicy],

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from lapse.core.kinds import API_VERSION
 from lapse.core.models import (
-    API_VERSION,
     AccessRequest,
     GrantStatus,
     RoleRef,

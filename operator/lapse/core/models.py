@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-GROUP = "lapse.dev"
-VERSION = "v1alpha1"
-API_VERSION: Final = "lapse.dev/v1alpha1"  # f"{GROUP}/{VERSION}", spelled out for mypy
+from lapse.core.kinds import API_VERSION
 
 # Go-style durations limited to hours, minutes and seconds: what an access window needs, and a
 # form both CEL at admission and the core parser agree on.

@@ -14,22 +14,25 @@ import kopf
 
 from lapse import metrics
 from lapse.approving import signable_spec
-from lapse.core.actions import REQUESTER_SIGNATURE_ANNOTATION, sign_requester
-from lapse.core.actions import compute_create_refusal as compute_annotations_refusal
+from lapse.core.actions import (
+    REQUESTER_SIGNATURE_ANNOTATION,
+    compute_annotations_refusal,
+    sign_requester,
+)
 from lapse.core.admission import (
     ADMITTED_AT_ANNOTATION,
-    FINALIZER,
-    compute_create_refusal,
     compute_finalizer_refusal,
+    compute_request_refusal,
     compute_requester,
     compute_update_refusal,
 )
 from lapse.core.bindings import format_time
-from lapse.core.models import GROUP, VERSION, AccessPolicy
+from lapse.core.kinds import ACCESS_REQUEST, FINALIZER
+from lapse.core.models import AccessPolicy
 from lapse.core.policy import is_trusted_applier
 from lapse.handlers.bodies import plain
 
-RESOURCE = (GROUP, VERSION, "accessrequests")
+RESOURCE = ACCESS_REQUEST.resource
 
 
 @kopf.on.mutate(*RESOURCE, id="requester", operations=["CREATE"])
@@ -90,7 +93,7 @@ async def validate_create(
     requester = compute_requester(dict(userinfo))
     policies = list(lapse_policies.get("all", [])) if lapse_policies is not None else []
     trusted = any(is_trusted_applier(p, requester) for p in policies)
-    refusal = compute_create_refusal(plain(spec), requester, trusted_applier=trusted)
+    refusal = compute_request_refusal(plain(spec), requester, trusted_applier=trusted)
     if refusal is not None:
         metrics.errors_total.labels(error="webhook").inc()
         raise kopf.AdmissionError(refusal, code=422)

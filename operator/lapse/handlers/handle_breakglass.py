@@ -14,18 +14,20 @@ import kopf
 
 from lapse import metrics
 from lapse.breakglass import BreakGlassKeeper
-from lapse.core.actions import REQUESTER_SIGNATURE_ANNOTATION, sign_requester
-from lapse.core.actions import compute_create_refusal as compute_annotations_refusal
+from lapse.core.actions import (
+    REQUESTER_SIGNATURE_ANNOTATION,
+    compute_annotations_refusal,
+    sign_requester,
+)
 from lapse.core.admission import ADMITTED_AT_ANNOTATION, compute_requester
 from lapse.core.bindings import format_time
-from lapse.core.breakglass import compute_create_refusal, signable_spec
-from lapse.core.models import GROUP, VERSION, AccessPolicy
+from lapse.core.breakglass import compute_breakglass_refusal, signable_spec
+from lapse.core.kinds import BREAK_GLASS, FINALIZER
+from lapse.core.models import AccessPolicy
 from lapse.handlers.bodies import plain
 from lapse.leader import leading
 
-RESOURCE = (GROUP, VERSION, "breakglasses")
-# kopf's finalizer, added at admission so the grant needs no extra write first.
-FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
+RESOURCE = BREAK_GLASS.resource
 
 
 def _policies(index: kopf.Index[str, AccessPolicy] | None) -> list[AccessPolicy]:
@@ -86,7 +88,7 @@ async def validate_create(
     keeper: BreakGlassKeeper = memo.breakglass
     asked = [str(n) for n in spec.get("namespaces") or []]
     existing = await keeper.grantor.kube.existing_namespaces(asked)
-    refusal = compute_create_refusal(
+    refusal = compute_breakglass_refusal(
         plain(spec), compute_requester(dict(userinfo)), _policies(lapse_policies), existing
     )
     if refusal is not None:

@@ -6,16 +6,17 @@ from typing import Any
 
 import kopf
 
-from lapse.core.models import GROUP, VERSION, AccessPolicy
+from lapse.core.kinds import ACCESS_POLICY, ACCESS_REQUEST
+from lapse.core.models import AccessPolicy
 from lapse.core.policy import parse_policy
 from lapse.grantor import Grantor
 from lapse.handlers.bodies import plain
 from lapse.leader import leading
 
-RESOURCE = (GROUP, VERSION, "accessrequests")
+RESOURCE = ACCESS_REQUEST.resource
 
 
-@kopf.index(GROUP, VERSION, "accesspolicies")
+@kopf.index(*ACCESS_POLICY.resource)
 async def lapse_policies(
     name: str, body: kopf.Body, logger: kopf.Logger, **_: Any
 ) -> dict[str, AccessPolicy] | None:

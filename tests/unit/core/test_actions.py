@@ -13,7 +13,7 @@ from lapse.core.actions import (
     build_record,
     compute_action_admission,
     compute_action_refusal,
-    compute_create_refusal,
+    compute_annotations_refusal,
     compute_raw_actions,
     compute_verified_decisions,
     format_decisions,
@@ -146,9 +146,9 @@ def test_admission_refuses_refused_actors_and_hand_written_decisions() -> None:
 
 
 def test_new_objects_carry_no_decisions_and_raw_actions_are_spotted() -> None:
-    assert compute_create_refusal({"lapse.dev/approve": "x"}) is not None
-    assert compute_create_refusal({DECISIONS_ANNOTATION: "[]"}) is not None
-    assert compute_create_refusal({"lapse.dev/pull-request": "x"}) is None
+    assert compute_annotations_refusal({"lapse.dev/approve": "x"}) is not None
+    assert compute_annotations_refusal({DECISIONS_ANNOTATION: "[]"}) is not None
+    assert compute_annotations_refusal({"lapse.dev/pull-request": "x"}) is None
     assert compute_raw_actions({"lapse.dev/approve": "", "other": ""}) == [Action.APPROVE]
 
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from lapse.core.admission import compute_create_refusal, compute_requester, compute_update_refusal
+from lapse.core.admission import compute_request_refusal, compute_requester, compute_update_refusal
 from lapse.core.models import UserInfo
 
 ALICE = UserInfo(username="alice", groups=["devs"])
@@ -14,24 +14,24 @@ def test_requester_comes_from_userinfo() -> None:
 
 
 def test_plain_request_admitted() -> None:
-    assert compute_create_refusal(SPEC, ALICE) is None
+    assert compute_request_refusal(SPEC, ALICE) is None
     yourself = {**SPEC, "subject": {"kind": "User", "name": "alice"}}
-    assert compute_create_refusal(yourself, ALICE) is None
+    assert compute_request_refusal(yourself, ALICE) is None
 
 
 def test_someone_else_as_subject_refused() -> None:
     for subject in ({"kind": "User", "name": "bob"}, {"kind": "Group", "name": "devs"}):
-        refusal = compute_create_refusal({**SPEC, "subject": subject}, ALICE)
+        refusal = compute_request_refusal({**SPEC, "subject": subject}, ALICE)
         assert refusal is not None and "only yourself" in refusal
 
 
 def test_malformed_spec_refused_with_the_field() -> None:
-    refusal = compute_create_refusal({**SPEC, "duration": "1d"}, ALICE)
+    refusal = compute_request_refusal({**SPEC, "duration": "1d"}, ALICE)
     assert refusal is not None and refusal.startswith("spec.duration")
 
 
 def test_anonymous_refused() -> None:
-    assert compute_create_refusal(SPEC, UserInfo(username="")) is not None
+    assert compute_request_refusal(SPEC, UserInfo(username="")) is not None
 
 
 def test_spec_is_immutable() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from lapse.core.actions import Action, ObjectIdentity, build_record
-from lapse.core.admission import compute_create_refusal
+from lapse.core.admission import compute_request_refusal
 from lapse.core.approvals import (
     ApprovalOutcome,
     build_request_authority,
@@ -178,8 +178,8 @@ def test_only_trusted_appliers_name_a_subject() -> None:
     decision = compute_decision(gitops_request(ALICE, "bob"), [gitops_policy()])
     assert decision.reason == "SubjectNotAllowed"
     spec = gitops_request(ALICE, "bob").spec.to_wire()
-    assert compute_create_refusal(spec, ALICE) is not None
-    assert compute_create_refusal(spec, ARGOCD, trusted_applier=True) is None
+    assert compute_request_refusal(spec, ALICE) is not None
+    assert compute_request_refusal(spec, ARGOCD, trusted_applier=True) is None
 
 
 def test_the_requester_of_an_approvers_policy_waits() -> None:

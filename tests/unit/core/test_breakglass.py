@@ -14,7 +14,7 @@ from lapse.core.breakglass import (
     compute_audit_fields,
     compute_authority,
     compute_breakglass_decision,
-    compute_create_refusal,
+    compute_breakglass_refusal,
     compute_next_review_deadline,
     compute_overdue,
     compute_review_schedule,
@@ -147,11 +147,11 @@ def test_namespaces_unchecked_when_unknown() -> None:
 
 def test_create_refusal_is_the_same_decision() -> None:
     spec = glass().spec.to_wire()
-    assert compute_create_refusal(spec, SRE, [policy()], set()) is None
-    refusal = compute_create_refusal({**spec, "duration": "3h"}, SRE, [policy()], set())
+    assert compute_breakglass_refusal(spec, SRE, [policy()], set()) is None
+    refusal = compute_breakglass_refusal({**spec, "duration": "3h"}, SRE, [policy()], set())
     assert refusal is not None and "exceeds the 1h maximum" in refusal
-    assert compute_create_refusal(spec, UserInfo(username=""), [policy()], set()) is not None
-    broken = compute_create_refusal({"duration": "3h"}, SRE, [policy()], set())
+    assert compute_breakglass_refusal(spec, UserInfo(username=""), [policy()], set()) is not None
+    broken = compute_breakglass_refusal({"duration": "3h"}, SRE, [policy()], set())
     assert broken is not None and broken.startswith("spec.role")
 
 
