@@ -71,7 +71,7 @@ from lapse.core.policy import (
 )
 from lapse.core.sweep import SweepReason, compute_sweep_reason
 from lapse.crashpoints import crash_point
-from lapse.kube import ApiError, KubeClient
+from lapse.kube import ApiError, ConflictError, KubeClient, NotFoundError, RefusedError
 from lapse.scheduler import ExpiryScheduler
 
 if TYPE_CHECKING:
@@ -97,8 +97,6 @@ ACTIVE_STATUSES: dict[str, GrantStatus] = {
 }
 # Where Events about cluster-scoped objects go, as Kubernetes itself does it.
 CLUSTER_EVENTS_NAMESPACE = "default"
-# Answers to creating a binding that no retry changes: invalid, forbidden, namespace not found.
-REFUSED = frozenset({400, 403, 404, 422})
 OUTCOMES = {
     Phase.ACTIVE: "granted",
     Phase.DENIED: "denied",
@@ -456,9 +454,7 @@ class Grantor:
         for ref in refs:
             try:
                 live = await self._create_binding(grant, ref)
-            except ApiError as error:
-                if error.status not in REFUSED:
-                    raise
+            except (RefusedError, NotFoundError) as error:
                 # Retrying cannot help (an invalid name, no `bind` on the role, a namespace
                 # gone): answer once, clearly, instead of retrying for ever.
                 await self._delete_bindings(status.model_copy(update={"bindings": created}))
@@ -557,10 +553,11 @@ class Grantor:
         held by a binding that is not this owner's."""
         try:
             return await self.kube.create_binding(build_binding(grant, ref))
-        except ApiError as error:
-            if error.status != 409:
-                metrics.errors_total.labels(error="api").inc()
-                raise
+        except ConflictError:
+            pass
+        except ApiError:
+            metrics.errors_total.labels(error="api").inc()
+            raise
         metrics.errors_total.labels(error="conflict").inc()
         existing = await self.kube.get_binding(ref)
         if existing is not None and compute_owner_uid(existing) == grant.key.uid:
@@ -772,12 +769,10 @@ class Grantor:
         patch = build_restore_patch(desired, (binding.get("metadata") or {}).get("resourceVersion"))
         try:
             await self.kube.patch_binding(ref, patch)
-        except ApiError as error:
-            if error.status in (404, 409):
-                # Changed again or gone meanwhile: the next event brings the newer state.
-                metrics.errors_total.labels(error="conflict").inc()
-                return
-            raise
+        except (NotFoundError, ConflictError):
+            # Changed again or gone meanwhile: the next event brings the newer state.
+            metrics.errors_total.labels(error="conflict").inc()
+            return
         metrics.tamper_total.labels(action="restored").inc()
         message = (
             f"{what} was edited (subjects or lapse.dev/expires-at); Lapse restored it to "
@@ -1007,10 +1002,8 @@ class Grantor:
                     owner = SweptOwner.of(kind, item)
                     found[owner.key.uid] = owner
                     self.note(owner.key, item)
-        except ApiError as error:
-            if error.status == 404:
-                return None
-            raise
+        except NotFoundError:
+            return None
         return found
 
     async def _read_swept_owner(self, key: GrantKey) -> SweptOwner | None:

@@ -45,13 +45,49 @@ METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    """An answer of the API server other than success. Callers catch the subclass that names
+    what happened; only this module looks at status codes."""
+
+    def __init__(self, status: int, reason: str, message: str, retry_after: float = 0.0) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
         # Seconds the server asked to wait before trying again (Retry-After), 0 if it did not.
-        self.retry_after = 0.0
+        self.retry_after = retry_after
+
+
+class NotFoundError(ApiError):
+    """404: the object, or its namespace, or the resource type, is not there."""
+
+
+class ConflictError(ApiError):
+    """409: the name is taken, or a precondition (UID, resourceVersion) no longer holds."""
+
+
+class RefusedError(ApiError):
+    """400, 403, 422: the API server will not do this, however often asked."""
+
+
+class ForbiddenError(RefusedError):
+    """403: RBAC (or an admission webhook) forbids it."""
+
+
+class TransientError(ApiError):
+    """429 or 5xx: throttled, or the server is unwell; worth another try."""
+
+
+def api_error(status: int, reason: str, message: str, retry_after: float = 0.0) -> ApiError:
+    """The typed error for an answer with `status`."""
+    kinds: dict[int, type[ApiError]] = {
+        400: RefusedError,
+        403: ForbiddenError,
+        404: NotFoundError,
+        409: ConflictError,
+        422: RefusedError,
+    }
+    kind = kinds.get(status) or (TransientError if status in TRANSIENT else ApiError)
+    return kind(status, reason, message, retry_after)
 
 
 def load_configuration() -> Any:
@@ -150,8 +186,8 @@ class KubeClient:
                 return await self._call_once(
                     session or self._session, method, path, body, params, content_type, accept
                 )
-            except ApiError as error:
-                if error.status not in TRANSIENT or time.monotonic() >= deadline:
+            except TransientError as error:
+                if time.monotonic() >= deadline:
                     raise
                 wait = max(delay, min(error.retry_after, RETRY_MAX_DELAY))
             except (aiohttp.ClientError, TimeoutError):
@@ -185,20 +221,19 @@ class KubeClient:
                 # A proxy's plain-text 502 is an error like any other, not a crash.
                 payload = {"message": text}
             if response.status >= 400:
-                error = ApiError(
+                retry_after = response.headers.get("Retry-After", "")
+                raise api_error(
                     response.status,
                     str(payload.get("reason", response.reason)),
                     str(payload.get("message", text)),
+                    float(retry_after) if retry_after.isdigit() else 0.0,
                 )
-                retry_after = response.headers.get("Retry-After", "")
-                error.retry_after = float(retry_after) if retry_after.isdigit() else 0.0
-                raise error
             return payload
 
     # Bindings ---------------------------------------------------------------------------
 
     async def create_binding(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        """Create a binding; ApiError 409 when the name is taken."""
+        """Create a binding; ConflictError when the name is taken."""
         metadata = manifest["metadata"]
         ref = BindingRef(
             kind=manifest["kind"], name=metadata["name"], namespace=metadata.get("namespace")
@@ -213,21 +248,17 @@ class KubeClient:
         scope = f"namespaces/{namespace}/" if kind == "Role" and namespace else ""
         try:
             await self._call("GET", f"/apis/{RBAC_GROUP}/v1/{scope}{plural}/{name}")
-        except ApiError as error:
-            if error.status == 404:
-                return False
-            if error.status == 403:
-                return None
-            raise
+        except NotFoundError:
+            return False
+        except ForbiddenError:
+            return None
         return True
 
     async def get_binding(self, ref: BindingRef) -> dict[str, Any] | None:
         try:
             return await self._call("GET", binding_path(ref))
-        except ApiError as error:
-            if error.status == 404:
-                return None
-            raise
+        except NotFoundError:
+            return None
 
     async def delete_binding(self, ref: BindingRef) -> bool:
         """Delete the binding only if it is still the object with `ref.uid`: a binding
@@ -237,10 +268,8 @@ class KubeClient:
             body["preconditions"] = {"uid": ref.uid}
         try:
             await self._call("DELETE", binding_path(ref), body=body, session=self._revocations)
-        except ApiError as error:
-            if error.status in (404, 409):
-                return False
-            raise
+        except (NotFoundError, ConflictError):
+            return False
         return True
 
     async def patch_binding(self, ref: BindingRef, patch: Mapping[str, Any]) -> dict[str, Any]:
@@ -285,7 +314,7 @@ class KubeClient:
     # Lapse objects ------------------------------------------------------------------------
 
     async def owner_pages(self, kind: str) -> AsyncIterator[list[dict[str, Any]]]:
-        """Every object of `kind`, page by page; ApiError 404 when the kind is not served."""
+        """Every object of `kind`, page by page; NotFoundError when the kind is not served."""
         async for page in self._pages(f"/apis/{GROUP}/{VERSION}/{kind_named(kind).plural}", {}):
             yield page
 
@@ -297,19 +326,15 @@ class KubeClient:
             return await self._call(
                 "GET", owner_path(key.kind, key.namespace, key.name), session=session
             )
-        except ApiError as error:
-            if error.status == 404:
-                return None
-            raise
+        except NotFoundError:
+            return None
 
     async def list_owners(self, kind: str) -> list[dict[str, Any]] | None:
         """Every object of `kind`, or None when the kind is not served (CRD not installed)."""
         try:
             listing = await self._call("GET", f"/apis/{GROUP}/{VERSION}/{kind_named(kind).plural}")
-        except ApiError as error:
-            if error.status == 404:
-                return None
-            raise
+        except NotFoundError:
+            return None
         return list(listing.get("items") or [])
 
     async def patch_status(self, key: GrantKey, patch: Mapping[str, Any]) -> dict[str, Any]:
@@ -319,10 +344,8 @@ class KubeClient:
     async def get_namespace_labels(self, name: str) -> dict[str, str]:
         try:
             namespace = await self._call("GET", f"/api/v1/namespaces/{name}")
-        except ApiError as error:
-            if error.status == 404:
-                return {}
-            raise
+        except NotFoundError:
+            return {}
         return dict(namespace.get("metadata", {}).get("labels") or {})
 
     async def existing_namespaces(self, names: list[str]) -> set[str]:
@@ -331,10 +354,8 @@ class KubeClient:
         for name in dict.fromkeys(names):
             try:
                 namespace = await self._call("GET", f"/api/v1/namespaces/{name}")
-            except ApiError as error:
-                if error.status == 404:
-                    continue
-                raise
+            except NotFoundError:
+                continue
             if not namespace.get("metadata", {}).get("deletionTimestamp"):
                 found.add(name)
         return found
@@ -377,15 +398,13 @@ class KubeClient:
         """A core/v1 object (`secrets`, `configmaps`) or None when it does not exist."""
         try:
             return await self._call("GET", f"/api/v1/namespaces/{namespace}/{plural}/{name}")
-        except ApiError as error:
-            if error.status == 404:
-                return None
-            raise
+        except NotFoundError:
+            return None
 
     async def create_namespaced(
         self, plural: str, namespace: str, manifest: Mapping[str, Any]
     ) -> dict[str, Any]:
-        """Create a core/v1 object; ApiError 409 when it exists."""
+        """Create a core/v1 object; ConflictError when it exists."""
         return await self._call("POST", f"/api/v1/namespaces/{namespace}/{plural}", body=manifest)
 
     async def replace_namespaced(
@@ -403,13 +422,11 @@ class KubeClient:
             return await self._call(
                 "GET", f"{LEASES.format(namespace=namespace)}/{name}", retry=False
             )
-        except ApiError as error:
-            if error.status == 404:
-                return None
-            raise
+        except NotFoundError:
+            return None
 
     async def create_lease(self, namespace: str, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        """Create the Lease; ApiError 409 when another replica was first."""
+        """Create the Lease; ConflictError when another replica was first."""
         return await self._call(
             "POST", LEASES.format(namespace=namespace), body=manifest, retry=False
         )
@@ -425,7 +442,5 @@ class KubeClient:
         """Any object by its API path, or None when it does not exist."""
         try:
             return await self._call("GET", path)
-        except ApiError as error:
-            if error.status == 404:
-                return None
-            raise
+        except NotFoundError:
+            return None

@@ -32,7 +32,7 @@ from lapse.core.leases import (
     parse_lease,
     renew_deadline,
 )
-from lapse.kube import ApiError, KubeClient
+from lapse.kube import ApiError, ConflictError, KubeClient
 
 logger = logging.getLogger(__name__)
 
@@ -114,11 +114,9 @@ class Leadership:
                 await self.kube.create_lease(namespace, manifest)
             else:
                 await self.kube.replace_lease(namespace, name, manifest)
-        except ApiError as error:
-            if error.status == 409:
-                # Another replica wrote first: read again on the next round.
-                return
-            raise
+        except ConflictError:
+            # Another replica wrote first: read again on the next round.
+            return
         self._renewed_at = now
         if not self.acquired.is_set():
             logger.info("Acquired the lease %s/%s as %s.", namespace, name, self.identity)

@@ -16,7 +16,7 @@ from typing import Any
 
 from lapse.core.approvals import compute_ledger_prune
 from lapse.core.bindings import format_time
-from lapse.kube import ApiError, KubeClient
+from lapse.kube import ConflictError, KubeClient
 
 CONFIGMAP_NAME = "lapse-gitops-ledger"
 ATTEMPTS = 5
@@ -50,9 +50,9 @@ class GitOpsLedger:
                     "configmaps", self.namespace, CONFIGMAP_NAME, self._manifest(data, version)
                 )
                 return True
-            except ApiError as error:
-                if error.status != 409:
-                    raise
+            except ConflictError:
+                # Someone wrote between our read and our write: read again.
+                continue
         raise RuntimeError("The GitOps ledger changed under every attempt to write it.")
 
     def _manifest(self, data: dict[str, str], version: str | None) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import secrets
 
-from lapse.kube import ApiError, KubeClient
+from lapse.kube import ConflictError, KubeClient
 
 SECRET_NAME = "lapse-signing-key"
 KEY_FIELD = "key"
@@ -48,9 +48,7 @@ async def ensure_signing_key(kube: KubeClient, namespace: str) -> bytes:
     }
     try:
         await kube.create_namespaced("secrets", namespace, manifest)
-    except ApiError as error:
-        if error.status != 409:
-            raise
+    except ConflictError:
         # Another replica made it first: use theirs.
         return await ensure_signing_key(kube, namespace)
     return fresh

@@ -18,8 +18,7 @@ from lapse.cli.errors import ExitCode
 from lapse.cli.explain import explain
 from lapse.cli.objects import Io, parse_grant, read_policy
 from lapse.cli.render import Grant, dump
-from lapse.core.kinds import ACCESS_REQUEST, BREAK_GLASS, Kind
-from lapse.core.kinds import API_VERSION
+from lapse.core.kinds import ACCESS_REQUEST, API_VERSION, BREAK_GLASS, Kind
 from lapse.core.models import Phase
 
 # Phases where waiting longer would not change what the user should do next.
