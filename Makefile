@@ -32,11 +32,11 @@ venv: $(STAMP) ## Create .venv with Lapse, its CLI and kubectl in .venv/bin.
 
 .PHONY: demo
 demo: $(STAMP) ## Run Lapse end to end: a request is granted, then lapses (local API unless KUBECONFIG is set).
-	$(BIN)/python -m tests.demo
+	$(BIN)/python -m demo
 
 .PHONY: kubeapi
 kubeapi: $(STAMP) ## Serve the local Kubernetes API on 127.0.0.1:$KUBEAPI_PORT (kubeconfig in .kubeapi/kubeconfig).
-	$(BIN)/python -m tests.kubeapi --port $(KUBEAPI_PORT) --kubeconfig .kubeapi/kubeconfig
+	$(BIN)/python -m kubeapi --port $(KUBEAPI_PORT) --kubeconfig .kubeapi/kubeconfig
 
 # What `make run` needs on a fresh cluster, and the sample team that the README's examples use:
 # the namespace, the CRDs (waited for, so the policies after them find their kind), the
@@ -70,15 +70,15 @@ test-unit: $(STAMP) ## Run only the unit tests (no cluster).
 
 .PHONY: lint
 lint: $(STAMP) ## ruff (lint and format check), mypy --strict, import layers.
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests kubeapi demo
+	$(BIN)/ruff format --check operator tests kubeapi demo
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 .PHONY: fmt
 fmt: $(STAMP) ## Format and autofix with ruff.
-	$(BIN)/ruff format operator tests
-	$(BIN)/ruff check --fix operator tests
+	$(BIN)/ruff format operator tests kubeapi demo
+	$(BIN)/ruff check --fix operator tests kubeapi demo
 
 .PHONY: crds
 crds: $(STAMP) ## Regenerate crds/ from the pydantic models.

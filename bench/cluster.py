@@ -98,7 +98,7 @@ def stop_all() -> None:
 
 
 class LocalApi:
-    """`python -m tests.kubeapi` on a free port, ready once it prints its listening line."""
+    """`python -m kubeapi` on a free port, ready once it prints its listening line."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -114,7 +114,7 @@ class LocalApi:
                 [
                     sys.executable,
                     "-m",
-                    "tests.kubeapi",
+                    "kubeapi",
                     "--port",
                     "0",
                     "--kubeconfig",

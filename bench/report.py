@@ -47,7 +47,7 @@ def source_version() -> dict[str, Any]:
             return ""
         return done.stdout.strip() if done.returncode == 0 else ""
 
-    changed = git("status", "--porcelain", "--", "operator", "tests/kubeapi", "crds")
+    changed = git("status", "--porcelain", "--", "operator", "kubeapi", "crds")
     return {
         "commit": git("rev-parse", "--short", "HEAD") or None,
         "uncommitted_files": len(changed.splitlines()) if changed else 0,
@@ -281,7 +281,7 @@ def table(figures: Figures, result: RunResult, host: dict[str, Any]) -> str:
         f"machine: {host['cpu']}, {host['cores']} cores, {host['memory_gib']} GiB, "
         f"Python {host['python']}, {host['platform']}",
         f"source: commit {version['commit']} with {version['uncommitted_files']} uncommitted "
-        "file(s) under operator/, tests/kubeapi/, crds/",
+        "file(s) under operator/, kubeapi/, crds/",
         f"peak active grants: {result.peak_active:,}; overdue at restart: {figures.overdue:,}; "
         f"missing grants: {figures.missing_grants}; missing revocations: "
         f"{figures.missing_revocations}; steady grants revoked before their expiry: "

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from kubeapi import tls
 from tests.cluster import Cluster
-from tests.kubeapi import tls
 
 CERTS = tls.generate()
 CA_BUNDLE = base64.b64encode(CERTS.ca_pem).decode()

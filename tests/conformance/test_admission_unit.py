@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.kubeapi import errors, tls
-from tests.kubeapi.admission import Admission, AdmissionAttributes
-from tests.kubeapi.identity import UserInfo
+from kubeapi import errors, tls
+from kubeapi.admission import Admission, AdmissionAttributes
+from kubeapi.identity import UserInfo
 
 ALICE = UserInfo("alice", ("devs", "system:authenticated"), "uid-1", (("team", ("pay",)),))
 CERTS = tls.generate()

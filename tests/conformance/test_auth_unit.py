@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict
 
-from tests.kubeapi import auth, errors, rbac
-from tests.kubeapi.identity import UserInfo
+from kubeapi import auth, errors, rbac
+from kubeapi.identity import UserInfo
 
 G = rbac.GROUP
 

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tests.kubeapi.faults import Faults, request_verb
+from kubeapi.faults import Faults, request_verb
 
 
 class Target:

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.kubeapi import errors, rbac
-from tests.kubeapi.identity import Attributes, UserInfo
+from kubeapi import errors, rbac
+from kubeapi.identity import Attributes, UserInfo
 
 G = rbac.GROUP
 ALICE = UserInfo("alice", ("devs", "system:authenticated"))

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.kubeapi import openapi, schema, table
-from tests.kubeapi.errors import ApiError
-from tests.kubeapi.resources import ResourceInfo
+from kubeapi import openapi, schema, table
+from kubeapi.errors import ApiError
+from kubeapi.resources import ResourceInfo
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 

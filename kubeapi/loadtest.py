@@ -1,4 +1,4 @@
-"""`python -m tests.kubeapi.loadtest`: how many writes a second the local API sustains.
+"""`python -m kubeapi.loadtest`: how many writes a second the local API sustains.
 
 Starts a server, opens cluster-wide watches, then creates N custom objects and N RoleBindings
 (the shape of Lapse's benchmark), updates every object's status once and deletes them, with a
@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from tests.cluster import LocalServer
+from kubeapi.process import LocalServer
 
 GROUP = "load.lapse.dev"
 CRD = {

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.kubeapi import jsonpath
-from tests.kubeapi.resources import ResourceInfo
+from kubeapi import jsonpath
+from kubeapi.resources import ResourceInfo
 
 Column = dict[str, Any]
 Row = Callable[[dict[str, Any]], list[Any]]

@@ -18,9 +18,9 @@ import json
 import re
 from typing import Any
 
-from tests.kubeapi import cel, errors
-from tests.kubeapi.errors import Cause
-from tests.kubeapi.resources import ResourceInfo
+from kubeapi import cel, errors
+from kubeapi.errors import Cause
+from kubeapi.resources import ResourceInfo
 
 Schema = dict[str, Any]
 
@@ -956,7 +956,7 @@ def _check_rule(rule: dict[str, Any], path: str) -> list[Cause]:
 
 
 def _validate_columns(columns: list[dict[str, Any]], path: str) -> list[Cause]:
-    from tests.kubeapi import jsonpath  # printer columns share the table's JSONPath parser
+    from kubeapi import jsonpath  # printer columns share the table's JSONPath parser
 
     causes: list[Cause] = []
     allowed = ["integer", "number", "string", "boolean", "date"]

@@ -1,4 +1,4 @@
-"""`python -m tests.kubeapi`: serve the local Kubernetes API until Ctrl-C or SIGTERM.
+"""`python -m kubeapi`: serve the local Kubernetes API until Ctrl-C or SIGTERM.
 
 Writes an admin kubeconfig once listening and prints one readiness line, which the test
 fixture and `make kubeapi` wait for.
@@ -95,7 +95,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.kubeapi", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m kubeapi", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--kubeconfig", help="write an admin kubeconfig here once listening")

@@ -16,7 +16,7 @@ import hashlib
 import json
 from typing import Any
 
-from tests.kubeapi.resources import KUBERNETES_VERSION, ResourceInfo
+from kubeapi.resources import KUBERNETES_VERSION, ResourceInfo
 
 Schema = dict[str, Any]
 

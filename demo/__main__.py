@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.cluster import Cluster, LocalServer, server_of
-from tests.e2e.harness import ROOT, Operator, parse_time, service_account_identity, wait_for
+from demo.harness import ROOT, Cluster, Operator, parse_time, service_account_identity, wait_for
+from kubeapi.process import LocalServer, server_of
 
 WORKDIR = ROOT / ".demo"
 SAMPLES = ROOT / "deploy" / "samples"
