@@ -1,7 +1,8 @@
 """Break-glass on the grant machinery: granted at once, loud, reviewed afterwards.
 
 A BreakGlass is one more kind of grant owner, so binding, expiry, revocation, tamper handling,
-the sweep and the audit trail are `lapse.grantor`'s. What is particular to emergencies lives
+the sweep and the audit trail are the grant machinery's (`lapse.grantor`, `lapse.guard`,
+`lapse.sweeper`, `lapse.reporting`). What is particular to emergencies lives
 here: the decision without an approval wait, Warning Events in every namespace it reaches, the
 review deadline (a second kind of deadline on the one scheduler), the reviewed/overdue state
 behind `lapse_breakglass_unreviewed`, and the `review` and `revoke` actions.
@@ -18,7 +19,6 @@ from pydantic import ValidationError
 
 from lapse import metrics
 from lapse.core.actions import (
-    REQUESTER_SIGNATURE_ANNOTATION,
     Action,
     ActionAdmission,
     DecisionRecord,
@@ -26,9 +26,7 @@ from lapse.core.actions import (
     compute_action_admission,
     compute_action_refusal,
     compute_verified_decisions,
-    verify_requester,
 )
-from lapse.core.admission import ADMITTED_AT_ANNOTATION
 from lapse.core.bindings import RBAC_API_VERSION, format_time, parse_time
 from lapse.core.breakglass import (
     BreakGlassDecision,
@@ -43,10 +41,10 @@ from lapse.core.breakglass import (
     compute_reviewed,
     compute_verdict_refusal,
     is_overdue,
-    signable_spec,
 )
 from lapse.core.durations import format_duration
 from lapse.core.grants import Grant, GrantKey
+from lapse.core.kinds import BREAK_GLASS
 from lapse.core.models import (
     AccessPolicy,
     BindingRef,
@@ -56,13 +54,14 @@ from lapse.core.models import (
     Phase,
     UserInfo,
 )
+from lapse.core.owners import key_of, parse_generation, parse_role, parse_status
 from lapse.core.policy import Outcome
-from lapse.grantor import Grantor, key_of, parse_role, parse_status
-from lapse.kube import ApiError
+from lapse.core.requester import compute_requester_verified
+from lapse.grantor import Grantor
 
 logger = logging.getLogger(__name__)
 
-KIND = "BreakGlass"
+KIND = BREAK_GLASS.kind
 # The scheduler's deadline kind for reviews falling due.
 REVIEW = "review"
 
@@ -73,18 +72,15 @@ def parse_glass_status(body: Mapping[str, Any]) -> BreakGlassStatus:
     return status
 
 
-def _generation(body: Mapping[str, Any]) -> int | None:
-    generation = (body.get("metadata") or {}).get("generation")
-    return int(generation) if isinstance(generation, int) else None
-
-
 class BreakGlassKeeper:
-    def __init__(self, grantor: Grantor) -> None:
+    def __init__(self, grantor: Grantor, *, key: bytes) -> None:
         self.grantor = grantor
+        self.kube = grantor.kube
+        self.reporter = grantor.reporter
+        # The operator's signing key (lapse.signing): requesters and decisions carry its MACs.
+        self.key = key
         # Break-glasses past their review deadline without a review, as last seen.
         self._overdue: set[GrantKey] = set()
-        # The operator's signing key (lapse.signing), set once read at start-up.
-        self.key: bytes | None = None
         grantor.scheduler.on(REVIEW, self.review_due)
 
     def _clock(self) -> datetime:
@@ -109,7 +105,7 @@ class BreakGlassKeeper:
     async def reconcile(self, body: Mapping[str, Any], policies: Sequence[AccessPolicy]) -> None:
         """Decide and grant a new BreakGlass, or pick an existing one up again; safe to repeat."""
         key = key_of(KIND, body)
-        self.grantor.note(key, body)
+        self.reporter.note(key, body)
         status = parse_glass_status(body)
         if status.phase is not None:
             await self.grantor.resume(key, parse_role(body), status)
@@ -121,70 +117,49 @@ class BreakGlassKeeper:
             first = error.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             metrics.errors_total.labels(error="invalid").inc()
-            await self.grantor.transition(
+            await self.reporter.transition(
                 key,
-                parse_role(body),
-                status,
-                Phase.INVALID,
-                "InvalidSpec",
-                f"The break-glass cannot be read: {where}: {first['msg']}.",
-                _generation(body),
+                role=parse_role(body),
+                status=status,
+                phase=Phase.INVALID,
+                reason="InvalidSpec",
+                message=f"The break-glass cannot be read: {where}: {first['msg']}.",
+                generation=parse_generation(body),
                 event_type="Warning",
             )
             return
-        if not self._requester_verified(body, glass):
-            await self.grantor.transition(
+        if not compute_requester_verified(KIND, body, self.key):
+            await self.reporter.transition(
                 key,
-                glass.spec.role,
-                status,
-                Phase.INVALID,
-                "UnverifiedRequester",
-                "spec.requester does not carry Lapse's admission signature: the break-glass "
-                "was not admitted through the Lapse webhook, so nobody can tell who asked.",
-                glass.metadata.generation,
+                role=glass.spec.role,
+                status=status,
+                phase=Phase.INVALID,
+                reason="UnverifiedRequester",
+                message="spec.requester does not carry Lapse's admission signature: the "
+                "break-glass was not admitted through the Lapse webhook, so nobody can tell who "
+                "asked.",
+                generation=glass.metadata.generation,
                 event_type="Warning",
             )
             return
-        existing = await self.grantor.kube.existing_namespaces(list(glass.spec.namespaces))
+        existing = await self.kube.existing_namespaces(list(glass.spec.namespaces))
         decision = compute_breakglass_decision(glass, policies, existing)
         if decision.outcome == Outcome.GRANT:
             await self.activate(glass, decision)
             return
         if decision.outcome == Outcome.INVALID:
             metrics.errors_total.labels(error="invalid").inc()
-        await self.grantor.transition(
+        await self.reporter.transition(
             key,
-            glass.spec.role,
-            status.model_copy(
+            role=glass.spec.role,
+            status=status.model_copy(
                 update={"requester": glass.spec.requester, "policy": decision.policy}
             ),
-            Phase.INVALID if decision.outcome == Outcome.INVALID else Phase.DENIED,
-            decision.reason,
-            decision.message,
-            glass.metadata.generation,
+            phase=Phase.INVALID if decision.outcome == Outcome.INVALID else Phase.DENIED,
+            reason=decision.reason,
+            message=decision.message,
+            generation=glass.metadata.generation,
             event_type="Warning",
-        )
-
-    def _requester_verified(self, body: Mapping[str, Any], glass: BreakGlass) -> bool:
-        spec = signable_spec(glass.spec.to_wire())
-        if self.key is None or spec is None:
-            return False
-        metadata = body.get("metadata") or {}
-        annotations = glass.metadata.annotations
-        # Under generateName the webhook saw no name yet and signed an empty one.
-        names = [glass.metadata.name, ""] if metadata.get("generateName") else [glass.metadata.name]
-        return any(
-            verify_requester(
-                KIND,
-                None,
-                name,
-                spec,
-                annotations.get(ADMITTED_AT_ANNOTATION),
-                glass.metadata.creation_timestamp,
-                annotations.get(REQUESTER_SIGNATURE_ANNOTATION),
-                self.key,
-            )
-            for name in names
         )
 
     async def activate(self, glass: BreakGlass, decision: BreakGlassDecision) -> None:
@@ -242,18 +217,9 @@ class BreakGlassKeeper:
             "namespace": ref.namespace,
             "uid": ref.uid,
         }
-        try:
-            await self.grantor.kube.post_event(
-                involved,
-                ref.namespace or "default",
-                "Warning",
-                "BreakGlassActivated",
-                message,
-                self._clock(),
-            )
-        except (ApiError, OSError, TimeoutError) as error:
-            metrics.errors_total.labels(error="api").inc()
-            logger.warning("Could not post the break-glass Event in %s: %s", ref.namespace, error)
+        await self.reporter.post_event(
+            involved, ref.namespace or "default", "Warning", "BreakGlassActivated", message
+        )
 
     # The review -----------------------------------------------------------------------------
 
@@ -268,13 +234,13 @@ class BreakGlassKeeper:
             revoke_at = format_time(status.revoke_unreviewed_at or now)
             await self.grantor.end(
                 key,
-                parse_role(body),
-                status,
-                Phase.REVOKED,
-                "Unreviewed",
-                f"No review arrived by {revoke_at}; Lapse revoked the access that was still "
-                "active, as the policy's review.revokeIfUnreviewedAfter says.",
-                _generation(body),
+                role=parse_role(body),
+                status=status,
+                phase=Phase.REVOKED,
+                reason="Unreviewed",
+                message=f"No review arrived by {revoke_at}; Lapse revoked the access that was "
+                "still active, as the policy's review.revokeIfUnreviewedAfter says.",
+                generation=parse_generation(body),
                 event_type="Warning",
             )
             body = await self._fetch(key)
@@ -293,8 +259,8 @@ class BreakGlassKeeper:
         status = parse_glass_status(fresh)
         if compute_review_step(status, now) != ReviewStep.RAISE:
             return status
-        flagged = compute_overdue(status, now, _generation(fresh))
-        await self.grantor.kube.patch_status(
+        flagged = compute_overdue(status, now, parse_generation(fresh))
+        await self.kube.patch_status(
             key, {"status": {"conditions": [c.to_wire() for c in flagged.conditions]}}
         )
         due = format_time(status.review_deadline or now)
@@ -304,8 +270,8 @@ class BreakGlassKeeper:
             "recorded; a reviewer runs: kubectl annotate breakglass "
             f"{key.name} lapse.dev/review='Justified: COMMENT' (or Unjustified)."
         )
-        await self.grantor.event(key, "Warning", "ReviewOverdue", message)
-        self.grantor.audit("review-due", key, flagged, parse_role(fresh), "ReviewOverdue", message)
+        await self.reporter.event(key, "Warning", "ReviewOverdue", message)
+        self.reporter.audit("review-due", key, flagged, parse_role(fresh), "ReviewOverdue", message)
         return flagged
 
     # Actions --------------------------------------------------------------------------------
@@ -318,7 +284,6 @@ class BreakGlassKeeper:
         policies: Sequence[AccessPolicy],
     ) -> ActionAdmission:
         """The UPDATE webhook's answer to `review` and `revoke` annotations."""
-        assert self.key is not None
         old_annotations = (old.get("metadata") or {}).get("annotations") or {}
         new_annotations = (new.get("metadata") or {}).get("annotations") or {}
         verdict = new_annotations.get(Action.REVIEW.annotation)
@@ -339,10 +304,8 @@ class BreakGlassKeeper:
     async def act(self, body: Mapping[str, Any], policies: Sequence[AccessPolicy]) -> None:
         """Carry out the verified `review` and `revoke` records; a record whose rule no longer
         holds (already reviewed, access already ended) does nothing, so this is safe to repeat."""
-        if self.key is None:
-            return
         key = key_of(KIND, body)
-        self.grantor.note(key, body)
+        self.reporter.note(key, body)
         annotations = (body.get("metadata") or {}).get("annotations") or {}
         target = ObjectIdentity(KIND, None, key.name, key.uid)
         verified = compute_verified_decisions(annotations, target, self.key)
@@ -375,10 +338,10 @@ class BreakGlassKeeper:
             now = self._clock()
             at = parse_time(record.at) or now
             reviewed = compute_reviewed(
-                status, record.user, record.comment, at, now, _generation(body)
+                status, record.user, record.comment, at, now, parse_generation(body)
             )
             assert reviewed.review is not None
-            await self.grantor.kube.patch_status(
+            await self.kube.patch_status(
                 key,
                 {
                     "status": {
@@ -392,8 +355,8 @@ class BreakGlassKeeper:
             f": {review.comment}" if review.comment else "."
         )
         event_type = "Normal" if review.verdict == "Justified" else "Warning"
-        await self.grantor.event(key, event_type, f"Reviewed{review.verdict}", message)
-        self.grantor.audit(
+        await self.reporter.event(key, event_type, f"Reviewed{review.verdict}", message)
+        self.reporter.audit(
             "reviewed", key, reviewed, parse_role(body), f"Reviewed{review.verdict}", message
         )
         self._track(key, reviewed)
@@ -402,12 +365,13 @@ class BreakGlassKeeper:
         comment = f": {record.comment}" if record.comment else "."
         await self.grantor.end(
             key,
-            parse_role(body),
-            parse_glass_status(body),
-            Phase.REVOKED,
-            "Revoked",
-            f"{record.username} revoked this break-glass{comment} The record stays for the review.",
-            _generation(body),
+            role=parse_role(body),
+            status=parse_glass_status(body),
+            phase=Phase.REVOKED,
+            reason="Revoked",
+            message=f"{record.username} revoked this break-glass{comment} The record stays for "
+            "the review.",
+            generation=parse_generation(body),
             event_type="Warning",
         )
         fresh = await self._fetch(key)
@@ -418,14 +382,11 @@ class BreakGlassKeeper:
     async def deleted(self, body: Mapping[str, Any]) -> None:
         """Deleting a break-glass revokes at once; its review deadline goes with it."""
         key = key_of(KIND, body)
-        self.grantor.note(key, body)
+        self.reporter.note(key, body)
         self.grantor.scheduler.cancel_all(key)
         self._overdue.discard(key)
         metrics.breakglass_unreviewed.set(len(self._overdue))
         await self.grantor.owner_deleted(KIND, body)
 
     async def _fetch(self, key: GrantKey) -> dict[str, Any] | None:
-        body = await self.grantor.kube.get_owner(key)
-        if body is None or (body.get("metadata") or {}).get("uid") != key.uid:
-            return None
-        return body
+        return await self.grantor.read_owner(key)

@@ -8,19 +8,17 @@ sweep. The rules are in `lapse.core.leases`; this module reads and writes the Le
 
 A leader that cannot renew within the renew deadline exits at once rather than risk acting
 beside a new leader: a restart brings it back as a standby. Handlers that write are wrapped in
-`leading`, which holds them until this replica leads and then re-reads the object, since what a
-standby saw may be long out of date by then.
+`lapse.handlers.leading`, which holds them until this replica leads.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiohttp
 
@@ -126,41 +124,3 @@ class Leadership:
         logger.critical("Stopping at once because %s; a restart comes back as a standby.", why)
         # Not a graceful shutdown: handlers in flight must not write beside the new leader.
         os._exit(LOST_LEASE_EXIT)
-
-
-def object_path(resource: Any, body: Any) -> str:
-    """The API path of `body`, an object of the kopf `resource`."""
-    metadata = body.get("metadata") or {}
-    base = f"/apis/{resource.group}/{resource.version}" if resource.group else "/api/v1"
-    namespace = metadata.get("namespace")
-    if namespace:
-        base += f"/namespaces/{namespace}"
-    return f"{base}/{resource.plural}/{metadata.get('name')}"
-
-
-def leading(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T | None]]:
-    """Run a kopf handler that writes only while this replica leads.
-
-    On a standby the handler waits; once this replica leads it runs on the object as it is
-    then (re-read), or not at all if the object is gone meanwhile.
-    """
-
-    @functools.wraps(handler)
-    async def wrapper(**kwargs: Any) -> T | None:
-        leadership: Leadership = kwargs["memo"].leadership
-        if not leadership.leading:
-            await leadership.ready.wait()
-            if "body" in kwargs and "resource" in kwargs:
-                kube: KubeClient = leadership.kube
-                fresh = await kube.get_path(object_path(kwargs["resource"], kwargs["body"]))
-                if fresh is None:
-                    return None
-                kwargs["body"] = fresh
-                for field in ("spec", "status"):
-                    if field in kwargs:
-                        kwargs[field] = fresh.get(field) or {}
-                if "meta" in kwargs:
-                    kwargs["meta"] = fresh.get("metadata") or {}
-        return await handler(**kwargs)
-
-    return wrapper

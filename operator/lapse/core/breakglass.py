@@ -430,11 +430,3 @@ def compute_audit_fields(kind: str, body: Mapping[str, Any]) -> dict[str, str | 
         return {}
     incident = (body.get("spec") or {}).get("incident")
     return {"incident": str(incident) if incident else None}
-
-
-def signable_spec(spec: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The spec in one canonical form, so defaults and nulls never break its signature."""
-    try:
-        return BreakGlassSpec.model_validate(spec).to_wire()
-    except ValidationError:
-        return None

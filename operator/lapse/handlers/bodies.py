@@ -1,9 +1,13 @@
-"""kopf hands out read-only views of objects; the core and the I/O module take plain dicts."""
+"""What kopf hands a handler, as the core and the I/O module take it: plain dicts and lists."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+import kopf
+
+from lapse.core.models import AccessPolicy
 
 
 def plain(value: Any) -> Any:
@@ -12,3 +16,14 @@ def plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [plain(v) for v in value]
     return value
+
+
+def policies_of(index: kopf.Index[str, AccessPolicy] | None) -> list[AccessPolicy]:
+    """Every readable AccessPolicy, from the `lapse_policies` index."""
+    return list(index.get("all", [])) if index is not None else []
+
+
+def merge_patch(patch: kopf.Patch, addition: Mapping[str, Mapping[str, Any]]) -> None:
+    """Add `addition`'s fields to what other handlers may have put into `patch` already."""
+    for field, value in addition.items():
+        patch.setdefault(field, {}).update(value)

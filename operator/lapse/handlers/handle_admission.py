@@ -13,24 +13,18 @@ from typing import Any
 import kopf
 
 from lapse import metrics
-from lapse.approving import signable_spec
-from lapse.core.actions import (
-    REQUESTER_SIGNATURE_ANNOTATION,
-    compute_annotations_refusal,
-    sign_requester,
-)
 from lapse.core.admission import (
-    ADMITTED_AT_ANNOTATION,
     compute_finalizer_refusal,
     compute_request_refusal,
     compute_requester,
     compute_update_refusal,
 )
-from lapse.core.bindings import format_time
-from lapse.core.kinds import ACCESS_REQUEST, FINALIZER
+from lapse.core.kinds import ACCESS_REQUEST
 from lapse.core.models import AccessPolicy
 from lapse.core.policy import is_trusted_applier
-from lapse.handlers.bodies import plain
+from lapse.core.requester import build_requester_stamp
+from lapse.handlers.bodies import merge_patch, plain, policies_of
+from lapse.handlers.leading import services_of
 
 RESOURCE = ACCESS_REQUEST.resource
 
@@ -38,49 +32,20 @@ RESOURCE = ACCESS_REQUEST.resource
 @kopf.on.mutate(*RESOURCE, id="requester", operations=["CREATE"])
 async def stamp_requester(
     body: kopf.Body,
-    spec: kopf.Spec,
     userinfo: kopf.UserInfo,
     patch: kopf.Patch,
     warnings: list[str],
-    memo: Any,
+    memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    requester = compute_requester(dict(userinfo))
-    written = spec.get("requester")
-    if written and written.get("username") != requester.username:
-        warnings.append(
-            "spec.requester is set by Lapse from your identity; the value given was replaced."
-        )
-    patch.setdefault("spec", {})["requester"] = {
-        "username": requester.username,
-        "groups": list(requester.groups),
-        "uid": requester.uid,
-    }
-    refusal = compute_annotations_refusal(dict(body.get("metadata", {}).get("annotations") or {}))
-    if refusal is not None:
-        raise kopf.AdmissionError(refusal, code=422)
-    admitted_at = format_time(datetime.now(UTC))
-    metadata = patch.setdefault("metadata", {})
-    metadata["annotations"] = {ADMITTED_AT_ANNOTATION: admitted_at}
-    grantor = getattr(memo, "grantor", None)
-    approvals = grantor.approvals if grantor is not None else None
-    if approvals is None:
-        raise kopf.AdmissionError("Lapse is starting; try again in a moment.", code=503)
-    stamped = signable_spec({**plain(spec), "requester": requester.to_wire()})
-    if stamped is not None:
-        # The operator trusts spec.requester only with this signature: a request created
-        # while this webhook was not registered is never granted.
-        metadata["annotations"][REQUESTER_SIGNATURE_ANNOTATION] = sign_requester(
-            "AccessRequest",
-            body.get("metadata", {}).get("namespace"),
-            str(body.get("metadata", {}).get("name") or ""),
-            stamped,
-            admitted_at,
-            approvals.key,
-        )
-    finalizers = list(body.get("metadata", {}).get("finalizers") or [])
-    if FINALIZER not in finalizers:
-        metadata["finalizers"] = [*finalizers, FINALIZER]
+    key = services_of(memo).key
+    stamp = build_requester_stamp(
+        ACCESS_REQUEST, plain(body), dict(userinfo), key=key, now=datetime.now(UTC)
+    )
+    warnings.extend(stamp.warnings)
+    if stamp.refusal is not None:
+        raise kopf.AdmissionError(stamp.refusal, code=422)
+    merge_patch(patch, stamp.patch)
 
 
 @kopf.on.validate(*RESOURCE, id="create", operations=["CREATE"])
@@ -91,8 +56,7 @@ async def validate_create(
     **_: Any,
 ) -> None:
     requester = compute_requester(dict(userinfo))
-    policies = list(lapse_policies.get("all", [])) if lapse_policies is not None else []
-    trusted = any(is_trusted_applier(p, requester) for p in policies)
+    trusted = any(is_trusted_applier(p, requester) for p in policies_of(lapse_policies))
     refusal = compute_request_refusal(plain(spec), requester, trusted_applier=trusted)
     if refusal is not None:
         metrics.errors_total.labels(error="webhook").inc()
@@ -123,22 +87,17 @@ async def record_actions(
     body: kopf.Body,
     userinfo: kopf.UserInfo,
     patch: kopf.Patch,
-    memo: Any,
+    memo: kopf.Memo,
     old: Any = None,
     dryrun: bool = False,
     lapse_policies: kopf.Index[str, AccessPolicy] | None = None,
     **_: Any,
 ) -> None:
-    grantor = getattr(memo, "grantor", None)
-    approvals = grantor.approvals if grantor is not None else None
-    if approvals is None:
-        raise kopf.AdmissionError("Lapse is starting; try again in a moment.", code=503)
-    policies = list(lapse_policies.get("all", [])) if lapse_policies is not None else []
-    admission = approvals.admit(
+    admission = services_of(memo).decisions.admit(
         plain(old or {}),
         plain(body),
         compute_requester(dict(userinfo)),
-        policies,
+        policies_of(lapse_policies),
         datetime.now(UTC),
     )
     if admission.refusal is not None:

@@ -6,29 +6,23 @@ from typing import Any
 
 import kopf
 
-from lapse.core.bindings import MANAGED_BY, MANAGED_BY_LABEL
-from lapse.grantor import Grantor
+from lapse.core.bindings import MANAGED_BY, MANAGED_BY_LABEL, RBAC_GROUP
 from lapse.handlers.bodies import plain
-from lapse.leader import leading
+from lapse.handlers.leading import leading, services_of
 
 LABELS = {MANAGED_BY_LABEL: MANAGED_BY}
 
 
-@kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels=LABELS)
+@kopf.on.event(RBAC_GROUP, "v1", "rolebindings", labels=LABELS)
 @leading
-async def rolebinding_changed(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
-    grantor: Grantor = memo.grantor
-    manifest = plain(body)
-    manifest.setdefault("kind", "RoleBinding")
-    await grantor.binding_event(type, manifest)
+async def rolebinding_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await services_of(memo).guard.binding_event(type, {"kind": "RoleBinding", **plain(body)})
 
 
-@kopf.on.event("rbac.authorization.k8s.io", "v1", "clusterrolebindings", labels=LABELS)
+@kopf.on.event(RBAC_GROUP, "v1", "clusterrolebindings", labels=LABELS)
 @leading
 async def clusterrolebinding_changed(
-    type: str | None, body: kopf.Body, memo: Any, **_: Any
+    type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
-    grantor: Grantor = memo.grantor
-    manifest = plain(body)
-    manifest.setdefault("kind", "ClusterRoleBinding")
-    await grantor.binding_event(type, manifest)
+    manifest = {"kind": "ClusterRoleBinding", **plain(body)}
+    await services_of(memo).guard.binding_event(type, manifest)

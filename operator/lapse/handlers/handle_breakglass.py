@@ -13,83 +13,48 @@ from typing import Any
 import kopf
 
 from lapse import metrics
-from lapse.breakglass import BreakGlassKeeper
-from lapse.core.actions import (
-    REQUESTER_SIGNATURE_ANNOTATION,
-    compute_annotations_refusal,
-    sign_requester,
-)
-from lapse.core.admission import ADMITTED_AT_ANNOTATION, compute_requester
-from lapse.core.bindings import format_time
-from lapse.core.breakglass import compute_breakglass_refusal, signable_spec
-from lapse.core.kinds import BREAK_GLASS, FINALIZER
+from lapse.core.admission import compute_requester
+from lapse.core.breakglass import compute_breakglass_refusal
+from lapse.core.kinds import BREAK_GLASS
 from lapse.core.models import AccessPolicy
-from lapse.handlers.bodies import plain
-from lapse.leader import leading
+from lapse.core.requester import build_requester_stamp
+from lapse.handlers.bodies import merge_patch, plain, policies_of
+from lapse.handlers.leading import leading, services_of
 
 RESOURCE = BREAK_GLASS.resource
-
-
-def _policies(index: kopf.Index[str, AccessPolicy] | None) -> list[AccessPolicy]:
-    return list(index.get("all", [])) if index is not None else []
 
 
 @kopf.on.mutate(*RESOURCE, id="breakglass-requester", operations=["CREATE"])
 async def stamp_requester(
     body: kopf.Body,
-    spec: kopf.Spec,
     userinfo: kopf.UserInfo,
     patch: kopf.Patch,
     warnings: list[str],
-    memo: Any,
+    memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    requester = compute_requester(dict(userinfo))
-    written = spec.get("requester")
-    if written and written.get("username") != requester.username:
-        warnings.append(
-            "spec.requester is set by Lapse from your identity; the value given was replaced."
-        )
-    patch.setdefault("spec", {})["requester"] = requester.model_dump()
-    refusal = compute_annotations_refusal(dict(body.get("metadata", {}).get("annotations") or {}))
-    if refusal is not None:
-        raise kopf.AdmissionError(refusal, code=422)
-    keeper: BreakGlassKeeper | None = getattr(memo, "breakglass", None)
-    if keeper is None or keeper.key is None:
-        raise kopf.AdmissionError("Lapse is starting; try again in a moment.", code=503)
-    admitted_at = format_time(datetime.now(UTC))
-    metadata = patch.setdefault("metadata", {})
-    metadata["annotations"] = {ADMITTED_AT_ANNOTATION: admitted_at}
-    stamped = signable_spec({**plain(spec), "requester": requester.to_wire()})
-    if stamped is not None:
-        # The operator trusts spec.requester only with this signature: a break-glass created
-        # while this webhook was not registered is never granted.
-        metadata["annotations"][REQUESTER_SIGNATURE_ANNOTATION] = sign_requester(
-            "BreakGlass",
-            None,
-            str(body.get("metadata", {}).get("name") or ""),
-            stamped,
-            admitted_at,
-            keeper.key,
-        )
-    finalizers = list(body.get("metadata", {}).get("finalizers") or [])
-    if FINALIZER not in finalizers:
-        metadata["finalizers"] = [*finalizers, FINALIZER]
+    key = services_of(memo).key
+    stamp = build_requester_stamp(
+        BREAK_GLASS, plain(body), dict(userinfo), key=key, now=datetime.now(UTC)
+    )
+    warnings.extend(stamp.warnings)
+    if stamp.refusal is not None:
+        raise kopf.AdmissionError(stamp.refusal, code=422)
+    merge_patch(patch, stamp.patch)
 
 
 @kopf.on.validate(*RESOURCE, id="breakglass-create", operations=["CREATE"])
 async def validate_create(
     spec: kopf.Spec,
     userinfo: kopf.UserInfo,
-    memo: Any,
+    memo: kopf.Memo,
     lapse_policies: kopf.Index[str, AccessPolicy] | None = None,
     **_: Any,
 ) -> None:
-    keeper: BreakGlassKeeper = memo.breakglass
     asked = [str(n) for n in spec.get("namespaces") or []]
-    existing = await keeper.grantor.kube.existing_namespaces(asked)
+    existing = await services_of(memo).kube.existing_namespaces(asked)
     refusal = compute_breakglass_refusal(
-        plain(spec), compute_requester(dict(userinfo)), _policies(lapse_policies), existing
+        plain(spec), compute_requester(dict(userinfo)), policies_of(lapse_policies), existing
     )
     if refusal is not None:
         metrics.errors_total.labels(error="webhook").inc()
@@ -104,16 +69,16 @@ async def record_actions(
     body: kopf.Body,
     userinfo: kopf.UserInfo,
     patch: kopf.Patch,
-    memo: Any,
+    memo: kopf.Memo,
     old: Any = None,
     lapse_policies: kopf.Index[str, AccessPolicy] | None = None,
     **_: Any,
 ) -> None:
-    keeper: BreakGlassKeeper | None = getattr(memo, "breakglass", None)
-    if keeper is None or keeper.key is None:
-        raise kopf.AdmissionError("Lapse is starting; try again in a moment.", code=503)
-    admission = keeper.admit(
-        plain(old or {}), plain(body), compute_requester(dict(userinfo)), _policies(lapse_policies)
+    admission = services_of(memo).breakglass.admit(
+        plain(old or {}),
+        plain(body),
+        compute_requester(dict(userinfo)),
+        policies_of(lapse_policies),
     )
     if admission.refusal is not None:
         metrics.errors_total.labels(error="webhook").inc()
@@ -127,28 +92,25 @@ async def record_actions(
 @leading
 async def reconcile(
     body: kopf.Body,
-    memo: Any,
+    memo: kopf.Memo,
     lapse_policies: kopf.Index[str, AccessPolicy] | None = None,
     **_: Any,
 ) -> None:
-    keeper: BreakGlassKeeper = memo.breakglass
-    await keeper.reconcile(plain(body), _policies(lapse_policies))
+    await services_of(memo).breakglass.reconcile(plain(body), policies_of(lapse_policies))
 
 
 @kopf.on.update(*RESOURCE, field="metadata.annotations")
 @leading
 async def act(
     body: kopf.Body,
-    memo: Any,
+    memo: kopf.Memo,
     lapse_policies: kopf.Index[str, AccessPolicy] | None = None,
     **_: Any,
 ) -> None:
-    keeper: BreakGlassKeeper = memo.breakglass
-    await keeper.act(plain(body), _policies(lapse_policies))
+    await services_of(memo).breakglass.act(plain(body), policies_of(lapse_policies))
 
 
 @kopf.on.delete(*RESOURCE)
 @leading
-async def revoke(body: kopf.Body, memo: Any, **_: Any) -> None:
-    keeper: BreakGlassKeeper = memo.breakglass
-    await keeper.deleted(plain(body))
+async def revoke(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await services_of(memo).breakglass.deleted(plain(body))

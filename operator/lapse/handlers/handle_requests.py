@@ -1,4 +1,4 @@
-"""AccessRequest handlers: decide and grant on create, reschedule on resume, revoke on delete."""
+"""AccessRequest handlers: decide and grant on create, act on decisions, revoke on delete."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import kopf
 from lapse.core.kinds import ACCESS_POLICY, ACCESS_REQUEST
 from lapse.core.models import AccessPolicy
 from lapse.core.policy import parse_policy
-from lapse.grantor import Grantor
-from lapse.handlers.bodies import plain
-from lapse.leader import leading
+from lapse.handlers.bodies import plain, policies_of
+from lapse.handlers.leading import leading, services_of
 
 RESOURCE = ACCESS_REQUEST.resource
 
@@ -34,13 +33,11 @@ async def lapse_policies(
 @leading
 async def reconcile(
     body: kopf.Body,
-    memo: Any,
+    memo: kopf.Memo,
     lapse_policies: kopf.Index[str, AccessPolicy] | None = None,
     **_: Any,
 ) -> None:
-    grantor: Grantor = memo.grantor
-    policies = list(lapse_policies.get("all", [])) if lapse_policies is not None else []
-    await grantor.reconcile_request(plain(body), policies)
+    await services_of(memo).requests.reconcile(plain(body), policies_of(lapse_policies))
 
 
 # Approvers act by annotating (see lapse.core.actions); the webhook turns that into a signed
@@ -49,17 +46,14 @@ async def reconcile(
 @leading
 async def decide(
     body: kopf.Body,
-    memo: Any,
+    memo: kopf.Memo,
     lapse_policies: kopf.Index[str, AccessPolicy] | None = None,
     **_: Any,
 ) -> None:
-    grantor: Grantor = memo.grantor
-    policies = list(lapse_policies.get("all", [])) if lapse_policies is not None else []
-    await grantor.reconcile_request(plain(body), policies)
+    await services_of(memo).requests.reconcile(plain(body), policies_of(lapse_policies))
 
 
 @kopf.on.delete(*RESOURCE)
 @leading
-async def revoke(body: kopf.Body, memo: Any, **_: Any) -> None:
-    grantor: Grantor = memo.grantor
-    await grantor.owner_deleted("AccessRequest", plain(body))
+async def revoke(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await services_of(memo).grantor.owner_deleted(ACCESS_REQUEST.kind, plain(body))

@@ -17,6 +17,7 @@ from lapse.core.grants import GrantKey, compute_request_grant
 from lapse.core.models import BindingRef, UserInfo
 from lapse.grantor import Grantor
 from lapse.kube import KubeClient
+from lapse.sweeper import Sweeper
 from tests.unit.builders import NOW, make_request
 
 EXPIRES = NOW + timedelta(hours=1)
@@ -100,7 +101,7 @@ class RacingApi:
 
 def sweep(api: RacingApi, now: datetime) -> int:
     grantor = Grantor(cast(KubeClient, api), Settings(), clock=lambda: now)
-    return asyncio.run(grantor.sweep())
+    return asyncio.run(Sweeper(grantor).sweep())
 
 
 def test_binding_granted_after_the_owner_listing_is_kept() -> None:
@@ -146,7 +147,7 @@ def periodic(api: RacingApi, now: datetime, known: list[str]) -> Grantor:
         grantor.scheduler.schedule(
             GrantKey("AccessRequest", "payments", name, f"uid-{name}"), EXPIRES
         )
-    asyncio.run(grantor.sweep(full=False))
+    asyncio.run(Sweeper(grantor).sweep(full=False))
     return grantor
 
 

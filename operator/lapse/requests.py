@@ -1,0 +1,460 @@
+"""The AccessRequest keeper: from a new request to Active, through policy and approvals.
+
+A request is decided once, by policy (`lapse.core.policy`) and then by its approvers or its
+GitOps merge (`lapse.core.approvals`); only a requester Lapse signed at admission is trusted
+(`lapse.core.requester`), and only decisions whose signatures verify count
+(`lapse.decisions`). What follows a grant — expiry, revocation, tampering, the sweep — is the
+grant machinery's (`lapse.grantor`), which this module calls and which never calls back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from lapse import metrics
+from lapse.core.approvals import (
+    COMMIT_ANNOTATION,
+    PULL_REQUEST_ANNOTATION,
+    ApprovalOutcome,
+    build_request_authority,
+    compute_approval_deadline,
+    compute_approval_state,
+    compute_approval_timeout,
+    compute_gitops_ledger_key,
+    compute_revocation,
+    describe_identities,
+)
+from lapse.core.bindings import format_time
+from lapse.core.durations import format_duration
+from lapse.core.grants import Grant, GrantKey, compute_request_grant, compute_subject
+from lapse.core.kinds import ACCESS_REQUEST
+from lapse.core.models import AccessPolicy, AccessRequest, AccessRequestStatus, Phase
+from lapse.core.owners import key_of, parse_generation, parse_role, parse_status
+from lapse.core.policy import (
+    Decision,
+    Outcome,
+    compute_decision,
+    needs_namespace_labels,
+    parse_policy,
+)
+from lapse.core.requester import compute_requester_verified
+from lapse.decisions import RequestDecisions
+from lapse.grantor import Grantor
+from lapse.ledger import GitOpsLedger
+
+APPROVAL_TIMEOUT = "approval-timeout"
+KIND = ACCESS_REQUEST.kind
+
+
+class RequestKeeper:
+    def __init__(
+        self, grantor: Grantor, *, decisions: RequestDecisions, ledger: GitOpsLedger
+    ) -> None:
+        self.grantor = grantor
+        self.kube = grantor.kube
+        self.reporter = grantor.reporter
+        self.scheduler = grantor.scheduler
+        self.decisions = decisions
+        self.ledger = ledger
+        self.admin_groups = grantor.settings.admin_groups
+        # The latest policies seen, for deadlines that fire outside any handler.
+        self.policies: dict[str, AccessPolicy] = {}
+        self._pending: set[GrantKey] = set()
+        self._locks: dict[GrantKey, asyncio.Lock] = {}
+        self.scheduler.on(APPROVAL_TIMEOUT, self.timeout)
+
+    def remember(self, policies: Sequence[AccessPolicy]) -> dict[str, AccessPolicy]:
+        self.policies = {p.metadata.name: p for p in policies}
+        return self.policies
+
+    def _set_pending(self, key: GrantKey, pending: bool) -> None:
+        if pending:
+            self._pending.add(key)
+        else:
+            self._pending.discard(key)
+        metrics.pending_requests.set(len(self._pending))
+
+    # New requests ---------------------------------------------------------------------------
+
+    async def reconcile(self, body: Mapping[str, Any], policies: Sequence[AccessPolicy]) -> None:
+        """Bring one AccessRequest to where its status says it should be; safe to repeat."""
+        key = key_of(KIND, body)
+        status = parse_status(key.kind, body)
+        generation = parse_generation(body)
+        self.remember(policies)
+        if status.phase is not None:
+            await self.follow_up(key, body)
+            await self.grantor.resume(key, parse_role(body), status)
+            return
+        try:
+            request = AccessRequest.model_validate(body)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            metrics.errors_total.labels(error="invalid").inc()
+            await self.reporter.transition(
+                key,
+                role=parse_role(body),
+                status=status,
+                phase=Phase.INVALID,
+                reason="InvalidSpec",
+                message=f"The request cannot be read: {where}: {first['msg']}.",
+                generation=generation,
+                event_type="Warning",
+            )
+            return
+        labels = None
+        if needs_namespace_labels(policies):
+            labels = await self.kube.get_namespace_labels(key.namespace or "")
+        decision = compute_decision(request, policies, labels)
+        if decision.outcome == Outcome.DENY:
+            # Denied is final, and the policy index may not have seen a policy created a moment
+            # before this request: a final answer rests on a fresh read of the policies.
+            listing = await self.kube.list_owners("AccessPolicy") or []
+            policies = [p for p in map(parse_policy, listing) if p is not None]
+            if labels is None and needs_namespace_labels(policies):
+                labels = await self.kube.get_namespace_labels(key.namespace or "")
+            self.remember(policies)
+            decision = compute_decision(request, policies, labels)
+        decision, screened = await self.screen(request, body, decision, request.status)
+        request = request.model_copy(update={"status": screened})
+        status = screened
+        if decision.outcome == Outcome.PENDING:
+            await self.start_pending(request, decision, screened)
+            return
+        if decision.outcome == Outcome.GRANT:
+            await self.grant(request, decision)
+            return
+        phase, event_type = {
+            Outcome.PENDING: (Phase.PENDING, "Normal"),
+            Outcome.DENY: (Phase.DENIED, "Warning"),
+            Outcome.INVALID: (Phase.INVALID, "Warning"),
+        }[decision.outcome]
+        if decision.outcome == Outcome.INVALID:
+            metrics.errors_total.labels(error="invalid").inc()
+        requester = request.spec.requester
+        await self.reporter.transition(
+            key,
+            role=request.spec.role,
+            status=status.model_copy(update={"requester": requester, "policy": decision.policy}),
+            phase=phase,
+            reason=decision.reason,
+            message=decision.message,
+            generation=request.metadata.generation,
+            event_type=event_type,
+        )
+
+    async def grant(self, request: AccessRequest, decision: Decision) -> None:
+        requester = request.spec.requester
+        assert requester is not None and decision.duration is not None
+        duration = decision.duration
+        role = request.spec.role
+
+        def describe(grant: Grant) -> str:
+            return (
+                f"Granted {role.kind} {role.name} in namespace {grant.key.namespace} to "
+                f"{grant.subject.name} for {format_duration(duration)}, until "
+                f"{format_time(grant.expires_at)} (AccessPolicy {decision.policy})."
+            )
+
+        await self.grantor.activate(
+            lambda expires_at: compute_request_grant(
+                request, requester, decision.policy, expires_at
+            ),
+            duration,
+            request.status,
+            request.metadata,
+            describe,
+        )
+
+    async def screen(
+        self,
+        request: AccessRequest,
+        body: Mapping[str, Any],
+        decision: Decision,
+        status: AccessRequestStatus,
+    ) -> tuple[Decision, AccessRequestStatus]:
+        """Checks before a first decision takes effect: a requester Lapse signed, and a GitOps
+        approval not used before. GitOps requests carry their PR and commit into status."""
+        if decision.outcome == Outcome.INVALID:
+            return decision, status
+        if not compute_requester_verified(KIND, body, self.decisions.key):
+            return (
+                Decision(
+                    Outcome.INVALID,
+                    "UnverifiedRequester",
+                    "spec.requester carries no valid signature from Lapse's admission webhook; "
+                    "the request did not pass through Lapse and is not trusted.",
+                ),
+                status,
+            )
+        if decision.reason != "GitOpsApproved":
+            return decision, status
+        annotations = request.metadata.annotations
+        status = status.model_copy(
+            update={
+                "pull_request": annotations.get(PULL_REQUEST_ANNOTATION),
+                "commit": annotations.get(COMMIT_ANNOTATION),
+            }
+        )
+        ledger_key = compute_gitops_ledger_key(
+            request.metadata.namespace,
+            request.metadata.name,
+            annotations.get(COMMIT_ANNOTATION),
+            request.spec.model_dump(mode="json", by_alias=True, exclude={"requester"}),
+        )
+        first = await self.ledger.consume(
+            ledger_key, request.metadata.uid or "", self.grantor.clock()
+        )
+        key = GrantKey(
+            KIND, request.metadata.namespace, request.metadata.name, request.metadata.uid or ""
+        )
+        applier = request.spec.requester.username if request.spec.requester else "?"
+        if first:
+            await self.reporter.event(
+                key,
+                "Normal",
+                "GitOpsApproved",
+                f"Approved by {applier} applying pull request "
+                f"{status.pull_request or '(none named)'} at commit "
+                f"{status.commit or '(none named)'}.",
+            )
+        if not first:
+            return (
+                Decision(
+                    Outcome.DENY,
+                    "GitOpsApprovalConsumed",
+                    "This request (same namespace, name, commit and spec) was granted once "
+                    "already; creating it again does not grant again. Commit a new request "
+                    "to ask again.",
+                    policy=decision.policy,
+                ),
+                status,
+            )
+        return decision, status
+
+    async def start_pending(
+        self, request: AccessRequest, decision: Decision, status: AccessRequestStatus
+    ) -> None:
+        key = GrantKey(
+            KIND, request.metadata.namespace, request.metadata.name, request.metadata.uid or ""
+        )
+        policy = self.policies.get(decision.policy or "")
+        approvers = describe_identities(policy.spec.approval.approvers) if policy else "nobody"
+        required = policy.spec.approval.required if policy else 1
+        await self.reporter.transition(
+            key,
+            role=request.spec.role,
+            status=status.model_copy(
+                update={"requester": request.spec.requester, "policy": decision.policy}
+            ),
+            phase=Phase.PENDING,
+            reason=decision.reason,
+            message=f"{decision.message} Waiting for {required} approval(s) from {approvers}.",
+            generation=request.metadata.generation,
+            action="pending",
+            approvers=approvers,
+        )
+        self._set_pending(key, True)
+        created = request.metadata.creation_timestamp or self.grantor.clock()
+        self.scheduler.schedule(key, compute_approval_deadline(created, policy), APPROVAL_TIMEOUT)
+
+    # Requests already decided once ----------------------------------------------------------
+
+    async def follow_up(self, key: GrantKey, body: Mapping[str, Any]) -> None:
+        """Act on new verified decisions: count approvals, deny, revoke."""
+        status = parse_status(KIND, body)
+        if status.phase == Phase.PENDING:
+            await self.evaluate(key)
+            return
+        if status.phase != Phase.ACTIVE:
+            self._set_pending(key, False)
+            return
+        records = await self.decisions.verified(key, body)
+        authority = build_request_authority(
+            status.phase, key.name, None, status.requester, status.subject, self.admin_groups
+        )
+        policy = self.policies.get(status.policy or "")
+        if policy is not None:
+            authority = build_request_authority(
+                status.phase,
+                key.name,
+                policy,
+                status.requester,
+                status.subject,
+                self.admin_groups,
+            )
+        revocation = compute_revocation(records, authority)
+        if revocation is None:
+            return
+        await self.grantor.end(
+            key,
+            role=parse_role(body),
+            status=status,
+            phase=Phase.REVOKED,
+            reason="RevokedByUser",
+            message=f"Revoked by {revocation.username}: {revocation.comment or 'no reason given'}.",
+            generation=parse_generation(body),
+            event_type="Warning",
+        )
+
+    async def timeout(self, key: GrantKey, deadline: datetime) -> None:
+        await self.evaluate(key)
+
+    async def evaluate(self, key: GrantKey) -> None:
+        """Re-read a pending request and move it on if its decisions or its deadline say so."""
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            await self._evaluate(key)
+
+    async def _evaluate(self, key: GrantKey) -> None:
+        body = await self.grantor.read_owner(key)
+        if body is None:
+            self._set_pending(key, False)
+            self.scheduler.cancel(key, APPROVAL_TIMEOUT)
+            return
+        status = parse_status(KIND, body)
+        assert isinstance(status, AccessRequestStatus)
+        if status.phase != Phase.PENDING:
+            self._set_pending(key, False)
+            self.scheduler.cancel(key, APPROVAL_TIMEOUT)
+            return
+        self._set_pending(key, True)
+        role = parse_role(body)
+        generation = parse_generation(body)
+        try:
+            request = AccessRequest.model_validate(body)
+        except ValidationError:
+            return
+        requester = request.spec.requester
+        policy = self.policies.get(status.policy or "")
+        if requester is None or policy is None:
+            return
+        records = await self.decisions.verified(key, body)
+        subject = compute_subject(requester, request.spec.subject)
+        state = compute_approval_state(records, policy, requester, subject, self.admin_groups)
+        now = self.grantor.clock()
+        created = request.metadata.creation_timestamp or now
+        deadline = compute_approval_deadline(created, policy)
+        seen = {(a.user.username, a.decision, a.at) for a in status.approvals}
+        fresh = [a for a in state.approvals if (a.user.username, a.decision, a.at) not in seen]
+        status = status.model_copy(update={"approvals": list(state.approvals)})
+        for approval in fresh:
+            if approval.decision != "Approve":
+                continue
+            count = state.approved_by.index(approval.user.username) + 1
+            message = (
+                f"Approved by {approval.user.username} ({count} of {state.required} required)"
+                f"{': ' + approval.comment if approval.comment else ''}."
+            )
+            await self.reporter.event(key, "Normal", "ApprovalRecorded", message)
+            self.reporter.audit(
+                "approval",
+                key,
+                status,
+                role,
+                "ApprovalRecorded",
+                message,
+                decidedBy=approval.user.username,
+            )
+        deciding = state.deciding
+        if state.outcome == ApprovalOutcome.REVOKED and deciding is not None:
+            self._set_pending(key, False)
+            await self.reporter.transition(
+                key,
+                role=role,
+                status=status,
+                phase=Phase.REVOKED,
+                reason="Withdrawn",
+                message=f"Withdrawn by {deciding.username} before approval: "
+                f"{deciding.comment or 'no reason given'}.",
+                generation=generation,
+            )
+            return
+        if state.outcome == ApprovalOutcome.DENIED and deciding is not None:
+            self._set_pending(key, False)
+            await self.reporter.transition(
+                key,
+                role=role,
+                status=status,
+                phase=Phase.DENIED,
+                reason="DeniedByApprover",
+                message=f"Denied by {deciding.username}: {deciding.comment or 'no reason given'}.",
+                generation=generation,
+                event_type="Warning",
+                decidedBy=deciding.username,
+            )
+            return
+        if state.outcome == ApprovalOutcome.APPROVED:
+            await self._approve(key, request, status, policy, state.approved_by, generation)
+            return
+        if now >= deadline:
+            self._set_pending(key, False)
+            timeout = format_duration(compute_approval_timeout(policy))
+            await self.reporter.transition(
+                key,
+                role=role,
+                status=status,
+                phase=Phase.EXPIRED,
+                reason="ApprovalTimeout",
+                message=f"No approval within {timeout}; the request expired without access.",
+                generation=generation,
+                event_type="Warning",
+            )
+            return
+        if fresh:
+            await self.kube.patch_status(
+                key, {"status": {"approvals": [a.to_wire() for a in state.approvals]}}
+            )
+        self.scheduler.schedule(key, deadline, APPROVAL_TIMEOUT)
+
+    async def _approve(
+        self,
+        key: GrantKey,
+        request: AccessRequest,
+        status: AccessRequestStatus,
+        policy: AccessPolicy,
+        approved_by: list[str],
+        generation: int | None,
+    ) -> None:
+        self._set_pending(key, False)
+        self.scheduler.cancel(key, APPROVAL_TIMEOUT)
+        role = request.spec.role
+        labels = None
+        if policy.spec.namespace_selector is not None:
+            labels = await self.kube.get_namespace_labels(key.namespace or "")
+        decision = compute_decision(request, [policy], labels)
+        if decision.outcome not in (Outcome.GRANT, Outcome.PENDING) or decision.duration is None:
+            await self.reporter.transition(
+                key,
+                role=role,
+                status=status,
+                phase=Phase.DENIED,
+                reason=decision.reason,
+                message=f"Approved, but AccessPolicy {policy.metadata.name} no longer allows it: "
+                f"{decision.message}",
+                generation=generation,
+                event_type="Warning",
+            )
+            return
+        now = self.grantor.clock()
+        approved = await self.reporter.transition(
+            key,
+            role=role,
+            status=status,
+            phase=Phase.APPROVED,
+            reason="Approved",
+            message=f"Approved by {', '.join(approved_by)} ({len(approved_by)} of "
+            f"{policy.spec.approval.required} required).",
+            generation=generation,
+            decidedBy=",".join(approved_by),
+        )
+        if request.metadata.creation_timestamp is not None:
+            waited = (now - request.metadata.creation_timestamp).total_seconds()
+            metrics.approval_duration_seconds.observe(max(0.0, waited))
+        assert isinstance(approved, AccessRequestStatus)
+        await self.grant(request.model_copy(update={"status": approved}), decision)

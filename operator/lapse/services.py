@@ -1,0 +1,105 @@
+"""Everything the handlers use, built complete once at start-up, signing key first.
+
+Nothing here is set after construction: a keeper exists only with the key it signs and
+verifies with, so no code path runs half-configured. `lead` is what a replica does once it
+holds the lease: catch up on whatever lapsed while nobody led, then let the handlers act.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from lapse.breakglass import BreakGlassKeeper
+from lapse.config import Settings
+from lapse.core.bindings import MANAGED_SELECTOR
+from lapse.decisions import RequestDecisions
+from lapse.grantor import Grantor
+from lapse.guard import BindingGuard
+from lapse.kube import ApiError, KubeClient
+from lapse.leader import Leadership
+from lapse.ledger import GitOpsLedger
+from lapse.requests import RequestKeeper
+from lapse.signing import ensure_signing_key
+from lapse.sweeper import Sweeper
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    kube: KubeClient
+    grantor: Grantor
+    guard: BindingGuard
+    sweeper: Sweeper
+    decisions: RequestDecisions
+    requests: RequestKeeper
+    breakglass: BreakGlassKeeper
+    leadership: Leadership
+    # The operator's signing key: requesters and decisions carry its MACs.
+    key: bytes
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start(self) -> None:
+        """Elect (or just take) the lead, then `lead`."""
+        self.tasks.append(asyncio.create_task(self.leadership.run(), name="lapse-leader-election"))
+        self.tasks.append(asyncio.create_task(self.lead(), name="lapse-lead"))
+
+    async def lead(self) -> None:
+        """Once this replica holds the lease (at once without leader election): catch up, then
+        start the scheduler and the sweep and let the handlers that write run."""
+        await self.leadership.acquired.wait()
+        # Before any handler acts: whatever lapsed while no replica led goes now.
+        while True:
+            try:
+                removed = await self.sweeper.sweep()
+                break
+            except (ApiError, OSError, TimeoutError) as error:
+                logger.warning("Start-up sweep failed, trying again: %s", error)
+                await asyncio.sleep(1)
+            except Exception:
+                # Until this sweep succeeds no handler may act: a surprise here must be loud.
+                logger.exception("Start-up sweep failed unexpectedly, trying again")
+                await asyncio.sleep(1)
+        logger.info("Start-up sweep removed %d binding(s).", removed)
+        if self.settings.leader_election:
+            # Binding events a standby saw were not acted on: look at every binding once.
+            for binding in await self.kube.list_bindings(MANAGED_SELECTOR):
+                try:
+                    await self.guard.binding_event(None, binding)
+                except (ApiError, OSError, TimeoutError) as error:
+                    logger.warning("Could not check a binding after taking over: %s", error)
+        self.tasks.append(
+            asyncio.create_task(self.grantor.scheduler.run(), name="lapse-expiry-scheduler")
+        )
+        self.tasks.append(asyncio.create_task(self.sweeper.sweep_forever(), name="lapse-sweep"))
+        self.leadership.ready.set()
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.kube.close()
+
+
+async def build_services(settings: Settings, kube: KubeClient) -> Services:
+    key = await ensure_signing_key(kube, settings.namespace)
+    grantor = Grantor(kube, settings)
+    decisions = RequestDecisions(grantor.reporter, key=key, admin_groups=settings.admin_groups)
+    retention = timedelta(seconds=settings.gitops_ledger_retention)
+    ledger = GitOpsLedger(kube, settings.namespace, retention)
+    return Services(
+        settings=settings,
+        kube=kube,
+        grantor=grantor,
+        guard=BindingGuard(grantor),
+        sweeper=Sweeper(grantor),
+        decisions=decisions,
+        requests=RequestKeeper(grantor, decisions=decisions, ledger=ledger),
+        breakglass=BreakGlassKeeper(grantor, key=key),
+        leadership=Leadership(kube, settings),
+        key=key,
+    )
