@@ -73,11 +73,16 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     admin_token = secrets.token_hex(16)
     tokens = read_token_file(Path(args.token_file)) if args.token_file else {}
-    server = Server(admin_token=admin_token, tokens=tokens, history=args.history)
-    runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
-    await runner.setup()
     # kubectl sends bearer tokens only over TLS; plain HTTP serves clients without tokens.
     certificates = None if args.plain_http else tls.generate(args.host)
+    server = Server(
+        admin_token=admin_token,
+        tokens=tokens,
+        history=args.history,
+        root_ca=certificates.ca_pem.decode() if certificates else "",
+    )
+    runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
+    await runner.setup()
     ssl_context = certificates.server_context() if certificates else None
     site = web.TCPSite(runner, args.host, args.port, shutdown_timeout=1.0, ssl_context=ssl_context)
     await site.start()

@@ -1,5 +1,6 @@
 """The controllers a real cluster runs that the local API must imitate: garbage collection,
-namespace deletion, CRD instance cleanup and each namespace's `default` ServiceAccount.
+namespace deletion, CRD instance cleanup, each namespace's `default` ServiceAccount and its
+`kube-root-ca.crt` ConfigMap.
 
 Like kube-controller-manager they react to watch events, after the write that caused them has
 been answered: an owner's deletion is visible at once and its dependents follow a moment later.
@@ -24,11 +25,22 @@ log = logging.getLogger(__name__)
 NAMESPACES: ResKey = ("", "namespaces")
 CRDS: ResKey = (CRD_GROUP, "customresourcedefinitions")
 SERVICE_ACCOUNTS: ResKey = ("", "serviceaccounts")
+CONFIGMAPS: ResKey = ("", "configmaps")
+# kube-controller-manager's root-ca-cert-publisher puts the cluster's CA into every namespace
+# under this name, and puts it back when it is deleted: no namespace is ever empty.
+ROOT_CA = "kube-root-ca.crt"
+ROOT_CA_DESCRIPTION = (
+    "Contains a CA bundle that can be used to verify the kube-apiserver when using internal "
+    "endpoints such as the internal service IP or kubernetes.default.svc. No other usage is "
+    "guaranteed across distributions of Kubernetes clusters."
+)
 
 
 class Controllers:
-    def __init__(self, objects: Objects) -> None:
+    def __init__(self, objects: Objects, *, root_ca: str = "") -> None:
         self.objects = objects
+        # The CA bundle published as kube-root-ca.crt; none over plain HTTP.
+        self.root_ca = root_ca
         self.store = objects.store
         self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -56,6 +68,8 @@ class Controllers:
                 self._queue.put_nowait(("crd-instance-gone", event.key))
             for ref in meta.get("ownerReferences") or ():
                 self._queue.put_nowait(("dependent-gone", ref.get("uid")))
+            if event.key == CONFIGMAPS and meta["name"] == ROOT_CA:
+                self._queue.put_nowait(("root-ca-gone", event.namespace))
             return
         if event.type == "ADDED" and event.key == NAMESPACES:
             self._queue.put_nowait(("namespace-added", meta["name"]))
@@ -205,12 +219,30 @@ class Controllers:
         ns = self.store.get(NAMESPACES, "", name)
         if ns is None or ns["metadata"].get("deletionTimestamp"):
             return
-        if self.store.get(SERVICE_ACCOUNTS, name, "default") is not None:
+        if self.store.get(SERVICE_ACCOUNTS, name, "default") is None:
+            info = self._info(SERVICE_ACCOUNTS)
+            assert info is not None
+            account = self.objects.prepare_create(info, {"metadata": {"name": "default"}}, name)
+            self.objects.create(info, account, dry_run=False)
+        self._root_ca_gone(name)
+
+    def _root_ca_gone(self, name: str) -> None:
+        """Publish the cluster's CA in namespace `name`, unless it is there or going away."""
+        ns = self.store.get(NAMESPACES, "", name)
+        if not self.root_ca or ns is None or ns["metadata"].get("deletionTimestamp"):
             return
-        info = self._info(SERVICE_ACCOUNTS)
+        if self.store.get(CONFIGMAPS, name, ROOT_CA) is not None:
+            return
+        info = self._info(CONFIGMAPS)
         assert info is not None
-        account = self.objects.prepare_create(info, {"metadata": {"name": "default"}}, name)
-        self.objects.create(info, account, dry_run=False)
+        body = {
+            "metadata": {
+                "name": ROOT_CA,
+                "annotations": {"kubernetes.io/description": ROOT_CA_DESCRIPTION},
+            },
+            "data": {"ca.crt": self.root_ca},
+        }
+        self.objects.create(info, self.objects.prepare_create(info, body, name), dry_run=False)
 
     def _namespace(self, name: str) -> None:
         """A namespace is being deleted: delete what it holds, then finish if nothing is left."""

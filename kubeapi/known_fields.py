@@ -8,6 +8,7 @@ a warning. Custom objects are checked against their CRD schema elsewhere. Kinds 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from . import errors
@@ -126,3 +127,60 @@ def check(info: ResourceInfo, obj: dict[str, Any], mode: str, warnings: list[str
             f"strict decoding error: {', '.join(listed)}"
         )
     warnings.extend(listed)
+
+
+# metav1.MicroTime fields: Go decodes them with the layout below and nothing else, so a time
+# without six fractional digits (Python's isoformat() of a whole second, say) is refused.
+MICRO_TIME_LAYOUT = "2006-01-02T15:04:05.000000Z07:00"
+MICRO_TIMES: dict[tuple[str, str], tuple[tuple[str, ...], ...]] = {
+    ("", "Event"): (("eventTime",), ("series", "lastObservedTime")),
+    ("events.k8s.io", "Event"): (("eventTime",), ("series", "lastObservedTime")),
+    ("coordination.k8s.io", "Lease"): (("spec", "acquireTime"), ("spec", "renewTime")),
+}
+_LAYOUT_ELEMENTS = (
+    ("2006", r"\d{4}"),
+    ("-", "-"),
+    ("01", r"\d{2}"),
+    ("-", "-"),
+    ("02", r"\d{2}"),
+    ("T", "T"),
+    ("15", r"\d{2}"),
+    (":", ":"),
+    ("04", r"\d{2}"),
+    (":", ":"),
+    ("05", r"\d{2}"),
+    (".000000", r"\.\d{6}"),
+    ("Z07:00", r"(Z|[+-]\d{2}:\d{2})"),
+)
+
+
+def micro_time_problem(value: str) -> str | None:
+    """Go's time.Parse error for `value` under MICRO_TIME_LAYOUT, or None if it parses."""
+    rest = value
+    for element, pattern in _LAYOUT_ELEMENTS:
+        match = re.match(pattern, rest)
+        if match is None:
+            return (
+                f'parsing time "{value}" as "{MICRO_TIME_LAYOUT}": '
+                f'cannot parse "{rest}" as "{element}"'
+            )
+        rest = rest[match.end() :]
+    if rest:
+        return f'parsing time "{value}": extra text: "{rest}"'
+    return None
+
+
+def check_micro_times(info: ResourceInfo, obj: dict[str, Any]) -> None:
+    """Refuse a built-in object whose MicroTime fields Go could not decode (400)."""
+    for path in MICRO_TIMES.get((info.group, info.kind), ()):
+        value: Any = obj
+        for step in path:
+            value = value.get(step) if isinstance(value, dict) else None
+        if not isinstance(value, str):
+            continue
+        problem = micro_time_problem(value)
+        if problem is not None:
+            raise errors.bad_request(
+                f'{info.kind} in version "{info.version}" cannot be handled as a {info.kind}: '
+                f"{problem}"
+            )

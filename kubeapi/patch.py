@@ -222,7 +222,7 @@ def _merge_list(current: list[Any], patch: list[Any], key: str | None, path: str
         for item in patch:
             if item not in merged:
                 merged.append(item)
-        return merged
+        return _server_order(merged, patch, current, None)
     merged = [copy.deepcopy(x) for x in current]
     for item in patch:
         if not isinstance(item, dict):
@@ -245,7 +245,46 @@ def _merge_list(current: list[Any], patch: list[Any], key: str | None, path: str
             merged.append(_strip_directives(item))
         else:
             merged[position] = _smp(merged[position], item, path)
-    return merged
+    return _server_order(merged, patch, current, key)
+
+
+def _server_order(
+    merged: list[Any], patch: list[Any], original: list[Any], key: str | None
+) -> list[Any]:
+    """kube-apiserver's order for a merged list (strategicpatch.normalizeElementOrder): the
+    patch's items in the patch's order and the others in the stored order, interleaved where
+    the stored order knows both — so an item the patch adds comes first, not last."""
+
+    def ident(x: Any) -> Any:
+        return x.get(key) if key and isinstance(x, dict) else x
+
+    def position(order: list[Any], x: Any) -> int:
+        wanted = ident(x)
+        return next((i for i, o in enumerate(order) if ident(o) == wanted), -1)
+
+    patched = [p for p in patch if not (isinstance(p, dict) and p.get("$patch"))]
+    mine = sorted(
+        (x for x in merged if position(patched, x) >= 0), key=lambda x: position(patched, x)
+    )
+    theirs = [x for x in merged if position(patched, x) < 0]
+    ordered: list[Any] = []
+    i = j = 0
+    while i < len(theirs) or j < len(mine):
+        if j >= len(mine):
+            ordered.append(theirs[i])
+            i += 1
+        elif i >= len(theirs):
+            ordered.append(mine[j])
+            j += 1
+        else:
+            left, right = position(original, theirs[i]), position(original, mine[j])
+            if 0 <= left < right:
+                ordered.append(theirs[i])
+                i += 1
+            else:
+                ordered.append(mine[j])
+                j += 1
+    return ordered
 
 
 def _reorder(items: list[Any], order: list[Any], key: str | None) -> list[Any]:

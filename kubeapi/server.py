@@ -98,11 +98,12 @@ class Server:
         admin_token: str,
         tokens: Mapping[str, UserInfo] | None = None,
         history: int = 100_000,
+        root_ca: str = "",
     ) -> None:
         self.store = Store(history)
         self.registry = Registry()
         self.objects = Objects(self.store, self.registry)
-        self.controllers = Controllers(self.objects)
+        self.controllers = Controllers(self.objects, root_ca=root_ca)
         self.store.listeners.append(self._track_crds)
         self.store.listeners.append(self._track_rbac)
         self.address = ""
@@ -879,6 +880,7 @@ class Server:
             )
         else:
             known_fields.check(info, obj, _FIELD_VALIDATION.get(), _WARNINGS.get([]))
+            known_fields.check_micro_times(info, obj)
             validation.check_builtin(info, obj, old)
             if info.group == CRD_GROUP and t.subresource != "status":
                 schema.validate_crd(obj)

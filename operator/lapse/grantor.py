@@ -42,7 +42,7 @@ from lapse.core.owners import (
 )
 from lapse.core.sweep import SweepReason
 from lapse.crashpoints import crash_point
-from lapse.kube import ApiError, ConflictError, KubeClient, NotFoundError, RefusedError
+from lapse.kube import ApiError, ConflictError, KubeApi, NotFoundError, RefusedError
 from lapse.reporting import OUTCOMES, Clock, Reporter
 from lapse.scheduler import ExpiryScheduler
 
@@ -58,7 +58,7 @@ def utcnow() -> datetime:
 class Grantor:
     def __init__(
         self,
-        kube: KubeClient,
+        kube: KubeApi,
         settings: Settings,
         reporter: Reporter | None = None,
         clock: Clock = utcnow,

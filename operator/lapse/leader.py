@@ -30,7 +30,7 @@ from lapse.core.leases import (
     parse_lease,
     renew_deadline,
 )
-from lapse.kube import ApiError, ConflictError, KubeClient
+from lapse.kube import ApiError, ConflictError, KubeApi
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def utcnow() -> datetime:
 class Leadership:
     """Whether this replica may act. Without leader election it always may."""
 
-    def __init__(self, kube: KubeClient, settings: Settings, clock: Clock = utcnow) -> None:
+    def __init__(self, kube: KubeApi, settings: Settings, clock: Clock = utcnow) -> None:
         self.kube = kube
         self.settings = settings
         self.clock = clock

@@ -16,14 +16,14 @@ from typing import Any
 
 from lapse.core.approvals import compute_ledger_prune
 from lapse.core.bindings import format_time
-from lapse.kube import ConflictError, KubeClient
+from lapse.kube import ConflictError, KubeApi
 
 CONFIGMAP_NAME = "lapse-gitops-ledger"
 ATTEMPTS = 5
 
 
 class GitOpsLedger:
-    def __init__(self, kube: KubeClient, namespace: str, retention: timedelta) -> None:
+    def __init__(self, kube: KubeApi, namespace: str, retention: timedelta) -> None:
         self.kube = kube
         self.namespace = namespace
         self.retention = retention

@@ -19,7 +19,7 @@ from lapse.core.grants import GrantKey
 from lapse.core.lifecycle import build_status_patch, compute_transition
 from lapse.core.models import GrantStatus, Phase, RoleRef
 from lapse.crashpoints import crash_point
-from lapse.kube import ApiError, KubeClient
+from lapse.kube import ApiError, KubeApi
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def involved_object(key: GrantKey) -> dict[str, Any]:
 
 
 class Reporter:
-    def __init__(self, kube: KubeClient, clock: Clock) -> None:
+    def __init__(self, kube: KubeApi, clock: Clock) -> None:
         self.kube = kube
         self.clock = clock
         # Owners this process has recorded as ended: a second path to the same end is a no-op.

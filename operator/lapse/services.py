@@ -18,7 +18,7 @@ from lapse.core.bindings import MANAGED_SELECTOR
 from lapse.decisions import RequestDecisions
 from lapse.grantor import Grantor
 from lapse.guard import BindingGuard
-from lapse.kube import ApiError, KubeClient
+from lapse.kube import ApiError, KubeApi
 from lapse.leader import Leadership
 from lapse.ledger import GitOpsLedger
 from lapse.requests import RequestKeeper
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Services:
     settings: Settings
-    kube: KubeClient
+    kube: KubeApi
     grantor: Grantor
     guard: BindingGuard
     sweeper: Sweeper
@@ -85,7 +85,7 @@ class Services:
         await self.kube.close()
 
 
-async def build_services(settings: Settings, kube: KubeClient) -> Services:
+async def build_services(settings: Settings, kube: KubeApi) -> Services:
     key = await ensure_signing_key(kube, settings.namespace)
     grantor = Grantor(kube, settings)
     decisions = RequestDecisions(grantor.reporter, key=key, admin_groups=settings.admin_groups)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import secrets
 
-from lapse.kube import ConflictError, KubeClient
+from lapse.kube import ConflictError, KubeApi
 
 SECRET_NAME = "lapse-signing-key"
 KEY_FIELD = "key"
@@ -24,7 +24,7 @@ def _decode(secret: dict[str, object]) -> bytes | None:
     return key if len(key) >= 32 else None
 
 
-async def ensure_signing_key(kube: KubeClient, namespace: str) -> bytes:
+async def ensure_signing_key(kube: KubeApi, namespace: str) -> bytes:
     """The key from the Secret, creating the Secret with a fresh key when absent."""
     existing = await kube.get_namespaced("secrets", namespace, SECRET_NAME)
     if existing is not None:

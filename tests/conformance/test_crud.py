@@ -178,7 +178,8 @@ def test_strategic_merge_patch_merges_finalizers_and_deletes_keys(
             "data": {"drop": None},
         },
     )
-    assert patched.metadata.finalizers == ["a.example/x", "b.example/y"]
+    # kube-apiserver puts what the patch adds before what was stored (normalizeElementOrder).
+    assert patched.metadata.finalizers == ["b.example/y", "a.example/x"]
     assert not patched.metadata.labels
     assert patched.data == {"keep": "1"}
     api.patch_namespaced_config_map(
@@ -244,7 +245,11 @@ def test_label_and_field_selectors_and_pagination(cluster: Cluster, namespace: s
         )
         == 6
     )
-    assert len(api.list_namespaced_config_map(namespace, label_selector="!tier").items) == 0
+    # No namespace is empty: kube-controller-manager publishes the cluster's CA in each.
+    assert [
+        c.metadata.name
+        for c in api.list_namespaced_config_map(namespace, label_selector="!tier").items
+    ] == ["kube-root-ca.crt"]
     assert [
         c.metadata.name
         for c in api.list_namespaced_config_map(namespace, field_selector="metadata.name=p4").items
@@ -257,7 +262,7 @@ def test_label_and_field_selectors_and_pagination(cluster: Cluster, namespace: s
         token = page.metadata._continue
         if not token:
             break
-    assert seen == [f"p{i}" for i in range(7)]
+    assert seen == ["kube-root-ca.crt", *(f"p{i}" for i in range(7))]
 
 
 def test_namespaced_create_needs_the_namespace(cluster: Cluster) -> None:
@@ -267,6 +272,8 @@ def test_namespaced_create_needs_the_namespace(cluster: Cluster) -> None:
 
 
 def test_events_are_one_store_with_two_shapes(cluster: Cluster, namespace: str) -> None:
+    # Not a whole second: the Python client re-writes eventTime with isoformat(), which drops
+    # a zero fraction, and the API server takes a MicroTime only with six digits of it.
     api = core(cluster)
     api.create_namespaced_event(
         namespace,
@@ -274,7 +281,7 @@ def test_events_are_one_store_with_two_shapes(cluster: Cluster, namespace: str) 
             "metadata": {"name": "ev1"},
             "reason": "Granted",
             "message": "edit for 1h",
-            "eventTime": "2024-01-01T00:00:00.000000Z",
+            "eventTime": "2024-01-01T00:00:00.123456Z",
             "reportingComponent": "lapse.dev/operator",
             "reportingInstance": "lapse-0",
             "action": "Grant",
@@ -291,7 +298,7 @@ def test_events_are_one_store_with_two_shapes(cluster: Cluster, namespace: str) 
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
             "metadata": {"name": "ev2"},
-            "eventTime": "2024-01-01T00:00:00.000000Z",
+            "eventTime": "2024-01-01T00:00:00.123456Z",
             "reportingController": "lapse.dev/operator",
             "reportingInstance": "lapse-0",
             "action": "Revoke",
@@ -366,3 +373,45 @@ def test_empty_metadata_list_has_null_items(cluster: Cluster, namespace: str) ->
     status, body = raw(cluster, "GET", path)
     assert status == 200
     assert body["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("2024-01-01T00:00:00Z", 'cannot parse "Z" as ".000000"'),
+        ("2024-01-01T00:00:00+00:00", 'cannot parse "+00:00" as ".000000"'),
+        ("2024-01-01T00:00:00.123Z", 'cannot parse ".123Z" as ".000000"'),
+    ],
+)
+def test_micro_time_needs_six_fractional_digits(
+    cluster: Cluster, namespace: str, value: str, problem: str
+) -> None:
+    """Event.eventTime and Lease renewTime are MicroTimes: Go decodes them with one layout."""
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": "micro"},
+        "eventTime": value,
+        "reportingComponent": "lapse.dev/operator",
+        "reportingInstance": "lapse-0",
+        "action": "Grant",
+        "reason": "Granted",
+        "type": "Normal",
+        "involvedObject": {"kind": "AccessRequest", "name": "r1", "namespace": namespace},
+    }
+    status, body = raw(cluster, "POST", f"/api/v1/namespaces/{namespace}/events", event)
+    assert status == 400, body
+    assert body["message"] == (
+        'Event in version "v1" cannot be handled as a Event: parsing time '
+        f'"{value}" as "2006-01-02T15:04:05.000000Z07:00": {problem}'
+    )
+    lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "micro"},
+        "spec": {"holderIdentity": "a", "renewTime": value},
+    }
+    path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+    status, body = raw(cluster, "POST", path, lease)
+    assert status == 400, body
+    assert problem in body["message"]
