@@ -114,19 +114,7 @@ class BreakGlassKeeper:
         try:
             glass = BreakGlass.model_validate(body)
         except ValidationError as error:
-            first = error.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            metrics.errors_total.labels(error="invalid").inc()
-            await self.reporter.transition(
-                key,
-                role=parse_role(body),
-                status=status,
-                phase=Phase.INVALID,
-                reason="InvalidSpec",
-                message=f"The break-glass cannot be read: {where}: {first['msg']}.",
-                generation=parse_generation(body),
-                event_type="Warning",
-            )
+            await self.reporter.unreadable(key, body, status, error, what="break-glass")
             return
         if not compute_requester_verified(KIND, body, self.key):
             await self.reporter.transition(

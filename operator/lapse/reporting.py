@@ -12,12 +12,15 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from lapse import audit, metrics
 from lapse.core.audit import build_audit_record
 from lapse.core.breakglass import compute_audit_fields
 from lapse.core.grants import GrantKey
 from lapse.core.lifecycle import build_status_patch, compute_transition
 from lapse.core.models import GrantStatus, Phase, RoleRef
+from lapse.core.owners import parse_generation, parse_role
 from lapse.crashpoints import crash_point
 from lapse.kube import ApiError, KubeApi
 
@@ -147,3 +150,27 @@ class Reporter:
         if phase.ended:
             self.ended.add(key)
         return new
+
+    async def unreadable(
+        self,
+        key: GrantKey,
+        body: Mapping[str, Any],
+        status: GrantStatus,
+        error: ValidationError,
+        *,
+        what: str,
+    ) -> None:
+        """An owner the models cannot read ends Invalid, saying where and why."""
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        metrics.errors_total.labels(error="invalid").inc()
+        await self.transition(
+            key,
+            role=parse_role(body),
+            status=status,
+            phase=Phase.INVALID,
+            reason="InvalidSpec",
+            message=f"The {what} cannot be read: {where}: {first['msg']}.",
+            generation=parse_generation(body),
+            event_type="Warning",
+        )

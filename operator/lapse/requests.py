@@ -85,7 +85,6 @@ class RequestKeeper:
         """Bring one AccessRequest to where its status says it should be; safe to repeat."""
         key = key_of(KIND, body)
         status = parse_status(key.kind, body)
-        generation = parse_generation(body)
         self.remember(policies)
         if status.phase is not None:
             await self.follow_up(key, body)
@@ -94,19 +93,7 @@ class RequestKeeper:
         try:
             request = AccessRequest.model_validate(body)
         except ValidationError as error:
-            first = error.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            metrics.errors_total.labels(error="invalid").inc()
-            await self.reporter.transition(
-                key,
-                role=parse_role(body),
-                status=status,
-                phase=Phase.INVALID,
-                reason="InvalidSpec",
-                message=f"The request cannot be read: {where}: {first['msg']}.",
-                generation=generation,
-                event_type="Warning",
-            )
+            await self.reporter.unreadable(key, body, status, error, what="request")
             return
         labels = None
         if needs_namespace_labels(policies):
