@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import kubernetes.client
@@ -159,7 +160,8 @@ def test_orphan_deletion_keeps_dependents(cluster: Cluster, namespace: str) -> N
 
 def test_namespace_deletion_removes_its_content(cluster: Cluster) -> None:
     api = core(cluster)
-    name = "t-ns-deletion"
+    # Its own name each run: a real namespace controller takes seconds to finish a deletion.
+    name = f"t-ns-deletion-{uuid.uuid4().hex[:6]}"
     api.create_namespace({"metadata": {"name": name}})
     api.create_namespaced_config_map(
         name, {"metadata": {"name": "a", "finalizers": ["lapse.dev/hold"]}}
@@ -181,7 +183,7 @@ def test_namespace_deletion_removes_its_content(cluster: Cluster) -> None:
         {"metadata": {"finalizers": None}},
         "application/merge-patch+json",
     )
-    wait_for(lambda: absent(lambda: api.read_namespace(name)))
+    wait_for(lambda: absent(lambda: api.read_namespace(name)), timeout=60)
 
 
 def test_deleting_a_crd_deletes_its_objects_and_stops_serving(
