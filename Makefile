@@ -7,6 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 KUBEAPI_PORT ?= 6443
+KUBEAPI_DIR ?= .kubeapi
 export KUBEAPI_PORT
 
 .DEFAULT_GOAL := help
@@ -19,11 +20,14 @@ help: ## Show this help.
 		/^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2 } \
 		/^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
+# One install at a time: `make kubeapi &` and the next command may both need the venv first.
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+	@mkdir -p $(VENV)
+	@flock $(VENV)/.lock $(SHELL) -c 'set -e; test $(STAMP) -nt pyproject.toml && exit 0; \
+		test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
+		$(BIN)/pip install --quiet --upgrade pip; \
+		$(BIN)/pip install --quiet -e ".[dev]"; \
+		touch $(STAMP)'
 
 .PHONY: venv
 venv: $(STAMP) ## Create .venv with Lapse, its CLI and kubectl in .venv/bin.
@@ -35,8 +39,16 @@ demo: $(STAMP) ## Run Lapse end to end: a request is granted, then lapses (local
 	$(BIN)/python -m demo
 
 .PHONY: kubeapi
-kubeapi: $(STAMP) ## Serve the local Kubernetes API on 127.0.0.1:$KUBEAPI_PORT (kubeconfig in .kubeapi/kubeconfig).
-	$(BIN)/python -m kubeapi --port $(KUBEAPI_PORT) --kubeconfig .kubeapi/kubeconfig
+kubeapi: $(STAMP) ## Serve the local Kubernetes API on 127.0.0.1:$KUBEAPI_PORT (kubeconfig in $$KUBEAPI_DIR/kubeconfig).
+	@echo 'Local Kubernetes API starting. In your shell: export KUBECONFIG=$(abspath $(KUBEAPI_DIR))/kubeconfig'
+	@echo '(or: eval "$$(make -s env)", which also puts kubectl and kubectl lapse on PATH)'
+	$(BIN)/python -m kubeapi --port $(KUBEAPI_PORT) --kubeconfig $(KUBEAPI_DIR)/kubeconfig
+
+# Printed, not run: make cannot change the shell it was called from.
+.PHONY: env
+env: ## Print the exports that put kubectl and kubectl lapse on PATH (and the local API's KUBECONFIG if none is set); eval "$$(make -s env)".
+	@echo 'export PATH="$(CURDIR)/$(BIN):$$PATH"'
+	@if [ -z "$$KUBECONFIG" ]; then echo 'export KUBECONFIG="$(abspath $(KUBEAPI_DIR))/kubeconfig"'; fi
 
 # What `make run` needs on a fresh cluster, and the sample team that the README's examples use:
 # the namespace, the CRDs (waited for, so the policies after them find their kind), the
@@ -47,6 +59,7 @@ SAMPLES := namespace requester-clusterrole approver-clusterrole breakglass-clust
 
 .PHONY: install
 install: $(STAMP) ## Install the namespace, CRDs, RBAC, sample roles and policies into KUBECONFIG's cluster.
+	@$(BIN)/python -m demo.reachable
 	$(BIN)/kubectl apply -f deploy/base/namespace.yaml -f deploy/base/serviceaccount.yaml \
 		-f deploy/base/rbac.yaml
 	$(BIN)/kubectl apply -f crds/
@@ -56,6 +69,10 @@ install: $(STAMP) ## Install the namespace, CRDs, RBAC, sample roles and policie
 .PHONY: run
 run: $(STAMP) ## Run the operator in the foreground against the cluster named by KUBECONFIG.
 	$(BIN)/lapse-operator
+
+.PHONY: ready
+ready: $(STAMP) ## Wait until the operator (`make run &`) answers: its webhooks registered and serving.
+	@$(BIN)/python -m demo.ready
 
 ##@ Development
 

@@ -57,6 +57,7 @@ from lapse.core.models import (
 from lapse.core.owners import key_of, parse_generation, parse_role, parse_status
 from lapse.core.policy import Outcome
 from lapse.core.requester import compute_requester_verified
+from lapse.core.sentences import compute_quoted, compute_sentence
 from lapse.grantor import Grantor
 
 logger = logging.getLogger(__name__)
@@ -168,7 +169,8 @@ class BreakGlassKeeper:
                 f"BREAK-GLASS: {requester.username} holds {spec.role.kind} {spec.role.name} "
                 f"{where} for {format_duration(duration)}, until "
                 f"{format_time(grant.expires_at)} ({incident}AccessPolicy {decision.policy}); "
-                f"reason: {spec.reason} A review is due within {review.deadline}."
+                f"reason: {compute_sentence(spec.reason)} A review is due within "
+                f"{review.deadline}."
             )
 
         def finish(status: GrantStatus) -> GrantStatus:
@@ -339,8 +341,9 @@ class BreakGlassKeeper:
                 },
             )
         review = reviewed.review
-        message = f"{review.reviewer.username} reviewed this break-glass: {review.verdict}" + (
-            f": {review.comment}" if review.comment else "."
+        message = compute_quoted(
+            f"{review.reviewer.username} reviewed this break-glass: {review.verdict}",
+            review.comment,
         )
         event_type = "Normal" if review.verdict == "Justified" else "Warning"
         await self.reporter.event(key, event_type, f"Reviewed{review.verdict}", message)
@@ -350,15 +353,14 @@ class BreakGlassKeeper:
         self._track(key, reviewed)
 
     async def _revoke(self, key: GrantKey, body: Mapping[str, Any], record: DecisionRecord) -> None:
-        comment = f": {record.comment}" if record.comment else "."
         await self.grantor.end(
             key,
             role=parse_role(body),
             status=parse_glass_status(body),
             phase=Phase.REVOKED,
             reason="Revoked",
-            message=f"{record.username} revoked this break-glass{comment} The record stays for "
-            "the review.",
+            message=compute_quoted(f"{record.username} revoked this break-glass", record.comment)
+            + " The record stays for the review.",
             generation=parse_generation(body),
             event_type="Warning",
         )

@@ -6,12 +6,10 @@ Importing the handler modules registers them with kopf; settings are read here, 
 from __future__ import annotations
 
 import asyncio
-import logging
-import sys
 
 import kopf
 
-from lapse import audit, crashpoints
+from lapse import audit, crashpoints, logs
 from lapse.config import Settings
 from lapse.handlers import (  # noqa: F401  (registers the handlers)
     handle_admission,
@@ -23,11 +21,7 @@ from lapse.handlers import (  # noqa: F401  (registers the handlers)
 
 
 def main() -> None:
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure()
     audit.configure()
     settings = Settings.from_env()
     crashpoints.arm(settings.crash_at)

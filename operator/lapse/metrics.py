@@ -64,7 +64,12 @@ for _kind in KINDS:
     active_grants.labels(kind=_kind)
 
 
+_serving: set[tuple[str, int]] = set()
+
+
 def serve(addr: str, port: int) -> None:
-    """Serve /metrics in a daemon thread; port 0 means no endpoint."""
-    if port:
+    """Serve /metrics in a daemon thread; port 0 means no endpoint. Start-up may be retried
+    (kopf runs it again after a temporary failure): an endpoint already served stays as it is."""
+    if port and (addr, port) not in _serving:
         start_http_server(port, addr=addr)
+        _serving.add((addr, port))

@@ -21,6 +21,7 @@ from lapse.core.approvals import (
     COMMIT_ANNOTATION,
     PULL_REQUEST_ANNOTATION,
     ApprovalOutcome,
+    build_approval_requirement,
     build_request_authority,
     compute_approval_deadline,
     compute_approval_state,
@@ -43,11 +44,13 @@ from lapse.core.policy import (
     parse_policy,
 )
 from lapse.core.requester import compute_requester_verified
+from lapse.core.sentences import compute_quoted
 from lapse.decisions import RequestDecisions
 from lapse.grantor import Grantor
 from lapse.ledger import GitOpsLedger
 
 APPROVAL_TIMEOUT = "approval-timeout"
+NO_REASON = "no reason given"
 KIND = ACCESS_REQUEST.kind
 
 
@@ -109,6 +112,7 @@ class RequestKeeper:
             self.remember(policies)
             decision = compute_decision(request, policies, labels)
         decision, screened = await self.screen(request, body, decision, request.status)
+        screened = self._decided(request, decision, screened)
         request = request.model_copy(update={"status": screened})
         status = screened
         if decision.outcome == Outcome.PENDING:
@@ -124,17 +128,36 @@ class RequestKeeper:
         }[decision.outcome]
         if decision.outcome == Outcome.INVALID:
             metrics.errors_total.labels(error="invalid").inc()
-        requester = request.spec.requester
         await self.reporter.transition(
             key,
             role=request.spec.role,
-            status=status.model_copy(update={"requester": requester, "policy": decision.policy}),
+            status=status,
             phase=phase,
             reason=decision.reason,
             message=decision.message,
             generation=request.metadata.generation,
             event_type=event_type,
         )
+
+    def _decided(
+        self, request: AccessRequest, decision: Decision, status: AccessRequestStatus
+    ) -> AccessRequestStatus:
+        """The status of a first decision: who asked, for whom, which policy decided and what it
+        requires — readable by everyone who may read the request, whatever the outcome."""
+        requester = request.spec.requester
+        policy = self.policies.get(decision.policy or "")
+        update: dict[str, Any] = {
+            "requester": requester,
+            "policy": decision.policy,
+            "approval": build_approval_requirement(
+                decision.reason,
+                policy,
+                request.metadata.creation_timestamp or self.grantor.clock(),
+            ),
+        }
+        if requester is not None:
+            update["subject"] = compute_subject(requester, request.spec.subject)
+        return status.model_copy(update=update)
 
     async def grant(self, request: AccessRequest, decision: Decision) -> None:
         requester = request.spec.requester
@@ -237,9 +260,7 @@ class RequestKeeper:
         await self.reporter.transition(
             key,
             role=request.spec.role,
-            status=status.model_copy(
-                update={"requester": request.spec.requester, "policy": decision.policy}
-            ),
+            status=status,
             phase=Phase.PENDING,
             reason=decision.reason,
             message=f"{decision.message} Waiting for {required} approval(s) from {approvers}.",
@@ -285,7 +306,9 @@ class RequestKeeper:
             status=status,
             phase=Phase.REVOKED,
             reason="RevokedByUser",
-            message=f"Revoked by {revocation.username}: {revocation.comment or 'no reason given'}.",
+            message=compute_quoted(
+                f"Revoked by {revocation.username}", revocation.comment, default=NO_REASON
+            ),
             generation=parse_generation(body),
             event_type="Warning",
         )
@@ -334,9 +357,9 @@ class RequestKeeper:
             if approval.decision != "Approve":
                 continue
             count = state.approved_by.index(approval.user.username) + 1
-            message = (
-                f"Approved by {approval.user.username} ({count} of {state.required} required)"
-                f"{': ' + approval.comment if approval.comment else ''}."
+            message = compute_quoted(
+                f"Approved by {approval.user.username} ({count} of {state.required} required)",
+                approval.comment,
             )
             await self.reporter.event(key, "Normal", "ApprovalRecorded", message)
             self.reporter.audit(
@@ -357,8 +380,11 @@ class RequestKeeper:
                 status=status,
                 phase=Phase.REVOKED,
                 reason="Withdrawn",
-                message=f"Withdrawn by {deciding.username} before approval: "
-                f"{deciding.comment or 'no reason given'}.",
+                message=compute_quoted(
+                    f"Withdrawn by {deciding.username} before approval",
+                    deciding.comment,
+                    default=NO_REASON,
+                ),
                 generation=generation,
             )
             return
@@ -370,7 +396,9 @@ class RequestKeeper:
                 status=status,
                 phase=Phase.DENIED,
                 reason="DeniedByApprover",
-                message=f"Denied by {deciding.username}: {deciding.comment or 'no reason given'}.",
+                message=compute_quoted(
+                    f"Denied by {deciding.username}", deciding.comment, default=NO_REASON
+                ),
                 generation=generation,
                 event_type="Warning",
                 decidedBy=deciding.username,

@@ -193,8 +193,8 @@ def test_explain_pending_says_who_how_many_and_until_when() -> None:
     )
     text = explain(pending, policy(required=2), NOW)
     assert text.splitlines() == [
-        "AccessRequest payments/edit-x7k2p is waiting for approval: "
-        "AccessPolicy payments requires approval.",
+        # The status message is not repeated: the sentences below say it in full.
+        "AccessRequest payments/edit-x7k2p is waiting for approval.",
         "It needs 2 approvals from group payments-leads or user bob; it has 1 (from bob), "
         "so 1 more is missing.",
         "alice asked for it and cannot approve it.",
@@ -203,11 +203,50 @@ def test_explain_pending_says_who_how_many_and_until_when() -> None:
     ]
 
 
-def test_explain_pending_without_a_readable_policy_says_so() -> None:
+def test_explain_pending_without_any_record_of_approvers_points_to_the_platform_team() -> None:
     pending = request({"phase": "Pending", "policy": "payments"})
-    assert "AccessPolicy payments says who may approve; you cannot read it" in explain(
-        pending, None, NOW
+    assert "AccessPolicy payments says who may approve; your platform team can tell you" in (
+        explain(pending, None, NOW)
     )
+
+
+REQUIREMENT = {
+    "mode": "Approvers",
+    "required": 1,
+    "approvers": {"groups": ["payments-leads"]},
+    "deadline": at(hours=23),
+}
+
+
+def test_a_requester_who_cannot_read_the_policy_learns_who_approves_from_the_status() -> None:
+    """Item: explain named the approvers, then said the reader could not know them."""
+    pending = request(
+        {
+            "phase": "Pending",
+            "policy": "payments",
+            "message": "AccessPolicy payments requires approval. Waiting for 1 approval(s) from "
+            "group payments-leads.",
+            "approval": REQUIREMENT,
+        }
+    )
+    text = explain(pending, None, NOW)
+    assert "cannot read" not in text and "platform team" not in text
+    assert text.splitlines()[:2] == [
+        "AccessRequest payments/edit-x7k2p is waiting for approval.",
+        "It needs 1 approval from group payments-leads; it has none, so 1 more is missing.",
+    ]
+    assert "If it is not approved, it times out in 23h (at 2025-03-02T11:00:00Z)." in text
+
+
+def test_the_approvals_column_is_the_same_for_whoever_looks() -> None:
+    """Item: `auto` for admin and `-` for alice; `0/1` for admin and `-` for the approver."""
+    pending = request({"phase": "Pending", "policy": "payments", "approval": REQUIREMENT})
+    assert row(pending, policy(required=1), NOW).cells[7] == "0/1"
+    assert row(pending, None, NOW).cells[7] == "0/1"
+    auto = request({**active(at(hours=1)), "approval": {"mode": "Auto"}})
+    assert row(auto, None, NOW).cells[7] == row(auto, policy(mode="Auto"), NOW).cells[7] == "auto"
+    gitops = request({**active(at(hours=1)), "approval": {"mode": "GitOps"}})
+    assert row(gitops, None, NOW).cells[7] == "gitops"
 
 
 def test_explain_active_says_what_it_grants_and_until_when() -> None:
@@ -228,7 +267,25 @@ def test_explain_denied_gives_reason_message_and_the_deciding_approver() -> None
     )
     lines = explain(denied, None, NOW).splitlines()
     assert lines[0] == "AccessRequest payments/edit-x7k2p was denied (RoleNotAllowed): No."
-    assert lines[1] == "bob denied it: Use view"
+    assert lines[1] == "bob denied it: Use view."
+
+
+def test_explain_of_a_denial_by_an_approver_says_it_once() -> None:
+    """Item: the denial's sentence appeared twice."""
+    denial = [{"user": {"username": "bob"}, "decision": "Deny", "at": at(), "comment": "use view"}]
+    denied = request(
+        {
+            "phase": "Denied",
+            "reason": "DeniedByApprover",
+            "message": "Denied by bob: use view.",
+            "approvals": denial,
+        }
+    )
+    lines = explain(denied, None, NOW).splitlines()
+    assert lines == [
+        "AccessRequest payments/edit-x7k2p was denied (DeniedByApprover): Denied by bob: use view.",
+        "A denied request stays denied; asking again means a new request.",
+    ]
 
 
 def test_explain_invalid_and_expired() -> None:
@@ -282,3 +339,32 @@ def test_describe_shows_bindings_approvals_and_history() -> None:
     assert '  Approve  bob  2025-03-01T12:00:00Z  "ok"' in text
     assert "Expires:     2025-03-01T13:00:00Z (in 1h)" in text
     assert "History:" in text and "Active   Granted" in text
+
+
+def test_describe_of_a_breakglass_revoked_early_shows_no_future_expiry_and_no_live_binding() -> (
+    None
+):
+    """Item: a revoked break-glass showed `Expires: … (in 29m)` and its deleted binding."""
+    glass = BreakGlass.model_validate(
+        {
+            "metadata": {"name": "inc-4711"},
+            "spec": {
+                "role": {"kind": "ClusterRole", "name": "cluster-admin"},
+                "duration": "30m",
+                "reason": "x",
+                "incident": "INC-4711",
+            },
+            "status": {
+                "phase": "Revoked",
+                "reason": "Revoked",
+                "grantedAt": at(minutes=-1),
+                "expiresAt": at(minutes=29),
+                "endedAt": at(),
+                "bindings": [{"kind": "ClusterRoleBinding", "name": "lapse-inc-4711-0a1b2c3d4e"}],
+            },
+        }
+    )
+    text = describe(glass, None, NOW)
+    assert "(in 29m)" not in text and "Expires:" not in text
+    assert "Planned end: 2025-03-01T12:29:00Z (not reached)" in text
+    assert "Bindings (removed):\n  ClusterRoleBinding lapse-inc-4711-0a1b2c3d4e" in text

@@ -213,7 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NS[,NS…]",
         help="namespaces to grant in (default: cluster-wide)",
     )
-    breakglass.add_argument("--name", help="the break-glass name (default: ROLE- plus a suffix)")
+    breakglass.add_argument(
+        "--name",
+        help="the break-glass name (default: the incident, e.g. inc-4711; a second break-glass "
+        "of the same incident gets a suffix; without an incident, ROLE- plus a suffix)",
+    )
     _wait_flags(breakglass, "60s")
     _output_flag(breakglass, ("json", "yaml"))
 

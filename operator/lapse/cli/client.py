@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.client.rest import RESTClientObject
 from kubernetes.config.config_exception import ConfigException
 
-from lapse.cli.errors import CliError, ExitCode, NotFound
+from lapse.cli.errors import AlreadyExists, CliError, ExitCode, NotFound
 from lapse.core.kinds import GROUP, VERSION, Kind
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -111,6 +111,8 @@ class Kube:
         if isinstance(error, ApiException):
             if error.status == 404 and name is not None:
                 raise NotFound(resource.describe(name, ns, "not found")) from None
+            if error.status == 409 and name is not None:
+                raise AlreadyExists(_status_message(error)) from None
             if error.status == 404:
                 raise CliError(
                     f"the server does not serve {resource.plural}.{GROUP}/{VERSION}; "

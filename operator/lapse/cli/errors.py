@@ -41,3 +41,7 @@ class CliError(Exception):
 
 class NotFound(CliError):
     """The named object does not exist (or is not where the user looked)."""
+
+
+class AlreadyExists(CliError):
+    """An object of that name exists already."""

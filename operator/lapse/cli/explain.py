@@ -12,6 +12,7 @@ from datetime import datetime
 
 from lapse.cli.render import (
     Grant,
+    approval_requirement,
     approvers_of,
     relative,
     requester_of,
@@ -31,6 +32,7 @@ from lapse.core.models import (
     Subject,
     SubjectKind,
 )
+from lapse.core.sentences import compute_quoted
 
 
 def plural(count: int, word: str) -> str:
@@ -92,33 +94,25 @@ def approval_sentences(
     """Who may approve, how many approvals are missing, and when the request times out."""
     status = request.status
     given = approvers_of(request)
-    if policy is None:
+    requirement = approval_requirement(request, policy)
+    if requirement is None or requirement.mode != "Approvers":
         named = f"AccessPolicy {status.policy}" if status.policy else "The matching AccessPolicy"
-        lines = [
-            f"{named} says who may approve; you cannot read it, so ask your platform team "
-            "who approves requests like this one."
-        ]
+        lines = [f"{named} says who may approve; your platform team can tell you who that is."]
         if given:
             lines.append(f"Approved so far by {join_words(given)}.")
         return lines
-    approval = policy.spec.approval
-    missing = max(0, approval.required - len(given))
+    missing = max(0, requirement.required - len(given))
     so_far = f"; it has {len(given)} (from {join_words(given)})" if given else "; it has none"
     lines = [
-        f"It needs {plural(approval.required, 'approval')} from "
-        f"{identities_text(approval.approvers)}{so_far}, so {missing} more "
+        f"It needs {plural(requirement.required, 'approval')} from "
+        f"{identities_text(requirement.approvers)}{so_far}, so {missing} more "
         f"{'is' if missing == 1 else 'are'} missing."
     ]
     requester = requester_of(request)
     if requester is not None:
         lines.append(f"{requester.username} asked for it and cannot approve it.")
-    since = pending_since(request)
-    try:
-        window = parse_duration(approval.timeout)
-    except DurationError:
-        window = None
-    if since is not None and window is not None:
-        deadline = since + window
+    deadline = requirement.deadline or policy_deadline(request, policy)
+    if deadline is not None:
         if deadline > now:
             lines.append(
                 f"If it is not approved, it times out {relative(deadline, now)} "
@@ -128,6 +122,17 @@ def approval_sentences(
             lines.append(f"Its approval window closed {relative(deadline, now)}.")
     lines.append(f"An approver runs: kubectl lapse approve {reference(request)}")
     return lines
+
+
+def policy_deadline(request: AccessRequest, policy: AccessPolicy | None) -> datetime | None:
+    """The approval deadline of a request decided before Lapse recorded it in the status."""
+    since = pending_since(request)
+    if policy is None or since is None:
+        return None
+    try:
+        return since + parse_duration(policy.spec.approval.timeout)
+    except DurationError:
+        return None
 
 
 def grant_sentences(grant: Grant, policy: AccessPolicy | None, now: datetime) -> list[str]:
@@ -165,10 +170,12 @@ def grant_sentences(grant: Grant, policy: AccessPolicy | None, now: datetime) ->
 def review_sentences(glass: BreakGlass, policy: AccessPolicy | None, now: datetime) -> list[str]:
     review = glass.status.review
     if review is not None:
-        comment = f": {review.comment}" if review.comment else "."
         return [
-            f"{review.reviewer.username} reviewed it as {review.verdict} "
-            f"{relative(review.at, now)}{comment}"
+            compute_quoted(
+                f"{review.reviewer.username} reviewed it as {review.verdict} "
+                f"{relative(review.at, now)}",
+                review.comment,
+            )
         ]
     lines = []
     deadline = glass.status.review_deadline
@@ -222,7 +229,9 @@ def explain(grant: Grant, policy: AccessPolicy | None, now: datetime) -> str:
             "is running.",
         ]
     elif phase == Phase.PENDING:
-        lines = [f"{head} is waiting for approval{message}"]
+        # The sentences below say what the status message says, in full, when it is recorded.
+        known = isinstance(grant, AccessRequest) and approval_requirement(grant, policy)
+        lines = [f"{head} is waiting for approval{'.' if known else message}"]
         if isinstance(grant, AccessRequest):
             lines += approval_sentences(grant, policy, now)
     elif phase == Phase.APPROVED:
@@ -249,11 +258,13 @@ def explain(grant: Grant, policy: AccessPolicy | None, now: datetime) -> str:
             lines += review_sentences(grant, policy, now)
     elif phase == Phase.DENIED:
         lines = [f"{head} was denied{because}{message}"]
-        if isinstance(grant, AccessRequest):
+        # A denial by an approver is already the status message; other denials name the rule.
+        if isinstance(grant, AccessRequest) and status.reason != "DeniedByApprover":
             for record in grant.status.approvals:
                 if record.decision == "Deny":
-                    said = f": {record.comment}" if record.comment else "."
-                    lines.append(f"{record.user.username} denied it{said}")
+                    lines.append(
+                        compute_quoted(f"{record.user.username} denied it", record.comment)
+                    )
         lines.append("A denied request stays denied; asking again means a new request.")
     else:
         lines = [

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lapse.cli.client import Kube
-from lapse.cli.errors import ExitCode
+from lapse.cli.errors import AlreadyExists, ExitCode
 from lapse.cli.explain import explain
 from lapse.cli.objects import Io, parse_grant, read_policy
 from lapse.cli.render import Grant, dump
@@ -32,6 +32,13 @@ def name_prefix(role: str) -> str:
     """A generateName prefix from a role name: `system:aggregate-to-edit` → `system-aggregate-…`."""
     cleaned = re.sub(r"[^a-z0-9-]+", "-", role.lower()).strip("-")[:40].strip("-")
     return f"{cleaned or 'access'}-"
+
+
+def incident_name(incident: str | None) -> str | None:
+    """The object name an incident gives a break-glass: `INC-4711` → `inc-4711`, so the
+    runbook's later commands (`revoke bg/inc-4711`, `review inc-4711`) name what was made."""
+    cleaned = re.sub(r"[^a-z0-9-]+", "-", (incident or "").lower()).strip("-")[:50].strip("-")
+    return cleaned or None
 
 
 def request_manifest(
@@ -69,7 +76,8 @@ def breakglass_manifest(
     }
     if incident:
         spec["incident"] = incident
-    metadata: dict[str, Any] = {"name": name} if name else {"generateName": name_prefix(role)}
+    chosen = name or incident_name(incident)
+    metadata: dict[str, Any] = {"name": chosen} if chosen else {"generateName": name_prefix(role)}
     return {"apiVersion": API_VERSION, "kind": "BreakGlass", "metadata": metadata, "spec": spec}
 
 
@@ -127,8 +135,16 @@ def create_and_wait(
     wait: bool,
     timeout: float,
     output: str | None,
+    *,
+    taken: dict[str, Any] | None = None,
 ) -> int:
-    created = kube.create(resource, manifest)
+    """Create `manifest` (or, when its name is held already, `taken`) and follow it."""
+    try:
+        created = kube.create(resource, manifest)
+    except AlreadyExists:
+        if taken is None:
+            raise
+        created = kube.create(resource, taken)
     name = created["metadata"]["name"]
     where = f" in namespace {created['metadata']['namespace']}" if resource.namespaced else ""
     io.progress(f"{resource.singular}/{name} created{where}")
@@ -191,6 +207,18 @@ def run_breakglass(kube: Kube, io: Io, args: Any) -> int:
     manifest = breakglass_manifest(
         args.role, namespaces, args.duration, args.reason, args.incident, args.name
     )
+    # A second break-glass of the same incident takes the incident's name with a suffix.
+    slug = incident_name(args.incident)
+    taken = None
+    if slug and not args.name:
+        taken = {**manifest, "metadata": {"generateName": f"{slug}-"}}
     return create_and_wait(
-        kube, io, BREAK_GLASS, manifest, not args.no_wait, args.timeout, args.output
+        kube,
+        io,
+        BREAK_GLASS,
+        manifest,
+        not args.no_wait,
+        args.timeout,
+        args.output,
+        taken=taken,
     )

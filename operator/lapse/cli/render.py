@@ -18,6 +18,7 @@ from lapse.core.models import (
     AccessPolicy,
     AccessRequest,
     ApprovalMode,
+    ApprovalRequirement,
     BreakGlass,
     GrantStatus,
     Phase,
@@ -147,11 +148,23 @@ def namespaces_text(grant: Grant) -> str:
     return ",".join(grant.spec.namespaces) if grant.spec.namespaces else CLUSTER_WIDE
 
 
-def approvers_needed(policy: AccessPolicy | None) -> int | None:
-    """How many approvals the policy wants; None when unknown or not approval-based."""
-    if policy is None or policy.spec.approval.mode == ApprovalMode.AUTO:
+def approval_requirement(
+    request: AccessRequest, policy: AccessPolicy | None
+) -> ApprovalRequirement | None:
+    """What approval the request needs: as recorded in its status when it was decided (the same
+    for everyone who can read the request), else as the policy says, if the reader may read it."""
+    if request.status.approval is not None:
+        return request.status.approval
+    if request.status.pull_request:
+        return ApprovalRequirement(mode="GitOps")
+    if policy is None:
         return None
-    return policy.spec.approval.required
+    approval = policy.spec.approval
+    if approval.mode == ApprovalMode.AUTO:
+        return ApprovalRequirement(mode="Auto")
+    return ApprovalRequirement(
+        mode="Approvers", required=approval.required, approvers=approval.approvers
+    )
 
 
 def approvers_of(request: AccessRequest) -> list[str]:
@@ -164,18 +177,18 @@ def approvers_of(request: AccessRequest) -> list[str]:
 
 
 def approvals_text(grant: Grant, policy: AccessPolicy | None) -> str:
-    """`1/2` when the policy is known, `auto` for self-service, `gitops` for a merged PR."""
+    """`1/2` for approvers, `auto` for self-service, `gitops` for a merged PR, `-` otherwise."""
     if isinstance(grant, BreakGlass):
         return "-"
-    if grant.status.pull_request:
-        return "gitops"
+    requirement = approval_requirement(grant, policy)
     given = len(approvers_of(grant))
-    if policy is not None and policy.spec.approval.mode == ApprovalMode.AUTO:
+    if requirement is None:
+        return str(given) if given else "-"
+    if requirement.mode == "GitOps":
+        return "gitops"
+    if requirement.mode == "Auto":
         return "auto"
-    needed = approvers_needed(policy)
-    if needed is not None:
-        return f"{given}/{needed}"
-    return str(given) if given else "-"
+    return f"{given}/{requirement.required}"
 
 
 @dataclass(frozen=True)
@@ -277,7 +290,11 @@ def describe(grant: Grant, policy: AccessPolicy | None, now: datetime, colour: b
         _field(
             lines, "Granted", f"{timestamp(status.granted_at)} ({relative(status.granted_at, now)})"
         )
-    if status.expires_at:
+    ended = status.phase is not None and status.phase.ended
+    if status.expires_at and ended and status.ended_at and status.ended_at < status.expires_at:
+        # Ended early: the planned end is history, not a moment still to come.
+        _field(lines, "Planned end", f"{timestamp(status.expires_at)} (not reached)")
+    elif status.expires_at:
         _field(
             lines, "Expires", f"{timestamp(status.expires_at)} ({relative(status.expires_at, now)})"
         )
@@ -285,7 +302,7 @@ def describe(grant: Grant, policy: AccessPolicy | None, now: datetime, colour: b
         _field(lines, "Ended", f"{timestamp(status.ended_at)} ({relative(status.ended_at, now)})")
     _field(lines, "Time left", time_left(status, now) if status.phase == Phase.ACTIVE else None)
     if status.bindings:
-        lines.append("Bindings:")
+        lines.append("Bindings (removed):" if ended else "Bindings:")
         for ref in status.bindings:
             where = f"{ref.namespace}/" if ref.namespace else ""
             lines.append(f"  {ref.kind} {where}{ref.name}")

@@ -20,7 +20,9 @@ from lapse.core.actions import Action, Authority, DecisionRecord, compute_action
 from lapse.core.durations import DurationError, parse_duration
 from lapse.core.models import (
     AccessPolicy,
+    ApprovalMode,
     ApprovalRecord,
+    ApprovalRequirement,
     Identities,
     Phase,
     Subject,
@@ -58,6 +60,25 @@ class ApprovalState:
 def describe_identities(identities: Identities) -> str:
     named = [f"group {g}" for g in identities.groups] + [f"user {u}" for u in identities.users]
     return ", ".join(named) or "nobody"
+
+
+def build_approval_requirement(
+    reason: str, policy: AccessPolicy | None, created_at: datetime
+) -> ApprovalRequirement | None:
+    """What a first decision by `policy` asks for; None when no policy decided it."""
+    if reason == "GitOpsApproved":
+        return ApprovalRequirement(mode="GitOps")
+    if policy is None:
+        return None
+    approval = policy.spec.approval
+    if approval.mode == ApprovalMode.AUTO:
+        return ApprovalRequirement(mode="Auto")
+    return ApprovalRequirement(
+        mode="Approvers",
+        required=approval.required,
+        approvers=approval.approvers,
+        deadline=compute_approval_deadline(created_at, policy),
+    )
 
 
 def build_request_authority(

@@ -39,6 +39,7 @@ from lapse.core.models import (
     UserInfo,
 )
 from lapse.core.policy import Outcome, matches_identities
+from lapse.core.sentences import compute_quoted
 
 CONDITION_REVIEWED = "Reviewed"
 REVIEW_PENDING = "ReviewPending"
@@ -348,7 +349,7 @@ def compute_reviewed(
         comment=comment[:2048] or None,
         at=at,
     )
-    message = f"Reviewed by {reviewer.username}: {verdict}" + (f": {comment}" if comment else ".")
+    message = compute_quoted(f"Reviewed by {reviewer.username}: {verdict}", comment)
     conditions = compute_conditions(
         status.conditions, CONDITION_REVIEWED, "True", verdict, message, now, generation
     )

@@ -311,9 +311,29 @@ class AccessRequestSpec(Model):
     )
 
 
+class ApprovalRequirement(Model):
+    """What the deciding policy asked for, recorded when the request is decided, so that
+    everyone who may read the request (not only those who may read the policy) sees who
+    approves and how many approvals are missing."""
+
+    mode: Literal["Auto", "Approvers", "GitOps"] = Field(
+        description="Auto (self-service), Approvers, or GitOps (a trusted applier's merge)."
+    )
+    required: int = Field(default=0, ge=0, description="Distinct approvals needed (Approvers).")
+    approvers: Identities = Field(
+        default_factory=Identities, description="Who may approve or deny (Approvers)."
+    )
+    deadline: datetime | None = Field(
+        default=None, description="When the request expires if not approved (Approvers)."
+    )
+
+
 class AccessRequestStatus(GrantStatus):
     """Observed state of an AccessRequest."""
 
+    approval: ApprovalRequirement | None = Field(
+        default=None, description="What the deciding policy requires for approval."
+    )
     approvals: list[ApprovalRecord] = Field(
         default_factory=list, description="Verified approvals and denials."
     )

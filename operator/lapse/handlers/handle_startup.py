@@ -9,7 +9,7 @@ import kopf
 
 from lapse import metrics
 from lapse.config import Settings
-from lapse.kube import KubeClient
+from lapse.kube import KubeClient, NotFoundError
 from lapse.notify import Notifier
 from lapse.services import Services, build_services
 from lapse.webhooks import build_webhook_server
@@ -43,9 +43,28 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Lapse registers its webhook configurations unless a chart ships them.
     settings.admission.managed = config.webhook_configuration if config.webhook_managed else None
 
-    services = await build_services(config, KubeClient.connect())
+    try:
+        metrics.serve(config.metrics_addr, config.metrics_port)
+    except OSError as error:
+        raise kopf.PermanentError(
+            f"Cannot serve metrics on {config.metrics_addr}:{config.metrics_port} "
+            f"(LAPSE_METRICS_PORT): {error}"
+        ) from None
+    kube = KubeClient.connect()
+    try:
+        services = await build_services(config, kube)
+    except NotFoundError as error:
+        await kube.close()
+        # The usual first-run mistake: one line and a retry, not a traceback.
+        raise kopf.TemporaryError(
+            f"Namespace {config.namespace} (LAPSE_NAMESPACE) cannot be used: {error}. "
+            "Create it (`make install` does) or point LAPSE_NAMESPACE at another.",
+            delay=5,
+        ) from None
+    except BaseException:
+        await kube.close()
+        raise
     memo.services = services
-    metrics.serve(config.metrics_addr, config.metrics_port)
     services.start()
     if config.notify_url:
         notifier = Notifier(config.notify_url, config.notify_timeout, config.notify_retries)
