@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -32,8 +33,8 @@ def heading(text: str) -> None:
 
 def show(cluster: Cluster, *args: str, as_user: str | None = None) -> str:
     groups = (GROUP,) if as_user else ()
-    who = f"  (as {as_user})" if as_user else ""
-    print(f"$ kubectl {' '.join(args)}{who}", flush=True)
+    who = f" --as {as_user} --as-group {GROUP}" if as_user else ""
+    print(f"$ kubectl {shlex.join(args)}{who}", flush=True)
     result = cluster.kubectl(*args, as_user=as_user, groups=groups, check=False)
     output = (result.stdout + result.stderr).rstrip()
     print(output, flush=True)
@@ -94,8 +95,15 @@ def walkthrough(cluster: Cluster, operator: Operator) -> None:
     heading(f"Before: may {USER} create deployments in {NAMESPACE}?")
     can_i(cluster)
 
-    heading(f"{USER} asks for edit in {NAMESPACE} for 20s")
-    show(cluster, "apply", "-f", "deploy/samples/request.yaml", as_user=USER)
+    heading(f"{USER} asks for edit in {NAMESPACE} for 20s, with the kubectl lapse plugin")
+    show(
+        cluster,
+        "lapse", "request", "edit", "-n", NAMESPACE, "--for", "20s",
+        "--name", "fix-payment-retries", "--ticket", "PAY-1234",
+        "--reason", "Restart the stuck payment-retry worker after the queue outage.",
+        as_user=USER,
+    )  # fmt: skip
+    print(f"(the same as plain YAML: kubectl apply -f {SAMPLES.relative_to(ROOT)}/request.yaml)")
 
     def active() -> dict[str, object] | None:
         result = cluster.kubectl(
@@ -109,6 +117,7 @@ def walkthrough(cluster: Cluster, operator: Operator) -> None:
     assert isinstance(status, dict)
     binding = status["bindings"][0]["name"]
     expires = parse_time(status["expiresAt"])
+    show(cluster, "lapse", "list", "-n", NAMESPACE, as_user=USER)
     show(cluster, "get", "accessrequests", "-n", NAMESPACE)
 
     heading("The binding Lapse made, carrying its expiry")
@@ -141,7 +150,8 @@ def walkthrough(cluster: Cluster, operator: Operator) -> None:
     show(cluster, "get", "rolebindings", "-n", NAMESPACE, "-l", "app.kubernetes.io/managed-by")
     can_i(cluster)
     wait_for(lambda: "Expired" in show_quiet(cluster), timeout=5)
-    show(cluster, "get", "accessrequests", "-n", NAMESPACE)
+    show(cluster, "lapse", "list", "-n", NAMESPACE, as_user=USER)
+    show(cluster, "lapse", "explain", "fix-payment-retries", "-n", NAMESPACE, as_user=USER)
     show(cluster, "get", "events", "-n", NAMESPACE)
 
     heading("Measured")

@@ -25,7 +25,6 @@ from lapse.core.durations import DurationError, parse_duration
 from lapse.core.models import (
     AccessPolicy,
     AccessRequest,
-    ApprovalMode,
     BreakGlass,
     Identities,
     Phase,
@@ -149,12 +148,13 @@ def grant_sentences(grant: Grant, policy: AccessPolicy | None, now: datetime) ->
     lines = [f"It grants {role} {where(grant)} to {subject}{incident}{through}."]
     if isinstance(grant, AccessRequest):
         approvers = approvers_of(grant)
+        requirement = approval_requirement(grant, policy)
         if grant.status.pull_request:
             lines.append(f"It was approved through {grant.status.pull_request}.")
         elif approvers:
             lines.append(f"It was approved by {join_words(approvers)}.")
-        elif policy is not None and policy.spec.approval.mode == ApprovalMode.AUTO:
-            lines.append(f"AccessPolicy {policy.metadata.name} grants it without approval.")
+        elif requirement is not None and requirement.mode == "Auto" and status.policy:
+            lines.append(f"AccessPolicy {status.policy} grants it without approval.")
         elif status.policy:
             lines.append(f"AccessPolicy {status.policy} allowed it.")
     ends = status.expires_at
