@@ -87,15 +87,15 @@ test-unit: $(STAMP) ## Run only the unit tests (no cluster).
 
 .PHONY: lint
 lint: $(STAMP) ## ruff (lint and format check), mypy --strict, import layers.
-	$(BIN)/ruff check operator tests kubeapi demo
-	$(BIN)/ruff format --check operator tests kubeapi demo
+	$(BIN)/ruff check operator tests kubeapi demo plugins
+	$(BIN)/ruff format --check operator tests kubeapi demo plugins
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 .PHONY: fmt
 fmt: $(STAMP) ## Format and autofix with ruff.
-	$(BIN)/ruff format operator tests kubeapi demo
-	$(BIN)/ruff check --fix operator tests kubeapi demo
+	$(BIN)/ruff format operator tests kubeapi demo plugins
+	$(BIN)/ruff check --fix operator tests kubeapi demo plugins
 
 .PHONY: crds
 crds: $(STAMP) ## Regenerate crds/ from the pydantic models.
@@ -104,6 +104,10 @@ crds: $(STAMP) ## Regenerate crds/ from the pydantic models.
 .PHONY: bench
 bench: $(STAMP) ## Benchmark grant latency, revocation lag, throughput, restart recovery (BENCH_N=1000,10000).
 	$(BIN)/python -m bench.run
+
+.PHONY: plugin
+plugin: $(STAMP) ## Build the krew archives of kubectl lapse and their manifest in dist/.
+	$(BIN)/python -m plugins.krew --dist dist
 
 .PHONY: clean
 clean: ## Remove the venv and local state.

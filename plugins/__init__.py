@@ -1,0 +1,1 @@
+"""Releasing `kubectl lapse` as a krew plugin (`make plugin`)."""
