@@ -68,6 +68,22 @@ BUILTINS: tuple[ResourceInfo, ...] = (
         ("status",),
         categories=("all",),
     ),
+    # The other workload kinds: served as stored objects (no controller runs them), so that
+    # what a grantee may create under a grant can be created here as on a real cluster.
+    _r(
+        "apps",
+        "v1",
+        "StatefulSet",
+        "statefulsets",
+        True,
+        ("sts",),
+        ("status",),
+        categories=("all",),
+    ),
+    _r("apps", "v1", "DaemonSet", "daemonsets", True, ("ds",), ("status",), categories=("all",)),
+    _r("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",), ("status",), categories=("all",)),
+    _r("batch", "v1", "Job", "jobs", True, (), ("status",), categories=("all",)),
+    _r("batch", "v1", "CronJob", "cronjobs", True, ("cj",), ("status",), categories=("all",)),
     _r("events.k8s.io", "v1", "Event", "events", True, ("ev",)),
     _r("coordination.k8s.io", "v1", "Lease", "leases", True),
     _r(RBAC, "v1", "Role", "roles", True),
@@ -154,6 +170,11 @@ VIRTUAL = {
 # Kinds whose objects carry metadata.generation (bumped when spec changes).
 GENERATION = {
     ("apps", "deployments"),
+    ("apps", "statefulsets"),
+    ("apps", "daemonsets"),
+    ("apps", "replicasets"),
+    ("batch", "jobs"),
+    ("batch", "cronjobs"),
     ("apiextensions.k8s.io", "customresourcedefinitions"),
     ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
     ("admissionregistration.k8s.io", "validatingwebhookconfigurations"),

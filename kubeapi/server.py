@@ -80,6 +80,10 @@ def respond(obj: Any, status: int = 200) -> web.Response:
     return web.Response(body=dumps(obj), status=status, content_type=JSON)
 
 
+# kube-apiserver refuses TokenRequests for less than ten minutes (validation.go).
+MIN_TOKEN_SECONDS = 600
+
+
 @dataclass
 class Target:
     """What a resource URL names."""
@@ -891,7 +895,7 @@ class Server:
     async def _create(self, request: web.Request, t: Target, user: UserInfo) -> web.StreamResponse:
         body = await self._body(request)
         if t.subresource == "token":
-            return respond(self._token_request(t, body), 201)
+            return respond(await self._token_request(t, body, user, self._dry_run(request)), 201)
         if (t.info.group, t.info.plural) in VIRTUAL:
             return respond(self._review(t, body, user), 201)
         dry_run = self._dry_run(request)
@@ -908,11 +912,52 @@ class Server:
         created = self.objects.create(t.info, obj, dry_run)
         return respond(self._shape(request, t.info, [created], True, {}), 201)
 
-    def _token_request(self, t: Target, body: Any) -> dict[str, Any]:
-        """TokenRequest: a bearer token for a ServiceAccount, valid while the server runs."""
+    async def _token_request(
+        self, t: Target, body: Any, user: UserInfo, dry_run: bool
+    ) -> dict[str, Any]:
+        """TokenRequest: a bearer token for a ServiceAccount, valid while the server runs. As
+        on a real API server it passes admission (kind TokenRequest, subresource `token` of
+        serviceaccounts) and may not ask for less than ten minutes."""
         account = self.objects.get(t.info, t.namespace, t.name)
         spec = dict((body or {}).get("spec") or {})
         seconds = int(spec.get("expirationSeconds") or 3600)
+        if seconds < MIN_TOKEN_SECONDS:
+            raise errors.invalid(
+                "TokenRequest",
+                "authentication.k8s.io",
+                t.name,
+                [
+                    errors.Cause(
+                        "spec.expirationSeconds",
+                        f"Invalid value: {seconds}: may not specify a duration less than "
+                        "10 minutes",
+                    )
+                ],
+            )
+        review = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "metadata": {"name": t.name, "namespace": t.namespace},
+            "spec": {**spec, "expirationSeconds": seconds},
+        }
+        for mutate in (True, False):
+            attributes = self._admission_attributes(
+                "CREATE", t, user, None, None, dry_run, None, t.name
+            )
+            attributes.kind = {
+                "group": "authentication.k8s.io",
+                "version": "v1",
+                "kind": "TokenRequest",
+            }
+            attributes.object = review
+            try:
+                if mutate:
+                    review = await self.admission.mutate(attributes) or review
+                else:
+                    await self.admission.validate(attributes)
+            finally:
+                _WARNINGS.get([]).extend(attributes.warnings)
+        spec = dict(review.get("spec") or spec)
         token = secrets.token_urlsafe(32)
         username = f"system:serviceaccount:{t.namespace}:{t.name}"
         groups = ("system:serviceaccounts", f"system:serviceaccounts:{t.namespace}")

@@ -42,6 +42,7 @@ from lapse.core.owners import (
 )
 from lapse.core.sweep import SweepReason
 from lapse.crashpoints import crash_point
+from lapse.footholds import Footholds
 from lapse.kube import ApiError, ConflictError, KubeApi, NotFoundError, RefusedError
 from lapse.reporting import OUTCOMES, Clock, Reporter
 from lapse.scheduler import ExpiryScheduler
@@ -67,6 +68,7 @@ class Grantor:
         self.settings = settings
         self.clock = clock
         self.reporter = reporter or Reporter(kube, clock)
+        self.footholds = Footholds(kube, self.reporter)
         self.scheduler = ExpiryScheduler(self.expire, clock, on_change=self._update_gauges)
         self.scheduler.on(EXPIRY_WARNING, self.expiring_soon)
         # Bindings this process is deleting: their DELETED events are ours, not an admin's.
@@ -300,6 +302,7 @@ class Grantor:
             if phase == Phase.EXPIRED and status.expires_at is not None:
                 lag = (self.clock() - status.expires_at).total_seconds()
                 metrics.revocation_lag_seconds.labels(kind=key.kind).observe(max(0.0, lag))
+            await self._settle_footholds(key, role)
             if patch_status:
                 try:
                     await self.reporter.transition(
@@ -321,6 +324,14 @@ class Grantor:
             await self.reporter.event(key, event_type, reason, message)
             self.reporter.audit(phase.lower(), key, status, role, reason, message)
             self.ended.add(key)
+
+    async def _settle_footholds(self, key: GrantKey, role: RoleRef | None) -> None:
+        """What the grantee made goes (or is reported) with the access, before the record of
+        the end; a failure here never keeps the grant from ending."""
+        try:
+            await self.footholds.settle(key, role)
+        except (ApiError, OSError, TimeoutError) as error:
+            logger.warning("Could not settle the footholds of %s: %s", key.describe(), error)
 
     async def expire(self, key: GrantKey, deadline: datetime) -> None:
         """The scheduler's callback: end the grant if it is (still) due."""

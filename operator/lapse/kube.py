@@ -13,7 +13,7 @@ import json
 import ssl
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -29,6 +29,7 @@ from lapse.core.naming import compute_event_name
 
 BINDING_PLURALS = {"RoleBinding": "rolebindings", "ClusterRoleBinding": "clusterrolebindings"}
 MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 # Answers worth another try: throttled, or the server (or what stands before it) is unwell.
 TRANSIENT = frozenset({429, 500, 502, 503, 504})
 RETRY_FOR = 20.0
@@ -145,6 +146,10 @@ class KubeApi(Protocol):
     ) -> dict[str, Any] | None: ...
     async def list_owners(self, kind: str) -> list[dict[str, Any]] | None: ...
     async def patch_status(self, key: GrantKey, patch: Mapping[str, Any]) -> dict[str, Any]: ...
+    async def json_patch_status(
+        self, key: GrantKey, operations: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]: ...
+    async def delete_object(self, path: str, *, uid: str) -> None: ...
     async def get_namespace_labels(self, name: str) -> dict[str, str]: ...
     async def existing_namespaces(self, names: list[str]) -> set[str]: ...
     async def post_event(
@@ -215,7 +220,7 @@ class KubeClient:
         method: str,
         path: str,
         *,
-        body: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | Sequence[Any] | None = None,
         params: Mapping[str, str] | None = None,
         content_type: str = "application/json",
         retry: bool = True,
@@ -249,7 +254,7 @@ class KubeClient:
         session: aiohttp.ClientSession,
         method: str,
         path: str,
-        body: Mapping[str, Any] | None,
+        body: Mapping[str, Any] | Sequence[Any] | None,
         params: Mapping[str, str] | None,
         content_type: str,
         accept: str | None,
@@ -387,6 +392,19 @@ class KubeClient:
     async def patch_status(self, key: GrantKey, patch: Mapping[str, Any]) -> dict[str, Any]:
         path = owner_path(key.kind, key.namespace, key.name) + "/status"
         return await self._call("PATCH", path, body=patch, content_type=MERGE_PATCH)
+
+    async def json_patch_status(
+        self, key: GrantKey, operations: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        """A JSON patch of the status subresource; a failed `test` is a RefusedError."""
+        path = owner_path(key.kind, key.namespace, key.name) + "/status"
+        return await self._call("PATCH", path, body=list(operations), content_type=JSON_PATCH)
+
+    async def delete_object(self, path: str, *, uid: str) -> None:
+        """Delete the object at `path` only while it is the object with `uid`: NotFoundError
+        when it is gone, ConflictError when the name now holds another object."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}}
+        await self._call("DELETE", path, body=body, params={"propagationPolicy": "Background"})
 
     async def get_namespace_labels(self, name: str) -> dict[str, str]:
         try:

@@ -15,6 +15,7 @@ from lapse.handlers import (  # noqa: F401  (registers the handlers)
     handle_admission,
     handle_bindings,
     handle_breakglass,
+    handle_footholds,
     handle_requests,
     handle_startup,
 )

@@ -39,6 +39,11 @@ revocation_lag_seconds = Histogram(
 )
 errors_total = Counter("lapse_errors_total", "Errors by kind.", ["error"])
 tamper_total = Counter("lapse_tamper_total", "Answers to tampered bindings.", ["action"])
+footholds_total = Counter(
+    "lapse_footholds_total",
+    "What grantees made under grants: refused, recorded, removed, reported, kept.",
+    ["resource", "action"],
+)
 sweep_removed_total = Counter(
     "lapse_sweep_removed_total", "Bindings the sweep removed, by reason.", ["reason"]
 )

@@ -258,6 +258,21 @@ def test_service_account_token_authenticates_as_the_account(
     assert denied.returncode != 0 and "forbidden" in denied.stderr
 
 
+def test_a_token_for_less_than_ten_minutes_is_invalid(cluster: Cluster, namespace: str) -> None:
+    """kube-apiserver's TokenRequest floor, which Lapse relies on in refusing grantees' tokens
+    rather than shortening them: no token can be made to lapse with a grant of seconds."""
+    cluster.kubectl("create", "serviceaccount", "robot", "-n", namespace)
+    short = cluster.kubectl(
+        "create", "token", "robot", "-n", namespace, "--duration=599s", check=False
+    )
+    assert short.returncode != 0
+    assert (
+        "spec.expirationSeconds: Invalid value: 599: may not specify a duration less than "
+        "10 minutes" in short.stderr
+    ), short.stderr
+    assert cluster.kubectl("create", "token", "robot", "-n", namespace, "--duration=600s").stdout
+
+
 def test_unknown_fields_of_builtins_are_refused_under_strict_validation(
     cluster: Cluster, namespace: str
 ) -> None:

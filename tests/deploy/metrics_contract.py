@@ -14,6 +14,7 @@ COUNTERS = frozenset(
         "lapse_requests_total",
         "lapse_errors_total",
         "lapse_tamper_total",
+        "lapse_footholds_total",
         "lapse_sweep_removed_total",
         "lapse_decisions_total",
         "lapse_notifications_total",

@@ -158,14 +158,29 @@ def test_cluster_role_is_what_the_operator_does(base: list[dict[str, Any]]) -> N
     for resource in ("rolebindings", "clusterrolebindings"):
         for verb in ("create", "get", "list", "watch", "delete", "patch", "update"):
             assert ("rbac.authorization.k8s.io", resource, verb, "") in granted
-    # `bind` exactly on the grantable roles, `get` to tell a missing role apart, and no way to
-    # write, list or watch roles.
+    # `bind` exactly on the grantable roles, `get` to tell a missing role apart, `delete` to
+    # remove roles a grantee made under a grant, and no way to write, list or watch roles.
     bind = {(r, n) for g, r, v, n in granted if v == "bind"}
     assert bind == {(r, n) for r in ("clusterroles", "roles") for n in DEFAULT_GRANTABLE}
     on_roles = {(r, v, n) for g, r, v, n in granted if r in {"clusterroles", "roles"}}
     assert {(r, v, n) for r, v, n in on_roles if v != "bind"} == {
         ("clusterroles", "get", ""),
         ("roles", "get", ""),
+        ("clusterroles", "delete", ""),
+        ("roles", "delete", ""),
+    }
+    # Footholds: delete only, on the kinds a grantee's workloads come in; never create or read.
+    workloads = {
+        ("", "pods"),
+        ("apps", "deployments"),
+        ("apps", "statefulsets"),
+        ("apps", "daemonsets"),
+        ("apps", "replicasets"),
+        ("batch", "jobs"),
+        ("batch", "cronjobs"),
+    }
+    assert {(g, r, v) for g, r, v, n in granted if (g, r) in workloads} == {
+        (g, r, "delete") for g, r in workloads
     }
     assert not any(v == "escalate" for g, r, v, n in granted)
     # Secrets and leases only in the operator's own namespace (the Role), never cluster-wide.

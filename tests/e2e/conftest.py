@@ -97,6 +97,7 @@ class Team:
         suffix: str = "",
         requesters: tuple[str, ...] | None = None,
         approval: Mapping[str, Any] | None = None,
+        footholds: Mapping[str, str] | None = None,
     ) -> str:
         """Apply an AccessPolicy for this team; `approval` adds to its approval block
         (approvers, required, timeout, trustedAppliers)."""
@@ -112,6 +113,7 @@ class Team:
                 "defaultDuration": default,
                 "maxDuration": maximum,
                 "approval": {"mode": mode, **(approval or {})},
+                **({"footholds": dict(footholds)} if footholds else {}),
             },
         }
         self.cluster.kubectl("apply", "-f", "-", input=json.dumps(policy))

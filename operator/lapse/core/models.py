@@ -155,6 +155,30 @@ class BreakGlassReview(Model):
     )
 
 
+class FootholdAction(StrEnum):
+    REPORT = "Report"
+    REMOVE = "Remove"
+
+
+class FootholdPolicy(Model):
+    """What happens, when a grant ends, to what its holder made with it."""
+
+    workloads: FootholdAction = Field(
+        default=FootholdAction.REPORT,
+        description=(
+            "Pods and workloads (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob) "
+            "made under the grant: Report them, or Remove them."
+        ),
+    )
+    rbac: FootholdAction = Field(
+        default=FootholdAction.REMOVE,
+        description=(
+            "Roles, RoleBindings, ClusterRoles and ClusterRoleBindings made under the grant: "
+            "Remove them (a way back in after the grant), or Report them."
+        ),
+    )
+
+
 class BreakGlassPolicy(Model):
     """Who may break glass for which roles, and for how long."""
 
@@ -191,6 +215,10 @@ class AccessPolicySpec(Model):
     approval: Approval = Field(default_factory=Approval, description="How requests are approved.")
     break_glass: BreakGlassPolicy | None = Field(
         default=None, description="Emergency access this policy allows, if any."
+    )
+    footholds: FootholdPolicy = Field(
+        default_factory=FootholdPolicy,
+        description="What happens to what a grantee made under a grant, when the grant ends.",
     )
 
 
@@ -251,6 +279,30 @@ class Transition(Model):
     message: str = Field(default="", description="A sentence for humans.")
 
 
+class Foothold(Model):
+    """One object a grantee made under a grant that could carry access past it."""
+
+    api_version: str = Field(description="API version of the object.")
+    kind: str = Field(description="Kind of the object.")
+    resource: str = Field(description="Resource (plural) of the object.")
+    namespace: str | None = Field(default=None, description="Namespace, if namespaced.")
+    name: str = Field(description="Name of the object.")
+    uid: str | None = Field(default=None, description="UID of the object made.")
+    service_account: str | None = Field(
+        default=None, description="The ServiceAccount a workload runs as."
+    )
+    at: datetime = Field(description="When it was made.")
+    action: FootholdAction = Field(description="What the policy says to do at the grant's end.")
+    outcome: Literal["Removed", "Reported", "Gone", "Changed", "Kept"] | None = Field(
+        default=None,
+        description=(
+            "At the grant's end: Removed; Reported (left in place by policy); Gone (already "
+            "deleted); Changed (replaced by another object of that name, left alone); Kept "
+            "(could not be removed, see the Events)."
+        ),
+    )
+
+
 class GrantStatus(Model):
     """Status shared by AccessRequest and BreakGlass: one grant machinery, two kinds."""
 
@@ -281,6 +333,13 @@ class GrantStatus(Model):
     )
     conditions: list[Condition] = Field(
         default_factory=list, description="Conditions per the Kubernetes API conventions."
+    )
+    footholds: list[Foothold] | None = Field(
+        default=None,
+        description=(
+            "What the grantee made under the grant that could outlive it, and what became of "
+            "it when the grant ended. Written by Lapse's foothold webhook alone."
+        ),
     )
 
 

@@ -1,0 +1,235 @@
+"""Footholds: what a grantee makes under a grant that could carry access past its end.
+
+Deleting a grant's bindings ends what the bindings allow, not what their holder made with them:
+a ServiceAccount token minted during the grant, a long-lived token Secret, a workload running as
+a more privileged ServiceAccount, a RoleBinding of their own. Lapse's foothold webhook sees such
+writes; these functions decide, for one admission request, whether the caller holds an active
+grant that covers it and what to do: refuse what cannot be undone later (tokens), record what
+can (workloads and RBAC objects), let everything else through untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from lapse.core.bindings import format_time, parse_time
+from lapse.core.grants import GrantKey
+from lapse.core.kinds import BREAK_GLASS
+from lapse.core.models import (
+    AccessPolicy,
+    Foothold,
+    FootholdAction,
+    FootholdPolicy,
+    Phase,
+    Subject,
+    SubjectKind,
+)
+
+TOKEN_SECRET_TYPE = "kubernetes.io/service-account-token"
+# Where each workload kind keeps the pod spec whose ServiceAccount it runs as.
+POD_SPEC_PATHS: Mapping[str, tuple[str, ...]] = {
+    "pods": ("spec",),
+    "deployments": ("spec", "template", "spec"),
+    "statefulsets": ("spec", "template", "spec"),
+    "daemonsets": ("spec", "template", "spec"),
+    "replicasets": ("spec", "template", "spec"),
+    "jobs": ("spec", "template", "spec"),
+    "cronjobs": ("spec", "jobTemplate", "spec", "template", "spec"),
+}
+RBAC_RESOURCES = frozenset({"roles", "rolebindings", "clusterroles", "clusterrolebindings"})
+# The (group, resource, subresource) triples the webhook is registered for.
+WATCHED: tuple[tuple[str, str, str, str | None], ...] = (
+    ("", "v1", "serviceaccounts", "token"),
+    ("", "v1", "secrets", None),
+    ("", "v1", "pods", None),
+    ("apps", "v1", "deployments", None),
+    ("apps", "v1", "statefulsets", None),
+    ("apps", "v1", "daemonsets", None),
+    ("apps", "v1", "replicasets", None),
+    ("batch", "v1", "jobs", None),
+    ("batch", "v1", "cronjobs", None),
+    ("rbac.authorization.k8s.io", "v1", "roles", None),
+    ("rbac.authorization.k8s.io", "v1", "rolebindings", None),
+    ("rbac.authorization.k8s.io", "v1", "clusterroles", None),
+    ("rbac.authorization.k8s.io", "v1", "clusterrolebindings", None),
+)
+
+
+@dataclass(frozen=True)
+class GranteeGrant:
+    """What the webhook needs to know of one active grant, kept in an index by subject."""
+
+    key: GrantKey
+    subject: Subject
+    # The namespaces the grant reaches; empty for a cluster-wide break-glass.
+    namespaces: tuple[str, ...]
+    expires_at: datetime
+    policy: str | None
+
+    def covers(self, namespace: str | None) -> bool:
+        if not self.namespaces:
+            return True
+        return namespace is not None and namespace in self.namespaces
+
+    def describe(self) -> str:
+        name = f"{self.key.namespace}/{self.key.name}" if self.key.namespace else self.key.name
+        return f"{self.key.kind} {name}"
+
+
+@dataclass(frozen=True)
+class FootholdVerdict:
+    """Allow (both None), refuse with a sentence, or allow and record on `grant`."""
+
+    refusal: str | None = None
+    foothold: Foothold | None = None
+    grant: GranteeGrant | None = None
+
+
+def subject_index_key(kind: SubjectKind, name: str) -> str:
+    return f"{kind.value}:{name}"
+
+
+def compute_caller_keys(username: str, groups: Iterable[str]) -> list[str]:
+    """The index keys under which a caller's grants are kept: their user name (a
+    ServiceAccount's user name names it too) and each of their groups."""
+    keys = [subject_index_key(SubjectKind.USER, username)]
+    prefix = "system:serviceaccount:"
+    if username.startswith(prefix):
+        keys.append(subject_index_key(SubjectKind.SERVICE_ACCOUNT, username.removeprefix(prefix)))
+    keys += [subject_index_key(SubjectKind.GROUP, g) for g in groups]
+    return keys
+
+
+def build_grantee_grant(kind: str, body: Mapping[str, Any]) -> tuple[str, GranteeGrant] | None:
+    """The index entry of an active grant (by its subject), or None for anything else."""
+    status = body.get("status") or {}
+    subject = status.get("subject") or {}
+    metadata = body.get("metadata") or {}
+    if status.get("phase") != Phase.ACTIVE.value or not status.get("expiresAt"):
+        return None
+    if not subject.get("kind") or not subject.get("name"):
+        return None
+    try:
+        subject_kind = SubjectKind(subject["kind"])
+    except ValueError:
+        return None
+    expires_at = parse_time(str(status["expiresAt"]))
+    if expires_at is None:
+        return None
+    name = str(subject["name"])
+    if subject_kind == SubjectKind.SERVICE_ACCOUNT:
+        name = f"{subject.get('namespace') or ''}:{name}"
+    if kind == BREAK_GLASS.kind:
+        namespaces = tuple((body.get("spec") or {}).get("namespaces") or ())
+    else:
+        namespaces = (str(metadata.get("namespace") or ""),)
+    grant = GranteeGrant(
+        key=GrantKey(kind, metadata.get("namespace"), metadata["name"], metadata.get("uid", "")),
+        subject=Subject(
+            kind=subject_kind, name=str(subject["name"]), namespace=subject.get("namespace")
+        ),
+        namespaces=namespaces,
+        expires_at=expires_at,
+        policy=status.get("policy"),
+    )
+    return subject_index_key(subject_kind, name), grant
+
+
+def compute_covering_grant(
+    grants: Sequence[GranteeGrant], namespace: str | None, now: datetime
+) -> GranteeGrant | None:
+    """Of the caller's grants, the one that covers `namespace` and lasts longest."""
+    live = [g for g in grants if g.expires_at > now and g.covers(namespace)]
+    return max(live, key=lambda g: g.expires_at, default=None)
+
+
+def service_account_of(resource: str, body: Mapping[str, Any]) -> str | None:
+    node: Any = body
+    for step in POD_SPEC_PATHS.get(resource, ()):
+        node = node.get(step) if isinstance(node, Mapping) else None
+    if not isinstance(node, Mapping):
+        return None
+    return str(node.get("serviceAccountName") or node.get("serviceAccount") or "default")
+
+
+def _action(resource: str, policy: FootholdPolicy) -> FootholdAction:
+    return policy.rbac if resource in RBAC_RESOURCES else policy.workloads
+
+
+def compute_foothold_verdict(
+    *,
+    username: str,
+    resource: str,
+    subresource: str | None,
+    namespace: str | None,
+    body: Mapping[str, Any],
+    grant: GranteeGrant | None,
+    policies: Mapping[str, AccessPolicy],
+    now: datetime,
+) -> FootholdVerdict:
+    """What to do with one create by `username`, who holds `grant` here (None: nothing)."""
+    if grant is None:
+        return FootholdVerdict()
+    held = f"{username} holds {grant.describe()} until {format_time(grant.expires_at)}"
+    if resource == "serviceaccounts" and subresource == "token":
+        return FootholdVerdict(
+            refusal=f"{held}; a ServiceAccount token minted under a grant would outlive it, so "
+            "Lapse refuses TokenRequests made with temporary access. Ask for a token outside "
+            "the grant, or use the grant itself."
+        )
+    if resource == "secrets":
+        if body.get("type") != TOKEN_SECRET_TYPE:
+            return FootholdVerdict()
+        return FootholdVerdict(
+            refusal=f"{held}; a Secret of type {TOKEN_SECRET_TYPE} would hold a token that never "
+            "expires, so Lapse refuses it under a grant."
+        )
+    if resource not in POD_SPEC_PATHS and resource not in RBAC_RESOURCES:
+        return FootholdVerdict()
+    metadata = body.get("metadata") or {}
+    policy = policies.get(grant.policy or "")
+    rules = policy.spec.footholds if policy is not None else FootholdPolicy()
+    foothold = Foothold(
+        api_version=str(body.get("apiVersion") or ""),
+        kind=str(body.get("kind") or ""),
+        resource=resource,
+        namespace=namespace,
+        name=str(metadata.get("name") or ""),
+        uid=metadata.get("uid"),
+        service_account=service_account_of(resource, body),
+        at=now,
+        action=_action(resource, rules),
+    )
+    return FootholdVerdict(foothold=foothold, grant=grant)
+
+
+def compute_object_path(foothold: Foothold) -> str:
+    """The API path of a foothold's object."""
+    group_version = foothold.api_version
+    base = f"/api/{group_version}" if "/" not in group_version else f"/apis/{group_version}"
+    scope = f"/namespaces/{foothold.namespace}" if foothold.namespace else ""
+    return f"{base}{scope}/{foothold.resource}/{foothold.name}"
+
+
+def describe_foothold(foothold: Foothold) -> str:
+    where = f"{foothold.namespace}/" if foothold.namespace else ""
+    runs_as = f" (runs as {foothold.service_account})" if foothold.service_account else ""
+    return f"{foothold.kind} {where}{foothold.name}{runs_as}"
+
+
+def compute_settle_message(footholds: Sequence[Foothold]) -> tuple[str, bool]:
+    """The end-of-grant sentence on what the grantee made, and whether anything remains."""
+    removed = [describe_foothold(f) for f in footholds if f.outcome == "Removed"]
+    remains = [describe_foothold(f) for f in footholds if f.outcome in ("Reported", "Kept")]
+    parts = []
+    if removed:
+        parts.append(f"Removed what was made under the grant: {', '.join(removed)}.")
+    if remains:
+        parts.append(f"Still in place, made under the grant (review them): {', '.join(remains)}.")
+    others = len(footholds) - len(removed) - len(remains)
+    if others:
+        parts.append(f"{others} object(s) made under the grant were already gone or replaced.")
+    return " ".join(parts), bool(remains)

@@ -1,0 +1,155 @@
+"""The footholds a grantee made: recorded on the grant while it runs, settled when it ends.
+
+The foothold webhook (`lapse.handlers.handle_footholds`) calls `record` before the API server
+creates the object, so a grant's status lists everything that could outlive it even if the
+operator restarts. The grant machinery calls `settle` once the grant's bindings are gone: each
+foothold is removed (with a UID precondition, so an object someone else made under the same
+name is never touched) or left in place and reported, as the grant's policy said when it was
+made. Only this module writes `status.footholds`, and always under a resourceVersion test, so
+two replicas answering the webhook at once never lose a record.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from lapse import metrics
+from lapse.core.footholds import compute_object_path, compute_settle_message, describe_foothold
+from lapse.core.grants import GrantKey
+from lapse.core.models import Foothold, FootholdAction, RoleRef
+from lapse.core.owners import parse_role, parse_status
+from lapse.kube import ApiError, ConflictError, KubeApi, NotFoundError, RefusedError
+from lapse.reporting import Reporter
+
+logger = logging.getLogger(__name__)
+ATTEMPTS = 8
+
+
+class FootholdNotRecorded(Exception):
+    """The grant could not be updated: the webhook refuses the write rather than lose track."""
+
+
+class Footholds:
+    def __init__(self, kube: KubeApi, reporter: Reporter) -> None:
+        self.kube = kube
+        self.reporter = reporter
+
+    async def _update(
+        self, key: GrantKey, change: Any
+    ) -> tuple[dict[str, Any], list[Foothold]] | None:
+        """Apply `change(footholds) -> footholds` to the grant's status, retrying on a
+        concurrent write; the grant's body and the new list, or None if the grant is gone."""
+        for _ in range(ATTEMPTS):
+            body = await self.kube.get_owner(key)
+            if body is None:
+                return None
+            status = parse_status(key.kind, body)
+            footholds = change(list(status.footholds or []))
+            operations = [
+                {
+                    "op": "test",
+                    "path": "/metadata/resourceVersion",
+                    "value": body["metadata"]["resourceVersion"],
+                },
+                {
+                    "op": "add",
+                    "path": "/status/footholds",
+                    "value": [f.to_wire() for f in footholds],
+                },
+            ]
+            try:
+                await self.kube.json_patch_status(key, operations)
+            except (ConflictError, RefusedError):
+                continue
+            return body, footholds
+        raise FootholdNotRecorded(f"{key.describe()} kept changing; try again in a moment")
+
+    async def record(self, key: GrantKey, foothold: Foothold) -> None:
+        """Add `foothold` to the grant's record; FootholdNotRecorded if that cannot be done."""
+        try:
+            done = await self._update(key, lambda held: [*held, foothold])
+        except ApiError as error:
+            raise FootholdNotRecorded(str(error)) from error
+        if done is None:
+            raise FootholdNotRecorded(f"{key.describe()} is gone")
+        body, _ = done
+        metrics.footholds_total.labels(resource=foothold.resource, action="recorded").inc()
+        message = (
+            f"{describe_foothold(foothold)} was made under this grant; at its end it will be "
+            f"{'removed' if foothold.action == FootholdAction.REMOVE else 'reported'}."
+        )
+        await self.reporter.event(key, "Warning", "FootholdRecorded", message)
+        self.reporter.audit(
+            "foothold",
+            key,
+            parse_status(key.kind, body),
+            parse_role(body),
+            "FootholdRecorded",
+            message,
+            footholdKind=foothold.kind,
+            footholdName=foothold.name,
+            footholdNamespace=foothold.namespace,
+        )
+
+    async def refused(
+        self, key: GrantKey, body: Mapping[str, Any] | None, resource: str, message: str
+    ) -> None:
+        """Account for a refused attempt: the Event, the audit line and the metric."""
+        metrics.footholds_total.labels(resource=resource, action="refused").inc()
+        await self.reporter.event(key, "Warning", "FootholdRefused", message)
+        if body is not None:
+            self.reporter.audit(
+                "foothold-refused",
+                key,
+                parse_status(key.kind, body),
+                parse_role(body),
+                "FootholdRefused",
+                message,
+            )
+
+    async def settle(self, key: GrantKey, role: RoleRef | None) -> None:
+        """At a grant's end: remove or report each foothold not settled yet."""
+        body = await self.kube.get_owner(key)
+        if body is None:
+            return
+        status = parse_status(key.kind, body)
+        footholds = list(status.footholds or [])
+        if all(f.outcome is not None for f in footholds):
+            return
+        settled = [
+            f if f.outcome is not None else f.model_copy(update={"outcome": await self._one(f)})
+            for f in footholds
+        ]
+        fresh = [s for s, f in zip(settled, footholds, strict=True) if f.outcome is None]
+        try:
+            await self._update(key, lambda held: [*settled, *held[len(settled) :]])
+        except (ApiError, FootholdNotRecorded) as error:
+            # The Event and the audit line below still say what became of each one.
+            logger.warning("Could not record the footholds of %s: %s", key.describe(), error)
+        message, remains = compute_settle_message(fresh)
+        reason = "FootholdsRemain" if remains else "FootholdsRemoved"
+        await self.reporter.event(key, "Warning" if remains else "Normal", reason, message)
+        self.reporter.audit("footholds", key, status, role, reason, message)
+
+    async def _one(self, foothold: Foothold) -> str:
+        if foothold.action != FootholdAction.REMOVE:
+            metrics.footholds_total.labels(resource=foothold.resource, action="reported").inc()
+            return "Reported"
+        if not foothold.uid:
+            # Without the UID the object cannot be told from one made later by someone else.
+            metrics.footholds_total.labels(resource=foothold.resource, action="reported").inc()
+            return "Kept"
+        try:
+            await self.kube.delete_object(compute_object_path(foothold), uid=foothold.uid)
+        except NotFoundError:
+            return "Gone"
+        except ConflictError:
+            return "Changed"
+        except ApiError as error:
+            logger.warning("Could not remove %s: %s", describe_foothold(foothold), error)
+            metrics.footholds_total.labels(resource=foothold.resource, action="kept").inc()
+            return "Kept"
+        metrics.footholds_total.labels(resource=foothold.resource, action="removed").inc()
+        return "Removed"

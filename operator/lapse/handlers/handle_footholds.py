@@ -1,0 +1,109 @@
+"""The foothold webhook: what a grantee makes under a grant, seen at admission.
+
+It is called for every create of the kinds that can carry access past a grant (tokens, token
+Secrets, pods and workloads, RBAC objects), by anyone, so it answers from memory: an index of
+active grants by subject, kept by kopf from the watch Lapse already has. A caller without a
+grant here is let through at once. It fails open (failurePolicy Ignore) on purpose: a Lapse
+outage must never stop a cluster from creating pods; what it would have recorded is then
+missing from the grant's record, which SECURITY.md states.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from lapse.core.footholds import (
+    WATCHED,
+    GranteeGrant,
+    build_grantee_grant,
+    compute_caller_keys,
+    compute_covering_grant,
+    compute_foothold_verdict,
+)
+from lapse.core.kinds import ACCESS_REQUEST, BREAK_GLASS
+from lapse.core.models import AccessPolicy
+from lapse.footholds import FootholdNotRecorded
+from lapse.handlers.bodies import plain, policies_of
+from lapse.handlers.leading import services_of
+
+
+@kopf.index(*ACCESS_REQUEST.resource)
+async def lapse_request_grantees(body: kopf.Body, **_: Any) -> dict[str, GranteeGrant] | None:
+    entry = build_grantee_grant(ACCESS_REQUEST.kind, plain(body))
+    return dict([entry]) if entry is not None else None
+
+
+@kopf.index(*BREAK_GLASS.resource)
+async def lapse_breakglass_grantees(body: kopf.Body, **_: Any) -> dict[str, GranteeGrant] | None:
+    entry = build_grantee_grant(BREAK_GLASS.kind, plain(body))
+    return dict([entry]) if entry is not None else None
+
+
+def _grants_of(
+    userinfo: kopf.UserInfo, *indexes: kopf.Index[str, GranteeGrant] | None
+) -> list[GranteeGrant]:
+    keys = compute_caller_keys(str(userinfo.get("username", "")), userinfo.get("groups") or [])
+    return [g for index in indexes if index is not None for k in keys for g in index.get(k, [])]
+
+
+async def check_foothold(
+    body: kopf.Body,
+    userinfo: kopf.UserInfo,
+    resource: kopf.Resource,
+    memo: kopf.Memo,
+    subresource: str | None = None,
+    namespace: str | None = None,
+    dryrun: bool = False,
+    lapse_request_grantees: kopf.Index[str, GranteeGrant] | None = None,
+    lapse_breakglass_grantees: kopf.Index[str, GranteeGrant] | None = None,
+    lapse_policies: kopf.Index[str, AccessPolicy] | None = None,
+    **_: Any,
+) -> None:
+    grants = _grants_of(userinfo, lapse_request_grantees, lapse_breakglass_grantees)
+    if not grants:
+        return
+    now = datetime.now(UTC)
+    verdict = compute_foothold_verdict(
+        username=str(userinfo.get("username", "")),
+        resource=resource.plural,
+        subresource=subresource,
+        namespace=namespace or None,
+        body=plain(body),
+        grant=compute_covering_grant(grants, namespace or None, now),
+        policies={p.metadata.name: p for p in policies_of(lapse_policies)},
+        now=now,
+    )
+    if verdict.refusal is not None:
+        covering = compute_covering_grant(grants, namespace or None, now)
+        if covering is not None and not dryrun:
+            footholds = services_of(memo).grantor.footholds
+            owner = await footholds.kube.get_owner(covering.key)
+            await footholds.refused(covering.key, owner, resource.plural, verdict.refusal)
+        raise kopf.AdmissionError(verdict.refusal, code=403)
+    if verdict.foothold is None or verdict.grant is None or dryrun:
+        return
+    try:
+        await services_of(memo).grantor.footholds.record(verdict.grant.key, verdict.foothold)
+    except FootholdNotRecorded as error:
+        raise kopf.AdmissionError(
+            f"Lapse could not record this object on {verdict.grant.describe()} ({error}); "
+            "nothing was created. Try again in a moment.",
+            code=503,
+        ) from None
+
+
+for _group, _version, _plural, _sub in WATCHED:
+    kopf.on.validate(
+        group=_group,
+        version=_version,
+        plural=_plural,
+        subresource=_sub,
+        # It records what it admits (never on a dry run): the API server must know that.
+        side_effects=True,
+        id=f"footholds-{_plural}" + (f"-{_sub}" if _sub else ""),
+        operations=["CREATE"],
+        ignore_failures=True,
+    )(check_foothold)
