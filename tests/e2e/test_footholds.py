@@ -137,6 +137,14 @@ def test_workloads_as_a_privileged_account_are_reported_by_default(team: Team) -
     assert {f["outcome"] for f in settled.values()} == {"Reported"}
     assert exists(team, "deployment", "web") and exists(team, "cronjob", "nightly")
     assert not team.can_i("create", "deployments")
+    explained = team.cluster.kubectl(
+        "lapse", "explain", "report", "-n", team.namespace, as_user=team.user, groups=(team.group,)
+    ).stdout
+    assert "Made under it and still in place: Deployment" in explained, explained
+    shown = team.cluster.kubectl(
+        "lapse", "get", "report", "-n", team.namespace, as_user=team.user, groups=(team.group,)
+    ).stdout
+    assert "Made under the grant:" in shown and "Reported" in shown, shown
 
 
 def test_workloads_are_removed_when_policy_says_remove_and_others_are_untouched(

@@ -22,6 +22,7 @@ from lapse.cli.render import (
     timestamp,
 )
 from lapse.core.durations import DurationError, parse_duration
+from lapse.core.footholds import describe_foothold
 from lapse.core.models import (
     AccessPolicy,
     AccessRequest,
@@ -167,6 +168,27 @@ def grant_sentences(grant: Grant, policy: AccessPolicy | None, now: datetime) ->
     return lines
 
 
+def foothold_sentences(grant: Grant) -> list[str]:
+    """What the grantee made that could outlive the grant, and what becomes of it."""
+    footholds = grant.status.footholds or []
+    if not footholds:
+        return []
+    pending = [f for f in footholds if f.outcome is None]
+    remain = [f for f in footholds if f.outcome in ("Reported", "Kept")]
+    lines = []
+    if pending:
+        going = [describe_foothold(f) for f in pending if f.action.value == "Remove"]
+        staying = [describe_foothold(f) for f in pending if f.action.value != "Remove"]
+        if going:
+            lines.append(f"Made under it, removed when it ends: {join_words(going)}.")
+        if staying:
+            lines.append(f"Made under it, reported when it ends: {join_words(staying)}.")
+    if remain:
+        still = join_words([describe_foothold(f) for f in remain])
+        lines.append(f"Made under it and still in place: {still}.")
+    return lines
+
+
 def review_sentences(glass: BreakGlass, policy: AccessPolicy | None, now: datetime) -> list[str]:
     review = glass.status.review
     if review is not None:
@@ -238,6 +260,7 @@ def explain(grant: Grant, policy: AccessPolicy | None, now: datetime) -> str:
         lines = [f"{head} is approved; Lapse is creating its binding now."]
     elif phase == Phase.ACTIVE:
         lines = [f"{head} is active.", *grant_sentences(grant, policy, now)]
+        lines += foothold_sentences(grant)
         if isinstance(grant, BreakGlass):
             lines += review_sentences(grant, policy, now)
     elif phase == Phase.EXPIRED:
@@ -248,12 +271,14 @@ def explain(grant: Grant, policy: AccessPolicy | None, now: datetime) -> str:
             f"to {subject_sentence(subject_of(grant))}, and that access is gone.",
             f"To ask again: {ask_again(grant)}",
         ]
+        lines[1:1] = foothold_sentences(grant)
         if isinstance(grant, BreakGlass):
             lines[1:1] = review_sentences(grant, policy, now)
     elif phase == Phase.REVOKED:
         ended = status.ended_at
         when = f" {relative(ended, now)}" if ended else ""
         lines = [f"{head} was revoked{when}{because}{message}", "Its access is gone."]
+        lines += foothold_sentences(grant)
         if isinstance(grant, BreakGlass):
             lines += review_sentences(grant, policy, now)
     elif phase == Phase.DENIED:

@@ -306,6 +306,22 @@ def describe(grant: Grant, policy: AccessPolicy | None, now: datetime, colour: b
         for ref in status.bindings:
             where = f"{ref.namespace}/" if ref.namespace else ""
             lines.append(f"  {ref.kind} {where}{ref.name}")
+    if status.footholds:
+        lines.append("Made under the grant:")
+        rows = [
+            Row(
+                (
+                    f"{f.kind}/{f.name}",
+                    f.namespace or "-",
+                    f.service_account or "-",
+                    f.action.value,
+                    f.outcome or "(at the end)",
+                ),
+                "",
+            )
+            for f in status.footholds
+        ]
+        lines += _indent(table(("OBJECT", "NAMESPACE", "RUNS AS", "AT THE END", "OUTCOME"), rows))
     if isinstance(grant, AccessRequest):
         _describe_approvals(lines, grant, policy)
     else:
