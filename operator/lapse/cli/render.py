@@ -14,10 +14,10 @@ from typing import Any, TextIO
 
 import yaml
 
+from lapse.core.approvals import build_approval_requirement
 from lapse.core.models import (
     AccessPolicy,
     AccessRequest,
-    ApprovalMode,
     ApprovalRequirement,
     BreakGlass,
     GrantStatus,
@@ -155,16 +155,8 @@ def approval_requirement(
     for everyone who can read the request), else as the policy says, if the reader may read it."""
     if request.status.approval is not None:
         return request.status.approval
-    if request.status.pull_request:
-        return ApprovalRequirement(mode="GitOps")
-    if policy is None:
-        return None
-    approval = policy.spec.approval
-    if approval.mode == ApprovalMode.AUTO:
-        return ApprovalRequirement(mode="Auto")
-    return ApprovalRequirement(
-        mode="Approvers", required=approval.required, approvers=approval.approvers
-    )
+    reason = "GitOpsApproved" if request.status.pull_request else ""
+    return build_approval_requirement(reason, policy, None)
 
 
 def approvers_of(request: AccessRequest) -> list[str]:

@@ -63,7 +63,7 @@ def describe_identities(identities: Identities) -> str:
 
 
 def build_approval_requirement(
-    reason: str, policy: AccessPolicy | None, created_at: datetime
+    reason: str, policy: AccessPolicy | None, created_at: datetime | None
 ) -> ApprovalRequirement | None:
     """What a first decision by `policy` asks for; None when no policy decided it."""
     if reason == "GitOpsApproved":
@@ -77,7 +77,7 @@ def build_approval_requirement(
         mode="Approvers",
         required=approval.required,
         approvers=approval.approvers,
-        deadline=compute_approval_deadline(created_at, policy),
+        deadline=compute_approval_deadline(created_at, policy) if created_at else None,
     )
 
 
