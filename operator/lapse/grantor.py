@@ -46,6 +46,7 @@ from lapse.footholds import Footholds
 from lapse.kube import ApiError, ConflictError, KubeApi, NotFoundError, RefusedError
 from lapse.reporting import OUTCOMES, Clock, Reporter
 from lapse.scheduler import ExpiryScheduler
+from lapse.verifier import Verifier
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class Grantor:
         self.clock = clock
         self.reporter = reporter or Reporter(kube, clock)
         self.footholds = Footholds(kube, self.reporter)
+        self.verifier = Verifier(kube, self.reporter, clock)
+        self._verifying: set[asyncio.Task[None]] = set()
         self.scheduler = ExpiryScheduler(self.expire, clock, on_change=self._update_gauges)
         self.scheduler.on(EXPIRY_WARNING, self.expiring_soon)
         # Bindings this process is deleting: their DELETED events are ours, not an admin's.
@@ -318,12 +321,21 @@ class Grantor:
                     )
                 except FinalPhaseError:
                     self.ended.add(key)
+                self._verify_later(key, role, status)
                 return
             # The owner is going away: its Event and audit line are all that remain.
             metrics.requests_total.labels(kind=key.kind, outcome=OUTCOMES[phase]).inc()
             await self.reporter.event(key, event_type, reason, message)
             self.reporter.audit(phase.lower(), key, status, role, reason, message)
             self.ended.add(key)
+            self._verify_later(key, role, status)
+
+    def _verify_later(self, key: GrantKey, role: RoleRef | None, status: GrantStatus) -> None:
+        """Ask the API server whether the access is gone, beside the machinery: a slow
+        authorizer must never hold up the next revocation."""
+        task = asyncio.create_task(self.verifier.verify(key, role, status))
+        self._verifying.add(task)
+        task.add_done_callback(self._verifying.discard)
 
     async def _settle_footholds(self, key: GrantKey, role: RoleRef | None) -> None:
         """What the grantee made goes (or is reported) with the access, before the record of

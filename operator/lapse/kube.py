@@ -150,6 +150,7 @@ class KubeApi(Protocol):
         self, key: GrantKey, operations: Sequence[Mapping[str, Any]]
     ) -> dict[str, Any]: ...
     async def delete_object(self, path: str, *, uid: str) -> None: ...
+    async def create_access_review(self, review: Mapping[str, Any]) -> dict[str, Any]: ...
     async def get_namespace_labels(self, name: str) -> dict[str, str]: ...
     async def existing_namespaces(self, names: list[str]) -> set[str]: ...
     async def post_event(
@@ -405,6 +406,12 @@ class KubeClient:
         when it is gone, ConflictError when the name now holds another object."""
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}}
         await self._call("DELETE", path, body=body, params={"propagationPolicy": "Background"})
+
+    async def create_access_review(self, review: Mapping[str, Any]) -> dict[str, Any]:
+        """Ask the authorizer (SubjectAccessReview); the review with its status."""
+        return await self._call(
+            "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body=review
+        )
 
     async def get_namespace_labels(self, name: str) -> dict[str, str]:
         try:

@@ -39,6 +39,15 @@ revocation_lag_seconds = Histogram(
 )
 errors_total = Counter("lapse_errors_total", "Errors by kind.", ["error"])
 tamper_total = Counter("lapse_tamper_total", "Answers to tampered bindings.", ["action"])
+revocations_verified_total = Counter(
+    "lapse_revocations_verified_total",
+    "Ended grants checked with the API server: AccessGone, HeldElsewhere, AccessRemains.",
+    ["result"],
+)
+revocations_unverified = Gauge(
+    "lapse_revocations_unverified",
+    "Ended grants whose access the API server still allows through their own bindings.",
+)
 footholds_total = Counter(
     "lapse_footholds_total",
     "What grantees made under grants: refused, recorded, removed, reported, kept.",

@@ -15,6 +15,7 @@ COUNTERS = frozenset(
         "lapse_errors_total",
         "lapse_tamper_total",
         "lapse_footholds_total",
+        "lapse_revocations_verified_total",
         "lapse_sweep_removed_total",
         "lapse_decisions_total",
         "lapse_notifications_total",
@@ -27,6 +28,7 @@ GAUGES = frozenset(
         "lapse_pending_requests",
         "lapse_breakglass_active",
         "lapse_breakglass_unreviewed",
+        "lapse_revocations_unverified",
     }
 )
 HISTOGRAMS = frozenset(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -118,6 +118,26 @@ class MemoryKube:
         if found is None or found["metadata"]["uid"] != key.uid:
             raise NotFoundError(404, "NotFound", f"{key.name} not found")
         return copy.deepcopy(merge(found, {"status": patch.get("status") or {}}))
+
+    async def json_patch_status(
+        self, key: GrantKey, operations: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        """The two operations the foothold record uses: a resourceVersion test, then `add`."""
+        found = self.owners.get((key.kind, key.namespace, key.name))
+        if found is None:
+            raise NotFoundError(404, "NotFound", f"{key.name} not found")
+        status = found.setdefault("status", {})
+        for op in operations:
+            if op["op"] == "add" and op["path"].startswith("/status/"):
+                status[op["path"].removeprefix("/status/")] = copy.deepcopy(op["value"])
+        return copy.deepcopy(found)
+
+    async def delete_object(self, path: str, *, uid: str) -> None:
+        raise NotFoundError(404, "NotFound", f"{path} not found")
+
+    async def create_access_review(self, review: Mapping[str, Any]) -> dict[str, Any]:
+        """Nobody holds anything here once Lapse's bindings are gone."""
+        return {**review, "status": {"allowed": False}}
 
     async def get_namespace_labels(self, name: str) -> dict[str, str]:
         return dict(self.namespaces.get(name, {}))

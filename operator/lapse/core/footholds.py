@@ -147,6 +147,9 @@ def compute_covering_grant(
 
 
 def service_account_of(resource: str, body: Mapping[str, Any]) -> str | None:
+    """The ServiceAccount a workload's pods run as; None for anything that runs nothing."""
+    if resource not in POD_SPEC_PATHS:
+        return None
     node: Any = body
     for step in POD_SPEC_PATHS.get(resource, ()):
         node = node.get(step) if isinstance(node, Mapping) else None
