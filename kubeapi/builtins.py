@@ -55,7 +55,16 @@ BUILTINS: tuple[ResourceInfo, ...] = (
     _r("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",), ("token",)),
     _r("", "v1", "ConfigMap", "configmaps", True, ("cm",)),
     _r("", "v1", "Secret", "secrets", True),
-    _r("", "v1", "Pod", "pods", True, ("po",), ("status",), categories=("all",)),
+    _r(
+        "",
+        "v1",
+        "Pod",
+        "pods",
+        True,
+        ("po",),
+        ("status", "exec", "attach", "portforward"),
+        categories=("all",),
+    ),
     _r("", "v1", "Service", "services", True, ("svc",), ("status",), categories=("all",)),
     _r("", "v1", "Endpoints", "endpoints", True, ("ep",)),
     _r(

@@ -80,6 +80,12 @@ def respond(obj: Any, status: int = 200) -> web.Response:
     return web.Response(body=dumps(obj), status=status, content_type=JSON)
 
 
+# The pod subresources that connect to a container, and the options kind each is admitted as.
+CONNECT_OPTIONS = {
+    "exec": "PodExecOptions",
+    "attach": "PodAttachOptions",
+    "portforward": "PodPortForwardOptions",
+}
 # kube-apiserver refuses TokenRequests for less than ten minutes (validation.go).
 MIN_TOKEN_SECONDS = 600
 
@@ -297,6 +303,8 @@ class Server:
             return await self._non_resource(request, path, parts)
         target = self._target(parts)
         method = request.method
+        if target.info.group == "" and target.subresource in CONNECT_OPTIONS:
+            return await self._connect(request, target, user, path)
         verb = self._verb(method, target, request.query)
         self._authorize(
             user,
@@ -328,6 +336,53 @@ class Server:
             "deletecollection": self._delete_collection,
         }[verb]
         return await handler(request, target, user)
+
+    async def _connect(
+        self, request: web.Request, t: Target, user: UserInfo, path: str
+    ) -> web.StreamResponse:
+        """exec, attach and portforward: authorised as `create` on the subresource (for the
+        websocket GET too, as kube-apiserver does since 1.31), admitted as CONNECT with the
+        options object, then refused as on a cluster whose pods never get a node."""
+        if request.method not in ("GET", "POST"):
+            raise errors.method_not_allowed()
+        self._authorize(
+            user,
+            Attributes(
+                verb="create",
+                resource="pods",
+                api_group="",
+                subresource=t.subresource,
+                namespace=t.namespace,
+                name=t.name,
+                path=path,
+            ),
+        )
+        pod = self.objects.get(t.info, t.namespace, t.name)
+        query = request.query
+        options: dict[str, Any] = {"kind": CONNECT_OPTIONS[t.subresource], "apiVersion": "v1"}
+        if t.subresource == "portforward":
+            options["ports"] = [int(p) for p in query.getall("ports", []) if p.isdigit()]
+        else:
+            options.update(
+                {
+                    flag: query.get(flag) in ("true", "1")
+                    for flag in ("stdin", "stdout", "stderr", "tty")
+                }
+            )
+            if query.get("container"):
+                options["container"] = query["container"]
+            if t.subresource == "exec":
+                options["command"] = list(query.getall("command", []))
+        attributes = self._admission_attributes("CONNECT", t, user, None, None, False, None, t.name)
+        attributes.kind = {"group": "", "version": "v1", "kind": CONNECT_OPTIONS[t.subresource]}
+        attributes.object = options
+        try:
+            await self.admission.validate(attributes)
+        finally:
+            _WARNINGS.get([]).extend(attributes.warnings)
+        if not (pod.get("spec") or {}).get("nodeName"):
+            raise errors.bad_request(f"pod {t.name} does not have a host assigned")
+        raise errors.bad_request("the local Kubernetes API runs no containers")
 
     @staticmethod
     def _is_discovery(parts: list[str]) -> bool:
@@ -849,11 +904,12 @@ class Server:
         namespace = t.namespace
         if info.group == "" and info.plural == "namespaces":
             namespace = name or t.name
+        # A CONNECT carries its options as the object and no request options.
         option_kind = {
             "CREATE": "CreateOptions",
             "UPDATE": "UpdateOptions",
             "DELETE": "DeleteOptions",
-        }[operation]
+        }.get(operation)
         return admission.AdmissionAttributes(
             kind={"group": info.group, "version": info.version, "kind": info.kind},
             resource={"group": info.group, "version": info.version, "resource": info.plural},
@@ -865,7 +921,11 @@ class Server:
             old_object=self.objects.present(info, old) if old is not None else None,
             sub_resource=t.subresource,
             dry_run=dry_run,
-            options={"kind": option_kind, "apiVersion": "meta.k8s.io/v1", **(options or {})},
+            options=(
+                {"kind": option_kind, "apiVersion": "meta.k8s.io/v1", **(options or {})}
+                if option_kind
+                else None
+            ),
         )
 
     def _validate(

@@ -12,7 +12,6 @@ two replicas answering the webhook at once never lose a record.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from lapse import metrics
@@ -67,19 +66,46 @@ class Footholds:
         raise FootholdNotRecorded(f"{key.describe()} kept changing; try again in a moment")
 
     async def record(self, key: GrantKey, foothold: Foothold) -> None:
-        """Add `foothold` to the grant's record; FootholdNotRecorded if that cannot be done."""
+        """Add `foothold` to the grant's record; FootholdNotRecorded if that cannot be done.
+        A connection into a pod names the account whose token it could read, and is recorded
+        once however often it is made."""
+        if foothold.connect and foothold.namespace:
+            try:
+                pod = await self.kube.get_path(compute_object_path(foothold))
+            except ApiError as error:
+                # The record matters more than its detail: keep it, without the account.
+                logger.warning("Could not read %s: %s", describe_foothold(foothold), error)
+                pod = None
+            if pod is not None:
+                spec = pod.get("spec") or {}
+                account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+                foothold = foothold.model_copy(update={"service_account": account})
+
+        def add(held: list[Foothold]) -> list[Foothold]:
+            same = (foothold.resource, foothold.namespace, foothold.name, foothold.connect)
+            if foothold.connect and any(
+                (f.resource, f.namespace, f.name, f.connect) == same for f in held
+            ):
+                return held
+            return [*held, foothold]
+
         try:
-            done = await self._update(key, lambda held: [*held, foothold])
+            done = await self._update(key, add)
         except ApiError as error:
             raise FootholdNotRecorded(str(error)) from error
         if done is None:
             raise FootholdNotRecorded(f"{key.describe()} is gone")
-        body, _ = done
+        body, held = done
+        if foothold not in held:
+            return  # the same connection again: recorded once, said once
         metrics.footholds_total.labels(resource=foothold.resource, action="recorded").inc()
-        message = (
-            f"{describe_foothold(foothold)} was made under this grant; at its end it will be "
-            f"{'removed' if foothold.action == FootholdAction.REMOVE else 'reported'}."
-        )
+        if foothold.connect:
+            message = f"{describe_foothold(foothold)} under this grant; reported at its end."
+        else:
+            message = (
+                f"{describe_foothold(foothold)} was made under this grant; at its end it will "
+                f"be {'removed' if foothold.action == FootholdAction.REMOVE else 'reported'}."
+            )
         await self.reporter.event(key, "Warning", "FootholdRecorded", message)
         self.reporter.audit(
             "foothold",
@@ -93,10 +119,9 @@ class Footholds:
             footholdNamespace=foothold.namespace,
         )
 
-    async def refused(
-        self, key: GrantKey, body: Mapping[str, Any] | None, resource: str, message: str
-    ) -> None:
+    async def refused(self, key: GrantKey, resource: str, message: str) -> None:
         """Account for a refused attempt: the Event, the audit line and the metric."""
+        body = await self.kube.get_owner(key)
         metrics.footholds_total.labels(resource=resource, action="refused").inc()
         await self.reporter.event(key, "Warning", "FootholdRefused", message)
         if body is not None:

@@ -330,6 +330,12 @@ class Grantor:
             self.ended.add(key)
             self._verify_later(key, role, status)
 
+    async def stop_verifying(self) -> None:
+        """Cancel the checks still running, before the client they use is closed."""
+        for task in list(self._verifying):
+            task.cancel()
+        await asyncio.gather(*self._verifying, return_exceptions=True)
+
     def _verify_later(self, key: GrantKey, role: RoleRef | None, status: GrantStatus) -> None:
         """Ask the API server whether the access is gone, beside the machinery: a slow
         authorizer must never hold up the next revocation."""

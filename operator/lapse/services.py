@@ -82,6 +82,7 @@ class Services:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.grantor.stop_verifying()
         await self.kube.close()
 
 

@@ -45,7 +45,8 @@ class Verifier:
         """Check the ended grant `status` described; never raises."""
         try:
             await self._verify(key, role, status)
-        except (ApiError, OSError, TimeoutError) as error:
+        except (ApiError, OSError, TimeoutError, RuntimeError) as error:
+            # RuntimeError: the operator is stopping and its client is closed.
             logger.warning("Could not verify the revocation of %s: %s", key.describe(), error)
 
     async def _verify(self, key: GrantKey, role: RoleRef | None, status: GrantStatus) -> None:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 import tempfile
+from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import kopf
 from cryptography import x509
@@ -119,9 +122,43 @@ def ensure_certificates(settings: Settings, now: datetime) -> CertificatePaths:
     return generate_certificates(target, hosts, now)
 
 
+@dataclass(frozen=True)
+class AdmissionTarget:
+    """What an admission request names in its own fields: kopf hands handlers the object, and a
+    TokenRequest or an exec's options say nothing of the ServiceAccount or pod they are for."""
+
+    name: str
+    namespace: str | None
+
+
+_TARGET: ContextVar[AdmissionTarget | None] = ContextVar("lapse_admission_target", default=None)
+
+
+def admission_target() -> AdmissionTarget | None:
+    """The name and namespace of the admission request being answered, if any."""
+    return _TARGET.get()
+
+
+class WebhookServer(kopf.WebhookServer):
+    """kopf's webhook server, noting each request's name and namespace for its handlers."""
+
+    async def __call__(self, fn: Any) -> AsyncIterator[Any]:
+        async def noting(request: Any, **kwargs: Any) -> Any:
+            review = (request or {}).get("request") or {}
+            target = AdmissionTarget(str(review.get("name") or ""), review.get("namespace") or None)
+            token = _TARGET.set(target)
+            try:
+                return await fn(request, **kwargs)
+            finally:
+                _TARGET.reset(token)
+
+        async for config in super().__call__(noting):
+            yield config
+
+
 def build_webhook_server(settings: Settings) -> kopf.WebhookServer:
     paths = ensure_certificates(settings, datetime.now(UTC))
-    return kopf.WebhookServer(
+    return WebhookServer(
         addr=settings.webhook_addr,
         port=settings.webhook_port,
         host=settings.webhook_host,

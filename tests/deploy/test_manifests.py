@@ -169,7 +169,8 @@ def test_cluster_role_is_what_the_operator_does(base: list[dict[str, Any]]) -> N
         ("clusterroles", "delete", ""),
         ("roles", "delete", ""),
     }
-    # Footholds: delete only, on the kinds a grantee's workloads come in; never create or read.
+    # Footholds: delete only, on the kinds a grantee's workloads come in (and `get` on pods,
+    # for the account a connection into one could read); never create, list or watch.
     workloads = {
         ("", "pods"),
         ("apps", "deployments"),
@@ -181,7 +182,7 @@ def test_cluster_role_is_what_the_operator_does(base: list[dict[str, Any]]) -> N
     }
     assert {(g, r, v) for g, r, v, n in granted if (g, r) in workloads} == {
         (g, r, "delete") for g, r in workloads
-    }
+    } | {("", "pods", "get")}
     assert not any(v == "escalate" for g, r, v, n in granted)
     # Secrets and leases only in the operator's own namespace (the Role), never cluster-wide.
     assert not any(r in {"secrets", "leases"} for g, r, v, n in granted)

@@ -313,3 +313,35 @@ def test_breakglass_cluster_admin_cannot_leave_itself_a_clusterrolebinding(team:
             "delete", "clusterrolebinding", f"{name}-oncall", f"{name}-forever",
             "--ignore-not-found", check=False,
         )  # fmt: skip
+
+
+def test_exec_into_a_pod_under_a_grant_is_reported_with_the_account_it_could_read(
+    team: Team,
+) -> None:
+    team.policy()
+    account = privileged_account(team.cluster, team.namespace)
+    # The pod exists before the grant: connecting is the foothold, not making it.
+    team.cluster.kubectl(
+        "create", "-n", team.namespace, "-f", "-", input=json.dumps(workload("Pod", "app", account))
+    )
+    grant(team, "shell")
+    # No node runs the pod, so the connection itself fails; admission has seen it first.
+    # Identity flags go before `--`: after it they are the command's own arguments.
+    alice = (f"--as={team.user}", f"--as-group={team.group}")
+    for command in (("cat", "/etc/hostname"), ("id",)):
+        tried = team.cluster.kubectl(
+            "exec", *alice, "app", "-n", team.namespace, "--", *command, check=False
+        )
+        assert "does not have a host assigned" in tried.stderr, tried.stderr
+    recorded = wait_for(
+        lambda: footholds_of(team, "shell").get("Pod/app"), timeout=10, what="the exec record"
+    )
+    assert recorded["connect"] == "exec" and recorded["serviceAccount"] == account
+    assert len(footholds_of(team, "shell")) == 1, "one record per pod and kind of connection"
+    ended(team, "shell")
+    event = team.wait_event("shell", "FootholdsRemain")
+    assert (
+        f"exec into Pod {team.namespace}/app (could read the token of {account})"
+        in (event["message"])
+    )
+    assert exists(team, "pod", "app"), "a pod connected to is reported, never removed"

@@ -40,21 +40,24 @@ POD_SPEC_PATHS: Mapping[str, tuple[str, ...]] = {
     "cronjobs": ("spec", "jobTemplate", "spec", "template", "spec"),
 }
 RBAC_RESOURCES = frozenset({"roles", "rolebindings", "clusterroles", "clusterrolebindings"})
-# The (group, resource, subresource) triples the webhook is registered for.
-WATCHED: tuple[tuple[str, str, str, str | None], ...] = (
-    ("", "v1", "serviceaccounts", "token"),
-    ("", "v1", "secrets", None),
-    ("", "v1", "pods", None),
-    ("apps", "v1", "deployments", None),
-    ("apps", "v1", "statefulsets", None),
-    ("apps", "v1", "daemonsets", None),
-    ("apps", "v1", "replicasets", None),
-    ("batch", "v1", "jobs", None),
-    ("batch", "v1", "cronjobs", None),
-    ("rbac.authorization.k8s.io", "v1", "roles", None),
-    ("rbac.authorization.k8s.io", "v1", "rolebindings", None),
-    ("rbac.authorization.k8s.io", "v1", "clusterroles", None),
-    ("rbac.authorization.k8s.io", "v1", "clusterrolebindings", None),
+CONNECTS = ("exec", "attach", "portforward")
+CLUSTER_SCOPED = frozenset({"clusterroles", "clusterrolebindings"})
+# What the webhook is registered for: (group, version, resource, subresource, operation).
+WATCHED: tuple[tuple[str, str, str, str | None, str], ...] = (
+    ("", "v1", "serviceaccounts", "token", "CREATE"),
+    ("", "v1", "secrets", None, "CREATE"),
+    ("", "v1", "pods", None, "CREATE"),
+    *(("", "v1", "pods", connect, "CONNECT") for connect in CONNECTS),
+    ("apps", "v1", "deployments", None, "CREATE"),
+    ("apps", "v1", "statefulsets", None, "CREATE"),
+    ("apps", "v1", "daemonsets", None, "CREATE"),
+    ("apps", "v1", "replicasets", None, "CREATE"),
+    ("batch", "v1", "jobs", None, "CREATE"),
+    ("batch", "v1", "cronjobs", None, "CREATE"),
+    ("rbac.authorization.k8s.io", "v1", "roles", None, "CREATE"),
+    ("rbac.authorization.k8s.io", "v1", "rolebindings", None, "CREATE"),
+    ("rbac.authorization.k8s.io", "v1", "clusterroles", None, "CREATE"),
+    ("rbac.authorization.k8s.io", "v1", "clusterrolebindings", None, "CREATE"),
 )
 
 
@@ -139,10 +142,12 @@ def build_grantee_grant(kind: str, body: Mapping[str, Any]) -> tuple[str, Grante
 
 
 def compute_covering_grant(
-    grants: Sequence[GranteeGrant], namespace: str | None, now: datetime
+    grants: Sequence[GranteeGrant], namespace: str | None, now: datetime, *, known: bool = True
 ) -> GranteeGrant | None:
-    """Of the caller's grants, the one that covers `namespace` and lasts longest."""
-    live = [g for g in grants if g.expires_at > now and g.covers(namespace)]
+    """Of the caller's grants, the one that covers `namespace` and lasts longest. When the
+    request does not say where (`known` False), any live grant of the caller counts: deciding
+    as if it covered is the side that never lets a grantee through."""
+    live = [g for g in grants if g.expires_at > now and (not known or g.covers(namespace))]
     return max(live, key=lambda g: g.expires_at, default=None)
 
 
@@ -168,6 +173,7 @@ def compute_foothold_verdict(
     resource: str,
     subresource: str | None,
     namespace: str | None,
+    name: str,
     body: Mapping[str, Any],
     grant: GranteeGrant | None,
     policies: Mapping[str, AccessPolicy],
@@ -190,7 +196,19 @@ def compute_foothold_verdict(
             refusal=f"{held}; a Secret of type {TOKEN_SECRET_TYPE} would hold a token that never "
             "expires, so Lapse refuses it under a grant."
         )
-    if resource not in POD_SPEC_PATHS and resource not in RBAC_RESOURCES:
+    if resource == "pods" and subresource in CONNECTS:
+        connection = Foothold(
+            api_version="v1",
+            kind="Pod",
+            resource="pods",
+            namespace=namespace,
+            name=name,
+            connect=subresource,
+            at=now,
+            action=FootholdAction.REPORT,
+        )
+        return FootholdVerdict(foothold=connection, grant=grant)
+    if subresource or (resource not in POD_SPEC_PATHS and resource not in RBAC_RESOURCES):
         return FootholdVerdict()
     metadata = body.get("metadata") or {}
     policy = policies.get(grant.policy or "")
@@ -200,7 +218,7 @@ def compute_foothold_verdict(
         kind=str(body.get("kind") or ""),
         resource=resource,
         namespace=namespace,
-        name=str(metadata.get("name") or ""),
+        name=str(metadata.get("name") or name),
         uid=metadata.get("uid"),
         service_account=service_account_of(resource, body),
         at=now,
@@ -220,19 +238,30 @@ def compute_object_path(foothold: Foothold) -> str:
 def describe_foothold(foothold: Foothold) -> str:
     where = f"{foothold.namespace}/" if foothold.namespace else ""
     runs_as = f" (runs as {foothold.service_account})" if foothold.service_account else ""
+    if foothold.connect:
+        account = foothold.service_account or "its ServiceAccount"
+        pod = f"Pod {where}{foothold.name}"
+        return f"{foothold.connect} into {pod} (could read the token of {account})"
     return f"{foothold.kind} {where}{foothold.name}{runs_as}"
 
 
 def compute_settle_message(footholds: Sequence[Foothold]) -> tuple[str, bool]:
     """The end-of-grant sentence on what the grantee made, and whether anything remains."""
     removed = [describe_foothold(f) for f in footholds if f.outcome == "Removed"]
-    remains = [describe_foothold(f) for f in footholds if f.outcome in ("Reported", "Kept")]
+    made = [f for f in footholds if not f.connect]
+    remains = [describe_foothold(f) for f in made if f.outcome in ("Reported", "Kept")]
+    connected = [describe_foothold(f) for f in footholds if f.connect]
     parts = []
     if removed:
         parts.append(f"Removed what was made under the grant: {', '.join(removed)}.")
     if remains:
         parts.append(f"Still in place, made under the grant (review them): {', '.join(remains)}.")
-    others = len(footholds) - len(removed) - len(remains)
+    if connected:
+        parts.append(
+            "Connections made under the grant (rotate the credentials they could read): "
+            f"{', '.join(connected)}."
+        )
+    others = len(footholds) - len(removed) - len(remains) - len(connected)
     if others:
         parts.append(f"{others} object(s) made under the grant were already gone or replaced.")
-    return " ".join(parts), bool(remains)
+    return " ".join(parts), bool(remains or connected)

@@ -291,6 +291,13 @@ class Foothold(Model):
     service_account: str | None = Field(
         default=None, description="The ServiceAccount a workload runs as."
     )
+    connect: Literal["exec", "attach", "portforward"] | None = Field(
+        default=None,
+        description=(
+            "Set for a connection into the pod rather than an object made: whoever connects "
+            "may read the token of the ServiceAccount the pod runs as."
+        ),
+    )
     at: datetime = Field(description="When it was made.")
     action: FootholdAction = Field(description="What the policy says to do at the grant's end.")
     outcome: Literal["Removed", "Reported", "Gone", "Changed", "Kept"] | None = Field(

@@ -16,6 +16,7 @@ from typing import Any
 import kopf
 
 from lapse.core.footholds import (
+    CLUSTER_SCOPED,
     WATCHED,
     GranteeGrant,
     build_grantee_grant,
@@ -28,6 +29,7 @@ from lapse.core.models import AccessPolicy
 from lapse.footholds import FootholdNotRecorded
 from lapse.handlers.bodies import plain, policies_of
 from lapse.handlers.leading import services_of
+from lapse.webhooks import admission_target
 
 
 @kopf.index(*ACCESS_REQUEST.resource)
@@ -55,7 +57,6 @@ async def check_foothold(
     resource: kopf.Resource,
     memo: kopf.Memo,
     subresource: str | None = None,
-    namespace: str | None = None,
     dryrun: bool = False,
     lapse_request_grantees: kopf.Index[str, GranteeGrant] | None = None,
     lapse_breakglass_grantees: kopf.Index[str, GranteeGrant] | None = None,
@@ -66,44 +67,49 @@ async def check_foothold(
     if not grants:
         return
     now = datetime.now(UTC)
+    target = admission_target()
+    metadata = body.get("metadata") or {}
+    namespace = (target.namespace if target else None) or metadata.get("namespace") or None
+    # Where a namespaced request does not say its namespace, decide as if the grant covered it.
+    known = namespace is not None or resource.plural in CLUSTER_SCOPED
+    covering = compute_covering_grant(grants, namespace, now, known=known)
     verdict = compute_foothold_verdict(
         username=str(userinfo.get("username", "")),
         resource=resource.plural,
         subresource=subresource,
-        namespace=namespace or None,
+        namespace=namespace,
+        name=(target.name if target else "") or str(metadata.get("name") or ""),
         body=plain(body),
-        grant=compute_covering_grant(grants, namespace or None, now),
+        grant=covering,
         policies={p.metadata.name: p for p in policies_of(lapse_policies)},
         now=now,
     )
+    footholds = services_of(memo).grantor.footholds
     if verdict.refusal is not None:
-        covering = compute_covering_grant(grants, namespace or None, now)
         if covering is not None and not dryrun:
-            footholds = services_of(memo).grantor.footholds
-            owner = await footholds.kube.get_owner(covering.key)
-            await footholds.refused(covering.key, owner, resource.plural, verdict.refusal)
+            await footholds.refused(covering.key, resource.plural, verdict.refusal)
         raise kopf.AdmissionError(verdict.refusal, code=403)
     if verdict.foothold is None or verdict.grant is None or dryrun:
         return
     try:
-        await services_of(memo).grantor.footholds.record(verdict.grant.key, verdict.foothold)
+        await footholds.record(verdict.grant.key, verdict.foothold)
     except FootholdNotRecorded as error:
         raise kopf.AdmissionError(
-            f"Lapse could not record this object on {verdict.grant.describe()} ({error}); "
-            "nothing was created. Try again in a moment.",
+            f"Lapse could not record this on {verdict.grant.describe()} ({error}); it was not "
+            "allowed. Try again in a moment.",
             code=503,
         ) from None
 
 
-for _group, _version, _plural, _sub in WATCHED:
+for _group, _version, _plural, _sub, _operation in WATCHED:
     kopf.on.validate(
         group=_group,
         version=_version,
         plural=_plural,
         subresource=_sub,
+        id=f"footholds-{_plural}" + (f"-{_sub}" if _sub else ""),
+        operations=[_operation],  # type: ignore[list-item]
         # It records what it admits (never on a dry run): the API server must know that.
         side_effects=True,
-        id=f"footholds-{_plural}" + (f"-{_sub}" if _sub else ""),
-        operations=["CREATE"],
         ignore_failures=True,
     )(check_foothold)

@@ -35,7 +35,7 @@ def verdict(resource: str, body: dict[str, Any], held: GranteeGrant | None, **kw
         {"metadata": {"name": "p"}, "spec": {"footholds": {"workloads": "Remove"}}}
     )
     return compute_foothold_verdict(
-        username="alice", resource=resource, subresource=kw.get("subresource"),
+        username="alice", resource=resource, subresource=kw.get("subresource"), name="",
         namespace=kw.get("namespace", "pay"), body=body, grant=held, policies={"p": policy},
         now=NOW,
     )  # fmt: skip
