@@ -38,6 +38,8 @@ def collection_path(manifest: Mapping[str, Any]) -> str:
         "RoleBinding": "rolebindings",
         "AccessPolicy": "accesspolicies",
         "AccessRequest": "accessrequests",
+        "ConfigMap": "configmaps",
+        "Secret": "secrets",
     }[kind]
     base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
     if namespace:

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from bench.admission import measure_webhook
 from bench.cluster import CLOCK_TICKS, ROOT, LocalApi, Operator, usage
 from bench.kube import ApiError, Kube
 from bench.watch import Binding, BindingWatch, Key
@@ -152,6 +153,7 @@ class RunResult:
     watch_reconnects: int
     notes: list[str]
     cpu: dict[str, dict[str, float]]
+    admission: dict[str, float]
 
 
 def duration_text(seconds: float) -> str:
@@ -418,6 +420,8 @@ async def run(config: Config, workdir: Path, log: Callable[[str], None]) -> RunR
         operator.wait_metrics()
         await wait_webhook(kube, operator, namespaces[0], within=120)
         log(f"operator up (pid {operator.pid}); policy {POLICY} covers {len(namespaces)} ns")
+        admission = await measure_webhook(kube, namespaces[0])
+        log(f"  foothold webhook adds {admission['added_p50_ms']:.2f} ms (p50) to a watched create")
 
         # 1. Steady grants, then all N active at once.
         log(f"phase 1: {config.n} requests at {config.rate:g}/s over {config.window:.0f}s")
@@ -561,6 +565,7 @@ async def run(config: Config, workdir: Path, log: Callable[[str], None]) -> RunR
             watch_reconnects=watch.reconnects,
             notes=notes,
             cpu=cpu.phases,
+            admission=admission,
         )
     finally:
         watch.stop()

@@ -331,6 +331,14 @@ def table(figures: Figures, result: RunResult, host: dict[str, Any]) -> str:
             if k.endswith("_percent")
         )
         lines.append(f"CPU during {phase} ({shares.get('wall_s', 0):g} s): {busy}")
+    admission = result.admission
+    lines.append(
+        f"{'create latency, unwatched / watched p50 (ms)':<38}"
+        f"{_fmt(admission.get('unwatched_p50_ms', float('nan'))):>9} / "
+        f"{_fmt(admission.get('watched_p50_ms', float('nan')))}  "
+        f"(foothold webhook adds {_fmt(admission.get('added_p50_ms', float('nan')))} ms, "
+        f"p99 {_fmt(admission.get('watched_p99_ms', float('nan')))})"
+    )
     lines.extend(f"note: {note}" for note in result.notes)
     return "\n".join(lines)
 
@@ -395,6 +403,7 @@ def to_json(figures: Figures, result: RunResult, host: dict[str, Any]) -> dict[s
         "cpu_percent_by_phase": result.cpu,
         "watch": {"events": result.watch_events, "reconnects": result.watch_reconnects},
         "notes": result.notes,
+        "admission_ms": {k: num(v) for k, v in result.admission.items()},
         "machine": host,
         "source": source_version(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
