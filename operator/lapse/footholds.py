@@ -82,9 +82,12 @@ class Footholds:
                 foothold = foothold.model_copy(update={"service_account": account})
 
         def add(held: list[Foothold]) -> list[Foothold]:
-            same = (foothold.resource, foothold.namespace, foothold.name, foothold.connect)
-            if foothold.connect and any(
-                (f.resource, f.namespace, f.name, f.connect) == same for f in held
+            # A connection, or a change, to the same object again: recorded once.
+            def same(f: Foothold) -> tuple[object, ...]:
+                return (f.resource, f.namespace, f.name, f.connect, f.changed, f.service_account)
+
+            if (foothold.connect or foothold.changed) and any(
+                same(f) == same(foothold) for f in held
             ):
                 return held
             return [*held, foothold]
@@ -99,7 +102,7 @@ class Footholds:
         if foothold not in held:
             return  # the same connection again: recorded once, said once
         metrics.footholds_total.labels(resource=foothold.resource, action="recorded").inc()
-        if foothold.connect:
+        if foothold.connect or foothold.changed:
             message = f"{describe_foothold(foothold)} under this grant; reported at its end."
         else:
             message = (

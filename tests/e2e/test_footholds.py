@@ -121,11 +121,23 @@ def test_tokens_and_token_secrets_are_refused_under_a_grant(team: Team) -> None:
 def test_workloads_as_a_privileged_account_are_reported_by_default(team: Team) -> None:
     team.policy()
     account = privileged_account(team.cluster, team.namespace)
+    # A workload that was there before the grant, running as the namespace's default account.
+    team.cluster.kubectl(
+        "create", "-n", team.namespace, "-f", "-",
+        input=json.dumps(workload("Deployment", "legacy", "default")),
+    )  # fmt: skip
     grant(team, "report")
     for kind, name in (("Deployment", "web"), ("CronJob", "nightly"), ("Pod", "shell")):
         made = make(team, workload(kind, name, account))
         assert made.returncode == 0, made.stderr
+    # Switching an existing workload to the privileged account is a foothold too.
+    switched = team.kubectl(
+        "set", "serviceaccount", "deployment/legacy", account, "-n", team.namespace
+    )
+    assert switched.returncode == 0
     recorded = footholds_of(team, "report")
+    assert recorded["Deployment/legacy"]["changed"] is True
+    recorded.pop("Deployment/legacy")
     assert set(recorded) == {"Deployment/web", "CronJob/nightly", "Pod/shell"}
     assert {f["serviceAccount"] for f in recorded.values()} == {account}
     assert all(f["action"] == "Report" and f["uid"] for f in recorded.values())
@@ -205,6 +217,14 @@ def rolebinding(name: str, user: str, role: str = "admin") -> dict[str, Any]:
 
 def test_rbac_made_under_admin_is_removed_and_gives_no_way_back(team: Team) -> None:
     team.policy(roles=("admin",))
+    team.cluster.kubectl(
+        "create",
+        "-n",
+        team.namespace,
+        "-f",
+        "-",
+        input=json.dumps(rolebinding("ops-view", "ops", "view")),
+    )
     grant(team, "rbac", role="admin")
     backdoor = make(team, rolebinding("alice-forever", team.user))
     assert backdoor.returncode == 0, backdoor.stderr
@@ -215,9 +235,20 @@ def test_rbac_made_under_admin_is_removed_and_gives_no_way_back(team: Team) -> N
         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}],
     }
     assert make(team, role).returncode == 0
-    assert set(footholds_of(team, "rbac")) == {"RoleBinding/alice-forever", "Role/mine"}
+    # An existing binding (made by the admin before the grant) gains alice as a subject.
+    patch = json.dumps(
+        [{"op": "add", "path": "/subjects/-", "value": rolebinding("x", team.user)["subjects"][0]}]
+    )
+    widened = team.kubectl(
+        "patch", "rolebinding", "ops-view", "-n", team.namespace, "--type=json", "-p", patch
+    )
+    assert widened.returncode == 0
+    recorded = footholds_of(team, "rbac")
+    assert recorded.pop("RoleBinding/ops-view")["changed"] is True
+    assert set(recorded) == {"RoleBinding/alice-forever", "Role/mine"}
     ended(team, "rbac")
-    team.wait_event("rbac", "FootholdsRemoved")
+    event = team.wait_event("rbac", "FootholdsRemain")
+    assert "RoleBinding" in event["message"] and "ops-view, changed" in event["message"]
     assert not exists(team, "rolebinding", "alice-forever")
     assert not exists(team, "role", "mine")
     assert not team.can_i("create", "deployments")

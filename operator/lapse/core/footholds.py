@@ -42,23 +42,27 @@ POD_SPEC_PATHS: Mapping[str, tuple[str, ...]] = {
 RBAC_RESOURCES = frozenset({"roles", "rolebindings", "clusterroles", "clusterrolebindings"})
 CONNECTS = ("exec", "attach", "portforward")
 CLUSTER_SCOPED = frozenset({"clusterroles", "clusterrolebindings"})
-# What the webhook is registered for: (group, version, resource, subresource, operation).
-WATCHED: tuple[tuple[str, str, str, str | None, str], ...] = (
-    ("", "v1", "serviceaccounts", "token", "CREATE"),
-    ("", "v1", "secrets", None, "CREATE"),
-    ("", "v1", "pods", None, "CREATE"),
-    *(("", "v1", "pods", connect, "CONNECT") for connect in CONNECTS),
-    ("apps", "v1", "deployments", None, "CREATE"),
-    ("apps", "v1", "statefulsets", None, "CREATE"),
-    ("apps", "v1", "daemonsets", None, "CREATE"),
-    ("apps", "v1", "replicasets", None, "CREATE"),
-    ("batch", "v1", "jobs", None, "CREATE"),
-    ("batch", "v1", "cronjobs", None, "CREATE"),
-    ("rbac.authorization.k8s.io", "v1", "roles", None, "CREATE"),
-    ("rbac.authorization.k8s.io", "v1", "rolebindings", None, "CREATE"),
-    ("rbac.authorization.k8s.io", "v1", "clusterroles", None, "CREATE"),
-    ("rbac.authorization.k8s.io", "v1", "clusterrolebindings", None, "CREATE"),
+_MADE_OR_CHANGED = ("CREATE", "UPDATE")
+# What the webhook is registered for: (group, version, resource, subresource, operations). A
+# pod's ServiceAccount cannot change, so pods are watched on create only.
+WATCHED: tuple[tuple[str, str, str, str | None, tuple[str, ...]], ...] = (
+    ("", "v1", "serviceaccounts", "token", ("CREATE",)),
+    ("", "v1", "secrets", None, ("CREATE",)),
+    ("", "v1", "pods", None, ("CREATE",)),
+    *(("", "v1", "pods", connect, ("CONNECT",)) for connect in CONNECTS),
+    ("apps", "v1", "deployments", None, _MADE_OR_CHANGED),
+    ("apps", "v1", "statefulsets", None, _MADE_OR_CHANGED),
+    ("apps", "v1", "daemonsets", None, _MADE_OR_CHANGED),
+    ("apps", "v1", "replicasets", None, _MADE_OR_CHANGED),
+    ("batch", "v1", "jobs", None, _MADE_OR_CHANGED),
+    ("batch", "v1", "cronjobs", None, _MADE_OR_CHANGED),
+    ("rbac.authorization.k8s.io", "v1", "roles", None, _MADE_OR_CHANGED),
+    ("rbac.authorization.k8s.io", "v1", "rolebindings", None, _MADE_OR_CHANGED),
+    ("rbac.authorization.k8s.io", "v1", "clusterroles", None, _MADE_OR_CHANGED),
+    ("rbac.authorization.k8s.io", "v1", "clusterrolebindings", None, _MADE_OR_CHANGED),
 )
+# What of an RBAC object gives access: a change to it under a grant is a foothold.
+_RBAC_GIVES = ("subjects", "rules", "aggregationRule")
 
 
 @dataclass(frozen=True)
@@ -178,10 +182,14 @@ def compute_foothold_verdict(
     grant: GranteeGrant | None,
     policies: Mapping[str, AccessPolicy],
     now: datetime,
+    old: Mapping[str, Any] | None = None,
 ) -> FootholdVerdict:
-    """What to do with one create by `username`, who holds `grant` here (None: nothing)."""
+    """What to do with one create (or, with `old`, update) by `username`, who holds `grant`
+    here (None: nothing)."""
     if grant is None:
         return FootholdVerdict()
+    if old is not None:
+        return _changed(resource, namespace, name, body, old, grant, now)
     held = f"{username} holds {grant.describe()} until {format_time(grant.expires_at)}"
     if resource == "serviceaccounts" and subresource == "token":
         return FootholdVerdict(
@@ -227,6 +235,41 @@ def compute_foothold_verdict(
     return FootholdVerdict(foothold=foothold, grant=grant)
 
 
+def _changed(
+    resource: str,
+    namespace: str | None,
+    name: str,
+    body: Mapping[str, Any],
+    old: Mapping[str, Any],
+    grant: GranteeGrant,
+    now: datetime,
+) -> FootholdVerdict:
+    """An existing object changed by a grantee: a foothold when the change is one of access
+    (a workload's ServiceAccount, a binding's subjects, a role's rules)."""
+    if resource in POD_SPEC_PATHS:
+        gives = service_account_of(resource, body) != service_account_of(resource, old)
+    elif resource in RBAC_RESOURCES:
+        gives = any(body.get(part) != old.get(part) for part in _RBAC_GIVES)
+    else:
+        gives = False
+    if not gives:
+        return FootholdVerdict()
+    metadata = body.get("metadata") or {}
+    foothold = Foothold(
+        api_version=str(body.get("apiVersion") or ""),
+        kind=str(body.get("kind") or ""),
+        resource=resource,
+        namespace=namespace,
+        name=str(metadata.get("name") or name),
+        uid=metadata.get("uid"),
+        service_account=service_account_of(resource, body),
+        changed=True,
+        at=now,
+        action=FootholdAction.REPORT,
+    )
+    return FootholdVerdict(foothold=foothold, grant=grant)
+
+
 def compute_object_path(foothold: Foothold) -> str:
     """The API path of a foothold's object."""
     group_version = foothold.api_version
@@ -238,6 +281,8 @@ def compute_object_path(foothold: Foothold) -> str:
 def describe_foothold(foothold: Foothold) -> str:
     where = f"{foothold.namespace}/" if foothold.namespace else ""
     runs_as = f" (runs as {foothold.service_account})" if foothold.service_account else ""
+    if foothold.changed:
+        return f"{foothold.kind} {where}{foothold.name}, changed{runs_as}"
     if foothold.connect:
         account = foothold.service_account or "its ServiceAccount"
         pod = f"Pod {where}{foothold.name}"

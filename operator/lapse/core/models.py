@@ -298,6 +298,14 @@ class Foothold(Model):
             "may read the token of the ServiceAccount the pod runs as."
         ),
     )
+    changed: bool = Field(
+        default=False,
+        description=(
+            "An existing object changed under the grant (a workload's ServiceAccount, a "
+            "binding's subjects, a role's rules); reported, never removed: it was not made "
+            "under the grant."
+        ),
+    )
     at: datetime = Field(description="When it was made.")
     action: FootholdAction = Field(description="What the policy says to do at the grant's end.")
     outcome: Literal["Removed", "Reported", "Gone", "Changed", "Kept"] | None = Field(

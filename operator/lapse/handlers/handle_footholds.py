@@ -57,6 +57,7 @@ async def check_foothold(
     resource: kopf.Resource,
     memo: kopf.Memo,
     subresource: str | None = None,
+    old: Any = None,
     dryrun: bool = False,
     lapse_request_grantees: kopf.Index[str, GranteeGrant] | None = None,
     lapse_breakglass_grantees: kopf.Index[str, GranteeGrant] | None = None,
@@ -83,6 +84,7 @@ async def check_foothold(
         grant=covering,
         policies={p.metadata.name: p for p in policies_of(lapse_policies)},
         now=now,
+        old=plain(old) if old is not None else None,
     )
     footholds = services_of(memo).grantor.footholds
     if verdict.refusal is not None:
@@ -101,14 +103,14 @@ async def check_foothold(
         ) from None
 
 
-for _group, _version, _plural, _sub, _operation in WATCHED:
+for _group, _version, _plural, _sub, _operations in WATCHED:
     kopf.on.validate(
         group=_group,
         version=_version,
         plural=_plural,
         subresource=_sub,
         id=f"footholds-{_plural}" + (f"-{_sub}" if _sub else ""),
-        operations=[_operation],  # type: ignore[list-item]
+        operations=list(_operations),  # type: ignore[arg-type]
         # It records what it admits (never on a dry run): the API server must know that.
         side_effects=True,
         ignore_failures=True,
