@@ -74,9 +74,6 @@ def run(cluster: Cluster) -> None:
     cluster.kubectl("apply", "-f", "-", input=json.dumps(namespace))
     for sample in ("requester-clusterrole.yaml", "policy.yaml"):
         show(cluster, "apply", "-f", str((SAMPLES / sample).relative_to(ROOT)))
-    cluster.kubectl(
-        "delete", "accessrequest", "--all", "-n", NAMESPACE, "--ignore-not-found", check=False
-    )
 
     heading("Start the operator as ServiceAccount lapse-system/lapse-operator")
     identity = service_account_identity(cluster, WORKDIR / "identity")
@@ -85,10 +82,19 @@ def run(cluster: Cluster) -> None:
     operator.start()
     try:
         print(f"operator ready; metrics at {operator.metrics_url}", flush=True)
+        # Requests are deleted while the operator runs: each carries its finalizer, which
+        # only the operator takes off (after revoking), so a deletion without it never ends.
+        # On a cluster that outlives the demo, an earlier run's request may still be there.
+        remove_requests(cluster)
         walkthrough(cluster, operator)
+        remove_requests(cluster)
     finally:
         operator.stop()
         print(f"\noperator log: {operator.log_path}\naudit trail: {operator.audit_path}")
+
+
+def remove_requests(cluster: Cluster) -> None:
+    cluster.kubectl("delete", "accessrequest", "--all", "-n", NAMESPACE, "--ignore-not-found")
 
 
 def walkthrough(cluster: Cluster, operator: Operator) -> None:

@@ -135,26 +135,31 @@ def service_account_identity(cluster: Cluster, workdir: Path, duration: str = "2
     assert token, "kubectl create token returned no token"
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "operator.kubeconfig"
+    write_token_kubeconfig(path, cluster.kubeconfig, token, OPERATOR_ACCOUNT, OPERATOR_NAMESPACE)
+    return Identity(path)
+
+
+def write_token_kubeconfig(
+    path: Path, admin_kubeconfig: Path, token: str, user: str, namespace: str
+) -> None:
+    """A kubeconfig for the admin's server and CA that holds `token` and nothing else: beside
+    the admin's client certificate a token would not count (a real API server takes the
+    certificate's user first)."""
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "lapse", "cluster": _cluster_entry(cluster.kubeconfig)}],
-        "users": [{"name": OPERATOR_ACCOUNT, "user": {"token": token}}],
+        "clusters": [{"name": "lapse", "cluster": _cluster_entry(admin_kubeconfig)}],
+        "users": [{"name": user, "user": {"token": token}}],
         "contexts": [
             {
-                "name": OPERATOR_ACCOUNT,
-                "context": {
-                    "cluster": "lapse",
-                    "user": OPERATOR_ACCOUNT,
-                    "namespace": OPERATOR_NAMESPACE,
-                },
+                "name": user,
+                "context": {"cluster": "lapse", "user": user, "namespace": namespace},
             }
         ],
-        "current-context": OPERATOR_ACCOUNT,
+        "current-context": user,
     }
     path.write_text(yaml.safe_dump(config))
     path.chmod(0o600)
-    return Identity(path)
 
 
 def _cluster_entry(kubeconfig: Path) -> dict[str, Any]:

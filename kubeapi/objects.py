@@ -177,8 +177,13 @@ class Objects:
             if not prefix or self.store.get(key_of(info), ns, meta["name"]) is None:
                 break
             meta["name"] = prefix + "".join(random.choices(_ALPHABET, k=5))
-        if self.store.get(key_of(info), ns, meta["name"]) is not None:
-            raise errors.already_exists(info.plural, info.group, meta["name"])
+        existing = self.store.get(key_of(info), ns, meta["name"])
+        if existing is not None:
+            error = errors.already_exists(info.plural, info.group, meta["name"])
+            # A name held by finalizers is taken until they are gone, and the answer says so.
+            if existing["metadata"].get("deletionTimestamp"):
+                error.message = f"object is being deleted: {error.message}"
+            raise error
         if dry_run:
             return obj
         return self.store.put(key_of(info), obj)

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from demo.harness import ROOT, VENV_BIN, Cluster, kubectl_binary
+from demo.harness import ROOT, VENV_BIN, Cluster, kubectl_binary, write_token_kubeconfig
 from kubeapi.process import READY_PREFIX, LocalServer, server_of
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "faults_client",
     "kubectl_binary",
     "server_of",
+    "write_token_kubeconfig",
 ]
 
 

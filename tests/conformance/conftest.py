@@ -5,7 +5,11 @@ The CRD belongs to a group of its own so these tests never touch Lapse's resourc
 
 from __future__ import annotations
 
+import json
+import ssl
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -102,6 +106,27 @@ def wait_for(predicate: Any, timeout: float = 30, interval: float = 0.05) -> Any
         time.sleep(interval)
 
 
+def admin_tls(cluster: Cluster) -> ssl.SSLContext | None:
+    """TLS as the admin's kubeconfig does it: its CA, and its client certificate if it has
+    one. A real cluster's admin (kubeadm's admin.conf, say) is usually a certificate, not a
+    token; and a request that carries both is the certificate's user."""
+    config = cluster.api().configuration
+    if not config.ssl_ca_cert and not config.cert_file:
+        return None
+    context = ssl.create_default_context(cafile=config.ssl_ca_cert or None)
+    if config.cert_file:
+        context.load_cert_chain(config.cert_file, config.key_file)
+    return context
+
+
+def as_admin(cluster: Cluster, request: urllib.request.Request) -> None:
+    """The admin's bearer token on `request`, when the admin has one rather than a
+    certificate (which `admin_tls` presents)."""
+    token = cluster.api().configuration.auth_settings().get("BearerToken", {}).get("value")
+    if token:
+        request.add_header("Authorization", token)
+
+
 def raw(
     cluster: Cluster,
     method: str,
@@ -112,17 +137,10 @@ def raw(
     timeout: float = 30,
 ) -> tuple[int, Any]:
     """One HTTP request with the admin's credentials: (status, decoded JSON body)."""
-    import json
-    import ssl
-    import urllib.error
-    import urllib.request
-
-    config = cluster.api().configuration
-    context = ssl.create_default_context(cafile=config.ssl_ca_cert) if config.ssl_ca_cert else None
+    context = admin_tls(cluster)
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(cluster.server + path, data=data, method=method)
-    token = config.auth_settings().get("BearerToken", {}).get("value", "")
-    request.add_header("Authorization", token)
+    as_admin(cluster, request)
     request.add_header("Content-Type", content_type)
     for key, value in (headers or {}).items():
         request.add_header(key, value)

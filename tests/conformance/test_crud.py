@@ -10,7 +10,7 @@ import pytest
 from kubernetes.client.rest import ApiException
 
 from tests.cluster import Cluster
-from tests.conformance.conftest import GROUP, VERSION, raw
+from tests.conformance.conftest import GROUP, VERSION, raw, wait_for
 
 
 def custom(cluster: Cluster) -> kubernetes.client.CustomObjectsApi:
@@ -245,11 +245,17 @@ def test_label_and_field_selectors_and_pagination(cluster: Cluster, namespace: s
         )
         == 6
     )
-    # No namespace is empty: kube-controller-manager publishes the cluster's CA in each.
-    assert [
-        c.metadata.name
-        for c in api.list_namespaced_config_map(namespace, label_selector="!tier").items
-    ] == ["kube-root-ca.crt"]
+    # No namespace is empty: kube-controller-manager publishes the cluster's CA in each, at a
+    # moment of its own (on a busy machine, seconds after the namespace was made).
+    wait_for(
+        lambda: (
+            [
+                c.metadata.name
+                for c in api.list_namespaced_config_map(namespace, label_selector="!tier").items
+            ]
+            == ["kube-root-ca.crt"]
+        )
+    )
     assert [
         c.metadata.name
         for c in api.list_namespaced_config_map(namespace, field_selector="metadata.name=p4").items

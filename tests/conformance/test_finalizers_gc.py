@@ -186,41 +186,85 @@ def test_namespace_deletion_removes_its_content(cluster: Cluster) -> None:
     wait_for(lambda: absent(lambda: api.read_namespace(name)), timeout=60)
 
 
+def test_a_name_still_being_deleted_cannot_be_created_again(
+    cluster: Cluster, namespace: str
+) -> None:
+    """Found on kube-apiserver v1.36: an object held by a finalizer keeps its name, and a
+    create of that name is a 409 AlreadyExists that says why."""
+    api = core(cluster)
+    api.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "going", "finalizers": ["lapse.dev/hold"]}}
+    )
+    api.delete_namespaced_config_map("going", namespace)
+    path = f"/api/v1/namespaces/{namespace}/configmaps/going"
+    try:
+        code, body = raw(
+            cluster, "POST", f"/api/v1/namespaces/{namespace}/configmaps",
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "going"}},
+        )  # fmt: skip
+        assert code == 409
+        assert body["reason"] == "AlreadyExists"
+        assert body["message"] == 'object is being deleted: configmaps "going" already exists'
+        assert body["details"] == {"name": "going", "kind": "configmaps"}
+    finally:
+        raw(
+            cluster,
+            "PATCH",
+            path,
+            {"metadata": {"finalizers": None}},
+            "application/merge-patch+json",
+        )
+    assert absent(lambda: api.read_namespaced_config_map("going", namespace))
+    api.create_namespaced_config_map(namespace, {"metadata": {"name": "going"}})
+
+
 def test_deleting_a_crd_deletes_its_objects_and_stops_serving(
     cluster: Cluster, namespace: str
 ) -> None:
     from tests.conformance.conftest import wait_established, widget_crd
 
     ext = kubernetes.client.ApiextensionsV1Api(cluster.api())
-    crd = widget_crd("sprockets", "Sprocket", "Namespaced")
+    # Names of its own each run: a CRD whose deletion an earlier, failed run left held by its
+    # object's finalizer would refuse this one's creation (and claim its kind).
+    suffix = uuid.uuid4().hex[:6]
+    plural, kind = f"sprockets{suffix}", f"Sprocket{suffix}"
+    crd = widget_crd(plural, kind, "Namespaced")
+    name = crd["metadata"]["name"]
     ext.create_custom_resource_definition(crd)
-    wait_established(ext, crd["metadata"]["name"])
+    wait_established(ext, name)
     api = custom(cluster)
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/s1"
     api.create_namespaced_custom_object(
         GROUP,
         VERSION,
         namespace,
-        "sprockets",
+        plural,
         {
             "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "Sprocket",
+            "kind": kind,
             "metadata": {"name": "s1", "finalizers": ["lapse.dev/hold"]},
         },
     )
-    ext.delete_custom_resource_definition(crd["metadata"]["name"])
-    wait_for(
-        lambda: api.get_namespaced_custom_object(GROUP, VERSION, namespace, "sprockets", "s1")[
-            "metadata"
-        ].get("deletionTimestamp")
-    )
-    assert ext.read_custom_resource_definition(crd["metadata"]["name"]).metadata.deletion_timestamp
-    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/sprockets/s1"
-    code, _ = raw(
-        cluster, "PATCH", path, {"metadata": {"finalizers": None}}, "application/merge-patch+json"
-    )
+    try:
+        ext.delete_custom_resource_definition(name)
+        wait_for(
+            lambda: api.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, "s1")[
+                "metadata"
+            ].get("deletionTimestamp")
+        )
+        assert ext.read_custom_resource_definition(name).metadata.deletion_timestamp
+    finally:
+        # Whatever happened above, nothing of this test may stay held.
+        code, _ = raw(
+            cluster,
+            "PATCH",
+            path,
+            {"metadata": {"finalizers": None}},
+            "application/merge-patch+json",
+        )
     assert code == 200
-    wait_for(lambda: absent(lambda: ext.read_custom_resource_definition(crd["metadata"]["name"])))
-    code, _ = raw(cluster, "GET", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/sprockets")
+    wait_for(lambda: absent(lambda: ext.read_custom_resource_definition(name)))
+    code, _ = raw(cluster, "GET", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}")
     assert code == 404
 
 

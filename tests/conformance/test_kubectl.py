@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from pathlib import Path
 
-from tests.cluster import Cluster, kubectl_binary
+from tests.cluster import Cluster, kubectl_binary, write_token_kubeconfig
 from tests.conformance.conftest import GROUP, VERSION, wait_for
 
 ROLEBINDING = """
@@ -246,15 +247,18 @@ def test_apply_of_an_unknown_kind_says_no_matches(cluster: Cluster, namespace: s
 
 
 def test_service_account_token_authenticates_as_the_account(
-    cluster: Cluster, namespace: str
+    cluster: Cluster, namespace: str, tmp_path: Path
 ) -> None:
     cluster.kubectl("create", "serviceaccount", "robot", "-n", namespace)
     token = cluster.kubectl("create", "token", "robot", "-n", namespace).stdout.strip()
-    whoami = cluster.kubectl("auth", "whoami", f"--token={token}", "-o", "json")
+    # The token alone: `--token` beside an admin's client certificate would be ignored.
+    robot = tmp_path / "robot.kubeconfig"
+    write_token_kubeconfig(robot, cluster.kubeconfig, token, "robot", namespace)
+    whoami = cluster.kubectl("auth", "whoami", f"--kubeconfig={robot}", "-o", "json")
     info = json.loads(whoami.stdout)["status"]["userInfo"]
     assert info["username"] == f"system:serviceaccount:{namespace}:robot"
     assert f"system:serviceaccounts:{namespace}" in info["groups"]
-    denied = cluster.kubectl("get", "configmaps", "-n", namespace, f"--token={token}", check=False)
+    denied = cluster.kubectl("get", "configmaps", f"--kubeconfig={robot}", check=False)
     assert denied.returncode != 0 and "forbidden" in denied.stderr
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import ssl
 import urllib.request
 from typing import Any
 
@@ -12,7 +11,7 @@ import kubernetes.watch
 import pytest
 
 from tests.cluster import Cluster
-from tests.conformance.conftest import raw
+from tests.conformance.conftest import admin_tls, as_admin, raw
 
 
 def core(cluster: Cluster) -> kubernetes.client.CoreV1Api:
@@ -21,11 +20,9 @@ def core(cluster: Cluster) -> kubernetes.client.CoreV1Api:
 
 def stream(cluster: Cluster, path: str, timeout: float = 30) -> list[dict[str, Any]]:
     """Every event of a watch that ends by itself (timeoutSeconds in the path)."""
-    config = cluster.api().configuration
-    context = ssl.create_default_context(cafile=config.ssl_ca_cert)
     request = urllib.request.Request(cluster.server + path)
-    request.add_header("Authorization", config.auth_settings()["BearerToken"]["value"])
-    with urllib.request.urlopen(request, context=context, timeout=timeout) as response:
+    as_admin(cluster, request)
+    with urllib.request.urlopen(request, context=admin_tls(cluster), timeout=timeout) as response:
         return [json.loads(line) for line in response.read().splitlines() if line.strip()]
 
 

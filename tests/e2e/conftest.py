@@ -58,6 +58,7 @@ def operator_identity(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(scope="session")
 def operator(
     cluster: Cluster,
+    leftovers_removed: None,
     crds: None,
     operator_identity: Identity,
     tmp_path_factory: pytest.TempPathFactory,

@@ -70,7 +70,11 @@ def desk(cluster: Cluster, operator: Operator) -> Iterator[Team]:
         yield team
     finally:
         cluster.kubectl("delete", "accesspolicy", *team.policies, "--ignore-not-found", check=False)
-        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+        # With the namespace a Role test made beside it, if one did.
+        cluster.kubectl(
+            "delete", "namespace", name, f"{name}-other", "--ignore-not-found", "--wait=false",
+            check=False,
+        )  # fmt: skip
 
 
 def spec_with(**changes: Any) -> dict[str, Any]:

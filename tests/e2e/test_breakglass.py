@@ -22,6 +22,7 @@ from aiohttp import web
 from kubernetes.client.rest import ApiException
 
 from tests.cluster import Cluster
+from tests.conftest import TEST_PREFIX
 from tests.e2e.conftest import SAMPLES, Operator, parse_time, wait_for
 
 RBAC = "rbac.authorization.k8s.io"
@@ -186,7 +187,9 @@ def crew(cluster: Cluster, namespace: str, operator: Operator, glass_rbac: None)
 
 
 def unique(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(3)}"
+    # `t-…`, as everything cluster-scoped the suites make: a later run removes it if this
+    # one is killed before its teardown.
+    return f"{TEST_PREFIX}{prefix}-{secrets.token_hex(3)}"
 
 
 def test_cluster_admin_within_a_second_then_it_lapses(crew: Crew, operator: Operator) -> None:
