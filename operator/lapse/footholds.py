@@ -122,6 +122,31 @@ class Footholds:
             footholdNamespace=foothold.namespace,
         )
 
+    async def adopt(self, key: GrantKey, uid: str, username: str) -> None:
+        """`username` changed an object the grantee made: it is theirs too now, so the grant's
+        end reports it instead of removing it."""
+
+        def mark(held: list[Foothold]) -> list[Foothold]:
+            return [
+                f.model_copy(update={"adopted_by": username})
+                if f.uid == uid and not f.adopted_by
+                else f
+                for f in held
+            ]
+
+        try:
+            done = await self._update(key, mark)
+        except (ApiError, FootholdNotRecorded) as error:
+            logger.warning("Could not note that %s changed %s: %s", username, uid, error)
+            return
+        if done is None:
+            return
+        _, held = done
+        for foothold in held:
+            if foothold.uid == uid and foothold.adopted_by == username:
+                message = f"{describe_foothold(foothold)}: it will be reported, not removed."
+                await self.reporter.event(key, "Normal", "FootholdAdopted", message)
+
     async def refused(self, key: GrantKey, resource: str, message: str) -> None:
         """Account for a refused attempt: the Event, the audit line and the metric."""
         body = await self.kube.get_owner(key)
@@ -162,7 +187,7 @@ class Footholds:
         self.reporter.audit("footholds", key, status, role, reason, message)
 
     async def _one(self, foothold: Foothold) -> str:
-        if foothold.action != FootholdAction.REMOVE:
+        if foothold.action != FootholdAction.REMOVE or foothold.adopted_by:
             metrics.footholds_total.labels(resource=foothold.resource, action="reported").inc()
             return "Reported"
         if not foothold.uid:

@@ -179,6 +179,17 @@ def test_workloads_are_removed_when_policy_says_remove_and_others_are_untouched(
         made = make(team, workload(kind, name, account))
         assert made.returncode == 0, made.stderr
     assert make(team, workload("Deployment", "bobs", account), user="bob").returncode == 0
+    # bob takes over alice's Deployment `kept` (changes its spec): it is his too now, and stays.
+    assert make(team, workload("Deployment", "kept", account)).returncode == 0
+    team.cluster.kubectl(
+        "patch", "deployment", "kept", "-n", team.namespace, "-p", '{"spec":{"replicas":2}}',
+        as_user="bob", groups=(team.group,),
+    )  # fmt: skip
+    wait_for(
+        lambda: footholds_of(team, "remove")["Deployment/kept"].get("adoptedBy") == "bob" or None,
+        timeout=10,
+        what="bob's change to be noted",
+    )
     # An admin replaces `swap` with an object of their own under the same name.
     team.cluster.kubectl("delete", "deployment", "swap", "-n", team.namespace)
     team.cluster.kubectl(
@@ -191,8 +202,9 @@ def test_workloads_are_removed_when_policy_says_remove_and_others_are_untouched(
     )
     assert "Deployment/bobs" not in footholds_of(team, "remove")
     ended(team, "remove")
-    event = team.wait_event("remove", "FootholdsRemoved")
-    assert "Deployment" in event["message"]
+    event = team.wait_event("remove", "FootholdsRemain")
+    assert "Removed what was made under the grant: Deployment" in event["message"]
+    assert "since changed by bob" in event["message"]
     wait_for(lambda: not exists(team, "deployment", "web") or None, timeout=15, what="web removed")
     assert not exists(team, "job", "once") or wait_for(
         lambda: not exists(team, "job", "once") or None, timeout=15, what="once removed"
@@ -203,6 +215,8 @@ def test_workloads_are_removed_when_policy_says_remove_and_others_are_untouched(
     assert settled["Deployment/swap"]["outcome"] == "Changed"
     assert exists(team, "deployment", "swap"), "the admin's own object was touched"
     assert exists(team, "deployment", "bobs"), "a colleague's object was touched"
+    assert settled["Deployment/kept"]["outcome"] == "Reported"
+    assert exists(team, "deployment", "kept"), "an object a colleague changed was removed"
 
 
 def rolebinding(name: str, user: str, role: str = "admin") -> dict[str, Any]:

@@ -145,6 +145,25 @@ def build_grantee_grant(kind: str, body: Mapping[str, Any]) -> tuple[str, Grante
     return subject_index_key(subject_kind, name), grant
 
 
+def build_foothold_uids(kind: str, body: Mapping[str, Any]) -> dict[str, GrantKey] | None:
+    """The UIDs of what an active grant's holder made, by the grant: a change to one of them
+    by someone else makes it theirs too."""
+    status = body.get("status") or {}
+    metadata = body.get("metadata") or {}
+    if status.get("phase") != Phase.ACTIVE.value:
+        return None
+    key = GrantKey(
+        kind, metadata.get("namespace"), metadata.get("name", ""), metadata.get("uid", "")
+    )
+    uids = {
+        str(f["uid"]): key
+        for f in status.get("footholds") or []
+        if f.get("uid") and not f.get("outcome") and not f.get("connect")
+        and not f.get("changed") and not f.get("adoptedBy")
+    }  # fmt: skip
+    return uids or None
+
+
 def compute_covering_grant(
     grants: Sequence[GranteeGrant], namespace: str | None, now: datetime, *, known: bool = True
 ) -> GranteeGrant | None:
@@ -283,6 +302,9 @@ def describe_foothold(foothold: Foothold) -> str:
     runs_as = f" (runs as {foothold.service_account})" if foothold.service_account else ""
     if foothold.changed:
         return f"{foothold.kind} {where}{foothold.name}, changed{runs_as}"
+    if foothold.adopted_by:
+        changer = foothold.adopted_by
+        return f"{foothold.kind} {where}{foothold.name}{runs_as}, since changed by {changer}"
     if foothold.connect:
         account = foothold.service_account or "its ServiceAccount"
         pod = f"Pod {where}{foothold.name}"

@@ -306,6 +306,13 @@ class Foothold(Model):
             "under the grant."
         ),
     )
+    adopted_by: str | None = Field(
+        default=None,
+        description=(
+            "Someone other than the grantee who changed the object under the grant: it is "
+            "then theirs too, and is reported instead of removed."
+        ),
+    )
     at: datetime = Field(description="When it was made.")
     action: FootholdAction = Field(description="What the policy says to do at the grant's end.")
     outcome: Literal["Removed", "Reported", "Gone", "Changed", "Kept"] | None = Field(

@@ -19,11 +19,13 @@ from lapse.core.footholds import (
     CLUSTER_SCOPED,
     WATCHED,
     GranteeGrant,
+    build_foothold_uids,
     build_grantee_grant,
     compute_caller_keys,
     compute_covering_grant,
     compute_foothold_verdict,
 )
+from lapse.core.grants import GrantKey
 from lapse.core.kinds import ACCESS_REQUEST, BREAK_GLASS
 from lapse.core.models import AccessPolicy
 from lapse.footholds import FootholdNotRecorded
@@ -44,6 +46,34 @@ async def lapse_breakglass_grantees(body: kopf.Body, **_: Any) -> dict[str, Gran
     return dict([entry]) if entry is not None else None
 
 
+@kopf.index(*ACCESS_REQUEST.resource)
+async def lapse_request_footholds(body: kopf.Body, **_: Any) -> dict[str, GrantKey] | None:
+    return build_foothold_uids(ACCESS_REQUEST.kind, plain(body))
+
+
+@kopf.index(*BREAK_GLASS.resource)
+async def lapse_breakglass_footholds(body: kopf.Body, **_: Any) -> dict[str, GrantKey] | None:
+    return build_foothold_uids(BREAK_GLASS.kind, plain(body))
+
+
+async def _note_adoption(
+    body: kopf.Body,
+    username: str,
+    grants: list[GranteeGrant],
+    memo: kopf.Memo,
+    *indexes: kopf.Index[str, GrantKey] | None,
+) -> None:
+    """A person other than its maker changed an object a grantee made: it is theirs too from
+    now on. Controllers and other system accounts update objects all the time and adopt none."""
+    if username.startswith("system:"):
+        return
+    uid = str((body.get("metadata") or {}).get("uid") or "")
+    own = {g.key for g in grants}
+    for key in {k for index in indexes if index is not None for k in index.get(uid, [])}:
+        if key not in own:
+            await services_of(memo).grantor.footholds.adopt(key, uid, username)
+
+
 def _grants_of(
     userinfo: kopf.UserInfo, *indexes: kopf.Index[str, GranteeGrant] | None
 ) -> list[GranteeGrant]:
@@ -62,9 +92,20 @@ async def check_foothold(
     lapse_request_grantees: kopf.Index[str, GranteeGrant] | None = None,
     lapse_breakglass_grantees: kopf.Index[str, GranteeGrant] | None = None,
     lapse_policies: kopf.Index[str, AccessPolicy] | None = None,
+    lapse_request_footholds: kopf.Index[str, GrantKey] | None = None,
+    lapse_breakglass_footholds: kopf.Index[str, GrantKey] | None = None,
     **_: Any,
 ) -> None:
     grants = _grants_of(userinfo, lapse_request_grantees, lapse_breakglass_grantees)
+    if old is not None and not dryrun:
+        await _note_adoption(
+            body,
+            str(userinfo.get("username", "")),
+            grants,
+            memo,
+            lapse_request_footholds,
+            lapse_breakglass_footholds,
+        )
     if not grants:
         return
     now = datetime.now(UTC)
