@@ -282,6 +282,7 @@ def test_breakglass_cluster_admin_cannot_leave_itself_a_clusterrolebinding(team:
                 "requesters": {"groups": [oncall]},
                 "roles": [{"kind": "ClusterRole", "name": "cluster-admin"}],
                 "maxDuration": "1h",
+                "review": {"approvers": {"users": ["rita"]}},
             }
         },
     }
@@ -352,6 +353,12 @@ def test_breakglass_cluster_admin_cannot_leave_itself_a_clusterrolebinding(team:
         assert body["status"]["footholds"][0]["kind"] == "ClusterRoleBinding"
         can = cluster.kubectl("auth", "can-i", "*", "*", as_user=sre, groups=(oncall,), check=False)
         assert can.stdout.strip() == "no"
+        # The review shows the reviewer what was made with the access before the verdict.
+        reviewed = cluster.kubectl(
+            "lapse", "review", name, "--verdict", "unjustified", "-m", "left a backdoor",
+            as_user="rita", groups=("sre-leads",),
+        )  # fmt: skip
+        assert f"ClusterRoleBinding {name}-forever" in reviewed.stdout + reviewed.stderr
     finally:
         cluster.kubectl("delete", "breakglass", name, "--ignore-not-found", check=False)
         cluster.kubectl(

@@ -12,6 +12,7 @@ from typing import Any
 
 from lapse.cli.client import Kube
 from lapse.cli.errors import CliError, ExitCode
+from lapse.cli.explain import foothold_sentences
 from lapse.cli.grants import wait_until
 from lapse.cli.objects import Io, Ref, parse_grant, parse_ref
 from lapse.cli.render import dump
@@ -101,6 +102,9 @@ def ended(phase: Phase | None) -> bool:
 def run_review(kube: Kube, io: Io, args: Any) -> int:
     ref = parse_ref(args.name, breakglass=True)
     value = review_value(args.verdict, args.message)
+    # The reviewer sees what was made and done with the access before the verdict is recorded.
+    for line in foothold_sentences(parse_grant(kube.get(BREAK_GLASS, ref.name))):
+        io.progress(line)
     body = kube.annotate(BREAK_GLASS, ref.name, {REVIEW: value}, None)
     verdict = VERDICTS[args.verdict.lower()]
     return _finish(io, body, args.output, f"{_label(BREAK_GLASS, ref.name)} reviewed: {verdict}")

@@ -186,6 +186,9 @@ def foothold_sentences(grant: Grant) -> list[str]:
     if remain:
         still = join_words([describe_foothold(f) for f in remain])
         lines.append(f"Made under it and still in place: {still}.")
+    removed = [describe_foothold(f) for f in footholds if f.outcome == "Removed"]
+    if removed:
+        lines.append(f"Made under it and removed at its end: {join_words(removed)}.")
     return lines
 
 
