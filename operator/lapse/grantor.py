@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from lapse import audit, metrics
+from lapse.assessor import Assessor
 from lapse.config import Settings
 from lapse.core.admission import ADMITTED_AT_ANNOTATION
 from lapse.core.audit import build_audit_record
@@ -71,6 +72,7 @@ class Grantor:
         self.reporter = reporter or Reporter(kube, clock)
         self.footholds = Footholds(kube, self.reporter)
         self.verifier = Verifier(kube, self.reporter, clock)
+        self.assessor = Assessor(kube)
         self._verifying: set[asyncio.Task[None]] = set()
         self.scheduler = ExpiryScheduler(self.expire, clock, on_change=self._update_gauges)
         self.scheduler.on(EXPIRY_WARNING, self.expiring_soon)

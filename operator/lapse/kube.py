@@ -151,6 +151,9 @@ class KubeApi(Protocol):
     ) -> dict[str, Any]: ...
     async def delete_object(self, path: str, *, uid: str) -> None: ...
     async def create_access_review(self, review: Mapping[str, Any]) -> dict[str, Any]: ...
+    async def get_role_rules(
+        self, kind: str, name: str, namespace: str | None
+    ) -> list[dict[str, Any]] | None: ...
     async def get_namespace_labels(self, name: str) -> dict[str, str]: ...
     async def existing_namespaces(self, names: list[str]) -> set[str]: ...
     async def post_event(
@@ -406,6 +409,16 @@ class KubeClient:
         when it is gone, ConflictError when the name now holds another object."""
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}}
         await self._call("DELETE", path, body=body, params={"propagationPolicy": "Background"})
+
+    async def get_role_rules(
+        self, kind: str, name: str, namespace: str | None
+    ) -> list[dict[str, Any]] | None:
+        """The rules of a ClusterRole (or a Role in `namespace`) as the API server holds them,
+        aggregation included; None when the role does not exist."""
+        scope = f"namespaces/{namespace}/" if kind == "Role" and namespace else ""
+        plural = "roles" if kind == "Role" else "clusterroles"
+        found = await self.get_path(f"/apis/{RBAC_GROUP}/v1/{scope}{plural}/{name}")
+        return None if found is None else list(found.get("rules") or [])
 
     async def create_access_review(self, review: Mapping[str, Any]) -> dict[str, Any]:
         """Ask the authorizer (SubjectAccessReview); the review with its status."""

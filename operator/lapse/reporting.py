@@ -102,6 +102,9 @@ class Reporter:
     ) -> None:
         namespaces = [b.namespace for b in status.bindings if b.namespace]
         target = ",".join(namespaces) if namespaces else key.namespace
+        if status.risk is not None:
+            # What the grant gives travels with every record of it, notifications included.
+            extra = {"risk": status.risk.summary, **extra}
         audit.write(
             build_audit_record(
                 action=action,

@@ -34,7 +34,13 @@ from lapse.core.bindings import format_time
 from lapse.core.durations import format_duration
 from lapse.core.grants import Grant, GrantKey, compute_request_grant, compute_subject
 from lapse.core.kinds import ACCESS_REQUEST
-from lapse.core.models import AccessPolicy, AccessRequest, AccessRequestStatus, Phase
+from lapse.core.models import (
+    AccessPolicy,
+    AccessRequest,
+    AccessRequestStatus,
+    Phase,
+    RiskSummary,
+)
 from lapse.core.owners import key_of, parse_generation, parse_role, parse_status
 from lapse.core.policy import (
     Decision,
@@ -44,6 +50,7 @@ from lapse.core.policy import (
     parse_policy,
 )
 from lapse.core.requester import compute_requester_verified
+from lapse.core.risk import compute_capability_decision
 from lapse.core.sentences import compute_quoted
 from lapse.decisions import RequestDecisions
 from lapse.grantor import Grantor
@@ -112,7 +119,12 @@ class RequestKeeper:
             self.remember(policies)
             decision = compute_decision(request, policies, labels)
         decision, screened = await self.screen(request, body, decision, request.status)
-        screened = self._decided(request, decision, screened)
+        risk = await self.assess(request)
+        role = request.spec.role
+        decision = compute_capability_decision(
+            decision, self.policies.get(decision.policy or ""), risk, f"{role.kind} {role.name}"
+        )
+        screened = self._decided(request, decision, screened).model_copy(update={"risk": risk})
         request = request.model_copy(update={"status": screened})
         status = screened
         if decision.outcome == Outcome.PENDING:
@@ -158,6 +170,18 @@ class RequestKeeper:
         if requester is not None:
             update["subject"] = compute_subject(requester, request.spec.subject)
         return status.model_copy(update=update)
+
+    async def assess(self, request: AccessRequest) -> RiskSummary | None:
+        """What the role would give the subject here, as the API server holds it now."""
+        requester = request.spec.requester
+        if requester is None:
+            return None
+        return await self.grantor.assessor.assess(
+            request.spec.role,
+            request.metadata.namespace,
+            compute_subject(requester, request.spec.subject),
+            requester,
+        )
 
     async def grant(self, request: AccessRequest, decision: Decision) -> None:
         requester = request.spec.requester
@@ -472,4 +496,6 @@ class RequestKeeper:
             waited = (now - request.metadata.creation_timestamp).total_seconds()
             metrics.approval_duration_seconds.observe(max(0.0, waited))
         assert isinstance(approved, AccessRequestStatus)
+        # The role may have changed while the request waited: what it gives is read again.
+        approved = approved.model_copy(update={"risk": await self.assess(request) or status.risk})
         await self.grant(request.model_copy(update={"status": approved}), decision)

@@ -11,10 +11,9 @@ from __future__ import annotations
 import logging
 
 from lapse import metrics
-from lapse.core.bindings import RBAC_GROUP
 from lapse.core.conditions import compute_conditions
 from lapse.core.grants import GrantKey, compute_subject
-from lapse.core.models import GrantStatus, RoleKind, RoleRef
+from lapse.core.models import GrantStatus, RoleRef
 from lapse.core.owners import parse_generation, parse_status
 from lapse.core.verification import (
     VERIFIED,
@@ -54,12 +53,7 @@ class Verifier:
         if role is None or requester is None:
             return
         subject = status.subject or compute_subject(requester, None)
-        if role.kind == RoleKind.ROLE:
-            path = f"/apis/{RBAC_GROUP}/v1/namespaces/{key.namespace}/roles/{role.name}"
-        else:
-            path = f"/apis/{RBAC_GROUP}/v1/clusterroles/{role.name}"
-        found = await self.kube.get_path(path)
-        rules = list((found or {}).get("rules") or [])
+        rules = await self.kube.get_role_rules(role.kind.value, role.name, key.namespace) or []
         namespaces = [b.namespace for b in status.bindings if b.namespace]
         answers = []
         for check in compute_access_checks(rules, namespaces):

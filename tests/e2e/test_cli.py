@@ -369,7 +369,10 @@ def test_approve_by_a_lead_activates_and_self_approval_is_refused(team: Team) ->
         groups=(leads,),
     )
     assert approved.returncode == 0, approved.stderr
-    assert approved.stdout.strip() == "accessrequest/needs-ok approved"
+    # What the grant gives comes first, then the decision.
+    shown = approved.stdout.strip().splitlines()
+    assert shown[0].startswith("Approving needs-ok: ClusterRole admin adds: ")
+    assert shown[-1] == "accessrequest/needs-ok approved"
     body = team.wait_phase("needs-ok", "Active")
     record = body["status"]["approvals"][0]
     assert record["user"]["username"] == "bob" and record["comment"] == "Checked"

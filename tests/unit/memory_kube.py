@@ -135,6 +135,14 @@ class MemoryKube:
     async def delete_object(self, path: str, *, uid: str) -> None:
         raise NotFoundError(404, "NotFound", f"{path} not found")
 
+    async def get_role_rules(
+        self, kind: str, name: str, namespace: str | None
+    ) -> list[dict[str, Any]] | None:
+        """The roles set up exist with one rule: read pods."""
+        if (kind, namespace if kind == "Role" else None, name) not in self.roles:
+            return None
+        return [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]
+
     async def create_access_review(self, review: Mapping[str, Any]) -> dict[str, Any]:
         """Nobody holds anything here once Lapse's bindings are gone."""
         return {**review, "status": {"allowed": False}}

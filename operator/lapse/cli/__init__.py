@@ -270,6 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     approve.add_argument("name", metavar="NAME", help="the access request")
     approve.add_argument("-m", "--message", default="", help="an optional comment")
+    approve.add_argument(
+        "-y",
+        "--yes",
+        action="store_true",
+        help="do not ask for confirmation at a terminal (what the grant gives is still printed)",
+    )
     _output_flag(approve, ("json", "yaml"))
 
     deny = command(
@@ -328,6 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         err=sys.stderr,
         colour=use_colour(sys.stdout, os.environ),
         machine=getattr(args, "output", None) in ("json", "yaml"),
+        interactive=sys.stdin.isatty() and sys.stdout.isatty(),
     )
     connection = Connection(
         kubeconfig=args.kubeconfig,

@@ -52,8 +52,22 @@ def run_approve(kube: Kube, io: Io, args: Any) -> int:
     ref = parse_ref(args.name)
     if ref.resource is BREAK_GLASS:
         raise CliError("a break-glass is not approved; review it afterwards", ExitCode.USAGE)
+    # An approver approves what the grant gives, not a role's name: say it, and at a terminal
+    # ask before the approval is recorded.
+    pending = parse_grant(kube.get(ACCESS_REQUEST, ref.name))
+    risk = pending.status.risk
+    if risk is not None and risk.summary:
+        io.progress(f"Approving {ref.name}: {risk.summary}")
+    if not args.yes and io.interactive and not confirm(io, "Approve? [y/N] "):
+        raise CliError(f"{_label(ACCESS_REQUEST, ref.name)} not approved", ExitCode.INTERRUPTED)
     body = kube.annotate(ACCESS_REQUEST, ref.name, {APPROVE: args.message or ""}, None)
     return _finish(io, body, args.output, f"{_label(ACCESS_REQUEST, ref.name)} approved")
+
+
+def confirm(io: Io, question: str) -> bool:
+    io.progress(question.rstrip())
+    answer = io.ask()
+    return answer.strip().lower() in ("y", "yes")
 
 
 def run_deny(kube: Kube, io: Io, args: Any) -> int:

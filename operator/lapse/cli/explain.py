@@ -120,6 +120,8 @@ def approval_sentences(
             )
         else:
             lines.append(f"Its approval window closed {relative(deadline, now)}.")
+    if status.risk is not None and status.risk.summary:
+        lines.append(status.risk.summary)
     lines.append(f"An approver runs: kubectl lapse approve {reference(request)}")
     return lines
 
@@ -263,6 +265,8 @@ def explain(grant: Grant, policy: AccessPolicy | None, now: datetime) -> str:
         lines = [f"{head} is approved; Lapse is creating its binding now."]
     elif phase == Phase.ACTIVE:
         lines = [f"{head} is active.", *grant_sentences(grant, policy, now)]
+        if grant.status.risk is not None and grant.status.risk.summary:
+            lines.append(grant.status.risk.summary)
         lines += foothold_sentences(grant)
         if isinstance(grant, BreakGlass):
             lines += review_sentences(grant, policy, now)

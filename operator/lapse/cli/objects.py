@@ -6,7 +6,7 @@ the API goes through the pydantic models once, so the renderers work on typed da
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -96,6 +96,9 @@ class Io:
     err: TextIO
     colour: bool
     machine: bool = False
+    # A person at a terminal who can answer a question (stdin and stdout are TTYs).
+    interactive: bool = False
+    ask: Callable[[], str] = input
 
     def result(self, text: str) -> None:
         print(text, file=self.out, flush=True)

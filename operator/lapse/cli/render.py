@@ -278,6 +278,7 @@ def describe(grant: Grant, policy: AccessPolicy | None, now: datetime, colour: b
         _field(lines, "Incident", grant.spec.incident)
     _field(lines, "Duration", status.duration or spec.duration)
     _field(lines, "Policy", status.policy)
+    _field(lines, "Gives", status.risk.summary if status.risk else None)
     if status.granted_at:
         _field(
             lines, "Granted", f"{timestamp(status.granted_at)} ({relative(status.granted_at, now)})"

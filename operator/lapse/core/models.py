@@ -179,6 +179,20 @@ class FootholdPolicy(Model):
     )
 
 
+class CapabilityRules(Model):
+    """What a policy does with grants that carry named capabilities (see the README's list:
+    ReadSecrets, ExecIntoPods, RunWorkloads, MintTokens, Impersonate, WriteRBAC,
+    BindOrEscalate, DeleteNamespaces, Wildcards, NodeProxy)."""
+
+    require_approval: list[str] = Field(
+        default_factory=list,
+        description="Capabilities that need an approver even under mode Auto.",
+    )
+    refuse: list[str] = Field(
+        default_factory=list, description="Capabilities this policy never grants."
+    )
+
+
 class BreakGlassPolicy(Model):
     """Who may break glass for which roles, and for how long."""
 
@@ -219,6 +233,10 @@ class AccessPolicySpec(Model):
     footholds: FootholdPolicy = Field(
         default_factory=FootholdPolicy,
         description="What happens to what a grantee made under a grant, when the grant ends.",
+    )
+    capabilities: CapabilityRules = Field(
+        default_factory=CapabilityRules,
+        description="Approval or refusal for grants that carry named capabilities.",
     )
 
 
@@ -325,6 +343,19 @@ class Foothold(Model):
     )
 
 
+class RiskSummary(Model):
+    """What the role gives, in plain words, as it stood when Lapse decided."""
+
+    capabilities: list[str] = Field(
+        default_factory=list, description="Flagged capabilities, such as ReadSecrets."
+    )
+    adds: list[str] = Field(default_factory=list, description="What is new for the subject.")
+    already_had: list[str] = Field(
+        default_factory=list, description="What the subject held already, without the grant."
+    )
+    summary: str = Field(default="", description="One line for the people who decide.")
+
+
 class GrantStatus(Model):
     """Status shared by AccessRequest and BreakGlass: one grant machinery, two kinds."""
 
@@ -355,6 +386,9 @@ class GrantStatus(Model):
     )
     conditions: list[Condition] = Field(
         default_factory=list, description="Conditions per the Kubernetes API conventions."
+    )
+    risk: RiskSummary | None = Field(
+        default=None, description="What the role gives, recorded when Lapse decided."
     )
     footholds: list[Foothold] | None = Field(
         default=None,

@@ -1,0 +1,203 @@
+"""What a grant really gives: a role's rules in plain words, with the risky parts named.
+
+An approver of "edit in payments for 2h" sees a role name; what they approve is a list of
+PolicyRules, and `edit` lets its holder read every Secret, exec into pods, mint tokens and
+impersonate ServiceAccounts. These functions turn rules into short phrases ("read and write
+deployments"), flag the capabilities a security reviewer asks about by stable names that
+policies can use, and split what is new for a subject from what they already held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lapse.core.models import AccessPolicy, RiskSummary
+from lapse.core.policy import Decision, Outcome
+
+READ = frozenset({"get", "list", "watch"})
+WRITE = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+WORKLOADS = frozenset(
+    {
+        "pods",
+        "deployments",
+        "statefulsets",
+        "daemonsets",
+        "replicasets",
+        "replicationcontrollers",
+        "jobs",
+        "cronjobs",
+    }
+)
+RBAC_KINDS = frozenset({"roles", "rolebindings", "clusterroles", "clusterrolebindings"})
+CONNECT = frozenset({"pods/exec", "pods/attach", "pods/portforward"})
+# What each flagged capability means, in the words the summary uses; the keys are what an
+# AccessPolicy names in `capabilities.requireApproval` and `capabilities.refuse`.
+CAPABILITIES: Mapping[str, str] = {
+    "ReadSecrets": "read Secrets",
+    "ExecIntoPods": "exec, attach or port-forward into pods",
+    "RunWorkloads": "create pods or workloads (and so run as any ServiceAccount there)",
+    "MintTokens": "mint ServiceAccount tokens",
+    "Impersonate": "impersonate users, groups or ServiceAccounts",
+    "WriteRBAC": "create or change Roles and bindings",
+    "BindOrEscalate": "bind or escalate roles",
+    "DeleteNamespaces": "delete namespaces",
+    "Wildcards": "use wildcard rules (anything, present or future)",
+    "NodeProxy": "proxy to nodes (the kubelet API)",
+}
+MAX_LISTED = 12
+
+
+@dataclass(frozen=True)
+class Permission:
+    """One phrase of the summary and the access check that tells whether a subject holds it."""
+
+    text: str
+    verb: str
+    group: str
+    resource: str
+
+
+def _strings(rule: Mapping[str, Any], key: str) -> list[str]:
+    return [str(v) for v in rule.get(key) or ()]
+
+
+def _matches(values: Iterable[str], wanted: Iterable[str]) -> bool:
+    have = set(values)
+    return "*" in have or bool(have & set(wanted))
+
+
+def compute_capabilities(rules: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The flagged capabilities the rules give, in CAPABILITIES' order."""
+    found: set[str] = set()
+    for rule in rules:
+        verbs, resources = _strings(rule, "verbs"), _strings(rule, "resources")
+        groups = _strings(rule, "apiGroups")
+        if "*" in verbs or "*" in resources or "*" in groups:
+            found.add("Wildcards")
+        if not resources:
+            continue
+        core = _matches(groups, [""])
+        rbac = _matches(groups, ["rbac.authorization.k8s.io"])
+        if core and _matches(resources, ["secrets"]) and _matches(verbs, READ):
+            found.add("ReadSecrets")
+        if core and (_matches(resources, CONNECT) or "pods/*" in resources):
+            found.add("ExecIntoPods")
+        if _matches(resources, WORKLOADS) and _matches(verbs, ["create"]):
+            found.add("RunWorkloads")
+        if core and _matches(resources, ["serviceaccounts/token"]) and _matches(verbs, ["create"]):
+            found.add("MintTokens")
+        if "impersonate" in verbs or ("*" in verbs and _matches(resources, ["users", "groups"])):
+            found.add("Impersonate")
+        if rbac and _matches(resources, RBAC_KINDS) and _matches(verbs, WRITE):
+            found.add("WriteRBAC")
+        if rbac and _matches(verbs, ["bind", "escalate"]):
+            found.add("BindOrEscalate")
+        if core and _matches(resources, ["namespaces"]) and _matches(verbs, ["delete"]):
+            found.add("DeleteNamespaces")
+        if core and _matches(resources, ["nodes/proxy"]):
+            found.add("NodeProxy")
+    return [name for name in CAPABILITIES if name in found]
+
+
+def compute_permissions(rules: Sequence[Mapping[str, Any]]) -> list[Permission]:
+    """The rules as phrases: `read pods`, `write deployments.apps`, `create pods/exec`,
+    `do anything with *`; in the order the rules name them."""
+    verbs_of: dict[tuple[str, str], set[str]] = {}
+    for rule in rules:
+        for group in _strings(rule, "apiGroups") or [""]:
+            for resource in _strings(rule, "resources"):
+                verbs_of.setdefault((group, resource), set()).update(_strings(rule, "verbs"))
+    permissions = []
+    for (group, resource), verbs in verbs_of.items():
+        named = resource if group in ("", "*") or resource == "*" else f"{resource}.{group}"
+        if "*" in verbs:
+            permissions.append(Permission(f"do anything with {named}", "*", group, resource))
+            continue
+        reads, writes = bool(verbs & READ), bool(verbs & WRITE)
+        if "/" in resource:
+            main = sorted(verbs & (READ | WRITE)) or sorted(verbs)
+            verb = "create" if "create" in verbs else main[0]
+            permissions.append(Permission(f"{verb} {named}", verb, group, resource))
+        else:
+            # Read and write apart: a subject often reads already what a grant lets them write.
+            if reads:
+                verb = "get" if "get" in verbs else sorted(verbs & READ)[0]
+                permissions.append(Permission(f"read {named}", verb, group, resource))
+            if writes:
+                verb = "create" if "create" in verbs else sorted(verbs & WRITE)[0]
+                permissions.append(Permission(f"write {named}", verb, group, resource))
+        for special in sorted(verbs - READ - WRITE):
+            permissions.append(Permission(f"{special} {named}", special, group, resource))
+    return permissions
+
+
+def _listed(items: Sequence[str]) -> str:
+    if len(items) <= MAX_LISTED:
+        return ", ".join(items)
+    return f"{', '.join(items[:MAX_LISTED])} and {len(items) - MAX_LISTED} more"
+
+
+def build_risk_summary(
+    role: str,
+    rules: Sequence[Mapping[str, Any]],
+    held: Iterable[str] | None = None,
+) -> RiskSummary:
+    """What `role` gives, what of it is new (`held`: the phrases the subject already holds;
+    None when unknown), and the flagged capabilities, as one summary line."""
+    permissions = [p.text for p in compute_permissions(rules)]
+    capabilities = compute_capabilities(rules)
+    already = set(held or ())
+    adds = [p for p in permissions if p not in already]
+    had = [p for p in permissions if p in already]
+    if not permissions:
+        text = f"{role} gives no access to resources."
+    elif held is None:
+        text = f"{role} gives: {_listed(permissions)}."
+    else:
+        text = f"{role} adds: {_listed(adds) or 'nothing new'}"
+        text += f"; already had: {_listed(had)}." if had else "."
+    if capabilities:
+        named = "; ".join(CAPABILITIES[c] for c in capabilities)
+        text += f" It can {named}."
+    return RiskSummary(
+        capabilities=capabilities,
+        adds=adds,
+        already_had=had,
+        summary=text,
+    )
+
+
+def compute_capability_decision(
+    decision: Decision, policy: AccessPolicy | None, risk: RiskSummary | None, role: str
+) -> Decision:
+    """The decision once the policy's capability rules have seen what the role gives: refused
+    outright, or held for an approver although the policy is self-service. A merged pull
+    request (GitOps) already is an approval."""
+    if policy is None or risk is None or decision.outcome not in (Outcome.GRANT, Outcome.PENDING):
+        return decision
+    rules = policy.spec.capabilities
+    name = policy.metadata.name
+    refused = [c for c in risk.capabilities if c in rules.refuse]
+    if refused:
+        words = "; ".join(CAPABILITIES[c] for c in refused)
+        return Decision(
+            Outcome.DENY,
+            "CapabilityRefused",
+            f"{role} can {words}, and AccessPolicy {name} does not grant that "
+            f"({', '.join(refused)}).",
+            policy=decision.policy,
+        )
+    needing = [c for c in risk.capabilities if c in rules.require_approval]
+    if decision.outcome == Outcome.GRANT and needing and decision.reason != "GitOpsApproved":
+        words = "; ".join(CAPABILITIES[c] for c in needing)
+        return Decision(
+            Outcome.PENDING,
+            "CapabilityNeedsApproval",
+            f"{role} can {words}; AccessPolicy {name} wants an approver for that "
+            f"({', '.join(needing)}).",
+            policy=decision.policy,
+            duration=decision.duration,
+        )
+    return decision
