@@ -17,6 +17,7 @@ from lapse.handlers import (  # noqa: F401  (registers the handlers)
     handle_breakglass,
     handle_footholds,
     handle_requests,
+    handle_roles,
     handle_startup,
 )
 

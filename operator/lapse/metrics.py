@@ -48,6 +48,11 @@ revocations_unverified = Gauge(
     "lapse_revocations_unverified",
     "Ended grants whose access the API server still allows through their own bindings.",
 )
+role_drift_total = Counter(
+    "lapse_role_drift_total",
+    "Changes to a bound role during a grant, by what Lapse did: warned or revoked.",
+    ["action"],
+)
 footholds_total = Counter(
     "lapse_footholds_total",
     "What grantees made under grants: refused, recorded, removed, reported, kept.",

@@ -16,6 +16,7 @@ from lapse.breakglass import BreakGlassKeeper
 from lapse.config import Settings
 from lapse.core.bindings import MANAGED_SELECTOR
 from lapse.decisions import RequestDecisions
+from lapse.drift import RoleDriftWatch
 from lapse.grantor import Grantor
 from lapse.guard import BindingGuard
 from lapse.kube import ApiError, KubeApi
@@ -34,6 +35,7 @@ class Services:
     kube: KubeApi
     grantor: Grantor
     guard: BindingGuard
+    drift: RoleDriftWatch
     sweeper: Sweeper
     decisions: RequestDecisions
     requests: RequestKeeper
@@ -97,6 +99,7 @@ async def build_services(settings: Settings, kube: KubeApi) -> Services:
         kube=kube,
         grantor=grantor,
         guard=BindingGuard(grantor),
+        drift=RoleDriftWatch(grantor),
         sweeper=Sweeper(grantor),
         decisions=decisions,
         requests=RequestKeeper(grantor, decisions=decisions, ledger=ledger),

@@ -16,6 +16,7 @@ COUNTERS = frozenset(
         "lapse_tamper_total",
         "lapse_footholds_total",
         "lapse_revocations_verified_total",
+        "lapse_role_drift_total",
         "lapse_sweep_removed_total",
         "lapse_decisions_total",
         "lapse_notifications_total",

@@ -158,8 +158,9 @@ def test_cluster_role_is_what_the_operator_does(base: list[dict[str, Any]]) -> N
     for resource in ("rolebindings", "clusterrolebindings"):
         for verb in ("create", "get", "list", "watch", "delete", "patch", "update"):
             assert ("rbac.authorization.k8s.io", resource, verb, "") in granted
-    # `bind` exactly on the grantable roles, `get` to tell a missing role apart, `delete` to
-    # remove roles a grantee made under a grant, and no way to write, list or watch roles.
+    # `bind` exactly on the grantable roles, `get` to tell a missing role apart, `list` and
+    # `watch` to notice a bound role drifting, `delete` to remove roles a grantee made under a
+    # grant, and no way to create, update or patch roles.
     bind = {(r, n) for g, r, v, n in granted if v == "bind"}
     assert bind == {(r, n) for r in ("clusterroles", "roles") for n in DEFAULT_GRANTABLE}
     on_roles = {(r, v, n) for g, r, v, n in granted if r in {"clusterroles", "roles"}}
@@ -168,6 +169,10 @@ def test_cluster_role_is_what_the_operator_does(base: list[dict[str, Any]]) -> N
         ("roles", "get", ""),
         ("clusterroles", "delete", ""),
         ("roles", "delete", ""),
+        ("clusterroles", "list", ""),
+        ("roles", "list", ""),
+        ("clusterroles", "watch", ""),
+        ("roles", "watch", ""),
     }
     # Footholds: delete only, on the kinds a grantee's workloads come in (and `get` on pods,
     # for the account a connection into one could read); never create, list or watch.

@@ -238,6 +238,13 @@ class AccessPolicySpec(Model):
         default_factory=CapabilityRules,
         description="Approval or refusal for grants that carry named capabilities.",
     )
+    on_role_change: Literal["Warn", "Revoke"] = Field(
+        default="Warn",
+        description=(
+            "When the bound role's rules change (or it is deleted) during a grant: Warn "
+            "(record and report it) or Revoke the grant."
+        ),
+    )
 
 
 class Phase(StrEnum):

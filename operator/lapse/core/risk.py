@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lapse.core.grants import GrantKey
 from lapse.core.models import AccessPolicy, RiskSummary
 from lapse.core.policy import Decision, Outcome
 
@@ -201,3 +202,64 @@ def compute_capability_decision(
             duration=decision.duration,
         )
     return decision
+
+
+@dataclass(frozen=True)
+class RoleDrift:
+    """How a role changed under a grant, in the summary's words."""
+
+    gained: tuple[str, ...]
+    lost: tuple[str, ...]
+    new_capabilities: tuple[str, ...]
+    message: str
+
+
+def compute_role_drift(
+    role: str, recorded: RiskSummary, rules: Sequence[Mapping[str, Any]] | None
+) -> RoleDrift | None:
+    """The change between what a grant was decided on and the role's rules now (None: the
+    role was deleted); None when nothing a summary says has changed."""
+    before = [*recorded.adds, *recorded.already_had]
+    if rules is None:
+        return RoleDrift((), tuple(before), (), f"{role} was deleted during the grant.")
+    now = [p.text for p in compute_permissions(rules)]
+    gained = tuple(p for p in now if p not in before)
+    lost = tuple(p for p in before if p not in now)
+    capabilities = compute_capabilities(rules)
+    new_capabilities = tuple(c for c in capabilities if c not in recorded.capabilities)
+    if not gained and not lost and not new_capabilities:
+        return None
+    parts = [f"{role} changed during the grant"]
+    if gained:
+        parts.append(f"it now also gives: {_listed(list(gained))}")
+    if lost:
+        parts.append(f"it no longer gives: {_listed(list(lost))}")
+    if new_capabilities:
+        words = "; ".join(CAPABILITIES[c] for c in new_capabilities)
+        parts.append(f"newly, it can {words}")
+    return RoleDrift(gained, lost, new_capabilities, "; ".join(parts) + ".")
+
+
+def role_index_key(kind: str, name: str, namespace: str | None) -> str:
+    return f"Role/{namespace}/{name}" if kind == "Role" else f"ClusterRole/{name}"
+
+
+def build_role_index_entry(
+    kind: str, body: Mapping[str, Any]
+) -> dict[str, tuple[GrantKey, RiskSummary]] | None:
+    """An active grant with a recorded summary, by the role it binds: what a change to that
+    role is compared with."""
+    status = body.get("status") or {}
+    spec_role = (body.get("spec") or {}).get("role") or {}
+    metadata = body.get("metadata") or {}
+    if status.get("phase") != "Active" or not status.get("risk") or not spec_role.get("name"):
+        return None
+    try:
+        risk = RiskSummary.model_validate(status["risk"])
+    except ValueError:
+        return None
+    key = GrantKey(kind, metadata.get("namespace"), metadata["name"], metadata.get("uid", ""))
+    role_key = role_index_key(
+        str(spec_role.get("kind") or "ClusterRole"), str(spec_role["name"]), key.namespace
+    )
+    return {role_key: (key, risk)}
