@@ -43,7 +43,7 @@ from lapse.core.breakglass import (
     is_overdue,
 )
 from lapse.core.durations import format_duration
-from lapse.core.grants import Grant, GrantKey
+from lapse.core.grants import Grant, GrantKey, compute_subject
 from lapse.core.kinds import BREAK_GLASS
 from lapse.core.models import (
     AccessPolicy,
@@ -178,12 +178,21 @@ class BreakGlassKeeper:
             return compute_review_schedule(status, review, self._clock(), glass.metadata.generation)
 
         key = key_of(KIND, glass.to_wire())
+        # What the glass gives, for the alert and the review: read before the binding exists,
+        # so "already had" is what the SRE held without it. Where it reaches several
+        # namespaces, the first speaks for them.
+        risk = await self.grantor.assessor.assess(
+            spec.role,
+            spec.namespaces[0] if spec.namespaces else None,
+            compute_subject(requester, None),
+            requester,
+        )
         new = await self.grantor.activate(
             lambda expires_at: compute_breakglass_grant(
                 glass, requester, decision.policy, expires_at
             ),
             duration,
-            glass.status,
+            glass.status.model_copy(update={"risk": risk}),
             glass.metadata,
             describe,
             finish=finish,

@@ -359,6 +359,7 @@ def test_breakglass_cluster_admin_cannot_leave_itself_a_clusterrolebinding(team:
             as_user="rita", groups=("sre-leads",),
         )  # fmt: skip
         assert f"ClusterRoleBinding {name}-forever" in reviewed.stdout + reviewed.stderr
+        assert "It gave: ClusterRole cluster-admin adds: do anything with *" in reviewed.stdout
     finally:
         cluster.kubectl("delete", "breakglass", name, "--ignore-not-found", check=False)
         cluster.kubectl(

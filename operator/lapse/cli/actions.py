@@ -116,8 +116,12 @@ def ended(phase: Phase | None) -> bool:
 def run_review(kube: Kube, io: Io, args: Any) -> int:
     ref = parse_ref(args.name, breakglass=True)
     value = review_value(args.verdict, args.message)
-    # The reviewer sees what was made and done with the access before the verdict is recorded.
-    for line in foothold_sentences(parse_grant(kube.get(BREAK_GLASS, ref.name))):
+    # The reviewer sees what the access gave, and what was made and done with it, before the
+    # verdict is recorded.
+    glass = parse_grant(kube.get(BREAK_GLASS, ref.name))
+    if glass.status.risk is not None and glass.status.risk.summary:
+        io.progress(f"It gave: {glass.status.risk.summary}")
+    for line in foothold_sentences(glass):
         io.progress(line)
     body = kube.annotate(BREAK_GLASS, ref.name, {REVIEW: value}, None)
     verdict = VERDICTS[args.verdict.lower()]
