@@ -11,6 +11,10 @@ from kubernetes.client.rest import ApiException
 from tests.cluster import Cluster
 from tests.conformance.conftest import GROUP, VERSION, raw, wait_for
 
+# How long a real garbage collector may take with an owner of a kind created moments ago: a
+# discovery resync (30 s), then the retry its backoff had grown to by then.
+NEW_KIND_COLLECTION = 120
+
 
 def core(cluster: Cluster) -> kubernetes.client.CoreV1Api:
     return kubernetes.client.CoreV1Api(cluster.api())
@@ -82,7 +86,13 @@ def test_background_gc_with_cluster_scoped_owner(
     custom(cluster).delete_cluster_custom_object(
         GROUP, VERSION, "gadgets", gadget["metadata"]["name"]
     )
-    wait_for(lambda: absent(lambda: api.read_namespaced_config_map("dep", namespace)))
+    # Kubernetes promises collection, not a moment: kube-controller-manager's collector learns
+    # a new CRD's kind at its next discovery resync (every 30 s) and retries the dependent
+    # with a growing backoff meanwhile, so on a fresh cluster this took over 30 s.
+    wait_for(
+        lambda: absent(lambda: api.read_namespaced_config_map("dep", namespace)),
+        timeout=NEW_KIND_COLLECTION,
+    )
 
 
 def test_dependent_with_a_live_owner_keeps_living(cluster: Cluster, namespace: str) -> None:
