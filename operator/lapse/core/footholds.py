@@ -237,10 +237,27 @@ def compute_foothold_verdict(
         return FootholdVerdict(foothold=connection, grant=grant)
     if subresource or (resource not in POD_SPEC_PATHS and resource not in RBAC_RESOURCES):
         return FootholdVerdict()
-    metadata = body.get("metadata") or {}
     policy = policies.get(grant.policy or "")
     rules = policy.spec.footholds if policy is not None else FootholdPolicy()
-    foothold = Foothold(
+    foothold = build_foothold(
+        resource, namespace, name, body, now, action=_action(resource, rules), changed=False
+    )
+    return FootholdVerdict(foothold=foothold, grant=grant)
+
+
+def build_foothold(
+    resource: str,
+    namespace: str | None,
+    name: str,
+    body: Mapping[str, Any],
+    now: datetime,
+    *,
+    action: FootholdAction,
+    changed: bool,
+) -> Foothold:
+    """The record of one object a grantee made or changed, as admission saw it."""
+    metadata = body.get("metadata") or {}
+    return Foothold(
         api_version=str(body.get("apiVersion") or ""),
         kind=str(body.get("kind") or ""),
         resource=resource,
@@ -248,10 +265,10 @@ def compute_foothold_verdict(
         name=str(metadata.get("name") or name),
         uid=metadata.get("uid"),
         service_account=service_account_of(resource, body),
+        changed=changed,
         at=now,
-        action=_action(resource, rules),
+        action=action,
     )
-    return FootholdVerdict(foothold=foothold, grant=grant)
 
 
 def _changed(
@@ -273,18 +290,8 @@ def _changed(
         gives = False
     if not gives:
         return FootholdVerdict()
-    metadata = body.get("metadata") or {}
-    foothold = Foothold(
-        api_version=str(body.get("apiVersion") or ""),
-        kind=str(body.get("kind") or ""),
-        resource=resource,
-        namespace=namespace,
-        name=str(metadata.get("name") or name),
-        uid=metadata.get("uid"),
-        service_account=service_account_of(resource, body),
-        changed=True,
-        at=now,
-        action=FootholdAction.REPORT,
+    foothold = build_foothold(
+        resource, namespace, name, body, now, action=FootholdAction.REPORT, changed=True
     )
     return FootholdVerdict(foothold=foothold, grant=grant)
 
