@@ -8,7 +8,7 @@ import asyncio
 import logging
 
 from lapse.core.models import RiskSummary, RoleRef, Subject, UserInfo
-from lapse.core.risk import build_risk_summary, compute_permissions
+from lapse.core.risk import build_risk_summary, compute_ranked_permissions
 from lapse.core.verification import AccessCheck, build_access_review
 from lapse.kube import ApiError, KubeApi
 
@@ -37,7 +37,7 @@ class Assessor:
             return None
         if rules is None:
             return None
-        permissions = compute_permissions(rules)[:MAX_REVIEWS]
+        permissions = compute_ranked_permissions(rules)[:MAX_REVIEWS]
 
         async def held(verb: str, group: str, resource: str) -> bool:
             check = AccessCheck(verb, group, resource, namespace)
@@ -54,4 +54,5 @@ class Assessor:
             logger.warning("Could not ask what %s holds already: %s", subject.name, error)
             return build_risk_summary(f"{role.kind.value} {role.name}", rules, None)
         already = [p.text for p, yes in zip(permissions, answers, strict=True) if yes]
-        return build_risk_summary(f"{role.kind.value} {role.name}", rules, already)
+        checked = [p.text for p in permissions]
+        return build_risk_summary(f"{role.kind.value} {role.name}", rules, already, checked)

@@ -134,6 +134,33 @@ def compute_permissions(rules: Sequence[Mapping[str, Any]]) -> list[Permission]:
     return permissions
 
 
+_RISKY_RESOURCES = frozenset(
+    {"secrets", "serviceaccounts/token", "nodes/proxy", "*", *CONNECT, *RBAC_KINDS}
+)
+
+
+def _rank(permission: Permission) -> int:
+    """What a reviewer should read first: the flagged kinds of access, then writes (workloads
+    first), then reads, then reads of subresources such as status and logs."""
+    if permission.resource in _RISKY_RESOURCES or permission.verb in (
+        "*",
+        "impersonate",
+        "bind",
+        "escalate",
+    ):
+        return 0
+    if permission.verb in WRITE or permission.verb == "create":
+        return 1 if permission.resource in WORKLOADS else 2
+    if "/" in permission.resource:
+        return 4
+    return 3
+
+
+def compute_ranked_permissions(rules: Sequence[Mapping[str, Any]]) -> list[Permission]:
+    """The phrases, most telling first (the order is stable within a rank)."""
+    return sorted(compute_permissions(rules), key=_rank)
+
+
 def _listed(items: Sequence[str]) -> str:
     if len(items) <= MAX_LISTED:
         return ", ".join(items)
@@ -144,21 +171,28 @@ def build_risk_summary(
     role: str,
     rules: Sequence[Mapping[str, Any]],
     held: Iterable[str] | None = None,
+    checked: Iterable[str] | None = None,
 ) -> RiskSummary:
-    """What `role` gives, what of it is new (`held`: the phrases the subject already holds;
-    None when unknown), and the flagged capabilities, as one summary line."""
-    permissions = [p.text for p in compute_permissions(rules)]
+    """What `role` gives, what of it is new (`held`: the phrases the subject already holds, of
+    those `checked`, all by default; None when unknown), and the flagged capabilities, as one
+    summary line. Phrases come most telling first."""
+    permissions = [p.text for p in compute_ranked_permissions(rules)]
     capabilities = compute_capabilities(rules)
     already = set(held or ())
-    adds = [p for p in permissions if p not in already]
-    had = [p for p in permissions if p in already]
+    compared = set(checked) if checked is not None else set(permissions)
+    adds = [p for p in permissions if p in compared and p not in already]
+    had = [p for p in permissions if p in compared and p in already]
+    unchecked = [p for p in permissions if p not in compared]
     if not permissions:
         text = f"{role} gives no access to resources."
     elif held is None:
         text = f"{role} gives: {_listed(permissions)}."
     else:
         text = f"{role} adds: {_listed(adds) or 'nothing new'}"
-        text += f"; already had: {_listed(had)}." if had else "."
+        text += f"; already had: {_listed(had)}" if had else ""
+        if unchecked:
+            text += f"; and {len(unchecked)} more not compared with what is held"
+        text += "."
     if capabilities:
         named = "; ".join(CAPABILITIES[c] for c in capabilities)
         text += f" It can {named}."

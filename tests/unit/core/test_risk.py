@@ -63,12 +63,16 @@ def test_phrases_and_what_is_new_for_the_subject() -> None:
         "read secrets",
     ]  # fmt: skip
     summary = build_risk_summary("Role x", rules, held=["read pods", "read deployments.apps"])
-    assert summary.adds[0] == "write deployments.apps"
+    # The most telling first: what a reviewer must not miss, then writes, then reads.
+    assert summary.adds == ["create pods/exec", "read secrets", "write deployments.apps"]
     assert summary.already_had == ["read pods", "read deployments.apps"]
     assert summary.summary.startswith(
-        "Role x adds: write deployments.apps, create pods/exec, read secrets; "
+        "Role x adds: create pods/exec, read secrets, write deployments.apps; "
         "already had: read pods, read deployments.apps."
     )
+    partly = build_risk_summary("Role x", rules, held=[], checked=["create pods/exec"])
+    assert partly.adds == ["create pods/exec"]
+    assert "and 4 more not compared with what is held" in partly.summary
     # A rule limited to named Secrets still reads Secrets: flagged all the same.
     assert "ReadSecrets" in summary.capabilities
 
