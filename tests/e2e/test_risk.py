@@ -20,16 +20,19 @@ def test_an_edit_grant_names_secrets_exec_tokens_and_impersonation(team: Team) -
 
 
 def test_what_the_subject_already_had_is_told_apart(team: Team) -> None:
-    team.policy()
+    team.policy(roles=("admin",))
+    # alice holds edit here already, through a binding of her own, outside Lapse.
     team.cluster.kubectl(
-        "create", "rolebinding", "alice-view", "--clusterrole=view", "--user=alice",
+        "create", "rolebinding", "alice-edit", "--clusterrole=edit", "--user=alice",
         "-n", team.namespace,
     )  # fmt: skip
-    team.ask("more", duration="1h")
+    team.ask("more", role="admin", duration="1h")
     risk = team.wait_phase("more", "Active")["status"]["risk"]
-    assert "read pods" in risk["alreadyHad"], risk
-    assert "read pods" not in risk["adds"]
-    assert "write pods" in risk["adds"] and "read secrets" in risk["adds"], risk
+    assert "read secrets" in risk["alreadyHad"], risk
+    assert "create pods/exec" in risk["alreadyHad"]
+    assert "write rolebindings.rbac.authorization.k8s.io" in risk["adds"], risk
+    assert "read secrets" not in risk["adds"]
+    assert risk["summary"].startswith("ClusterRole admin adds: "), risk["summary"]
 
 
 def test_a_policy_that_refuses_secrets_access_refuses_edit(team: Team) -> None:
