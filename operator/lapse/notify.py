@@ -58,7 +58,11 @@ def build_text(record: Mapping[str, Any]) -> str:
     if details:
         text += " (" + ", ".join(details) + ")"
     message = record.get("message")
-    return f"{text}: {message}" if message else text + "."
+    text = f"{text}: {message}" if message else text + "."
+    # Those asked to approve read what they would approve, not only a role's name.
+    if record.get("risk") and record.get("action") in ("pending", "activated", "review-due"):
+        text += f" {record['risk']}"
+    return text
 
 
 class Notifier:

@@ -120,6 +120,8 @@ def test_notifications_are_sent_and_a_dead_or_slow_receiver_never_delays_a_grant
     team.wait_phase("waiting", "Pending")
     pending = wait_for(lambda: receiver.find("waiting", "pending"), 10, 0.1, "a pending notice")
     assert "awaits approval" in pending["text"]
+    # Approvers read what they would approve, in the notice itself.
+    assert "adds: " in pending["text"] and pending["lapse"]["risk"].startswith("ClusterRole ")
     assert "approvers" in pending["lapse"]
     team.kubectl("delete", "accessrequest", "waiting", "-n", team.namespace)
     sent = operator.metrics()
