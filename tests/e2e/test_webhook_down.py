@@ -22,11 +22,19 @@ POD = {
 
 def test_a_killed_operator_blocks_requests_but_never_pods(team: Team, operator: Operator) -> None:
     team.policy()
-    operator.start()
     team.ask("before", duration="1h")
     team.wait_phase("before", "Active")
     # kill -9: no clean-up, so the webhook configurations still point at the dead server.
     operator.kill()
+    try:
+        _while_down(team)
+    finally:
+        operator.start()
+    team.ask("after", duration="1h")
+    team.wait_phase("after", "Active", timeout=30)
+
+
+def _while_down(team: Team) -> None:
     made = team.cluster.kubectl(
         "create", "-n", team.namespace, "-f", "-", input=json.dumps(POD), check=False
     )
@@ -39,6 +47,3 @@ def test_a_killed_operator_blocks_requests_but_never_pods(team: Team, operator: 
     refused = team.ask("while-down", duration="1h", check=False)
     assert refused.returncode != 0
     assert "webhook" in refused.stderr, refused.stderr
-    operator.start()
-    team.ask("after", duration="1h")
-    team.wait_phase("after", "Active", timeout=30)
