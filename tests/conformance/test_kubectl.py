@@ -277,6 +277,27 @@ def test_a_token_for_less_than_ten_minutes_is_invalid(cluster: Cluster, namespac
     assert cluster.kubectl("create", "token", "robot", "-n", namespace, "--duration=600s").stdout
 
 
+def test_exec_is_admitted_as_connect_then_refused_without_a_node(
+    cluster: Cluster, namespace: str
+) -> None:
+    """No node runs the pod (the local API has none; the test clusters have no kubelet): the
+    API server authorises and admits the exec, then answers that the pod has no host."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "idle"},
+        "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]},
+    }
+    cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(pod))
+    tried = cluster.kubectl("exec", "idle", "-n", namespace, "--", "id", check=False)
+    assert tried.returncode != 0
+    assert "pod idle does not have a host assigned" in tried.stderr, tried.stderr
+    stranger = cluster.kubectl(
+        "exec", "--as=nobody", "idle", "-n", namespace, "--", "id", check=False
+    )
+    assert "forbidden" in stranger.stderr, stranger.stderr
+
+
 def test_unknown_fields_of_builtins_are_refused_under_strict_validation(
     cluster: Cluster, namespace: str
 ) -> None:
