@@ -119,7 +119,11 @@ class RequestKeeper:
             self.remember(policies)
             decision = compute_decision(request, policies, labels)
         decision, screened = await self.screen(request, body, decision, request.status)
-        risk = await self.assess(request)
+        # Only what a policy may still grant is worth asking the API server about: a request
+        # already denied or invalid costs no reviews.
+        risk = None
+        if decision.outcome in (Outcome.GRANT, Outcome.PENDING):
+            risk = await self.assess(request)
         role = request.spec.role
         decision = compute_capability_decision(
             decision, self.policies.get(decision.policy or ""), risk, f"{role.kind} {role.name}"

@@ -190,6 +190,10 @@ def test_workloads_are_removed_when_policy_says_remove_and_others_are_untouched(
         timeout=10,
         what="bob's change to be noted",
     )
+    # alice changing what she made herself does not make it anyone else's.
+    team.kubectl(
+        "patch", "deployment", "web", "-n", team.namespace, "-p", '{"spec":{"replicas":3}}'
+    )
     # An admin replaces `swap` with an object of their own under the same name.
     team.cluster.kubectl("delete", "deployment", "swap", "-n", team.namespace)
     team.cluster.kubectl(

@@ -27,6 +27,7 @@ from lapse.core.models import (
     AccessPolicy,
     AccessRequest,
     BreakGlass,
+    FootholdAction,
     Identities,
     Phase,
     Subject,
@@ -179,8 +180,8 @@ def foothold_sentences(grant: Grant) -> list[str]:
     remain = [f for f in footholds if f.outcome in ("Reported", "Kept")]
     lines = []
     if pending:
-        going = [describe_foothold(f) for f in pending if f.action.value == "Remove"]
-        staying = [describe_foothold(f) for f in pending if f.action.value != "Remove"]
+        going = [describe_foothold(f) for f in pending if f.action == FootholdAction.REMOVE]
+        staying = [describe_foothold(f) for f in pending if f.action != FootholdAction.REMOVE]
         if going:
             lines.append(f"Made under it, removed when it ends: {join_words(going)}.")
         if staying:
