@@ -136,10 +136,19 @@ CRDS: tuple[CrdSpec, ...] = (
             _ROLE,
             _column("Subject", ".status.subject.name"),
             _PHASE,
+            _column("Starts", ".status.startsAt", "string", format="date-time"),
             _EXPIRES,
             _AGE,
         ),
-        rules=(_immutable("AccessRequest"),),
+        rules=(
+            _immutable("AccessRequest"),
+            Rule(
+                path="spec",
+                rule="!has(self.startAt) || !has(self.extends)",
+                message="an extension begins when the grant it extends ends; it cannot also "
+                "name startAt",
+            ),
+        ),
     ),
     CrdSpec(
         model=BreakGlass,

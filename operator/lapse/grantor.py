@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,6 +53,10 @@ logger = logging.getLogger(__name__)
 
 EXPIRY_WARNING = "expiry-warning"
 
+# Called as a grant of some kind expires, before its bindings go: the owner's keeper binds what
+# continues it (an extension) and says what did, so access passes on with no gap.
+HandOver = Callable[[GrantKey, GrantStatus], Awaitable[str | None]]
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -81,6 +85,7 @@ class Grantor:
         # What each live binding (by UID) must look like, so an event needs no extra read.
         self.desired: dict[str, dict[str, Any]] = {}
         self._locks: dict[GrantKey, asyncio.Lock] = {}
+        self.handovers: dict[str, HandOver] = {}
 
     def _update_gauges(self) -> None:
         metrics.scheduled_expiries.set(len(self.scheduler))
@@ -126,14 +131,16 @@ class Grantor:
         event_type: str = "Normal",
         reason: str = "Granted",
         action: str = "granted",
+        starts_at: datetime | None = None,
     ) -> GrantStatus | None:
         """Bind `make(expiry)` for `duration` and record it as Active, whatever the kind;
         `finish` adds what a kind keeps beyond the grant. None when a binding's name is held
-        by someone else's binding (the owner is then Denied)."""
+        by someone else's binding (the owner is then Denied). A grant decided ahead passes
+        the `starts_at` it was decided for, so binding late never moves its expiry."""
         generation = metadata.generation
         # The clock starts immediately before the binding exists, so the window never exceeds
         # the duration granted.
-        granted_at = self.clock()
+        granted_at = starts_at if starts_at is not None else self.clock()
         grant = make(granted_at + duration)
         key = grant.key
         created: list[BindingRef] = []
@@ -366,15 +373,31 @@ class Grantor:
             self.scheduler.schedule(key, status.expires_at)
             self._warn_before(key, status.expires_at)
             return
+        successor = await self._hand_over(key, status)
         await self.end(
             key,
             role=parse_role(body),
             status=status,
             phase=Phase.EXPIRED,
-            reason="Expired",
-            message=f"Access ended at {format_time(status.expires_at)}, as granted.",
+            reason="Extended" if successor else "Expired",
+            message=successor or f"Access ended at {format_time(status.expires_at)}, as granted.",
             generation=parse_generation(body),
         )
+        if successor:
+            lag = (self.clock() - status.expires_at).total_seconds()
+            metrics.handover_lag_seconds.observe(max(0.0, lag))
+
+    async def _hand_over(self, key: GrantKey, status: GrantStatus) -> str | None:
+        """Bind whatever continues this grant before its own bindings go; a failure here never
+        keeps the grant from ending (what continues it then starts on its own deadline)."""
+        handover = self.handovers.get(key.kind)
+        if handover is None:
+            return None
+        try:
+            return await handover(key, status)
+        except (ApiError, OSError, TimeoutError) as error:
+            logger.warning("Could not hand %s over: %s", key.describe(), error)
+            return None
 
     def _warn_before(self, key: GrantKey, expires_at: datetime) -> None:
         """Schedule the "expiring soon" notice, unless the whole grant is shorter than that."""

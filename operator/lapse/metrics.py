@@ -92,3 +92,23 @@ def serve(addr: str, port: int) -> None:
     if port and (addr, port) not in _serving:
         start_http_server(port, addr=addr)
         _serving.add((addr, port))
+
+
+scheduled_grants = Gauge(
+    "lapse_scheduled_grants", "AccessRequests decided and waiting for their start (or hand-over)."
+)
+start_lag_seconds = Histogram(
+    "lapse_start_lag_seconds",
+    "From a scheduled request's startAt (or the end of the grant it extends) to its binding.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+handover_lag_seconds = Histogram(
+    "lapse_handover_lag_seconds",
+    "From a grant's expiry to its extension bound and its own bindings gone.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+extensions_total = Counter(
+    "lapse_extensions_total",
+    "Extensions by outcome: scheduled, refused, handed_over, cancelled.",
+    ["outcome"],
+)

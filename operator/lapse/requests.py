@@ -52,9 +52,11 @@ from lapse.core.policy import (
 from lapse.core.requester import compute_requester_verified
 from lapse.core.risk import compute_capability_decision
 from lapse.core.sentences import compute_quoted
+from lapse.core.windows import compute_pending_deadline, is_deferred
 from lapse.decisions import RequestDecisions
 from lapse.grantor import Grantor
 from lapse.ledger import GitOpsLedger
+from lapse.starts import StartKeeper
 
 APPROVAL_TIMEOUT = "approval-timeout"
 NO_REASON = "no reason given"
@@ -71,6 +73,7 @@ class RequestKeeper:
         self.scheduler = grantor.scheduler
         self.decisions = decisions
         self.ledger = ledger
+        self.starts = StartKeeper(grantor)
         self.admin_groups = grantor.settings.admin_groups
         # The latest policies seen, for deadlines that fire outside any handler.
         self.policies: dict[str, AccessPolicy] = {}
@@ -99,6 +102,7 @@ class RequestKeeper:
         if status.phase is not None:
             await self.follow_up(key, body)
             await self.grantor.resume(key, parse_role(body), status)
+            self.starts.resume(key, status)
             return
         try:
             request = AccessRequest.model_validate(body)
@@ -125,9 +129,9 @@ class RequestKeeper:
         if decision.outcome in (Outcome.GRANT, Outcome.PENDING):
             risk = await self.assess(request)
         role = request.spec.role
-        decision = compute_capability_decision(
-            decision, self.policies.get(decision.policy or ""), risk, f"{role.kind} {role.name}"
-        )
+        policy = self.policies.get(decision.policy or "")
+        decision = compute_capability_decision(decision, policy, risk, f"{role.kind} {role.name}")
+        decision = await self.starts.screen(request, decision, policy)
         screened = self._decided(request, decision, screened).model_copy(update={"risk": risk})
         request = request.model_copy(update={"status": screened})
         status = screened
@@ -190,6 +194,9 @@ class RequestKeeper:
     async def grant(self, request: AccessRequest, decision: Decision) -> None:
         requester = request.spec.requester
         assert requester is not None and decision.duration is not None
+        if is_deferred(request):
+            await self.starts.schedule(request, decision, self.policies.get(decision.policy or ""))
+            return
         duration = decision.duration
         role = request.spec.role
 
@@ -297,8 +304,18 @@ class RequestKeeper:
             approvers=approvers,
         )
         self._set_pending(key, True)
+        self.scheduler.schedule(key, self._pending_deadline(request, policy), APPROVAL_TIMEOUT)
+
+    def _pending_deadline(self, request: AccessRequest, policy: AccessPolicy | None) -> datetime:
+        """The approval timeout, or the end of the window the request asks for if sooner."""
+        duration = None
+        if policy is not None:
+            decision = compute_decision(request, [policy])
+            duration = decision.duration
         created = request.metadata.creation_timestamp or self.grantor.clock()
-        self.scheduler.schedule(key, compute_approval_deadline(created, policy), APPROVAL_TIMEOUT)
+        return compute_pending_deadline(request, policy, duration) or compute_approval_deadline(
+            created, policy
+        )
 
     # Requests already decided once ----------------------------------------------------------
 
@@ -308,7 +325,7 @@ class RequestKeeper:
         if status.phase == Phase.PENDING:
             await self.evaluate(key)
             return
-        if status.phase != Phase.ACTIVE:
+        if status.phase not in (Phase.ACTIVE, Phase.SCHEDULED):
             self._set_pending(key, False)
             return
         records = await self.decisions.verified(key, body)
@@ -328,18 +345,36 @@ class RequestKeeper:
         revocation = compute_revocation(records, authority)
         if revocation is None:
             return
+        message = compute_quoted(
+            f"Revoked by {revocation.username}", revocation.comment, default=NO_REASON
+        )
+        if status.phase == Phase.SCHEDULED:
+            # Nothing is bound yet: the record of the end is all there is to write.
+            self.starts.cancel(key)
+            await self.reporter.transition(
+                key,
+                role=parse_role(body),
+                status=status,
+                phase=Phase.REVOKED,
+                reason="RevokedByUser",
+                message=message,
+                generation=parse_generation(body),
+                event_type="Warning",
+                decidedBy=revocation.username,
+            )
+            return
         await self.grantor.end(
             key,
             role=parse_role(body),
             status=status,
             phase=Phase.REVOKED,
             reason="RevokedByUser",
-            message=compute_quoted(
-                f"Revoked by {revocation.username}", revocation.comment, default=NO_REASON
-            ),
+            message=message,
             generation=parse_generation(body),
             event_type="Warning",
         )
+        if isinstance(status, AccessRequestStatus) and status.extended_by:
+            await self.starts.cancel_extension(key, status.extended_by)
 
     async def timeout(self, key: GrantKey, deadline: datetime) -> None:
         await self.evaluate(key)
@@ -376,8 +411,7 @@ class RequestKeeper:
         subject = compute_subject(requester, request.spec.subject)
         state = compute_approval_state(records, policy, requester, subject, self.admin_groups)
         now = self.grantor.clock()
-        created = request.metadata.creation_timestamp or now
-        deadline = compute_approval_deadline(created, policy)
+        deadline = self._pending_deadline(request, policy)
         seen = {(a.user.username, a.decision, a.at) for a in status.approvals}
         fresh = [a for a in state.approvals if (a.user.username, a.decision, a.at) not in seen]
         status = status.model_copy(update={"approvals": list(state.approvals)})
@@ -438,6 +472,20 @@ class RequestKeeper:
         if now >= deadline:
             self._set_pending(key, False)
             timeout = format_duration(compute_approval_timeout(policy))
+            created = request.metadata.creation_timestamp or now
+            if deadline < compute_approval_deadline(created, policy):
+                await self.reporter.transition(
+                    key,
+                    role=role,
+                    status=status,
+                    phase=Phase.EXPIRED,
+                    reason="WindowPassed",
+                    message=f"The window asked for ended at {format_time(deadline)} before "
+                    "the request was approved; it expired without access.",
+                    generation=generation,
+                    event_type="Warning",
+                )
+                return
             await self.reporter.transition(
                 key,
                 role=role,

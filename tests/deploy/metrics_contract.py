@@ -20,6 +20,7 @@ COUNTERS = frozenset(
         "lapse_sweep_removed_total",
         "lapse_decisions_total",
         "lapse_notifications_total",
+        "lapse_extensions_total",
     }
 )
 GAUGES = frozenset(
@@ -30,6 +31,7 @@ GAUGES = frozenset(
         "lapse_breakglass_active",
         "lapse_breakglass_unreviewed",
         "lapse_revocations_unverified",
+        "lapse_scheduled_grants",
     }
 )
 HISTOGRAMS = frozenset(
@@ -37,6 +39,8 @@ HISTOGRAMS = frozenset(
         "lapse_grant_latency_seconds",
         "lapse_revocation_lag_seconds",
         "lapse_approval_duration_seconds",
+        "lapse_start_lag_seconds",
+        "lapse_handover_lag_seconds",
     }
 )
 

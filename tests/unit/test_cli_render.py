@@ -112,7 +112,7 @@ def test_time_left(status: dict[str, Any], shown: str) -> None:
 def test_row_of_an_active_request() -> None:
     line = row(request(active(at(hours=1, minutes=12))), policy(mode="Auto"), NOW)
     assert line.cells == (
-        "edit-x7k2p", "AccessRequest", "Active", "alice", "edit", "payments", "1h12m", "auto", "5m",
+        "edit-x7k2p", "AccessRequest", "Active", "alice", "edit", "payments", "5m ago", "in 1h12m", "1h12m", "auto", "5m",
     )  # fmt: skip
     assert line.state == "Active"
 
@@ -120,9 +120,9 @@ def test_row_of_an_active_request() -> None:
 def test_row_counts_approvals_against_the_policy() -> None:
     approvals = [{"user": {"username": "bob"}, "decision": "Approve", "at": at(minutes=-1)}]
     pending = request({"phase": "Pending", "policy": "payments", "approvals": approvals})
-    assert row(pending, policy(required=2), NOW).cells[7] == "1/2"
+    assert row(pending, policy(required=2), NOW).cells[9] == "1/2"
     # Without the policy (developers may not read it) only the count is known.
-    assert row(pending, None, NOW).cells[7] == "1"
+    assert row(pending, None, NOW).cells[9] == "1"
 
 
 def test_row_of_a_role_a_group_and_a_new_request() -> None:
@@ -150,7 +150,7 @@ def test_row_of_a_cluster_wide_breakglass() -> None:
         }
     )
     assert row(glass, None, NOW).cells == (
-        "db-down", "BreakGlass", "Active", "sam", "admin", "(cluster-wide)", "29m", "-", "1m",
+        "db-down", "BreakGlass", "Active", "sam", "admin", "(cluster-wide)", "-", "in 29m", "29m", "-", "1m",
     )  # fmt: skip
 
 
@@ -241,12 +241,12 @@ def test_a_requester_who_cannot_read_the_policy_learns_who_approves_from_the_sta
 def test_the_approvals_column_is_the_same_for_whoever_looks() -> None:
     """Item: `auto` for admin and `-` for alice; `0/1` for admin and `-` for the approver."""
     pending = request({"phase": "Pending", "policy": "payments", "approval": REQUIREMENT})
-    assert row(pending, policy(required=1), NOW).cells[7] == "0/1"
-    assert row(pending, None, NOW).cells[7] == "0/1"
+    assert row(pending, policy(required=1), NOW).cells[9] == "0/1"
+    assert row(pending, None, NOW).cells[9] == "0/1"
     auto = request({**active(at(hours=1)), "approval": {"mode": "Auto"}})
-    assert row(auto, None, NOW).cells[7] == row(auto, policy(mode="Auto"), NOW).cells[7] == "auto"
+    assert row(auto, None, NOW).cells[9] == row(auto, policy(mode="Auto"), NOW).cells[9] == "auto"
     gitops = request({**active(at(hours=1)), "approval": {"mode": "GitOps"}})
-    assert row(gitops, None, NOW).cells[7] == "gitops"
+    assert row(gitops, None, NOW).cells[9] == "gitops"
 
 
 def test_explain_active_says_what_it_grants_and_until_when() -> None:

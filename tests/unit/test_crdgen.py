@@ -228,7 +228,7 @@ def test_printer_columns_point_at_fields_of_the_schema(name: str, crd: dict[str,
 @pytest.mark.parametrize(
     ("plural", "columns"),
     [
-        ("accessrequests", ["Role", "Subject", "Phase", "Expires", "Age"]),
+        ("accessrequests", ["Role", "Subject", "Phase", "Starts", "Expires", "Age"]),
         ("accesspolicies", ["Mode", "Max", "Age"]),
         ("breakglasses", ["Role", "Requester", "Incident", "Phase", "Expires", "Age"]),
     ],
@@ -292,6 +292,8 @@ def test_duration_fields_are_where_the_models_put_them() -> None:
         "accesspolicies.lapse.dev.yaml.spec.breakGlass.review.deadline",
         "accesspolicies.lapse.dev.yaml.spec.breakGlass.review.revokeIfUnreviewedAfter",
         "accessrequests.lapse.dev.yaml.spec.duration",
+        "accesspolicies.lapse.dev.yaml.spec.maxTotalDuration",
+        "accesspolicies.lapse.dev.yaml.spec.maxLeadTime",
         "breakglasses.lapse.dev.yaml.spec.duration",
     }
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from lapse.cli.actions import VERDICTS, run_approve, run_deny, run_review, run_revoke
 from lapse.cli.client import Connection, Kube
 from lapse.cli.errors import EXIT_CODES_HELP, CliError, ExitCode
-from lapse.cli.grants import run_breakglass, run_request
+from lapse.cli.grants import run_breakglass, run_extend, run_request
 from lapse.cli.objects import Io
 from lapse.cli.render import use_colour
 from lapse.cli.views import run_explain, run_get, run_list
@@ -51,6 +53,30 @@ def seconds(text: str) -> float:
         except DurationError:
             pass
     raise argparse.ArgumentTypeError(f"{text!r} is not a wait such as 60s or 2m")
+
+
+def start_time(text: str, now: datetime | None = None) -> str:
+    """When access should begin, as RFC 3339 in UTC: `02:00` (the next 02:00 on this machine's
+    clock), `+30m` (from now), or a full RFC 3339 time."""
+    now = now or datetime.now().astimezone()
+    text = text.strip()
+    try:
+        if text.startswith("+"):
+            moment = now + parse_duration(text[1:])
+        elif re.fullmatch(r"\d{1,2}:\d{2}", text):
+            hour, minute = (int(part) for part in text.split(":"))
+            moment = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+            if moment <= now:
+                moment += timedelta(days=1)
+        else:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=now.tzinfo)
+    except (ValueError, DurationError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a start such as 02:00, +30m or 2026-12-05T02:00:00Z"
+        ) from None
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def sentence(text: str) -> str:
@@ -182,8 +208,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     request.add_argument("--ticket", help="a ticket or change reference")
     request.add_argument("--name", help="the request's name (default: ROLE- plus a suffix)")
+    request.add_argument(
+        "--at",
+        dest="start_at",
+        type=start_time,
+        metavar="WHEN",
+        help="begin later: 02:00 (next 02:00 local time), +30m, or an RFC 3339 time; decided "
+        "and approved now, bound then, and the duration counts from then",
+    )
     _wait_flags(request, "60s")
     _output_flag(request, ("json", "yaml"))
+
+    extend = command(
+        "extend",
+        run_extend,
+        "Ask for more time on an active grant: a new request that continues it with no gap.",
+        "  kubectl lapse extend edit-x7k2p -n payments --by 30m --reason 'Migration ran over'",
+        exit_codes=True,
+    )
+    extend.add_argument("name", metavar="NAME", help="the active access request to extend")
+    extend.add_argument(
+        "--by", required=True, type=duration, metavar="DURATION", help="how much longer, e.g. 30m"
+    )
+    extend.add_argument(
+        "--reason", required=True, type=sentence, help="why more time is needed (audited)"
+    )
+    extend.add_argument("--ticket", help="a ticket or change reference (default: the original's)")
+    _wait_flags(extend, "60s")
+    _output_flag(extend, ("json", "yaml"))
 
     breakglass = command(
         "breakglass",

@@ -264,6 +264,18 @@ def explain(grant: Grant, policy: AccessPolicy | None, now: datetime) -> str:
             lines += approval_sentences(grant, policy, now)
     elif phase == Phase.APPROVED:
         lines = [f"{head} is approved; Lapse is creating its binding now."]
+    elif phase == Phase.SCHEDULED:
+        starts, ends = status.starts_at, status.expires_at
+        window = (
+            f" from {timestamp(starts)} ({relative(starts, now)}) until {timestamp(ends)}"
+            if starts and ends
+            else ""
+        )
+        lines = [
+            f"{head} is approved and scheduled: it gives {role_sentence(grant.spec.role)} "
+            f"{where(grant)} to {subject_sentence(subject_of(grant))}{window}.",
+            "Nothing is bound until then; revoking it now cancels it.",
+        ]
     elif phase == Phase.ACTIVE:
         lines = [f"{head} is active.", *grant_sentences(grant, policy, now)]
         if grant.status.risk is not None and grant.status.risk.summary:

@@ -19,11 +19,19 @@ from lapse.cli.explain import explain
 from lapse.cli.objects import Io, parse_grant, read_policy
 from lapse.cli.render import Grant, dump
 from lapse.core.kinds import ACCESS_REQUEST, API_VERSION, BREAK_GLASS, Kind
-from lapse.core.models import Phase
+from lapse.core.models import AccessRequest, Phase
 
 # Phases where waiting longer would not change what the user should do next.
 DECIDED = frozenset(
-    {Phase.ACTIVE, Phase.PENDING, Phase.DENIED, Phase.INVALID, Phase.EXPIRED, Phase.REVOKED}
+    {
+        Phase.ACTIVE,
+        Phase.SCHEDULED,
+        Phase.PENDING,
+        Phase.DENIED,
+        Phase.INVALID,
+        Phase.EXPIRED,
+        Phase.REVOKED,
+    }
 )
 REFUSED = frozenset({Phase.DENIED, Phase.INVALID, Phase.REVOKED})
 
@@ -49,14 +57,22 @@ def request_manifest(
     reason: str,
     ticket: str | None,
     name: str | None,
+    *,
+    start_at: str | None = None,
+    extends: str | None = None,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {"role": {"kind": role_kind, "name": role}, "reason": reason}
     if duration:
         spec["duration"] = duration
     if ticket:
         spec["ticket"] = ticket
+    if start_at:
+        spec["startAt"] = start_at
+    if extends:
+        spec["extends"] = extends
+    prefix = f"{extends[:45]}-x-" if extends else name_prefix(role)
     metadata: dict[str, Any] = {"namespace": namespace}
-    metadata.update({"name": name} if name else {"generateName": name_prefix(role)})
+    metadata.update({"name": name} if name else {"generateName": prefix})
     return {"apiVersion": API_VERSION, "kind": "AccessRequest", "metadata": metadata, "spec": spec}
 
 
@@ -195,7 +211,41 @@ def _ref(grant: Grant) -> str:
 def run_request(kube: Kube, io: Io, args: Any) -> int:
     namespace = kube.namespace
     manifest = request_manifest(
-        args.role, args.role_kind, namespace, args.duration, args.reason, args.ticket, args.name
+        args.role,
+        args.role_kind,
+        namespace,
+        args.duration,
+        args.reason,
+        args.ticket,
+        args.name,
+        start_at=args.start_at,
+    )
+    return create_and_wait(
+        kube, io, ACCESS_REQUEST, manifest, not args.no_wait, args.timeout, args.output
+    )
+
+
+def run_extend(kube: Kube, io: Io, args: Any) -> int:
+    """A new request that names the one it extends, for the same role; Lapse judges it."""
+    namespace = kube.namespace
+    original = AccessRequest.model_validate(kube.get(ACCESS_REQUEST, args.name, namespace))
+    phase = original.status.phase
+    if phase != Phase.ACTIVE:
+        io.error(
+            f"AccessRequest {args.name} is {phase.value if phase else 'not decided'}; only an "
+            "active grant can be extended (kubectl lapse request asks anew)."
+        )
+        return ExitCode.REFUSED
+    role = original.spec.role
+    manifest = request_manifest(
+        role.name,
+        str(role.kind),
+        namespace,
+        args.by,
+        args.reason,
+        args.ticket or original.spec.ticket,
+        None,
+        extends=args.name,
     )
     return create_and_wait(
         kube, io, ACCESS_REQUEST, manifest, not args.no_wait, args.timeout, args.output

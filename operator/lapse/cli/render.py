@@ -35,13 +35,26 @@ Grant = AccessRequest | BreakGlass
 NEW = "New"
 CLUSTER_WIDE = "(cluster-wide)"
 
-COLUMNS = ("NAME", "KIND", "STATE", "SUBJECT", "ROLE", "NAMESPACE", "TIME LEFT", "APPROVALS", "AGE")
+COLUMNS = (
+    "NAME",
+    "KIND",
+    "STATE",
+    "SUBJECT",
+    "ROLE",
+    "NAMESPACE",
+    "STARTS",
+    "ENDS",
+    "TIME LEFT",
+    "APPROVALS",
+    "AGE",
+)
 WIDE_COLUMNS = (*COLUMNS, "REQUESTER", "EXPIRES", "POLICY", "REASON")
 
 _GREEN, _YELLOW, _RED, _DIM, _RESET = "\033[32m", "\033[33m", "\033[31m", "\033[2m", "\033[0m"
 _PHASE_COLOURS = {
     Phase.ACTIVE.value: _GREEN,
     Phase.APPROVED.value: _GREEN,
+    Phase.SCHEDULED.value: _GREEN,
     Phase.PENDING.value: _YELLOW,
     NEW: _YELLOW,
     Phase.DENIED.value: _RED,
@@ -110,6 +123,23 @@ def time_left(status: GrantStatus, now: datetime) -> str:
     if status.phase == Phase.EXPIRED and ends is not None:
         return f"expired {short_duration(now - ends)} ago" if ends <= now else "expired"
     return "-"
+
+
+def starts_text(status: GrantStatus, now: datetime) -> str:
+    """When the access begins or began, near now: `in 2h`, `5m ago`, or `-` before a decision."""
+    starts = status.starts_at or status.granted_at
+    if starts is None or status.phase not in (Phase.SCHEDULED, Phase.ACTIVE, Phase.EXPIRED):
+        return "-"
+    return relative(starts, now)
+
+
+def ends_text(status: GrantStatus, now: datetime) -> str:
+    """When the access ends or ended: `in 1h12m`, `3m ago`, or `-` when it never began."""
+    ends = status.ended_at if status.phase is not None and status.phase.ended else None
+    ends = ends or status.expires_at
+    if ends is None or (status.phase is not None and status.phase.ended and not status.bindings):
+        return "-"
+    return relative(ends, now)
 
 
 def role_text(role: RoleRef) -> str:
@@ -201,6 +231,8 @@ def row(grant: Grant, policy: AccessPolicy | None, now: datetime, wide: bool = F
         subject_text(subject_of(grant), requester_of(grant)),
         role_text(grant.spec.role),
         namespaces_text(grant),
+        starts_text(status, now),
+        ends_text(status, now),
         time_left(status, now),
         approvals_text(grant, policy),
         short_duration(now - created) if created is not None else "-",

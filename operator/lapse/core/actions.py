@@ -103,6 +103,8 @@ class Authority:
     # Why an action is no longer possible (e.g. "AccessRequest fix-db is Denied"), per action.
     closed: Mapping[Action, str] = field(default_factory=dict)
     noun: str = "request"
+    # Who is on call for it (the policy's break-glass requesters): they may end it early.
+    on_call: Identities | None = None
 
 
 @dataclass(frozen=True)
@@ -304,11 +306,13 @@ def compute_action_refusal(action: Action, actor: UserInfo, authority: Authority
         return None
     if _is(actor, authority.subject) or is_approver(authority.approvers, actor):
         return None
+    if is_approver(authority.on_call, actor):
+        return None
     if any(g in authority.admin_groups for g in actor.groups):
         return None
     return (
         f"{who} may not revoke this {authority.noun}: only its requester, its subject, "
-        f"an approver of {authority.approvers_of} or a Lapse admin may."
+        f"an approver of {authority.approvers_of}, on-call or a Lapse admin may."
     )
 
 

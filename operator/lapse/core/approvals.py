@@ -104,6 +104,9 @@ def build_request_authority(
         approvers_of=f"AccessPolicy {policy.metadata.name}" if policy else "any AccessPolicy",
         admin_groups=admin_groups,
         closed=closed,
+        on_call=policy.spec.break_glass.requesters
+        if policy is not None and policy.spec.break_glass is not None
+        else None,
     )
 
 

@@ -330,6 +330,7 @@ def compute_authority(
         admin_groups=frozenset(admin_groups),
         closed=compute_closed(glass),
         noun="break-glass",
+        on_call=rules.requesters if rules is not None else None,
     )
 
 

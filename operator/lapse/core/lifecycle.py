@@ -29,6 +29,7 @@ class FinalPhaseError(ValueError):
 _CONDITIONS: dict[Phase, tuple[ConditionStatus | None, ConditionStatus]] = {
     Phase.PENDING: ("Unknown", "False"),
     Phase.APPROVED: ("True", "False"),
+    Phase.SCHEDULED: ("True", "False"),
     Phase.ACTIVE: ("True", "True"),
     Phase.EXPIRED: (None, "False"),
     Phase.REVOKED: (None, "False"),
@@ -99,6 +100,7 @@ def compute_granted(
         policy=policy,
         duration=format_duration(duration),
         granted_at=granted_at,
+        starts_at=granted_at,
         expires_at=granted_at + duration,
         bindings=list(bindings),
     )

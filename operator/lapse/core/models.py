@@ -238,6 +238,20 @@ class AccessPolicySpec(Model):
         default_factory=CapabilityRules,
         description="Approval or refusal for grants that carry named capabilities.",
     )
+    max_total_duration: Duration | None = Field(
+        default=None,
+        description=(
+            "The longest a request and its extensions may last together, from the first grant "
+            "to the last expiry; twice maxDuration when omitted."
+        ),
+    )
+    max_extensions: int = Field(
+        default=3, ge=0, le=100, description="How many times one grant may be extended."
+    )
+    max_lead_time: Duration = Field(
+        default="168h",
+        description="How far ahead a request may ask to start (spec.startAt); a week by default.",
+    )
     on_role_change: Literal["Warn", "Revoke"] = Field(
         default="Warn",
         description=(
@@ -250,6 +264,7 @@ class AccessPolicySpec(Model):
 class Phase(StrEnum):
     PENDING = "Pending"
     APPROVED = "Approved"
+    SCHEDULED = "Scheduled"
     ACTIVE = "Active"
     EXPIRED = "Expired"
     DENIED = "Denied"
@@ -367,7 +382,8 @@ class GrantStatus(Model):
     """Status shared by AccessRequest and BreakGlass: one grant machinery, two kinds."""
 
     phase: Phase | None = Field(
-        default=None, description="Pending, Approved, Active, Expired, Denied, Revoked or Invalid."
+        default=None,
+        description=("Pending, Approved, Scheduled, Active, Expired, Denied, Revoked or Invalid."),
     )
     reason: str | None = Field(default=None, description="CamelCase reason of the current phase.")
     message: str | None = Field(default=None, description="Why the object is in its phase.")
@@ -378,6 +394,10 @@ class GrantStatus(Model):
     policy: str | None = Field(default=None, description="The AccessPolicy that decided.")
     duration: str | None = Field(default=None, description="The duration granted.")
     granted_at: datetime | None = Field(default=None, description="When the access began.")
+    starts_at: datetime | None = Field(
+        default=None,
+        description="When the access begins (Scheduled) or began (Active): the clock's start.",
+    )
     expires_at: datetime | None = Field(
         default=None, description="When the access ends: the one source of truth."
     )
@@ -431,6 +451,31 @@ class AccessRequestSpec(Model):
             "any value written by a user is replaced."
         ),
     )
+    start_at: datetime | None = Field(
+        default=None,
+        description=(
+            "When the access should begin (RFC 3339); decided and approved ahead, bound at "
+            "this time, and the duration counts from it. Now when omitted."
+        ),
+    )
+    extends: str | None = Field(
+        default=None,
+        max_length=253,
+        description=(
+            "The AccessRequest in this namespace whose active grant this one continues: it "
+            "begins the moment that one expires, with no gap."
+        ),
+    )
+
+
+class ExtensionChain(Model):
+    """Where a request stands in a chain of extensions, for the policy's limits on it."""
+
+    root: str = Field(description="The request the chain began with.")
+    started_at: datetime = Field(description="When the chain's first grant began.")
+    extensions: int = Field(
+        ge=1, description="How many extensions this one makes, itself included."
+    )
 
 
 class ApprovalRequirement(Model):
@@ -463,6 +508,13 @@ class AccessRequestStatus(GrantStatus):
         default=None, description="The pull request that approved it (GitOps)."
     )
     commit: str | None = Field(default=None, description="The commit applied (GitOps).")
+    extended_by: str | None = Field(
+        default=None,
+        description="The extension that continues this grant; set once, so only one ever wins.",
+    )
+    chain: ExtensionChain | None = Field(
+        default=None, description="For an extension: the chain it belongs to."
+    )
 
 
 class BreakGlassSpec(Model):
