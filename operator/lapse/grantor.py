@@ -374,6 +374,8 @@ class Grantor:
             self._warn_before(key, status.expires_at)
             return
         successor = await self._hand_over(key, status)
+        if successor:
+            crash_point("handover-after-successor-bound")
         await self.end(
             key,
             role=parse_role(body),

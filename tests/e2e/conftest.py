@@ -99,6 +99,7 @@ class Team:
         requesters: tuple[str, ...] | None = None,
         approval: Mapping[str, Any] | None = None,
         footholds: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> str:
         """Apply an AccessPolicy for this team; `approval` adds to its approval block
         (approvers, required, timeout, trustedAppliers)."""
@@ -115,6 +116,7 @@ class Team:
                 "maxDuration": maximum,
                 "approval": {"mode": mode, **(approval or {})},
                 **({"footholds": dict(footholds)} if footholds else {}),
+                **(extra or {}),
             },
         }
         self.cluster.kubectl("apply", "-f", "-", input=json.dumps(policy))
@@ -227,6 +229,26 @@ def team(cluster: Cluster, namespace: str, operator: Operator) -> Iterator[Team]
     finally:
         for policy in crew.policies:
             cluster.kubectl("delete", "accesspolicy", policy, "--ignore-not-found", check=False)
+
+
+@pytest.fixture
+def leads(cluster: Cluster, team: Team) -> str:
+    """The team's approver group, bound to the sample lapse-approver ClusterRole."""
+    cluster.kubectl("apply", "-f", str(SAMPLES / "approver-clusterrole.yaml"))
+    group = f"{team.namespace}-leads"
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "lapse-approvers", "namespace": team.namespace},
+        "subjects": [{"kind": "Group", "name": group, "apiGroup": "rbac.authorization.k8s.io"}],
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "lapse-approver",
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(binding))
+    return group
 
 
 def expires_at(body: dict[str, Any]) -> datetime:

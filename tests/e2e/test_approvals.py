@@ -16,27 +16,7 @@ from typing import Any
 import pytest
 
 from tests.cluster import Cluster
-from tests.e2e.conftest import SAMPLES, Operator, Team
-
-
-@pytest.fixture
-def leads(cluster: Cluster, team: Team) -> str:
-    """The team's approver group, bound to the sample lapse-approver ClusterRole."""
-    cluster.kubectl("apply", "-f", str(SAMPLES / "approver-clusterrole.yaml"))
-    group = f"{team.namespace}-leads"
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": "lapse-approvers", "namespace": team.namespace},
-        "subjects": [{"kind": "Group", "name": group, "apiGroup": "rbac.authorization.k8s.io"}],
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": "lapse-approver",
-        },
-    }
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(binding))
-    return group
+from tests.e2e.conftest import Operator, Team
 
 
 def approvers_policy(team: Team, leads: str, required: int = 1, timeout: str = "1h") -> str:

@@ -112,7 +112,8 @@ def test_time_left(status: dict[str, Any], shown: str) -> None:
 def test_row_of_an_active_request() -> None:
     line = row(request(active(at(hours=1, minutes=12))), policy(mode="Auto"), NOW)
     assert line.cells == (
-        "edit-x7k2p", "AccessRequest", "Active", "alice", "edit", "payments", "5m ago", "in 1h12m", "1h12m", "auto", "5m",
+        "edit-x7k2p", "AccessRequest", "Active", "alice", "edit", "payments",
+        "5m ago", "in 1h12m", "1h12m", "auto", "5m",
     )  # fmt: skip
     assert line.state == "Active"
 
@@ -150,7 +151,8 @@ def test_row_of_a_cluster_wide_breakglass() -> None:
         }
     )
     assert row(glass, None, NOW).cells == (
-        "db-down", "BreakGlass", "Active", "sam", "admin", "(cluster-wide)", "-", "in 29m", "29m", "-", "1m",
+        "db-down", "BreakGlass", "Active", "sam", "admin", "(cluster-wide)",
+        "-", "in 29m", "29m", "-", "1m",
     )  # fmt: skip
 
 

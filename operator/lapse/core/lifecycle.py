@@ -100,7 +100,8 @@ def compute_granted(
         policy=policy,
         duration=format_duration(duration),
         granted_at=granted_at,
-        starts_at=granted_at,
+        # A grant decided ahead keeps the start it was scheduled for: its clock began then.
+        starts_at=status.starts_at or granted_at,
         expires_at=granted_at + duration,
         bindings=list(bindings),
     )
