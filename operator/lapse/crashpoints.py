@@ -22,6 +22,7 @@ POINTS = (
     "revoke-after-binding-write",
     "revoke-before-status-write",
     "revoke-after-status-write",
+    "handover-after-successor-bound",
 )
 # The exit status of a process killed by SIGKILL, so the crash looks like one from outside.
 EXIT_STATUS = 137

@@ -373,7 +373,7 @@ class Grantor:
             self.scheduler.schedule(key, status.expires_at)
             self._warn_before(key, status.expires_at)
             return
-        successor = await self._hand_over(key, status)
+        successor = await self.hand_over(key, status)
         if successor:
             crash_point("handover-after-successor-bound")
         await self.end(
@@ -389,7 +389,7 @@ class Grantor:
             lag = (self.clock() - status.expires_at).total_seconds()
             metrics.handover_lag_seconds.observe(max(0.0, lag))
 
-    async def _hand_over(self, key: GrantKey, status: GrantStatus) -> str | None:
+    async def hand_over(self, key: GrantKey, status: GrantStatus) -> str | None:
         """Bind whatever continues this grant before its own bindings go; a failure here never
         keeps the grant from ending (what continues it then starts on its own deadline)."""
         handover = self.handovers.get(key.kind)

@@ -239,13 +239,15 @@ class Sweeper:
 
     async def _end_swept(self, owner: SweptOwner, status: GrantStatus, now: datetime) -> None:
         due = format_time(status.expires_at or now)
+        # Overdue after an outage, its bindings already gone: what continues it starts now.
+        successor = await self.grantor.hand_over(owner.key, status)
         await self.grantor.end(
             owner.key,
             role=owner.role,
             status=status,
             phase=Phase.EXPIRED,
-            reason="Expired",
-            message=f"Access ended at {due}, as granted.",
+            reason="Extended" if successor else "Expired",
+            message=successor or f"Access ended at {due}, as granted.",
             generation=owner.generation,
             bindings_deleted=True,
         )

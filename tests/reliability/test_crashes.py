@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.e2e.conftest import Team
-from tests.e2e.harness import Operator, parse_time
+from tests.e2e.harness import Operator, parse_time, wait_for
 from tests.reliability.conftest import (
     check_audit,
     check_bindings,
@@ -117,4 +117,74 @@ def test_grant_whose_record_never_landed_is_not_granted_again_after_its_expiry(
     assert "Active" not in [entry["phase"] for entry in body["status"]["history"]]
     time.sleep(2)  # a retried grant, if any, would have made its binding by now
     assert not managed_bindings(team)
+    drain(team)
+
+
+def test_crash_at_the_handover_to_an_extension(team: Team, operator: Operator) -> None:
+    """Killed after the extension is bound and before the extended grant's bindings go: the
+    restart ends the old grant as Extended and leaves the extension's binding alone."""
+    team.policy(maximum="1h")
+    operator.extra_env["LAPSE_CRASH_AT"] = "handover-after-successor-bound"
+    operator.start()
+    team.ask("handing", duration="4s")
+    old = team.wait_phase("handing", "Active", timeout=20)
+    team.ask("taking", duration="1h", extends="handing")
+    team.wait_phase("taking", "Scheduled", timeout=10)
+    assert wait_crashed(operator) == 137, "the operator did not die at its crash point"
+    assert len(managed_bindings(team)) == 2, "both bindings while the hand-over was cut short"
+
+    del operator.extra_env["LAPSE_CRASH_AT"]
+    operator.start()
+    ended = team.wait_phase("handing", "Expired", timeout=20)
+    assert ended["status"]["reason"] == "Extended"
+    body = team.wait_phase("taking", "Active", timeout=20)
+    wait_for(lambda: len(managed_bindings(team)) == 1, 20, 0.2, "the old binding gone")
+    check_bindings(team)
+    promised = parse_time(old["status"]["expiresAt"]) + timedelta(hours=1)
+    assert parse_time(body["status"]["expiresAt"]) == promised
+    drain(team)
+
+
+def test_kill_just_before_a_scheduled_start(team: Team, operator: Operator) -> None:
+    """Down across the start: the restart binds it at once, with the window first decided."""
+    team.policy(maximum="1h")
+    operator.start()
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=4)
+    team.ask("nightly", duration="1m", startAt=start.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    team.wait_phase("nightly", "Scheduled", timeout=20)
+    time.sleep(max(0.0, (start - datetime.now(UTC)).total_seconds() - 1))
+    operator.kill()
+    time.sleep(max(0.0, (start - datetime.now(UTC)).total_seconds() + 1))
+    assert not managed_bindings(team), "nothing is bound while the operator is down"
+
+    operator.start()
+    body = team.wait_phase("nightly", "Active", timeout=20)
+    assert parse_time(body["status"]["startsAt"]) == start
+    assert parse_time(body["status"]["expiresAt"]) == start + timedelta(minutes=1)
+    check_bindings(team)
+    assert len(managed_bindings(team)) == 1
+    drain(team)
+
+
+def test_kill_between_an_extension_and_the_expiry_it_waits_for(
+    team: Team, operator: Operator
+) -> None:
+    """Down across the old expiry: the restart removes the overdue binding and binds the
+    extension, with the window first decided; one binding, no orphan."""
+    team.policy(maximum="1h")
+    operator.start()
+    team.ask("before", duration="4s")
+    old = team.wait_phase("before", "Active", timeout=20)
+    team.ask("after", duration="10m", extends="before")
+    team.wait_phase("after", "Scheduled", timeout=10)
+    operator.kill()
+    expiry = parse_time(old["status"]["expiresAt"])
+    time.sleep(max(0.0, (expiry - datetime.now(UTC)).total_seconds() + 1))
+
+    operator.start()
+    team.wait_phase("before", "Expired", timeout=20)
+    body = team.wait_phase("after", "Active", timeout=20)
+    assert parse_time(body["status"]["expiresAt"]) == expiry + timedelta(minutes=10)
+    wait_for(lambda: len(managed_bindings(team)) == 1, 20, 0.2, "one binding")
+    check_bindings(team)
     drain(team)
