@@ -29,6 +29,7 @@ from bench.admission import measure_webhook
 from bench.cluster import CLOCK_TICKS, ROOT, LocalApi, Operator, usage
 from bench.kube import ApiError, Kube
 from bench.watch import Binding, BindingWatch, Key
+from bench.windows import measure_windows
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class Config:
     concurrency: int = 32  # requests in flight in the throughput phase
     overdue_share: float = 0.5  # of the throughput grants, the share that lapses while down
     margin: float = 10.0  # seconds between the last throughput grant and the first overdue
+    windows: int = 100  # scheduled starts and hand-overs measured (0: none)
     seed: int = 7
 
     @property
@@ -154,6 +156,7 @@ class RunResult:
     notes: list[str]
     cpu: dict[str, dict[str, float]]
     admission: dict[str, float]
+    windows: dict[str, float] = field(default_factory=dict)
 
 
 def duration_text(seconds: float) -> str:
@@ -422,6 +425,14 @@ async def run(config: Config, workdir: Path, log: Callable[[str], None]) -> RunR
         log(f"operator up (pid {operator.pid}); policy {POLICY} covers {len(namespaces)} ns")
         admission = await measure_webhook(kube, namespaces[0])
         log(f"  foothold webhook adds {admission['added_p50_ms']:.2f} ms (p50) to a watched create")
+        windows: dict[str, float] = {}
+        if config.windows:
+            log(f"scheduled starts and hand-overs: {config.windows} of each")
+            windows = await measure_windows(kube, watch, namespaces[-1], config.windows)
+            log(
+                f"  start lag p99 {windows['start_lag_p99_s']:.3f} s, hand-over lag p99 "
+                f"{windows['handover_lag_p99_s']:.3f} s, gaps {windows['gaps']:.0f}"
+            )
 
         # 1. Steady grants, then all N active at once.
         log(f"phase 1: {config.n} requests at {config.rate:g}/s over {config.window:.0f}s")
@@ -566,6 +577,7 @@ async def run(config: Config, workdir: Path, log: Callable[[str], None]) -> RunR
             notes=notes,
             cpu=cpu.phases,
             admission=admission,
+            windows=windows,
         )
     finally:
         watch.stop()

@@ -339,6 +339,24 @@ def table(figures: Figures, result: RunResult, host: dict[str, Any]) -> str:
         f"(foothold webhook adds {_fmt(admission.get('added_p50_ms', float('nan')))} ms, "
         f"p99 {_fmt(admission.get('watched_p99_ms', float('nan')))})"
     )
+    windows = result.windows
+    if windows:
+        nan = float("nan")
+        lines.append(
+            f"{'scheduled start lag p50 / p99 / max (s)':<38}"
+            f"{_fmt(windows.get('start_lag_p50_s', nan)):>9} / "
+            f"{_fmt(windows.get('start_lag_p99_s', nan))} / "
+            f"{_fmt(windows.get('start_lag_max_s', nan))}  "
+            f"({windows.get('started', 0):.0f} of {windows.get('count', 0):.0f} bound)"
+        )
+        lines.append(
+            f"{'hand-over lag p50 / p99 / max (s)':<38}"
+            f"{_fmt(windows.get('handover_lag_p50_s', nan)):>9} / "
+            f"{_fmt(windows.get('handover_lag_p99_s', nan))} / "
+            f"{_fmt(windows.get('handover_lag_max_s', nan))}  "
+            f"(overlap max {_fmt(windows.get('overlap_max_s', nan))} s, "
+            f"gaps {windows.get('gaps', 0):.0f} of {windows.get('handed_over', 0):.0f})"
+        )
     lines.extend(f"note: {note}" for note in result.notes)
     return "\n".join(lines)
 
@@ -404,6 +422,7 @@ def to_json(figures: Figures, result: RunResult, host: dict[str, Any]) -> dict[s
         "watch": {"events": result.watch_events, "reconnects": result.watch_reconnects},
         "notes": result.notes,
         "admission_ms": {k: num(v) for k, v in result.admission.items()},
+        "windows": {k: num(v) for k, v in result.windows.items()},
         "machine": host,
         "source": source_version(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

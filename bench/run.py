@@ -48,6 +48,7 @@ def configs_from_env() -> list[measure.Config]:
                 concurrency=int(os.environ.get("BENCH_CONCURRENCY", base.concurrency)),
                 overdue_share=_env_float("BENCH_OVERDUE_SHARE", base.overdue_share) or 0.0,
                 margin=_env_float("BENCH_MARGIN", base.margin) or base.margin,
+                windows=int(os.environ.get("BENCH_WINDOWS", base.windows)),
             )
         )
     return configs
