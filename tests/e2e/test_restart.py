@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from tests.e2e.conftest import Operator, Team, binding_name, expires_at, wait_for
+from tests.e2e.conftest import Operator, Team, binding_name, expires_at, parse_time, wait_for
 
 
 def test_overdue_grants_revoked_within_seconds_of_restart(team: Team, operator: Operator) -> None:
@@ -65,4 +65,38 @@ def test_overdue_grants_revoked_within_seconds_of_restart(team: Team, operator: 
     # The grant that was not due survives the restart untouched and still ends on schedule.
     assert team.binding(binding_name(running)) is not None
     assert team.request("still-running")["status"]["phase"] == "Active"
+    assert team.can_i("create", "deployments")
+
+
+def test_kill_across_a_scheduled_start_and_a_hand_over_converges(
+    team: Team, operator: Operator
+) -> None:
+    """Down across both moments: the restart binds the scheduled request with the window it
+    was decided for, ends the extended grant as Extended and binds its extension."""
+    team.policy(maximum="1h")
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5)
+    team.ask("at-five", duration="2m", startAt=start.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    team.ask("short", duration="4s")
+    team.wait_phase("at-five", "Scheduled")
+    old = team.wait_phase("short", "Active")
+    team.ask("short-more", duration="2m", extends="short")
+    team.wait_phase("short-more", "Scheduled")
+    latest = max(start, expires_at(old))
+
+    operator.kill()
+    try:
+        while datetime.now(UTC) < latest + timedelta(seconds=1):
+            time.sleep(0.2)
+        assert team.request("at-five")["status"]["phase"] == "Scheduled"
+    finally:
+        operator.start()
+
+    scheduled = team.wait_phase("at-five", "Active", timeout=20)
+    assert parse_time(scheduled["status"]["expiresAt"]) == start + timedelta(minutes=2)
+    ended = team.wait_phase("short", "Expired", timeout=20)
+    assert ended["status"]["reason"] == "Extended"
+    extension = team.wait_phase("short-more", "Active", timeout=20)
+    assert expires_at(extension) == expires_at(old) + timedelta(minutes=2)
+    wait_for(lambda: team.binding(binding_name(old)) is None, 20, 0.2, "the old binding gone")
+    assert team.binding(binding_name(extension)) is not None
     assert team.can_i("create", "deployments")
