@@ -54,10 +54,12 @@ class Services:
         """Once this replica holds the lease (at once without leader election): catch up, then
         start the scheduler and the sweep and let the handlers that write run."""
         await self.leadership.acquired.wait()
-        # Before any handler acts: whatever lapsed while no replica led goes now.
+        # Before any handler acts: whatever lapsed while no replica led goes now, the
+        # bindings first (by their own expiry), then the full sweep records the ends.
         while True:
             try:
-                removed = await self.sweeper.sweep()
+                overdue = await self.sweeper.remove_overdue()
+                removed = len(overdue) + await self.sweeper.sweep(deleted=overdue)
                 break
             except (ApiError, OSError, TimeoutError) as error:
                 logger.warning("Start-up sweep failed, trying again: %s", error)

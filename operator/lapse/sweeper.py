@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -87,7 +87,34 @@ class Sweeper:
         # The owner kinds the API serves, as the full sweep found them.
         self._served_kinds: frozenset[str] = frozenset(STATUS_MODELS)
 
-    async def sweep(self, *, full: bool = True) -> int:
+    async def remove_overdue(self) -> list[Mapping[str, Any]]:
+        """Delete every managed binding whose own expiry has passed, reading nothing else.
+
+        After an outage this ends overdue access before the full sweep lists every owner (a
+        parse per owner, seconds at ten thousand grants): deleting a binding past its own
+        expiry only ever takes access away, and each is deleted by UID, so a binding made
+        since under the same name is left alone. The full sweep is handed what was deleted,
+        to record the ends — a grant whose record never landed included, which must end
+        Expired at the expiry its binding carried and never be granted afresh.
+        """
+        now = self.grantor.clock()
+        overdue: list[Mapping[str, Any]] = []
+        async for page in self.kube.binding_metadata_pages(MANAGED_SELECTOR):
+            for index, binding in enumerate(page):
+                if index % YIELD_EVERY == YIELD_EVERY - 1:
+                    await asyncio.sleep(0)
+                expires_at = binding_expiry(binding)
+                if expires_at is None or expires_at > now or compute_owner_key(binding) is None:
+                    continue
+                overdue.append(binding)
+        deleted = await self._gather_bounded(
+            [partial(self.grantor.delete_binding, compute_binding_ref(b)) for b in overdue]
+        )
+        removed = [b for b, done in zip(overdue, deleted, strict=True) if done]
+        metrics.sweep_removed_total.labels(reason=str(SweepReason.EXPIRED)).inc(len(removed))
+        return removed
+
+    async def sweep(self, *, full: bool = True, deleted: Sequence[Mapping[str, Any]] = ()) -> int:
         """Remove every binding past its time, orphaned or ended; end grants whose binding
         vanished. Returns how many bindings were removed.
 
@@ -95,6 +122,7 @@ class Sweeper:
         one starts from what this process already knows, the active grants in its scheduler,
         lists only the bindings' metadata, and reads an owner only for a binding that looks
         wrong: its memory and its calls stay proportional to what needs attention.
+        `deleted` are bindings `remove_overdue` deleted just before: judged as if listed.
         """
         now = self.grantor.clock()
         # Owners first, bindings second: a grant known as active before the bindings were
@@ -124,7 +152,8 @@ class Sweeper:
         removals: list[tuple[Mapping[str, Any], SweepReason, GrantKey | None]] = []
         live_uids: set[str] = set()
         seen_owners: set[str] = set()
-        async for page in self.kube.binding_metadata_pages(MANAGED_SELECTOR):
+        gone_uids = {str((b.get("metadata") or {}).get("uid", "")) for b in deleted}
+        async for page in self._pages_and(list(deleted)):
             judged: list[tuple[Mapping[str, Any], GrantKey, SweptOwner | None, SweepReason]] = []
             suspects: list[tuple[Mapping[str, Any], GrantKey]] = []
             for index, binding in enumerate(page):
@@ -169,6 +198,8 @@ class Sweeper:
                         )
                     expiring.setdefault(entry.key, (entry, owner_status))
                     continue
+                if str((gone.get("metadata") or {}).get("uid", "")) in gone_uids:
+                    continue
                 removals.append((gone, reason, entry.key if entry else None))
         # Access ends first: every binding that must go is deleted before any record is written.
         await self._bounded(
@@ -176,7 +207,10 @@ class Sweeper:
                 partial(self.grantor.remove_binding, binding, reason, owner)
                 for binding, reason, owner in removals
             ]
-            + [partial(self.grantor.delete_bindings, status) for _, status in expiring.values()]
+            + [
+                partial(self.grantor.delete_bindings, _without(status, gone_uids))
+                for _, status in expiring.values()
+            ]
         )
         await self._bounded(
             [partial(self._end_swept, entry, status, now) for entry, status in expiring.values()]
@@ -212,6 +246,14 @@ class Sweeper:
             jobs.append(partial(self._binding_deleted_while_away, owner))
         await self._bounded(jobs)
         return removed
+
+    async def _pages_and(
+        self, extra: list[Mapping[str, Any]]
+    ) -> AsyncIterator[Sequence[Mapping[str, Any]]]:
+        async for page in self.kube.binding_metadata_pages(MANAGED_SELECTOR):
+            yield page
+        if extra:
+            yield extra
 
     async def _list_swept_owners(self, kind: str) -> dict[str, SweptOwner] | None:
         """Every owner of `kind` by UID, or None when the kind is not served; read a page at a
@@ -297,3 +339,10 @@ class Sweeper:
                 continue
             if removed:
                 logger.info("Sweep removed %d binding(s).", removed)
+
+
+def _without(status: GrantStatus, uids: set[str]) -> GrantStatus:
+    """The status with only the bindings still to delete."""
+    if not uids:
+        return status
+    return status.model_copy(update={"bindings": [b for b in status.bindings if b.uid not in uids]})
