@@ -16,20 +16,27 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# Dependencies first, in a layer of their own: a change to Lapse's code rebuilds only the step
+# after it. Wheels only (no compiler needed or present), at the versions the tests ran with.
+# The kubernetes client's asyncio copy of the whole API (about 65 MB) goes: Lapse and kopf never
+# import it, and the image's own test would fail at start-up if they did. Behind a
+# TLS-intercepting proxy, pass its CA bundle as the secret `ca-certificates`: pip trusts it for
+# these steps and it is never written into a layer.
 COPY release/constraints.txt release/constraints.txt
-COPY operator ./operator
-# Dependencies only as wheels (no compiler needed or present), at the versions the tests ran
-# with. The kubernetes client's asyncio copy of the whole API (about 65 MB) goes: Lapse and kopf
-# never import it, and the image's own test would fail at start-up if they did. Behind a
-# TLS-intercepting proxy, pass its CA bundle as the secret `ca-certificates`:
-# pip trusts it for this step and it is never written into a layer.
 RUN --mount=type=secret,id=ca-certificates \
     if [ -f /run/secrets/ca-certificates ]; then export PIP_CERT=/run/secrets/ca-certificates; fi \
     && python3 -m venv /opt/lapse \
-    && /opt/lapse/bin/pip install --only-binary=:all: --constraint release/constraints.txt . \
-    && /opt/lapse/bin/pip uninstall --yes pip setuptools \
+    && /opt/lapse/bin/pip install --only-binary=:all: --requirement release/constraints.txt \
     && rm -rf /opt/lapse/lib/python3*/site-packages/kubernetes/aio
+COPY pyproject.toml README.md ./
+COPY operator ./operator
+# `pip check` fails the build when pyproject.toml asks for something the pins do not give
+# (then: make constraints).
+RUN --mount=type=secret,id=ca-certificates \
+    if [ -f /run/secrets/ca-certificates ]; then export PIP_CERT=/run/secrets/ca-certificates; fi \
+    && /opt/lapse/bin/pip install --no-deps . \
+    && /opt/lapse/bin/pip check \
+    && /opt/lapse/bin/pip uninstall --yes pip setuptools
 
 FROM ${BASE}
 ARG VERSION=0.0.0-dev
@@ -42,10 +49,11 @@ LABEL org.opencontainers.image.title="Lapse" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}"
-# The base's own pip, where it has one, goes too: nothing installs anything at run time.
-# The user gets a name too, for libraries that ask who they run as (getpass).
+# The base's own pip and the wheels ensurepip would install it from go too: nothing installs
+# anything at run time. The user gets a name, for libraries that ask who they run as (getpass).
 RUN (python3 -m pip uninstall --yes pip setuptools wheel >/dev/null 2>&1 || true) \
-    && rm -f /usr/local/bin/pip /usr/local/bin/pip3* \
+    && rm -rf /usr/local/bin/pip /usr/local/bin/pip3* /usr/share/python-wheels \
+       /usr/lib/python3*/ensurepip /usr/local/lib/python3*/ensurepip \
     && echo 'lapse:x:65532:' >> /etc/group \
     && echo 'lapse:x:65532:65532:Lapse:/nonexistent:/usr/sbin/nologin' >> /etc/passwd
 COPY --from=build /opt/lapse /opt/lapse

@@ -17,18 +17,18 @@ FIGURES = pytest.StashKey[dict[str, float]]()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if os.environ.get(IMAGE_VARIABLE) and shutil.which("buildah"):
-        return
-    reason = (
-        f"no image to test: `make image && make image-test` builds one and names it in "
-        f"${IMAGE_VARIABLE}"
-        if shutil.which("buildah")
-        else "buildah is not installed (apt-get install -y buildah podman debootstrap)"
-    )
-    skip = pytest.mark.skip(reason=reason)
-    for item in items:
-        if "tests/image/" in item.nodeid:
-            item.add_marker(skip)
+    if not os.environ.get(IMAGE_VARIABLE):
+        skip = pytest.mark.skip(
+            reason=f"no image: `make image && make image-test` names one in ${IMAGE_VARIABLE}"
+        )
+        for item in items:
+            if "tests/image/" in item.nodeid:
+                item.add_marker(skip)
+    elif not shutil.which("buildah"):
+        raise pytest.UsageError(
+            "the image runs under buildah, which is not installed "
+            "(Debian, Ubuntu: apt-get install -y buildah podman debootstrap)"
+        )
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -149,7 +149,11 @@ def volume(path: Path, mode: int) -> Path:
 
 @pytest.fixture(scope="module")
 def image() -> str:
-    return os.environ[IMAGE_VARIABLE]
+    name = os.environ[IMAGE_VARIABLE]
+    found = subprocess.run(["buildah", "inspect", "--type", "image", name], capture_output=True)
+    if found.returncode != 0:
+        pytest.fail(f"there is no image {name}: build it with `make image`", pytrace=False)
+    return name
 
 
 @pytest.fixture(scope="module")
@@ -386,3 +390,28 @@ def test_nothing_is_written_outside_the_volumes(container: Container) -> None:
         assert written == []
     finally:
         subprocess.run(["buildah", "umount", container.name], capture_output=True, check=False)
+
+
+def test_the_image_holds_no_installer_and_no_compiler(image: str) -> None:
+    """What it runs with is what was tested: nothing in it can install or build more."""
+    name = f"lapse-image-tools-{secrets.token_hex(3)}"
+    subprocess.run(
+        ["buildah", "from", "--pull-never", "--quiet", "--name", name, image], check=True
+    )
+    try:
+        look = (
+            "import importlib.util, shutil; "
+            "print([m for m in ('pip', 'ensurepip', 'setuptools', 'wheel') "
+            "if importlib.util.find_spec(m)]); "
+            "print([t for t in ('pip', 'pip3', 'gcc', 'cc', 'c++', 'make', 'ld') "
+            "if shutil.which(t)])"
+        )
+        found = subprocess.run(
+            ["buildah", "run", "--isolation=chroot", name, "--", "python3", "-c", look],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
+        assert found[:2] == ["[]", "[]"]
+    finally:
+        subprocess.run(["buildah", "rm", name], capture_output=True, check=False)
