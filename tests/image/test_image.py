@@ -17,10 +17,12 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
 import time
+import tomllib
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -125,8 +127,8 @@ def install_identity(cluster: Cluster) -> str:
     return token
 
 
-def image_command(image: str) -> list[str]:
-    """What the image runs when started: its entrypoint and command, as a runtime would."""
+def image_config(image: str) -> dict[str, Any]:
+    """The image's configuration as a runtime reads it (Docker format: with the health check)."""
     inspected = json.loads(
         subprocess.run(
             ["buildah", "inspect", "--type", "image", image],
@@ -135,7 +137,12 @@ def image_command(image: str) -> list[str]:
             check=True,
         ).stdout
     )
-    config = inspected["OCIv1"]["config"]
+    return dict(inspected["Docker"]["config"])
+
+
+def image_command(image: str) -> list[str]:
+    """What the image runs when started: its entrypoint and command, as a runtime would."""
+    config = image_config(image)
     return [*(config.get("Entrypoint") or ()), *(config.get("Cmd") or ())]
 
 
@@ -415,3 +422,27 @@ def test_the_image_holds_no_installer_and_no_compiler(image: str) -> None:
         assert found[:2] == ["[]", "[]"]
     finally:
         subprocess.run(["buildah", "rm", name], capture_output=True, check=False)
+
+
+def test_the_image_is_labelled_and_checks_health_as_the_deployment_probes(
+    cluster: Cluster, image: str
+) -> None:
+    config = image_config(image)
+    labels = config["Labels"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert labels["org.opencontainers.image.version"] == project["version"]
+    assert labels["org.opencontainers.image.licenses"] == project["license"]
+    assert labels["org.opencontainers.image.source"].startswith("https://")
+    assert re.fullmatch(r"[0-9a-f]{40}", labels["org.opencontainers.image.revision"])
+    assert config["User"] == f"{UID}:{UID}"
+
+    spec = deployment_container(cluster)
+    probe = spec["livenessProbe"]["httpGet"]
+    port = next(p["containerPort"] for p in spec["ports"] if p["name"] == probe["port"])
+    assert spec["readinessProbe"]["httpGet"] == probe
+    check = " ".join(config["Healthcheck"]["Test"])
+    assert f"http://127.0.0.1:{port}{probe['path']}" in check
+    env = dict(item.split("=", 1) for item in config["Env"])
+    deployed = pod_environment(spec, namespace=OPERATOR_NAMESPACE, pod="p")
+    assert env["LAPSE_LIVENESS_ENDPOINT"] == deployed["LAPSE_LIVENESS_ENDPOINT"]
+    assert urlsplit(env["LAPSE_LIVENESS_ENDPOINT"]).port == port
