@@ -1,7 +1,7 @@
 """`make version`: Lapse's version lives in pyproject.toml alone; this stamps it everywhere else.
 
 The chart's `version` and `appVersion`, the image tag of the kustomize installation and of its
-base Deployment follow pyproject.toml. `--version` of `lapse-operator` and `kubectl lapse`
+base Deployment, and the commands of the READMEs and the Dockerfile follow pyproject.toml. `--version` of `lapse-operator` and `kubectl lapse`
 reads the installed distribution, and the krew manifest reads pyproject.toml when it is built
 (`plugins/krew.py`), so neither needs stamping. The release workflow refuses a tag that
 differs from pyproject.toml, and `--check` (run by the tests) refuses a file left behind.
@@ -41,6 +41,31 @@ class Stamp:
         return stamped
 
 
+@dataclass(frozen=True)
+class Mentions:
+    """A document whose commands name the version in the places `MENTIONED` knows: each one
+    follows, however many there are."""
+
+    path: str
+
+    def apply(self, text: str, version: str) -> str:
+        stamped, count = MENTIONED.subn(lambda m: m.group("before") + version, text)
+        if count == 0:
+            raise ValueError(f"{self.path}: no mention of the version found")
+        return stamped
+
+    @property
+    def line(self) -> str:
+        return "every mention of {version}"
+
+
+# An image tag, a release download, a krew archive, a chart version, a build argument, a
+# kustomize image tag: each followed by the version.
+MENTIONED = re.compile(
+    r"(?P<before>ghcr\.io/lapse-dev/lapse:|releases/download/v|kubectl-lapse_v"
+    r"|lapse --version |--build-arg VERSION=|newTag: )\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]*[0-9A-Za-z])?"
+)
+
 PYPROJECT = Stamp("pyproject.toml", r'^version = ".*"$', 'version = "{version}"')
 STAMPS = (
     Stamp("deploy/helm/lapse/Chart.yaml", r"^version: .*$", "version: {version}"),
@@ -51,6 +76,9 @@ STAMPS = (
         rf"^          image: {re.escape(IMAGE_REPOSITORY)}:.*$",
         f"          image: {IMAGE_REPOSITORY}:{{version}}",
     ),
+    Mentions("README.md"),
+    Mentions("deploy/README.md"),
+    Mentions("Dockerfile"),
 )
 
 

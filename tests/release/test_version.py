@@ -39,6 +39,15 @@ def test_stamping_a_new_version_reaches_every_file(tmp_path: Path) -> None:
     deployment = yaml.safe_load((tmp_path / "deploy" / "base" / "deployment.yaml").read_text())
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == f"{version.IMAGE_REPOSITORY}:2.3.4-rc.1"
+    # The documents' commands follow, and no mention of the old version is left behind.
+    old = version.project_version()
+    for document in ("README.md", "deploy/README.md", "Dockerfile"):
+        text = (tmp_path / document).read_text()
+        assert old not in text, document
+        assert "ghcr.io/lapse-dev/lapse:2.3.4-rc.1" in text, document
+    readme = (tmp_path / "README.md").read_text()
+    assert "releases/download/v2.3.4-rc.1/install.yaml" in readme
+    assert "oci://ghcr.io/lapse-dev/charts/lapse --version 2.3.4-rc.1" in readme
     # A file left behind is named.
     chart_path = tmp_path / "deploy" / "helm" / "lapse" / "Chart.yaml"
     chart_path.write_text(chart_path.read_text().replace("version: 2.3.4-rc.1", "version: 9.9.9"))
