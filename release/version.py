@@ -1,9 +1,10 @@
 """`make version`: Lapse's version lives in pyproject.toml alone; this stamps it everywhere else.
 
 The chart's `version` and `appVersion`, the image tag of the kustomize installation and of its
-base Deployment, and the commands of the READMEs and the Dockerfile follow pyproject.toml. `--version` of `lapse-operator` and `kubectl lapse`
-reads the installed distribution, and the krew manifest reads pyproject.toml when it is built
-(`plugins/krew.py`), so neither needs stamping. The release workflow refuses a tag that
+base Deployment, and the commands of the READMEs and the Dockerfile follow pyproject.toml.
+`--version` of `lapse-operator` and `kubectl lapse` reads the installed distribution, and the
+krew manifest reads pyproject.toml when it is built (`plugins/krew.py`), so neither needs
+stamping. The release workflow refuses a tag that
 differs from pyproject.toml, and `--check` (run by the tests) refuses a file left behind.
 
     python -m release.version               stamp pyproject.toml's version
