@@ -74,6 +74,31 @@ run: $(STAMP) ## Run the operator in the foreground against the cluster named by
 ready: $(STAMP) ## Wait until the operator (`make run &`) answers: its webhooks registered and serving.
 	@$(BIN)/python -m demo.ready
 
+##@ Image and release
+
+IMAGE ?= ghcr.io/lapse-dev/lapse:$(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+export IMAGE
+
+.PHONY: image
+image: ## Build the operator image with buildah, no Docker daemon (base from Debian's packages unless BASE=...).
+	release/image.sh build
+
+.PHONY: image-test
+image-test: $(STAMP) ## Run the built image as the Deployment would, against the local API: grant, lapse, /healthz, non-root.
+	LAPSE_TEST_IMAGE=$(IMAGE) $(BIN)/pytest tests/image -q
+
+.PHONY: constraints
+constraints: $(STAMP) ## Pin the image's dependencies (release/constraints.txt) to the versions in .venv.
+	$(BIN)/python -m release.constraints
+
+.PHONY: release-manifests
+release-manifests: $(STAMP) ## Render the install YAML a release attaches (dist/install.yaml) for the version in pyproject.toml.
+	$(BIN)/python -m release.manifests --dist dist
+
+.PHONY: version
+version: $(STAMP) ## Stamp pyproject.toml's version (or VERSION=x.y.z, written there first) into the chart and manifests.
+	$(BIN)/python -m release.version $(if $(VERSION),--set $(VERSION))
+
 ##@ Development
 
 .PHONY: test
@@ -87,15 +112,15 @@ test-unit: $(STAMP) ## Run only the unit tests (no cluster).
 
 .PHONY: lint
 lint: $(STAMP) ## ruff (lint and format check), mypy --strict, import layers.
-	$(BIN)/ruff check operator tests kubeapi demo plugins
-	$(BIN)/ruff format --check operator tests kubeapi demo plugins
+	$(BIN)/ruff check operator tests kubeapi demo plugins release
+	$(BIN)/ruff format --check operator tests kubeapi demo plugins release
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 .PHONY: fmt
 fmt: $(STAMP) ## Format and autofix with ruff.
-	$(BIN)/ruff format operator tests kubeapi demo plugins
-	$(BIN)/ruff check --fix operator tests kubeapi demo plugins
+	$(BIN)/ruff format operator tests kubeapi demo plugins release
+	$(BIN)/ruff check --fix operator tests kubeapi demo plugins release
 
 .PHONY: crds
 crds: $(STAMP) ## Regenerate crds/ from the pydantic models.

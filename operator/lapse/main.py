@@ -5,11 +5,13 @@ Importing the handler modules registers them with kopf; settings are read here, 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+from collections.abc import Sequence
 
 import kopf
 
-from lapse import audit, crashpoints, logs
+from lapse import __version__, audit, crashpoints, logs
 from lapse.config import Settings
 from lapse.handlers import (  # noqa: F401  (registers the handlers)
     handle_admission,
@@ -22,7 +24,14 @@ from lapse.handlers import (  # noqa: F401  (registers the handlers)
 )
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    # Everything else is configured by LAPSE_* variables (config.py), as a Deployment sets them.
+    parser = argparse.ArgumentParser(
+        prog="lapse-operator",
+        description="The Lapse operator; configured by LAPSE_* environment variables.",
+    )
+    parser.add_argument("--version", action="version", version=f"lapse-operator {__version__}")
+    parser.parse_args(argv)
     logs.configure()
     audit.configure()
     settings = Settings.from_env()

@@ -388,7 +388,7 @@ def test_dockerfile_builds_a_non_root_image_without_compilers() -> None:
     text = (ROOT / "Dockerfile").read_text()
     stages = [line for line in text.splitlines() if line.startswith("FROM ")]
     assert len(stages) == 2
-    assert "ARG PYTHON_IMAGE=python:3.11." in text and "-slim" in text
+    assert "ARG BASE=docker.io/library/python:3.11." in text and "-slim" in text
     final = text.split(stages[1], 1)[1]
     assert "USER 65532:65532" in final
     assert 'ENTRYPOINT ["lapse-operator"]' in final

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from lapse import __version__
 from lapse.cli.actions import VERDICTS, run_approve, run_deny, run_review, run_revoke
 from lapse.cli.client import Connection, Kube
 from lapse.cli.errors import EXIT_CODES_HELP, CliError, ExitCode
@@ -152,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--reason 'Database down'\n\n" + EXIT_CODES_HELP
         ),
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     _connection_flags(parser, nested=False, namespace=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
