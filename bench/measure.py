@@ -157,6 +157,9 @@ class RunResult:
     cpu: dict[str, dict[str, float]]
     admission: dict[str, float]
     windows: dict[str, float] = field(default_factory=dict)
+    # What the restart phase planned and had: without them its figure would measure nothing.
+    planned_overdue: int = 0
+    live_at_kill: int = 0
 
 
 def duration_text(seconds: float) -> str:
@@ -578,6 +581,8 @@ async def run(config: Config, workdir: Path, log: Callable[[str], None]) -> RunR
             cpu=cpu.phases,
             admission=admission,
             windows=windows,
+            planned_overdue=len(short),
+            live_at_kill=len(live),
         )
     finally:
         watch.stop()

@@ -85,6 +85,9 @@ async def main_async(out: Path, workroot: Path) -> int:
         all_figures.append(figures)
         if figures.missing_grants or figures.missing_revocations:
             status = 1
+        for what in figures.unmeasured:
+            print(f"NOT MEASURED: {what}", flush=True)
+            status = 1
         # Written after every size, so a long run interrupted later keeps what it measured.
         report.write_results(out / "results.json", entries, host)
         samples = report.write_samples(out / "revocation_lag_samples.json", all_figures)

@@ -28,6 +28,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
         BENCH_HOLD="4",
         BENCH_SPREAD="4",
         BENCH_MARGIN="4",
+        BENCH_WINDOWS="20",
         BENCH_OUTPUT_DIR=str(tmp_path),
         PYTHONUNBUFFERED="1",
     )
@@ -52,4 +53,9 @@ def test_bench_smoke(tmp_path: Path) -> None:
     for figure in ("revocation_lag_p99_s", "grant_latency_p99_s", "grants_per_s", "rss_mb"):
         assert entry[figure] is not None, f"{figure} missing\n{output}"
     assert entry["restart_recovery_s"] is not None, output
+    assert not entry["not_measured"], output
+    # Every hand-over seen by the watch: the extension's binding added before the old one went.
+    windows = entry["windows"]
+    assert windows["started"] == windows["handed_over"] == 20, output
+    assert windows["gaps"] == 0, output
     assert (tmp_path / "revocation_lag.png").stat().st_size > 0
