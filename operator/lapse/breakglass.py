@@ -108,6 +108,10 @@ class BreakGlassKeeper:
         key = key_of(KIND, body)
         self.reporter.note(key, body)
         status = parse_glass_status(body)
+        if status.phase is None and key in self.grantor.ended:
+            # Read before this process ended it (kopf's listing at start-up, when the sweep
+            # ended a grant whose record never landed): acting on it would grant afresh.
+            return
         if status.phase is not None:
             await self.grantor.resume(key, parse_role(body), status)
             self._track(key, status)

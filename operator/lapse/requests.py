@@ -99,6 +99,10 @@ class RequestKeeper:
         key = key_of(KIND, body)
         status = parse_status(key.kind, body)
         self.remember(policies)
+        if status.phase is None and key in self.grantor.ended:
+            # Read before this process ended it (kopf's listing at start-up, when the sweep
+            # ended a grant whose record never landed): acting on it would grant afresh.
+            return
         if status.phase is not None:
             await self.follow_up(key, body)
             await self.grantor.resume(key, parse_role(body), status)

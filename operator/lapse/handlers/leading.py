@@ -41,17 +41,15 @@ def object_path(resource: Any, body: Any) -> str:
 def leading(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T | None]]:
     """Run a kopf handler that writes only while this replica leads.
 
-    On a standby, and on the leader until its start-up sweep is done, the handler waits; then
-    it runs on the object as it is then (re-read), or not at all if the object is gone.
+    On a standby the handler waits; once this replica leads it runs on the object as it is
+    then (re-read), or not at all if the object is gone meanwhile.
     """
 
     @functools.wraps(handler)
     async def wrapper(**kwargs: Any) -> T | None:
         services = services_of(kwargs["memo"])
         leadership = services.leadership
-        # Ready, not merely leading: until the start-up sweep has recorded what ended while
-        # no replica led, a handler could grant afresh what had lapsed.
-        if not leadership.leading or not leadership.ready.is_set():
+        if not leadership.leading:
             await leadership.ready.wait()
             if "body" in kwargs and "resource" in kwargs:
                 fresh = await services.kube.get_path(
