@@ -21,6 +21,7 @@ from lapse.cli.objects import Io
 from lapse.cli.render import use_colour
 from lapse.cli.views import run_explain, run_get, run_list
 from lapse.core.durations import DurationError, parse_duration
+from lapse.ui import run_ui
 
 __all__ = ["build_parser", "main"]
 
@@ -316,6 +317,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     review.add_argument("-m", "--message", required=True, type=sentence, help="review notes")
     _output_flag(review, ("json", "yaml"))
+
+    ui = command(
+        "ui",
+        run_ui,
+        "Serve a web page on 127.0.0.1 to ask, approve, break glass and review, as you.",
+        "  kubectl lapse ui                    # prints the URL and opens a browser\n"
+        "  kubectl lapse ui -n payments --port 8765 --no-browser",
+    )
+    ui.add_argument("--port", type=int, default=0, help="the loopback port (default: a free one)")
+    ui.add_argument(
+        "--no-browser", dest="open", action="store_false", help="print the URL; open nothing"
+    )
     return parser
 
 
