@@ -266,19 +266,17 @@ class Kube:
         """The identity the API server gives these credentials (a SelfSubjectReview), or None
         when the server does not say; impersonation flags are honoured like any request."""
         review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+        api = kubernetes.client.AuthenticationV1Api(self.api)
         try:
-            answer = self.api.call_api(
-                "/apis/authentication.k8s.io/v1/selfsubjectreviews", "POST",
-                body=review, response_type="object", auth_settings=["BearerToken"],
-                _return_http_data_only=True, _preload_content=True,
-                _request_timeout=self.connection.request_timeout,
-            )  # fmt: skip
+            answer = api.create_self_subject_review(
+                review, _request_timeout=self.connection.request_timeout
+            )
         except (ApiException, urllib3.exceptions.HTTPError):
             return None
-        info = ((answer or {}).get("status") or {}).get("userInfo") or {}
-        if not info.get("username"):
+        info = getattr(getattr(answer, "status", None), "user_info", None)
+        if info is None or not info.username:
             return None
-        return UserInfo(username=info["username"], groups=list(info.get("groups") or ()))
+        return UserInfo(username=info.username, groups=list(info.groups or ()))
 
     def collection(
         self, resource: Kind, namespace: str | None
