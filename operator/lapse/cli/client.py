@@ -265,7 +265,7 @@ class Kube:
     def whoami(self) -> UserInfo | None:
         """The identity the API server gives these credentials (a SelfSubjectReview), or None
         when the server does not say; impersonation flags are honoured like any request."""
-        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+        review: Any = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
         api = kubernetes.client.AuthenticationV1Api(self.api)
         try:
             answer = api.create_self_subject_review(
