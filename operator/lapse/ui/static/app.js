@@ -245,7 +245,7 @@ function breakGlassForm() {
     } },
     datalist("bg-roles", roles), datalist("bg-durations", durations),
     field("ClusterRole", role, roles.length ? `offered to you: ${roles.join(", ")}` : null),
-    field("Namespaces", namespaces, "comma-separated"), field("For", duration),
+    field("Namespaces", namespaces, "comma-separated"), field("Duration", duration),
     field("Incident", incident), field("Reason", reason), h("div", { class: "buttons" }, send));
 }
 
@@ -283,7 +283,7 @@ function ask() {
         const made = await perform(send, () => post("request", body), "Asked.");
         if (made) location.hash = storyHref({ kind: "AccessRequest", namespace: made.namespace, name: made.name });
       } },
-      lists, field("Role", role), field("Namespace", namespace), field("For", duration),
+      lists, field("Role", role), field("Namespace", namespace), field("Duration", duration),
       field("Reason", reason, "kept in the audit trail"), field("Ticket", ticket, "optional"),
       h("div", { class: "buttons" }, send)),
   ];
