@@ -122,12 +122,17 @@ def test_an_approver_sees_what_waits_with_its_summary_and_approves_by_keyboard(
 
     card.get_by_label("Message").focus()
     page.keyboard.type("Checked PAY-77")
+    # Another request arrives while bob types: the list grows, his words and focus stay.
+    team.ask("also-waiting", duration="2m")
+    page.locator("section.card[data-name='also-waiting']").wait_for(timeout=10 * SECOND)
+    assert card.get_by_label("Message").input_value() == "Checked PAY-77"
     page.keyboard.press("Tab")
     page.keyboard.press("Enter")
     page.locator("#notice.info").wait_for()
     team.wait_phase("needs-bob", "Active")
     card.wait_for(state="detached")
-    assert page.locator("#waiting-count").inner_text() == ""
+    assert page.locator("#waiting-count").inner_text() == "1"
+    assert team.request("also-waiting")["status"]["phase"] == "Pending"
     approvals = team.request("needs-bob")["status"]["approvals"]
     assert [(a["user"]["username"], a["comment"]) for a in approvals] == [("bob", "Checked PAY-77")]
     # The requester's page turned Active by itself.

@@ -352,11 +352,11 @@ async function render(focus) {
   else if (current.page === "ask") content = ask();
   else content = mine();
   if (id !== renderId) return;
-  // A live update must not wipe what a person is typing.
-  const typing = main.contains(document.activeElement) && ["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement.tagName);
-  if (typing && !focus && current.page !== "grant") return;
-  if (typing && !focus) return;
+  // A live update must not wipe what a person is typing: on the same page, the new fields
+  // get the old fields' values back, and the focus stays where it was.
+  const kept = focus ? null : keepFields(main);
   main.replaceChildren(...[content].flat(3).filter(Boolean));
+  if (kept) restoreFields(main, kept);
   for (const link of document.querySelectorAll("nav a")) {
     if (link.dataset.page === current.page) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
@@ -365,6 +365,36 @@ async function render(focus) {
   if (focus) main.focus();
   tick();
   counts();
+}
+
+function fieldKey(el) {
+  const form = el.closest("form");
+  return `${form ? form.getAttribute("aria-label") : ""}|${el.name || el.id}`;
+}
+
+function keepFields(main) {
+  const values = new Map();
+  for (const el of main.querySelectorAll("input, textarea, select")) values.set(fieldKey(el), el.value);
+  const active = main.contains(document.activeElement) ? document.activeElement : null;
+  const focused = active && active.matches("input, textarea, select") ? fieldKey(active) : null;
+  const caret = focused && typeof active.selectionStart === "number" ? [active.selectionStart, active.selectionEnd] : null;
+  return { values, focused, caret };
+}
+
+function restoreFields(main, kept) {
+  for (const el of main.querySelectorAll("input, textarea, select")) {
+    const key = fieldKey(el);
+    const value = kept.values.get(key);
+    if (value === undefined || el.value === value) continue;
+    if (el.tagName === "SELECT" && ![...el.options].some((option) => option.value === value)) continue;
+    el.value = value;
+    if (el.tagName === "SELECT") el.dispatchEvent(new Event("change"));
+  }
+  if (!kept.focused) return;
+  const again = [...main.querySelectorAll("input, textarea, select")].find((el) => fieldKey(el) === kept.focused);
+  if (!again) return;
+  again.focus();
+  if (kept.caret && again.setSelectionRange) again.setSelectionRange(...kept.caret);
 }
 
 function counts() {
