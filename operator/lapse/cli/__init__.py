@@ -21,7 +21,6 @@ from lapse.cli.objects import Io
 from lapse.cli.render import use_colour
 from lapse.cli.views import run_explain, run_get, run_list
 from lapse.core.durations import DurationError, parse_duration
-from lapse.ui import run_ui
 
 __all__ = ["build_parser", "main"]
 
@@ -330,6 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-browser", dest="open", action="store_false", help="print the URL; open nothing"
     )
     return parser
+
+
+def run_ui(kube: Kube, io: Io, args: Any) -> int:
+    # Imported when asked for: the page's server and its modules stay out of the start-up of
+    # every other command, and out of an import cycle (the page uses the CLI's client).
+    from lapse.ui.command import run_ui as serve
+
+    return serve(kube, io, args)
 
 
 def _name_argument(parser: argparse.ArgumentParser) -> None:

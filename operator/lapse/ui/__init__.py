@@ -6,7 +6,3 @@ user's own `kubectl lapse`, and every read and click is an API request with the 
 kubeconfig credentials through the CLI's client: RBAC and Lapse's admission webhooks judge it
 exactly as they judge kubectl. The page adds no identity and no privilege of its own.
 """
-
-from lapse.ui.command import run_ui
-
-__all__ = ["run_ui"]
