@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -56,6 +56,16 @@ class Scope:
     default_namespace: str
 
 
+def _static(name: str, content_type: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A handler for one of the page's files, shipped as package data."""
+    body = resources.files("lapse.ui").joinpath("static", name).read_bytes()
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type=content_type)
+
+    return handler
+
+
 class Refused(Exception):
     """The page sent something that cannot be a request (a missing field, a bad duration)."""
 
@@ -76,8 +86,8 @@ class Server:
     def app(self) -> web.Application:
         app = web.Application(middlewares=[guarded(self.gate)], client_max_size=64 * 1024)
         base = f"/{self.gate.token}/"
-        for path in STATIC:
-            app.router.add_get(base + path, self.static)
+        for path, (name, content_type) in STATIC.items():
+            app.router.add_get(base + path, _static(name, content_type))
         app.router.add_get(base + "api/stream", self.stream)
         app.router.add_get(base + "api/story", self.story)
         app.router.add_get(base + "api/offers", self.offers)
@@ -88,12 +98,6 @@ class Server:
 
     async def _call(self, work: Callable[[], T]) -> T:
         return await asyncio.to_thread(work)
-
-    async def static(self, request: web.Request) -> web.StreamResponse:
-        tail = request.rel_url.path.split("/", 2)[2] if request.rel_url.path.count("/") > 1 else ""
-        name, content_type = STATIC[tail]
-        body = resources.files("lapse.ui").joinpath("static", name).read_bytes()
-        return web.Response(body=body, content_type=content_type)
 
     def hello(self) -> dict[str, Any]:
         me = self.scope.me
@@ -141,8 +145,8 @@ class Server:
                     continue
                 if change is not None:
                     await send(*self._view(change))
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+        except ConnectionResetError:
+            pass  # the tab was closed
         finally:
             self.feed.listeners.discard(queue.put_nowait)
         return response
@@ -161,6 +165,7 @@ class Server:
         grant = parse_grant_body(body)
         if grant is None:
             return web.json_response({"error": f"{name} cannot be read"}, status=422)
+        # Lapse posts the Events of a cluster-scoped break-glass in `default`.
         where = grant.metadata.namespace or "default"
         events = await self._call(lambda: self.kube.events(where, name, grant.metadata.uid))
         return web.json_response(

@@ -127,8 +127,10 @@ const nameCell = (g) => h("a", { href: storyHref(g) }, g.name);
 
 function mine() {
   const rows = grantsWhere((g) => g.mine);
+  const refused = state.refused.AccessRequest;
   return [
     h("h1", {}, "My access"),
+    refused ? h("p", { class: "empty" }, `Access requests cannot be listed as you: ${refused}`) : null,
     table(rows, [
       ["Name", nameCell], ["Kind", (g) => g.kind], ["Role", (g) => g.role], ["Where", where],
       ["State", (g) => phaseBadge(g.phase)], ["Time left", (g) => countdown(g.expiresAt, g.phase)],
