@@ -173,3 +173,41 @@ def test_the_kubeconfigs_credentials_never_reach_the_browser(
     for secret in secrets:
         assert secret.encode() not in seen
         assert secret[:24].encode() not in seen
+
+
+def test_the_page_adds_no_identity_of_its_own(serve: Any, people: People) -> None:
+    """Whatever the page is sent, the request is made as the user who started it: fields
+    naming someone else are not passed on, and the webhook stamps the requester."""
+    team = people.team
+    team.policy()
+    server = serve("alice", (team.group,), team.namespace)
+    body = json.dumps(
+        {
+            "role": "edit",
+            "roleKind": "ClusterRole",
+            "namespace": team.namespace,
+            "duration": "1m",
+            "reason": "Try to be someone else.",
+            "subject": {"kind": "User", "name": "mallory"},
+            "requester": {"username": "admin", "groups": ["system:masters"]},
+            "as": "admin",
+        }
+    ).encode()
+    status, _, answer = call(
+        server, "POST", f"/{server.token}/api/request", body=body,
+        headers={"Content-Type": "application/json", "Origin": f"http://127.0.0.1:{server.port}",
+                 "Impersonate-User": "admin", "Impersonate-Group": "system:masters"},
+    )  # fmt: skip
+    assert status == 200, answer
+    name = json.loads(answer)["name"]
+    granted = team.wait_phase(name, "Active")
+    assert granted["spec"]["requester"]["username"] == "alice"
+    assert granted["status"]["subject"] == {"kind": "User", "name": "alice"}
+    # Nor may it act where alice may not: another namespace's request is the API's refusal.
+    elsewhere = json.dumps({**json.loads(body), "namespace": "kube-system"}).encode()
+    status, _, answer = call(
+        server, "POST", f"/{server.token}/api/request", body=elsewhere,
+        headers={"Content-Type": "application/json", "Origin": f"http://127.0.0.1:{server.port}"},
+    )  # fmt: skip
+    assert status == 422
+    assert b"forbidden" in answer.lower()
