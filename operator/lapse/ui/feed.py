@@ -25,8 +25,10 @@ logger = logging.getLogger(__name__)
 # How long one watch request lasts before the thread lists again: short enough that a
 # stopped page server ends promptly, long enough to cost the API server nothing.
 WATCH_SECONDS = 50
-# After a refusal or an outage, how long before trying again.
+# After a refusal or an outage, how long before trying again: doubling up to a minute, since a
+# user's permissions rarely change while a page is open and an outage may last.
 RETRY_SECONDS = 2.0
+RETRY_MAX_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,9 @@ class Feed:
             for uid, body in fresh.items():
                 if self.objects.get(uid) != body:
                     self._apply(Change(resource.kind, uid, body))
-            self.refused.pop(resource.kind, None)
+            if self.refused.pop(resource.kind, None) is not None:
+                for listener in list(self.listeners):
+                    listener(Change(resource.kind, "", None))
 
         self.loop.call_soon_threadsafe(apply)
 
@@ -99,23 +103,26 @@ class Feed:
         self.loop.call_soon_threadsafe(apply)
 
     def _run(self, resource: Kind, namespace: str | None) -> None:
+        delay = RETRY_SECONDS
         while not self._stop.is_set():
             try:
                 items, version = self.kube.collection(resource, namespace)
                 for item in items:
                     item.setdefault("kind", resource.kind)
                 self._reset(resource, items)
+                delay = RETRY_SECONDS
                 for kind, body in self.kube.changes(resource, namespace, version, WATCH_SECONDS):
                     if self._stop.is_set():
                         return
                     body.setdefault("kind", resource.kind)
                     self._publish(Change(resource.kind, _uid(body), body, gone=kind == "DELETED"))
+                continue
             except CliError as error:
                 self._refuse(resource, error.message)
-                self._stop.wait(RETRY_SECONDS)
             except Exception:  # a watch thread must outlive any one failure
                 logger.exception("watching %s failed; listing again", resource.plural)
-                self._stop.wait(RETRY_SECONDS)
+            self._stop.wait(delay)
+            delay = min(delay * 2, RETRY_MAX_SECONDS)
 
 
 def _uid(body: dict[str, Any]) -> str:
