@@ -218,7 +218,10 @@ function oncall() {
           summary(g), h("p", {}, "Review due in ", countdown(g.reviewDeadline, "Pending")), riskBlock(g), reviewForm(g))))
       : h("p", { class: "empty" }, "No review is due."),
     h("h2", {}, "Break glass"),
-    breakGlassForm(),
+    // The form, unless the policies (when readable) name you for no break-glass at all.
+    state.offers && !state.offers.refused && !state.offers.breakGlass.length
+      ? h("p", { class: "empty" }, "No AccessPolicy lets you break glass.")
+      : breakGlassForm(),
   ];
 }
 
