@@ -137,6 +137,17 @@ def test_an_approver_sees_what_waits_with_its_summary_and_approves_by_keyboard(
     assert [(a["user"]["username"], a["comment"]) for a in approvals] == [("bob", "Checked PAY-77")]
     # The requester's page turned Active by itself.
     row(requester, "needs-bob").locator("[data-phase=Active]").wait_for(timeout=10 * SECOND)
+
+    # A denial needs a reason the requester will read; then it is final.
+    other = page.locator("section.card[data-name='also-waiting']")
+    other.get_by_role("button", name="Deny").click()
+    assert "say why" in page.locator("#notice.error").inner_text()
+    other.get_by_label("Message").fill("Use the read-only role")
+    other.get_by_role("button", name="Deny").click()
+    team.wait_phase("also-waiting", "Denied")
+    other.wait_for(state="detached")
+    denied = row(requester, "also-waiting").locator("[data-phase=Denied]")
+    denied.wait_for(timeout=10 * SECOND)
     assert not page.errors and not requester.errors
 
 
