@@ -370,7 +370,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     review.add_argument("-m", "--message", required=True, type=sentence, help="review notes")
     _output_flag(review, ("json", "yaml"))
+
+    ui = command(
+        "ui",
+        run_ui,
+        "Serve a web page on 127.0.0.1 to ask, approve, break glass and review, as you.",
+        "  kubectl lapse ui                    # prints the URL and opens a browser\n"
+        "  kubectl lapse ui -n payments --port 8765 --no-browser",
+    )
+    ui.add_argument("--port", type=int, default=0, help="the loopback port (default: a free one)")
+    ui.add_argument(
+        "--no-browser", dest="open", action="store_false", help="print the URL; open nothing"
+    )
     return parser
+
+
+def run_ui(kube: Kube, io: Io, args: Any) -> int:
+    # Imported when asked for: the page's server and its modules stay out of the start-up of
+    # every other command, and out of an import cycle (the page uses the CLI's client).
+    from lapse.ui.command import run_ui as serve
+
+    return serve(kube, io, args)
 
 
 def _name_argument(parser: argparse.ArgumentParser) -> None:

@@ -7,6 +7,7 @@ mean to kubectl, and every API failure becomes one sentence (`CliError`) instead
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from lapse.cli.errors import AlreadyExists, CliError, ExitCode, NotFound
 from lapse.core.kinds import GROUP, VERSION, Kind
+from lapse.core.models import UserInfo
 
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -256,3 +258,94 @@ class Kube:
             self._fail(error, resource, name, ns)
         finally:
             watcher.stop()  # type: ignore[no-untyped-call]
+
+    # What `kubectl lapse ui` reads beyond the commands above: who the user is, whole
+    # collections with their resourceVersion and their changes, and a grant's Events.
+
+    def whoami(self) -> UserInfo | None:
+        """The identity the API server gives these credentials (a SelfSubjectReview), or None
+        when the server does not say; impersonation flags are honoured like any request."""
+        review: Any = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+        api = kubernetes.client.AuthenticationV1Api(self.api)
+        try:
+            answer = api.create_self_subject_review(
+                review, _request_timeout=self.connection.request_timeout
+            )
+        except (ApiException, urllib3.exceptions.HTTPError):
+            return None
+        info = getattr(getattr(answer, "status", None), "user_info", None)
+        if info is None or not info.username:
+            return None
+        return UserInfo(username=info.username, groups=list(info.groups or ()))
+
+    def collection(
+        self, resource: Kind, namespace: str | None
+    ) -> tuple[builtins.list[dict[str, Any]], str | None]:
+        """Every object of one kind (in `namespace`, or everywhere) and the list's
+        resourceVersion, from which a watch resumes without missing a change."""
+        try:
+            if resource.namespaced and namespace is not None:
+                found = self.custom.list_namespaced_custom_object(
+                    GROUP, VERSION, namespace, resource.plural,
+                    _request_timeout=self.connection.request_timeout,
+                )  # fmt: skip
+            else:
+                found = self.custom.list_cluster_custom_object(
+                    GROUP, VERSION, resource.plural,
+                    _request_timeout=self.connection.request_timeout,
+                )  # fmt: skip
+        except (ApiException, urllib3.exceptions.HTTPError) as error:
+            self._fail(error, resource, None, namespace)
+        version = (found.get("metadata") or {}).get("resourceVersion")
+        return [dict(item) for item in found.get("items") or []], version
+
+    def changes(
+        self, resource: Kind, namespace: str | None, resource_version: str | None, timeout: int
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(ADDED|MODIFIED|DELETED, object) for one kind until the server ends the watch;
+        returns early on a watch ERROR (a version too old), so the caller lists again."""
+        kwargs: dict[str, Any] = {
+            "timeout_seconds": timeout,
+            "_request_timeout": timeout + 10,
+            "allow_watch_bookmarks": False,
+        }
+        if resource_version:
+            kwargs["resource_version"] = resource_version
+        if resource.namespaced and namespace is not None:
+            args: tuple[Any, ...] = (GROUP, VERSION, namespace, resource.plural)
+            func = self.custom.list_namespaced_custom_object
+        else:
+            args = (GROUP, VERSION, resource.plural)
+            func = self.custom.list_cluster_custom_object
+        watcher = watch.Watch()  # type: ignore[no-untyped-call]
+        try:
+            for event in watcher.stream(func, *args, **kwargs):  # type: ignore[no-untyped-call]
+                kind = str(event.get("type"))
+                body = event.get("raw_object") or event.get("object")
+                if kind == "ERROR":
+                    return
+                if isinstance(body, dict):
+                    yield kind, dict(body)
+        except (ApiException, urllib3.exceptions.HTTPError) as error:
+            self._fail(error, resource, None, namespace)
+        finally:
+            watcher.stop()  # type: ignore[no-untyped-call]
+
+    def events(
+        self, namespace: str, name: str, uid: str | None
+    ) -> builtins.list[dict[str, Any]] | None:
+        """The Events about one object, or None when the user may not read Events there."""
+        core = kubernetes.client.CoreV1Api(self.api)
+        selector = f"involvedObject.name={name}"
+        try:
+            found = core.list_namespaced_event(
+                namespace, field_selector=selector,
+                _request_timeout=self.connection.request_timeout,
+            )  # fmt: skip
+        except (ApiException, urllib3.exceptions.HTTPError):
+            return None
+        plain = self.api.sanitize_for_serialization(found)
+        items = [dict(item) for item in plain.get("items") or []]
+        if uid:
+            items = [e for e in items if (e.get("involvedObject") or {}).get("uid") in (uid, None)]
+        return items

@@ -1,0 +1,322 @@
+"""The page's HTTP server: static files, the live event stream and the actions, as the user.
+
+Reads and actions go through the CLI's `Kube` (the user's kubeconfig, context and
+impersonation flags), in a worker thread since that client is synchronous. An action is the
+same API request its `kubectl lapse` command sends, so an admission webhook's refusal — a
+requester approving their own request, say — comes back as the API's own sentence and the
+page shows it as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from lapse.cli.actions import APPROVE, DENY, REVIEW, REVOKE, VERDICTS, review_value
+from lapse.cli.client import Kube
+from lapse.cli.errors import AlreadyExists, CliError
+from lapse.cli.grants import breakglass_manifest, incident_name, request_manifest
+from lapse.core.durations import DurationError, parse_duration
+from lapse.core.kinds import ACCESS_POLICY, ACCESS_REQUEST, BREAK_GLASS, Kind
+from lapse.core.models import AccessPolicy, UserInfo
+from lapse.ui.feed import Change, Feed
+from lapse.ui.guard import Gate, guarded, stamp_headers
+from lapse.ui.views import grant_view, offers, parse_grant_body, stamp, story
+
+T = TypeVar("T")
+
+STATIC = {
+    "": ("index.html", "text/html"),
+    "app.js": ("app.js", "text/javascript"),
+    "app.css": ("app.css", "text/css"),
+    "favicon.svg": ("favicon.svg", "image/svg+xml"),
+}
+KINDS = {ACCESS_REQUEST.kind: ACCESS_REQUEST, BREAK_GLASS.kind: BREAK_GLASS}
+ACTIONS = {"approve": APPROVE, "deny": DENY, "revoke": REVOKE, "review": REVIEW}
+# An idle stream still sends a comment now and then, so a proxy or the browser keeps it open
+# and the page learns the server's clock (countdowns tick against it, not the laptop's).
+HEARTBEAT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Where the page looks: the user's identity and the namespace of its requests
+    (None: every namespace, when the user may list them there)."""
+
+    me: UserInfo | None
+    namespace: str | None
+    default_namespace: str
+
+
+def _static(name: str, content_type: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A handler for one of the page's files, shipped as package data."""
+    body = resources.files("lapse.ui").joinpath("static", name).read_bytes()
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type=content_type)
+
+    return handler
+
+
+class Refused(Exception):
+    """The page sent something that cannot be a request (a missing field, a bad duration)."""
+
+
+def _now() -> str:
+    return stamp(datetime.now(UTC)) or ""
+
+
+class Server:
+    """The routes of one run of `kubectl lapse ui`."""
+
+    def __init__(self, kube: Kube, gate: Gate, scope: Scope, feed: Feed) -> None:
+        self.kube = kube
+        self.gate = gate
+        self.scope = scope
+        self.feed = feed
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[guarded(self.gate)], client_max_size=64 * 1024)
+        base = f"/{self.gate.token}/"
+        for path, (name, content_type) in STATIC.items():
+            app.router.add_get(base + path, _static(name, content_type))
+        app.router.add_get(base + "api/stream", self.stream)
+        app.router.add_get(base + "api/story", self.story)
+        app.router.add_get(base + "api/offers", self.offers)
+        app.router.add_post(base + "api/request", self.request)
+        app.router.add_post(base + "api/breakglass", self.breakglass)
+        app.router.add_post(base + "api/act", self.act)
+        return app
+
+    async def _call(self, work: Callable[[], T]) -> T:
+        return await asyncio.to_thread(work)
+
+    def hello(self) -> dict[str, Any]:
+        me = self.scope.me
+        return {
+            "me": {"username": me.username, "groups": me.groups} if me else None,
+            "namespace": self.scope.namespace,
+            "defaultNamespace": self.scope.default_namespace,
+            "server": self.kube.server,
+            "now": _now(),
+            "refused": dict(self.feed.refused),
+        }
+
+    def _view(self, change: Change) -> tuple[str, dict[str, Any]]:
+        if change.gone:
+            return "gone", {"uid": change.uid}
+        if change.body is None:
+            return "refused", dict(self.feed.refused)
+        grant = parse_grant_body(change.body)
+        if grant is None:
+            return "gone", {"uid": change.uid}
+        return "grant", grant_view(grant, self.scope.me)
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
+        )
+        stamp_headers(response)
+        await response.prepare(request)
+        queue: asyncio.Queue[Change | None] = asyncio.Queue()
+        self.feed.listeners.add(queue.put_nowait)
+
+        async def send(event: str, data: dict[str, Any]) -> None:
+            await response.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
+
+        try:
+            await send("hello", self.hello())
+            for uid, body in list(self.feed.objects.items()):
+                await send(*self._view(Change(str(body.get("kind")), uid, body)))
+            await send("ready", {"now": _now()})
+            while True:
+                try:
+                    change = await asyncio.wait_for(queue.get(), HEARTBEAT_SECONDS)
+                except TimeoutError:
+                    await send("clock", {"now": _now()})
+                    continue
+                if change is not None:
+                    await send(*self._view(change))
+        except ConnectionResetError:
+            pass  # the tab was closed
+        finally:
+            self.feed.listeners.discard(queue.put_nowait)
+        return response
+
+    async def story(self, request: web.Request) -> web.StreamResponse:
+        resource = KINDS.get(request.query.get("kind", ""))
+        name = request.query.get("name", "")
+        namespace = request.query.get("namespace") or None
+        if resource is None or not name:
+            return web.json_response({"error": "name a kind and a name"}, status=400)
+        try:
+            body = await self._call(lambda: self.kube.get(resource, name, namespace))
+        except CliError as error:
+            return web.json_response({"error": error.message}, status=404)
+        body.setdefault("kind", resource.kind)
+        grant = parse_grant_body(body)
+        if grant is None:
+            return web.json_response({"error": f"{name} cannot be read"}, status=422)
+        # Lapse posts the Events of a cluster-scoped break-glass in `default`.
+        where = grant.metadata.namespace or "default"
+        events = await self._call(lambda: self.kube.events(where, name, grant.metadata.uid))
+        return web.json_response(
+            {
+                "grant": grant_view(grant, self.scope.me),
+                "timeline": story(grant, events),
+                "eventsReadable": events is not None,
+                "now": _now(),
+            }
+        )
+
+    async def offers(self, request: web.Request) -> web.StreamResponse:
+        try:
+            bodies = await self._call(lambda: self.kube.list(ACCESS_POLICY, None))
+        except CliError as error:
+            return web.json_response({"requests": [], "breakGlass": [], "refused": error.message})
+        policies = []
+        for body in bodies:
+            try:
+                policies.append(AccessPolicy.model_validate(body))
+            except ValidationError:
+                continue
+        return web.json_response({**offers(policies, self.scope.me), "refused": None})
+
+    async def _json(self, request: web.Request) -> dict[str, Any]:
+        try:
+            data = await request.json()
+        except ValueError:
+            raise Refused("the body is not JSON") from None
+        if not isinstance(data, dict):
+            raise Refused("the body is not a JSON object")
+        return data
+
+    async def _answer(self, work: Callable[[], dict[str, Any]]) -> web.StreamResponse:
+        try:
+            body = await self._call(work)
+        except CliError as error:
+            return web.json_response({"error": error.message}, status=422)
+        meta = body.get("metadata") or {}
+        return web.json_response(
+            {"kind": body.get("kind"), "name": meta.get("name"), "namespace": meta.get("namespace")}
+        )
+
+    async def request(self, request: web.Request) -> web.StreamResponse:
+        try:
+            data = await self._json(request)
+            manifest = request_manifest(
+                _field(data, "role"),
+                _choice(data, "roleKind", ("ClusterRole", "Role")),
+                _field(data, "namespace"),
+                _duration(data.get("duration"), required=False),
+                _field(data, "reason"),
+                _text(data.get("ticket")),
+                None,
+            )
+        except Refused as error:
+            return web.json_response({"error": str(error)}, status=400)
+        return await self._answer(lambda: self.kube.create(ACCESS_REQUEST, manifest))
+
+    async def breakglass(self, request: web.Request) -> web.StreamResponse:
+        try:
+            data = await self._json(request)
+            raw = data.get("namespaces") or ""
+            namespaces = [n.strip() for n in str(raw).split(",") if n.strip()]
+            incident = _text(data.get("incident"))
+            manifest = breakglass_manifest(
+                _field(data, "role"),
+                namespaces,
+                _duration(data.get("duration"), required=True) or "",
+                _field(data, "reason"),
+                incident,
+                None,
+            )
+        except Refused as error:
+            return web.json_response({"error": str(error)}, status=400)
+        slug = incident_name(incident)
+
+        def create() -> dict[str, Any]:
+            # As `kubectl lapse breakglass`: a second one for the incident gets a suffix.
+            try:
+                return self.kube.create(BREAK_GLASS, manifest)
+            except AlreadyExists:
+                if not slug:
+                    raise
+                taken = {**manifest, "metadata": {"generateName": f"{slug}-"}}
+                return self.kube.create(BREAK_GLASS, taken)
+
+        return await self._answer(create)
+
+    async def act(self, request: web.Request) -> web.StreamResponse:
+        try:
+            data = await self._json(request)
+            action = _choice(data, "action", tuple(ACTIONS))
+            resource = KINDS[_choice(data, "kind", tuple(KINDS))]
+            name = _field(data, "name")
+            namespace = _text(data.get("namespace")) if resource.namespaced else None
+            message = _text(data.get("message")) or ""
+            value = _action_value(action, resource, data, message)
+        except Refused as error:
+            return web.json_response({"error": str(error)}, status=400)
+        annotations = {ACTIONS[action]: value}
+        return await self._answer(
+            lambda: self.kube.annotate(resource, name, annotations, namespace)
+        )
+
+
+def _action_value(action: str, resource: Kind, data: dict[str, Any], message: str) -> str:
+    """The annotation's value, with the checks `kubectl lapse` makes before sending it."""
+    if action in ("approve", "deny") and resource is not ACCESS_REQUEST:
+        raise Refused("a break-glass is not approved or denied; review or revoke it")
+    if action == "review":
+        if resource is not BREAK_GLASS:
+            raise Refused("only a break-glass is reviewed")
+        verdict = _choice(data, "verdict", tuple(VERDICTS))
+        if not message.strip():
+            raise Refused("a review needs notes")
+        return review_value(verdict, message)
+    if action == "deny" and not message.strip():
+        raise Refused("say why it is denied; the requester reads it")
+    return message
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _field(data: dict[str, Any], key: str) -> str:
+    text = _text(data.get(key))
+    if text is None:
+        raise Refused(f"{key} is required")
+    return text
+
+
+def _choice(data: dict[str, Any], key: str, allowed: tuple[str, ...]) -> str:
+    value = _field(data, key).lower() if key in ("action", "verdict") else _field(data, key)
+    if value not in allowed:
+        raise Refused(f"{key} must be one of {', '.join(allowed)}")
+    return value
+
+
+def _duration(value: Any, *, required: bool) -> str | None:
+    text = _text(value)
+    if text is None:
+        if required:
+            raise Refused("duration is required")
+        return None
+    try:
+        parse_duration(text)
+    except DurationError:
+        raise Refused(f"{text!r} is not a duration such as 30m, 2h or 1h30m") from None
+    return text

@@ -1,0 +1,463 @@
+// Lapse's page: lists that follow the API live, countdowns that tick, forms that act as you.
+// No build step and no dependency: the server's event stream feeds `grants`; every action is
+// one POST that the server turns into the same API request kubectl lapse sends.
+"use strict";
+
+const state = { me: null, grants: new Map(), offset: 0, refused: {}, offers: null, hello: null };
+const ENDED = new Set(["Expired", "Denied", "Revoked", "Invalid"]);
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else if (key === "class") el.className = value;
+    else el.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+const now = () => Date.now() + state.offset;
+const syncClock = (iso) => { if (iso) state.offset = Date.parse(iso) - Date.now(); };
+
+function span(ms) {
+  let s = Math.max(0, Math.ceil(ms / 1000));
+  const d = Math.floor(s / 86400); s -= d * 86400;
+  const hr = Math.floor(s / 3600); s -= hr * 3600;
+  const m = Math.floor(s / 60); s -= m * 60;
+  if (d) return `${d}d${hr}h`;
+  if (hr) return `${hr}h${String(m).padStart(2, "0")}m`;
+  if (m) return `${m}m${String(s).padStart(2, "0")}s`;
+  return `${s}s`;
+}
+
+function when(iso) {
+  if (!iso) return "";
+  const date = new Date(iso);
+  return date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
+}
+
+// A countdown: the element keeps its target and the ticker rewrites it four times a second.
+function countdown(iso, phase, label) {
+  if (!iso || ENDED.has(phase)) return h("span", { class: "muted" }, phase === "Expired" ? "expired" : "—");
+  return h("span", { class: "left", "data-until": iso, "data-label": label || "" }, "");
+}
+
+function tick() {
+  for (const el of document.querySelectorAll("[data-until]")) {
+    const left = Date.parse(el.dataset.until) - now();
+    el.textContent = left > 0 ? `${el.dataset.label}${span(left)}` : "lapsing…";
+  }
+}
+
+function phaseBadge(phase) {
+  return h("span", { class: `phase phase-${phase}`, "data-phase": phase }, phase);
+}
+
+function where(g) {
+  if (g.kind === "AccessRequest") return g.namespace;
+  return g.namespaces && g.namespaces.length ? g.namespaces.join(", ") : "cluster-wide";
+}
+
+function storyHref(g) {
+  const kind = g.kind === "BreakGlass" ? "bg" : "ar";
+  return `#/grant/${kind}/${encodeURIComponent(g.namespace || "-")}/${encodeURIComponent(g.name)}`;
+}
+
+function notice(text, kind) {
+  const box = document.getElementById("notice");
+  box.textContent = text;
+  box.className = kind || "error";
+  box.hidden = !text;
+}
+
+async function post(path, body) {
+  const response = await fetch(`api/${path}`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  });
+  const answer = await response.json().catch(() => ({ error: `${response.status} ${response.statusText}` }));
+  if (!response.ok) throw new Error(answer.error || `${response.status}`);
+  return answer;
+}
+
+async function getJson(path) {
+  const response = await fetch(path);
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(answer.error || `${response.status}`);
+  return answer;
+}
+
+// A button that sends one action, shows the API's answer, and cannot be sent twice at once.
+async function perform(button, work, done) {
+  button.disabled = true;
+  try {
+    const result = await work();
+    notice(done || "Done.", "info");
+    return result;
+  } catch (error) {
+    notice(error.message, "error");
+    return null;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function act(g, action, message, verdict) {
+  return post("act", { action, kind: g.kind, namespace: g.namespace, name: g.name, message, verdict });
+}
+
+// ---- pages ----------------------------------------------------------------------------------
+
+function grantsWhere(test) {
+  return [...state.grants.values()].filter(test).sort((a, b) => (b.created || "").localeCompare(a.created || ""));
+}
+
+function table(rows, columns) {
+  if (!rows.length) return null;
+  return h("table", {},
+    h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c[0])))),
+    h("tbody", {}, rows.map((g) => h("tr", { "data-name": g.name, "data-kind": g.kind }, columns.map((c) => h("td", {}, c[1](g)))))));
+}
+
+const nameCell = (g) => h("a", { href: storyHref(g) }, g.name);
+
+function mine() {
+  const rows = grantsWhere((g) => g.mine);
+  const refused = state.refused.AccessRequest;
+  return [
+    h("h1", {}, "My access"),
+    refused ? h("p", { class: "empty" }, `Access requests cannot be listed as you: ${refused}`) : null,
+    table(rows, [
+      ["Name", nameCell], ["Kind", (g) => g.kind], ["Role", (g) => g.role], ["Where", where],
+      ["State", (g) => phaseBadge(g.phase)], ["Time left", (g) => countdown(g.expiresAt, g.phase)],
+      ["Reason", (g) => g.justification], ["Ticket / incident", (g) => g.ticket || g.incident || ""],
+    ]) || h("p", { class: "empty" }, "Nothing yet. ", h("a", { href: "#/ask" }, "Ask for access"), "."),
+  ];
+}
+
+function riskBlock(g) {
+  if (!g.risk && !(g.capabilities || []).length) return null;
+  return h("div", { class: "risk", "data-risk": "" },
+    h("strong", {}, "What it gives: "), g.risk || "",
+    (g.capabilities || []).length ? h("div", { class: "caps" }, g.capabilities.map((c) => h("span", {}, c))) : null);
+}
+
+function decisionForm(g) {
+  const id = `msg-${g.uid}`;
+  const message = h("textarea", { id, name: "message", placeholder: "A message for the requester (required to deny)" });
+  const approve = h("button", { type: "button", onclick: () => perform(approve, () => act(g, "approve", message.value), `${g.name} approved.`) }, "Approve");
+  const deny = h("button", { type: "button", class: "danger", onclick: () => perform(deny, () => act(g, "deny", message.value), `${g.name} denied.`) }, "Deny");
+  return h("form", { onsubmit: (e) => e.preventDefault(), "aria-label": `Decide on ${g.name}` },
+    h("label", { for: id }, "Message"), message, h("div", { class: "buttons" }, approve, deny));
+}
+
+function summary(g) {
+  return h("dl", {},
+    h("dt", {}, "Requester"), h("dd", {}, g.requester || "—"),
+    h("dt", {}, "Role"), h("dd", {}, g.role),
+    h("dt", {}, "Where"), h("dd", {}, where(g)),
+    h("dt", {}, "For"), h("dd", {}, g.duration || "the policy's default"),
+    h("dt", {}, "Reason"), h("dd", {}, g.justification),
+    g.ticket ? [h("dt", {}, "Ticket"), h("dd", {}, g.ticket)] : null,
+    g.incident ? [h("dt", {}, "Incident"), h("dd", {}, g.incident)] : null,
+    g.kind === "AccessRequest" && g.approval === "Approvers"
+      ? [h("dt", {}, "Approvals"), h("dd", {}, `${g.approvals.filter((a) => a.decision === "Approve").length} of ${g.required}`)] : null,
+    g.deadline && g.phase === "Pending" ? [h("dt", {}, "Decide within"), h("dd", {}, countdown(g.deadline, g.phase))] : null,
+  );
+}
+
+function waiting() {
+  const rows = grantsWhere((g) => g.waitsForMe);
+  return [
+    h("h1", {}, "Waiting for me"),
+    rows.length
+      ? h("div", { class: "cards" }, rows.map((g) => h("section", { class: "card", "data-name": g.name, "aria-label": g.name },
+          h("h3", {}, h("a", { href: storyHref(g) }, `${g.namespace}/${g.name}`), " ", phaseBadge(g.phase)),
+          summary(g), riskBlock(g), decisionForm(g))))
+      : h("p", { class: "empty" }, "No request waits for you."),
+  ];
+}
+
+function reviewForm(g) {
+  const notes = h("textarea", { id: `notes-${g.uid}`, name: "notes", required: true, placeholder: "What happened, and was it right to break glass?" });
+  const verdict = h("select", { id: `verdict-${g.uid}`, name: "verdict" },
+    h("option", { value: "justified" }, "Justified"), h("option", { value: "unjustified" }, "Unjustified"));
+  const send = h("button", { type: "submit" }, "Record review");
+  return h("form", { "aria-label": `Review ${g.name}`, onsubmit: (e) => { e.preventDefault(); perform(send, () => act(g, "review", notes.value, verdict.value), `${g.name} reviewed.`); } },
+    h("label", { for: `verdict-${g.uid}` }, "Verdict"), verdict,
+    h("label", { for: `notes-${g.uid}` }, "Notes"), notes, h("div", { class: "buttons" }, send));
+}
+
+function revokeButton(g) {
+  const button = h("button", { type: "button", class: "danger", onclick: () => perform(button, () => act(g, "revoke", "Ended from the Lapse page"), `Revocation of ${g.name} sent.`) }, "Revoke now");
+  return button;
+}
+
+function oncall() {
+  const glasses = grantsWhere((g) => g.kind === "BreakGlass");
+  const active = glasses.filter((g) => !ENDED.has(g.phase));
+  const due = glasses.filter((g) => g.reviewDue && g.phase !== "Invalid" && g.phase !== "Denied");
+  const refused = state.refused.BreakGlass;
+  return [
+    h("h1", {}, "On call"),
+    refused ? h("p", { class: "empty" }, `Break-glasses cannot be listed as you: ${refused}`) : null,
+    h("h2", {}, "Active break-glasses"),
+    table(active, [
+      ["Name", nameCell], ["Incident", (g) => g.incident || ""], ["Who", (g) => g.requester || ""], ["Role", (g) => g.role],
+      ["Where", where], ["State", (g) => phaseBadge(g.phase)], ["Time left", (g) => countdown(g.expiresAt, g.phase)],
+      ["", (g) => (g.mine && g.phase === "Active" ? revokeButton(g) : "")],
+    ]) || h("p", { class: "empty" }, "No glass is broken."),
+    h("h2", {}, "Reviews due"),
+    due.length
+      ? h("div", { class: "cards" }, due.map((g) => h("section", { class: "card", "data-name": g.name, "aria-label": `Review ${g.name}` },
+          h("h3", {}, h("a", { href: storyHref(g) }, g.name), " ", phaseBadge(g.phase)),
+          summary(g), h("p", {}, "Review due in ", countdown(g.reviewDeadline, "Pending")), riskBlock(g), reviewForm(g))))
+      : h("p", { class: "empty" }, "No review is due."),
+    h("h2", {}, "Break glass"),
+    // The form, unless the policies (when readable) name you for no break-glass at all.
+    state.offers && !state.offers.refused && !state.offers.breakGlass.length
+      ? h("p", { class: "empty" }, "No AccessPolicy lets you break glass.")
+      : breakGlassForm(),
+  ];
+}
+
+function field(label, input, hint) {
+  return h("label", {}, label, hint ? h("span", { class: "hint" }, hint) : null, input);
+}
+
+function datalist(id, values) {
+  return h("datalist", { id }, values.map((v) => h("option", { value: v })));
+}
+
+function breakGlassForm() {
+  const offers = (state.offers && state.offers.breakGlass) || [];
+  const roles = [...new Set(offers.flatMap((o) => o.roles))];
+  const durations = [...new Set(offers.flatMap((o) => o.durations))];
+  const role = h("input", { name: "role", required: true, list: "bg-roles", value: roles[0] || "", autocomplete: "off" });
+  const duration = h("input", { name: "duration", required: true, list: "bg-durations", value: durations[0] || "30m", autocomplete: "off" });
+  const namespaces = h("input", { name: "namespaces", placeholder: "empty: cluster-wide", autocomplete: "off" });
+  const incident = h("input", { name: "incident", placeholder: "INC-4711", autocomplete: "off" });
+  const reason = h("textarea", { name: "reason", required: true });
+  const send = h("button", { type: "submit", class: "danger" }, "Break glass");
+  return h("form", { "aria-label": "Break glass", onsubmit: async (e) => {
+      e.preventDefault();
+      const made = await perform(send, () => post("breakglass", { role: role.value, duration: duration.value, namespaces: namespaces.value, incident: incident.value, reason: reason.value }), "Glass broken.");
+      if (made) location.hash = storyHref({ kind: "BreakGlass", name: made.name });
+    } },
+    datalist("bg-roles", roles), datalist("bg-durations", durations),
+    field("ClusterRole", role, roles.length ? `offered to you: ${roles.join(", ")}` : null),
+    field("Namespaces", namespaces, "comma-separated"), field("Duration", duration),
+    field("Incident", incident), field("Reason", reason), h("div", { class: "buttons" }, send));
+}
+
+function ask() {
+  const offers = (state.offers && state.offers.requests) || [];
+  const roleOptions = [];
+  for (const o of offers) for (const r of o.roles) roleOptions.push({ ...r, policy: o });
+  const role = roleOptions.length
+    ? h("select", { name: "role" }, roleOptions.map((r, i) => h("option", { value: String(i) }, `${r.name} (${r.kind}) — ${r.policy.policy}, ${r.policy.approval === "Auto" ? "self-service" : "needs approval"}, up to ${r.policy.maxDuration}`)))
+    : h("input", { name: "role", required: true, placeholder: "edit", autocomplete: "off" });
+  const namespace = h("input", { name: "namespace", required: true, list: "ask-namespaces", autocomplete: "off", value: state.hello ? state.hello.defaultNamespace : "" });
+  const duration = h("input", { name: "duration", list: "ask-durations", placeholder: "the policy's default", autocomplete: "off" });
+  const lists = h("div", {});
+  const chosen = () => (roleOptions.length ? roleOptions[Number(role.value)] : null);
+  const refresh = () => {
+    const pick = chosen();
+    lists.replaceChildren(datalist("ask-namespaces", pick ? pick.policy.namespaces : []), datalist("ask-durations", pick ? pick.policy.durations : []));
+    if (pick && pick.policy.namespaces.length && !pick.policy.namespaces.includes(namespace.value)) namespace.value = pick.policy.namespaces[0];
+    duration.placeholder = pick ? `default ${pick.policy.defaultDuration}, at most ${pick.policy.maxDuration}` : "the policy's default";
+  };
+  role.addEventListener("change", refresh);
+  refresh();
+  const reason = h("textarea", { name: "reason", required: true });
+  const ticket = h("input", { name: "ticket", autocomplete: "off" });
+  const send = h("button", { type: "submit" }, "Ask");
+  return [
+    h("h1", {}, "Ask for access"),
+    state.offers && state.offers.refused ? h("p", { class: "muted" }, "Policies are not readable as you; type the role and namespace.") : null,
+    h("form", { "aria-label": "Ask for access", onsubmit: async (e) => {
+        e.preventDefault();
+        const pick = chosen();
+        const body = pick
+          ? { role: pick.name, roleKind: pick.kind, namespace: namespace.value, duration: duration.value, reason: reason.value, ticket: ticket.value }
+          : { role: role.value, roleKind: "ClusterRole", namespace: namespace.value, duration: duration.value, reason: reason.value, ticket: ticket.value };
+        const made = await perform(send, () => post("request", body), "Asked.");
+        if (made) location.hash = storyHref({ kind: "AccessRequest", namespace: made.namespace, name: made.name });
+      } },
+      lists, field("Role", role), field("Namespace", namespace), field("Duration", duration),
+      field("Reason", reason, "kept in the audit trail"), field("Ticket", ticket, "optional"),
+      h("div", { class: "buttons" }, send)),
+  ];
+}
+
+async function grantPage(kindShort, namespace, name) {
+  const kind = kindShort === "bg" ? "BreakGlass" : "AccessRequest";
+  const query = new URLSearchParams({ kind, name });
+  if (namespace !== "-") query.set("namespace", namespace);
+  let data;
+  try {
+    data = await getJson(`api/story?${query}`);
+  } catch (error) {
+    return [h("h1", {}, name), h("p", { class: "empty" }, error.message)];
+  }
+  syncClock(data.now);
+  const g = data.grant;
+  const actions = [];
+  if (g.kind === "AccessRequest" && g.phase === "Pending") actions.push(h("h2", {}, "Decide"), decisionForm(g));
+  if (!ENDED.has(g.phase) && g.phase !== "New") actions.push(h("h2", {}, "End it"), h("div", { class: "buttons" }, revokeButton(g)));
+  if (g.kind === "BreakGlass" && g.reviewDue) actions.push(h("h2", {}, "Review"), h("div", { class: "card" }, reviewForm(g)));
+  return [
+    h("h1", {}, `${g.kind === "BreakGlass" ? "Break-glass" : "Access request"} ${g.name} `, phaseBadge(g.phase)),
+    g.message ? h("p", { "data-status-message": "" }, g.message) : null,
+    h("div", { class: "cards" },
+      h("section", { class: "card", "aria-label": "Summary" },
+        h("h3", {}, "What it is"), summary(g), riskBlock(g)),
+      h("section", { class: "card", "aria-label": "Grant" },
+        h("h3", {}, "The grant"),
+        h("dl", {},
+          h("dt", {}, "Subject"), h("dd", {}, g.subject || "—"),
+          h("dt", {}, "Policy"), h("dd", {}, g.policy || "—"),
+          h("dt", {}, "Granted"), h("dd", {}, when(g.grantedAt) || "—"),
+          h("dt", {}, "Expires"), h("dd", {}, when(g.expiresAt) || "—"),
+          h("dt", {}, "Time left"), h("dd", {}, countdown(g.expiresAt, g.phase)),
+          h("dt", {}, "Ended"), h("dd", {}, when(g.endedAt) || "—"),
+          h("dt", {}, "Binding"), h("dd", {}, g.bindings.length ? g.bindings.map((b) => `${b.kind} ${b.namespace ? b.namespace + "/" : ""}${b.name}`).join(", ") : "—"),
+          g.kind === "AccessRequest" ? [h("dt", {}, "Decisions"), h("dd", {}, g.approvals.length ? g.approvals.map((a) => `${a.user} ${a.decision === "Approve" ? "approved" : "denied"}${a.comment ? `: “${a.comment}”` : ""}`).join("; ") : "—")] : null,
+          g.review ? [h("dt", {}, "Review"), h("dd", {}, `${g.review.reviewer}: ${g.review.verdict}${g.review.comment ? ` — ${g.review.comment}` : ""}`)] : null,
+        ))),
+    actions,
+    h("h2", {}, "Story"),
+    data.eventsReadable ? null : h("p", { class: "muted" }, "Events are not readable as you; the story shows the status."),
+    h("ol", { class: "timeline" }, data.timeline.map((e) => h("li", {},
+      h("div", { class: "src" }, `${e.source} · ${when(e.at)}`), h("strong", {}, e.title), e.text ? h("div", {}, e.text) : null))),
+  ];
+}
+
+// ---- routing and rendering ------------------------------------------------------------------
+
+let current = { page: "mine", args: [] };
+let renderId = 0;
+
+function route() {
+  const parts = (location.hash.replace(/^#\/?/, "") || "mine").split("/").map(decodeURIComponent);
+  current = { page: parts[0], args: parts.slice(1) };
+}
+
+async function render(focus) {
+  const id = ++renderId;
+  const main = document.getElementById("main");
+  let content;
+  if (current.page === "grant") content = await grantPage(...current.args);
+  else if (current.page === "waiting") content = waiting();
+  else if (current.page === "oncall") content = oncall();
+  else if (current.page === "ask") content = ask();
+  else content = mine();
+  if (id !== renderId) return;
+  // A live update must not wipe what a person is typing: on the same page, the new fields
+  // get the old fields' values back, and the focus stays where it was.
+  const kept = focus ? null : keepFields(main);
+  main.replaceChildren(...[content].flat(3).filter(Boolean));
+  if (kept) restoreFields(main, kept);
+  for (const link of document.querySelectorAll("nav a")) {
+    if (link.dataset.page === current.page) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  document.title = `Lapse — ${main.querySelector("h1") ? main.querySelector("h1").textContent : ""}`;
+  if (focus) main.focus();
+  tick();
+  counts();
+}
+
+function fieldKey(el) {
+  const form = el.closest("form");
+  return `${form ? form.getAttribute("aria-label") : ""}|${el.name || el.id}`;
+}
+
+function keepFields(main) {
+  const values = new Map();
+  for (const el of main.querySelectorAll("input, textarea, select")) values.set(fieldKey(el), el.value);
+  const active = main.contains(document.activeElement) ? document.activeElement : null;
+  const focused = active && active.matches("input, textarea, select") ? fieldKey(active) : null;
+  const caret = focused && typeof active.selectionStart === "number" ? [active.selectionStart, active.selectionEnd] : null;
+  return { values, focused, caret };
+}
+
+function restoreFields(main, kept) {
+  for (const el of main.querySelectorAll("input, textarea, select")) {
+    const key = fieldKey(el);
+    const value = kept.values.get(key);
+    if (value === undefined || el.value === value) continue;
+    if (el.tagName === "SELECT" && ![...el.options].some((option) => option.value === value)) continue;
+    el.value = value;
+    if (el.tagName === "SELECT") el.dispatchEvent(new Event("change"));
+  }
+  if (!kept.focused) return;
+  const again = [...main.querySelectorAll("input, textarea, select")].find((el) => fieldKey(el) === kept.focused);
+  if (!again) return;
+  again.focus();
+  if (kept.caret && again.setSelectionRange) again.setSelectionRange(...kept.caret);
+}
+
+function counts() {
+  const waitingCount = grantsWhere((g) => g.waitsForMe).length;
+  const due = grantsWhere((g) => g.kind === "BreakGlass" && g.reviewDue && g.phase !== "Invalid" && g.phase !== "Denied").length;
+  document.getElementById("waiting-count").textContent = waitingCount ? String(waitingCount) : "";
+  document.getElementById("oncall-count").textContent = due ? String(due) : "";
+}
+
+let pending = null;
+function soon() {
+  // Changes arrive in bursts; one render per frame is enough.
+  if (pending) return;
+  pending = requestAnimationFrame(() => { pending = null; render(false); });
+}
+
+function connect() {
+  const live = document.getElementById("live");
+  const source = new EventSource("api/stream");
+  source.addEventListener("hello", (e) => {
+    const hello = JSON.parse(e.data);
+    state.hello = hello;
+    state.me = hello.me;
+    state.refused = hello.refused || {};
+    state.grants.clear();
+    syncClock(hello.now);
+    document.getElementById("who").textContent = hello.me ? `${hello.me.username}` : "unknown user";
+    document.getElementById("who").title = hello.me ? hello.me.groups.join(", ") : "";
+    document.getElementById("scope").textContent = `${hello.server} · ${hello.namespace ? `namespace ${hello.namespace}` : "all namespaces"}`;
+  });
+  source.addEventListener("grant", (e) => {
+    const g = JSON.parse(e.data);
+    state.grants.set(g.uid, g);
+    if (current.page === "grant" && current.args[2] === g.name) render(false);
+    else soon();
+  });
+  source.addEventListener("gone", (e) => { state.grants.delete(JSON.parse(e.data).uid); soon(); });
+  source.addEventListener("refused", (e) => { state.refused = JSON.parse(e.data); soon(); });
+  source.addEventListener("ready", (e) => {
+    syncClock(JSON.parse(e.data).now);
+    live.textContent = "live"; live.className = "live on";
+    document.body.dataset.ready = "true";
+    render(false);
+  });
+  source.addEventListener("clock", (e) => syncClock(JSON.parse(e.data).now));
+  source.onerror = () => { live.textContent = "reconnecting"; live.className = "live off"; };
+}
+
+async function loadOffers() {
+  try { state.offers = await getJson("api/offers"); } catch { state.offers = null; }
+  if (current.page === "ask" || current.page === "oncall") render(false);
+}
+
+window.addEventListener("hashchange", () => { route(); notice(""); render(true); });
+document.addEventListener("DOMContentLoaded", () => {
+  route();
+  render(false);
+  connect();
+  loadOffers();
+  setInterval(tick, 250);
+});
