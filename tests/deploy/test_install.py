@@ -61,7 +61,7 @@ def test_get_lapse_lists_every_kind(crds: Cluster, namespace: str) -> None:
     out = crds.kubectl("get", "lapse", "-A").stdout
     assert "accessrequest.lapse.dev/listed" in out
     by_short = crds.kubectl("get", "ar", "-n", namespace).stdout.splitlines()
-    assert by_short[0].split() == ["NAME", "ROLE", "SUBJECT", "PHASE", "EXPIRES", "AGE"]
+    assert by_short[0].split() == ["NAME", "ROLE", "SUBJECT", "PHASE", "STARTS", "EXPIRES", "AGE"]
     assert by_short[1].split()[:2] == ["listed", "view"]
     for short in ("ap", "bg"):
         crds.kubectl("get", short)
