@@ -3,20 +3,23 @@
 kopf's own self-signed certificate needs oscrypto, which fails on OpenSSL 3, so Lapse makes a
 CA and a serving certificate with `cryptography` at start-up — or uses the files a certificate
 manager mounted in `LAPSE_WEBHOOK_CERT_DIR`. The CA goes into the webhook configuration's
-caBundle, so the API server verifies the operator it calls.
+caBundle, so the API server verifies the operator it calls. The same server takes the API
+server's audit webhook batches at `/audit` (see `lapse.activity`).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import ssl
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp.web
 import kopf
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -139,11 +142,27 @@ def admission_target() -> AdmissionTarget | None:
     return _TARGET.get()
 
 
+# The path of the audit sink on the webhook server: the API server's audit webhook posts there.
+AUDIT_PATH = "audit"
+AuditReceiver = Callable[[Any, Mapping[str, str], Any], Awaitable[Mapping[str, Any]]]
+
+
 class WebhookServer(kopf.WebhookServer):
-    """kopf's webhook server, noting each request's name and namespace for its handlers."""
+    """kopf's webhook server, noting each request's name and namespace for its handlers, and
+    serving the audit sink at `/audit` beside the admission webhooks (kopf routes every POST
+    path to its webhooks by id; `audit` is no handler's id)."""
+
+    def __init__(self, *args: Any, audit: AuditReceiver | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.audit = audit
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
         async def noting(request: Any, **kwargs: Any) -> Any:
+            if kwargs.get("webhook") == AUDIT_PATH:
+                if self.audit is None:
+                    raise aiohttp.web.HTTPNotFound()
+                headers = kwargs.get("headers") or {}
+                return await self.audit(request, headers, kwargs.get("sslpeer"))
             review = (request or {}).get("request") or {}
             target = AdmissionTarget(str(review.get("name") or ""), review.get("namespace") or None)
             token = _TARGET.set(target)
@@ -156,8 +175,13 @@ class WebhookServer(kopf.WebhookServer):
             yield config
 
 
-def build_webhook_server(settings: Settings) -> kopf.WebhookServer:
+def build_webhook_server(
+    settings: Settings, audit: AuditReceiver | None = None
+) -> kopf.WebhookServer:
     paths = ensure_certificates(settings, datetime.now(UTC))
+    # A client certificate is asked for (never required: admission callers send none) only
+    # when the audit sink trusts one.
+    client_ca = settings.audit_client_ca
     return WebhookServer(
         addr=settings.webhook_addr,
         port=settings.webhook_port,
@@ -165,4 +189,7 @@ def build_webhook_server(settings: Settings) -> kopf.WebhookServer:
         certfile=str(paths.cert),
         pkeyfile=str(paths.key),
         cafile=str(paths.ca),
+        verify_mode=ssl.CERT_OPTIONAL if client_ca else None,
+        verify_cafile=str(client_ca) if client_ca else None,
+        audit=audit,
     )

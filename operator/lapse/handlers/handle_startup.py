@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
+import aiohttp.web
 import kopf
 
 from lapse import metrics
+from lapse.activity import AuditRefused
 from lapse.config import Settings
 from lapse.kube import KubeClient, NotFoundError
 from lapse.notify import Notifier
 from lapse.services import Services, build_services
-from lapse.webhooks import build_webhook_server
+from lapse.webhooks import AuditReceiver, build_webhook_server
 
 
 @kopf.on.startup()
@@ -39,7 +42,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     # The API server calls the webhooks over TLS with Lapse's own CA (see lapse.webhooks).
-    settings.admission.server = build_webhook_server(config)
+    settings.admission.server = build_webhook_server(config, audit=_audit_receiver(memo))
     # Lapse registers its webhook configurations unless a chart ships them.
     settings.admission.managed = config.webhook_configuration if config.webhook_managed else None
 
@@ -69,6 +72,22 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if config.notify_url:
         notifier = Notifier(config.notify_url, config.notify_timeout, config.notify_retries)
         services.tasks.append(notifier.start())
+
+
+def _audit_receiver(memo: kopf.Memo) -> AuditReceiver:
+    """The audit sink's door on the webhook server: 503 until the services exist (the API
+    server's audit backend sends the batch again), 401 to an unauthenticated caller."""
+
+    async def receive(batch: Any, headers: Mapping[str, str], peercert: Any) -> Mapping[str, Any]:
+        services = getattr(memo, "services", None)
+        if not isinstance(services, Services):
+            raise aiohttp.web.HTTPServiceUnavailable()
+        try:
+            return services.grantor.activity.receive(batch, headers, peercert)
+        except AuditRefused as error:
+            raise aiohttp.web.HTTPUnauthorized(reason=str(error)) from None
+
+    return receive
 
 
 @kopf.on.cleanup()
