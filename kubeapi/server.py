@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import contextvars
+import dataclasses
 import json
 import logging
 import secrets
@@ -74,6 +75,21 @@ _FIELD_VALIDATION: contextvars.ContextVar[str] = contextvars.ContextVar(
 # Per request, for its audit event: how it ended (the error's Status) and whether the
 # authorizer refused it.
 _OUTCOME: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("outcome")
+
+
+def _created_name(response: web.StreamResponse) -> str:
+    body = getattr(response, "body", None)
+    if not isinstance(body, bytes):
+        return ""
+    try:
+        made = json.loads(body)
+    except ValueError:
+        return ""
+    return (
+        str(((made or {}).get("metadata") or {}).get("name") or "")
+        if isinstance(made, dict)
+        else ""
+    )
 
 
 def dumps(obj: Any) -> bytes:
@@ -284,6 +300,9 @@ class Server:
         response = await handler(request)
         assert self.audit_policy is not None and self.audit_backend is not None
         described = self._audit_request(request, user)
+        if described.verb == "create" and not described.name and response.status < 300:
+            # A real server names the object made (from the request's object) in objectRef.
+            described = dataclasses.replace(described, name=_created_name(response))
         level = self.audit_policy.level(described)
         if level == "None":
             return response
@@ -422,6 +441,8 @@ class Server:
         )
         if verb not in target.info.verbs and not target.subresource:
             raise errors.method_not_allowed()
+        if target.subresource == "scale":
+            return await self._scale(request, target, user, verb)
         handler = {
             "get": self._get,
             "list": self._list,
@@ -626,6 +647,8 @@ class Server:
                         group="authentication.k8s.io",
                         version="v1",
                     )
+                if sub == "scale":
+                    entry.update(group="autoscaling", version="v1")
                 resources.append(entry)
         return {
             "kind": "APIResourceList",
@@ -1179,6 +1202,61 @@ class Server:
             stored = self.objects.update(t.info, old, new, dry_run)
             return respond(self._shape(request, t.info, [stored], True, {}))
         raise errors.stale(t.info.plural, t.info.group, t.name)
+
+    @staticmethod
+    def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:
+        """A Deployment's `scale` subresource: an `autoscaling/v1` Scale."""
+        metadata = obj.get("metadata") or {}
+        labels = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        return {
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                k: metadata[k]
+                for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                if k in metadata
+            },
+            "spec": {"replicas": int((obj.get("spec") or {}).get("replicas", 1))},
+            "status": {
+                "replicas": int((obj.get("status") or {}).get("replicas", 0)),
+                "selector": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+            },
+        }
+
+    async def _scale(
+        self, request: web.Request, t: Target, user: UserInfo, verb: str
+    ) -> web.StreamResponse:
+        """`deployments/scale`: read, or change `spec.replicas` through a Scale (put or
+        patched); the change is admitted as an update of the Deployment."""
+        current = self._scale_of(self.objects.get(t.info, t.namespace, t.name))
+        if verb == "get":
+            return respond(current)
+        if verb not in ("update", "patch"):
+            raise errors.method_not_allowed()
+        body = await self._body(request)
+        if verb == "update":
+            wanted = body
+        elif request.content_type == "application/json-patch+json":
+            wanted = patch.json_patch(current, body)
+        elif request.content_type in (
+            "application/merge-patch+json",
+            "application/strategic-merge-patch+json",
+        ):
+            wanted = patch.merge_patch(current, body)
+        else:
+            raise errors.unsupported_media_type(request.content_type)
+        replicas = ((wanted or {}).get("spec") or {}).get("replicas")
+        if not isinstance(replicas, int) or replicas < 0:
+            raise errors.bad_request("spec.replicas must be a non-negative integer")
+
+        def scaled(old: dict[str, Any]) -> dict[str, Any]:
+            new = json.loads(json.dumps(self.objects.present(t.info, old)))
+            new.setdefault("spec", {})["replicas"] = replicas
+            return dict(new)
+
+        whole = Target(t.info, t.namespace, t.name, "", False)
+        await self._write(request, whole, user, scaled, "update")
+        return respond(self._scale_of(self.objects.get(t.info, t.namespace, t.name)))
 
     async def _update(self, request: web.Request, t: Target, user: UserInfo) -> web.StreamResponse:
         body = await self._body(request)
