@@ -40,10 +40,16 @@ from lapse.kube import ApiError, ConflictError, KubeApi, NotFoundError, RefusedE
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+# Events folded between two chances for everything else in the process to run.
+FOLD_CHUNK = 100
 
 
 class AuditRefused(Exception):
     """The caller is not the API server Lapse was told to trust."""
+
+
+class AuditBusy(Exception):
+    """The queue is full: the batch is not taken."""
 
 
 def read_token(path: Path | None) -> str:
@@ -59,6 +65,7 @@ class ActivityRecorder:
         self.token = read_token(settings.audit_token_file)
         self.client_names = settings.audit_client_names
         self.flush_interval = settings.audit_flush_interval
+        self.max_rate = settings.audit_max_rate
         self.grace = timedelta(seconds=settings.audit_grace)
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(settings.audit_queue_size)
         # Grants by subject key, and each grant's tally once it has a record.
@@ -123,13 +130,21 @@ class ActivityRecorder:
                 return
         raise AuditRefused("unauthenticated")
 
-    def receive(self, batch: Any, headers: Mapping[str, str], peercert: Any) -> dict[str, Any]:
-        """Take one EventList: authenticate, queue what fits, answer at once."""
+    def admit(self, headers: Mapping[str, str], peercert: Any) -> None:
+        """Before a batch is read: the caller authenticated (AuditRefused otherwise), and room
+        in the queue (AuditBusy otherwise: the API server sends the batch again later, and
+        drops it when its own buffer is full)."""
         try:
             self.authenticate(headers, peercert)
         except AuditRefused:
             metrics.audit_batches_total.labels(result="refused").inc()
             raise
+        if self.queue.full():
+            metrics.audit_batches_total.labels(result="busy").inc()
+            raise AuditBusy("the audit queue is full")
+
+    def receive(self, batch: Any) -> dict[str, Any]:
+        """Queue what fits of one admitted EventList; the rest is dropped and counted."""
         items = batch.get("items") if isinstance(batch, Mapping) else None
         metrics.audit_batches_total.labels(result="accepted").inc()
         dropped = 0
@@ -173,15 +188,30 @@ class ActivityRecorder:
             metrics.breakglass_writes_total.labels(resource=event.resource).inc()
 
     async def run(self) -> None:
-        """Fold queued events as they come; write the changed records every flush_interval."""
+        """Fold queued events as they come, in chunks, at most `max_rate` a second: grants and
+        revocations share this process and must never wait behind a flood of audit events
+        (past the rate the queue fills, and then events are dropped and counted). Changed
+        records are written every flush_interval."""
         flusher = asyncio.create_task(self._flush_forever(), name="lapse-activity-flush")
+        loop = asyncio.get_running_loop()
+        window, done = loop.time(), 0
         try:
             while True:
-                item = await self.queue.get()
-                self.fold(item)
-                while not self.queue.empty():
+                self.fold(await self.queue.get())
+                folded = 1
+                while folded < FOLD_CHUNK and not self.queue.empty():
                     self.fold(self.queue.get_nowait())
+                    folded += 1
                 metrics.audit_queue_depth.set(self.queue.qsize())
+                done += folded
+                elapsed = loop.time() - window
+                if elapsed >= 1.0:
+                    window, done = loop.time(), 0
+                elif done >= self.max_rate:
+                    await asyncio.sleep(1.0 - elapsed)
+                    window, done = loop.time(), 0
+                else:
+                    await asyncio.sleep(0)
         finally:
             flusher.cancel()
 

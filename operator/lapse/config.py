@@ -87,6 +87,9 @@ class Settings:
     audit_queue_size: int = 50_000
     # How often changed activity records are written to the grants' status.
     audit_flush_interval: float = 2.0
+    # Events folded per second at most (a share of one core), so grants and revocations
+    # never wait behind a flood; what the queue cannot hold past it is dropped and counted.
+    audit_max_rate: int = 5000
     # How long after a grant's end its late audit events are still taken.
     audit_grace: float = 120.0
 
@@ -141,4 +144,5 @@ class Settings:
                 env.get("LAPSE_AUDIT_FLUSH_INTERVAL"), default.audit_flush_interval
             ),
             audit_grace=_seconds(env.get("LAPSE_AUDIT_GRACE"), default.audit_grace),
+            audit_max_rate=int(env.get("LAPSE_AUDIT_MAX_RATE", default.audit_max_rate)),
         )

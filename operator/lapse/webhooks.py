@@ -144,25 +144,35 @@ def admission_target() -> AdmissionTarget | None:
 
 # The path of the audit sink on the webhook server: the API server's audit webhook posts there.
 AUDIT_PATH = "audit"
-AuditReceiver = Callable[[Any, Mapping[str, str], Any], Awaitable[Mapping[str, Any]]]
+# The audit sink's door: (headers, the client certificate, a way to read the body) → the answer.
+AuditReceiver = Callable[
+    [Mapping[str, str], Any, Callable[[], Awaitable[bytes]]], Awaitable[Mapping[str, Any]]
+]
 
 
 class WebhookServer(kopf.WebhookServer):
     """kopf's webhook server, noting each request's name and namespace for its handlers, and
     serving the audit sink at `/audit` beside the admission webhooks (kopf routes every POST
-    path to its webhooks by id; `audit` is no handler's id)."""
+    path to its webhooks by id; `audit` is no handler's id). The sink's requests are taken
+    before kopf reads them, so a caller is refused, or a full queue answered, before the
+    body is parsed."""
 
     def __init__(self, *args: Any, audit: AuditReceiver | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.audit = audit
 
+    async def _serve(self, fn: Any, request: aiohttp.web.Request) -> aiohttp.web.Response:  # type: ignore[override]
+        if request.match_info.get("id") != AUDIT_PATH:
+            return await super()._serve(fn, request)
+        if self.audit is None:
+            raise aiohttp.web.HTTPNotFound()
+        transport = request.transport
+        peercert = transport.get_extra_info("peercert") if transport else None
+        answer = await self.audit(request.headers, peercert, request.read)
+        return aiohttp.web.json_response(dict(answer))
+
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
         async def noting(request: Any, **kwargs: Any) -> Any:
-            if kwargs.get("webhook") == AUDIT_PATH:
-                if self.audit is None:
-                    raise aiohttp.web.HTTPNotFound()
-                headers = kwargs.get("headers") or {}
-                return await self.audit(request, headers, kwargs.get("sslpeer"))
             review = (request or {}).get("request") or {}
             target = AdmissionTarget(str(review.get("name") or ""), review.get("namespace") or None)
             token = _TARGET.set(target)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp.web
 import kopf
 
 from lapse import metrics
-from lapse.activity import AuditRefused
+from lapse.activity import AuditBusy, AuditRefused
 from lapse.config import Settings
 from lapse.kube import KubeClient, NotFoundError
 from lapse.notify import Notifier
@@ -75,17 +76,28 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 
 def _audit_receiver(memo: kopf.Memo) -> AuditReceiver:
-    """The audit sink's door on the webhook server: 503 until the services exist (the API
-    server's audit backend sends the batch again), 401 to an unauthenticated caller."""
+    """The audit sink's door on the webhook server: 503 until the services exist and 429 while
+    the queue is full (the API server's audit backend sends the batch again), 401 to an
+    unauthenticated caller, whose body is never read."""
 
-    async def receive(batch: Any, headers: Mapping[str, str], peercert: Any) -> Mapping[str, Any]:
+    async def receive(
+        headers: Mapping[str, str], peercert: Any, read: Callable[[], Awaitable[bytes]]
+    ) -> Mapping[str, Any]:
         services = getattr(memo, "services", None)
         if not isinstance(services, Services):
             raise aiohttp.web.HTTPServiceUnavailable()
+        recorder = services.grantor.activity
         try:
-            return services.grantor.activity.receive(batch, headers, peercert)
+            recorder.admit(headers, peercert)
         except AuditRefused as error:
             raise aiohttp.web.HTTPUnauthorized(reason=str(error)) from None
+        except AuditBusy as error:
+            raise aiohttp.web.HTTPTooManyRequests(reason=str(error)) from None
+        try:
+            batch = json.loads(await read())
+        except ValueError:
+            raise aiohttp.web.HTTPBadRequest(reason="not an audit EventList") from None
+        return recorder.receive(batch)
 
     return receive
 
