@@ -20,6 +20,9 @@ COUNTERS = frozenset(
         "lapse_sweep_removed_total",
         "lapse_decisions_total",
         "lapse_notifications_total",
+        "lapse_audit_batches_total",
+        "lapse_audit_events_total",
+        "lapse_breakglass_writes_total",
     }
 )
 GAUGES = frozenset(
@@ -30,6 +33,7 @@ GAUGES = frozenset(
         "lapse_breakglass_active",
         "lapse_breakglass_unreviewed",
         "lapse_revocations_unverified",
+        "lapse_audit_queue_depth",
     }
 )
 HISTOGRAMS = frozenset(
