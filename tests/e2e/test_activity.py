@@ -282,3 +282,51 @@ def test_an_unauthenticated_caller_is_refused_at_the_sink(
             urllib.request.urlopen(request, context=context, timeout=5)
         assert refused.value.code == 401
     assert operator.metrics().get('lapse_audit_batches_total{result="refused"}', 0) >= 2
+
+
+def test_a_grantee_erasing_the_record_is_undone_and_recorded(
+    incident: Incident, operator: Operator
+) -> None:
+    """A cluster-wide break-glass may write any status, its own included: erasing what it
+    says one did is itself a request the audit log reports, and Lapse writes the record
+    again from what it folded, the erasure added."""
+    ns = incident.namespace
+    policy = f"{ns}-bg"
+    incident.cluster.kubectl(
+        "patch", "accesspolicy", policy, "--type=json", "-p",
+        json.dumps([{"op": "add", "path": "/spec/breakGlass/roles/-",
+                     "value": {"kind": "ClusterRole", "name": "cluster-admin"}}]),
+    )  # fmt: skip
+    time.sleep(0.3)
+    manifest = {
+        "apiVersion": "lapse.dev/v1alpha1",
+        "kind": "BreakGlass",
+        "metadata": {"name": incident.glass},
+        "spec": {
+            "role": {"kind": "ClusterRole", "name": "cluster-admin"},
+            "duration": "10m",
+            "incident": "INC-4712",
+            "reason": "The whole cluster is on fire.",
+        },
+    }
+    incident.as_sre("create", "-f", "-", input=json.dumps(manifest))
+    wait_for(lambda: incident.status().get("phase") == "Active", 15, 0.1, "the glass Active")
+    incident.as_sre("delete", "pod", "web-1", "-n", ns, "--wait=false")
+    incident.activity_shows(1)
+
+    incident.as_sre(
+        "patch", "breakglass", incident.glass, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"activity": None}}),
+    )  # fmt: skip
+
+    def restored() -> dict[str, Any] | None:
+        activity = incident.status().get("activity") or {}
+        resources = [(w["verb"], w["resource"]) for w in activity.get("writes", [])]
+        return activity if ("patch", "breakglasses/status") in resources else None
+
+    activity = wait_for(restored, 15, 0.2, "the erased record written again, erasure included")
+    assert ("delete", "pods", "web-1") in [
+        (w["verb"], w["resource"], w.get("name")) for w in activity["writes"]
+    ]
+    incident.as_sre("annotate", "breakglass", incident.glass, "lapse.dev/revoke=done")
+    wait_for(lambda: incident.status().get("phase") == "Revoked", 15, 0.1, "the glass Revoked")
