@@ -83,7 +83,8 @@ class ActivityRecorder:
         key = GrantKey(
             kind, metadata.get("namespace"), str(metadata.get("name", "")), metadata.get("uid", "")
         )
-        if deleted or grant is None:
+        # Grants long ended (a restart lists every request ever kept) get no more events.
+        if deleted or grant is None or grant.end + self.grace < self.clock():
             self._forget(key)
             return
         self.grants.setdefault(grant.subject_key, {})[key] = grant
@@ -239,7 +240,12 @@ class ActivityRecorder:
             ]
             try:
                 await self.kube.json_patch_status(key, operations)
-            except (NotFoundError, RefusedError, ConflictError):
+            except (NotFoundError, ConflictError):
+                self._forget(key)
+            except RefusedError as error:
+                # The grant was made again under its name (the UID test), or the record was
+                # refused: either way this record has nowhere to go.
+                logger.warning("Activity of %s not written: %s", key.describe(), error)
                 self._forget(key)
             except (ApiError, OSError, TimeoutError) as error:
                 self.dirty.add(key)
