@@ -246,6 +246,9 @@ def test_the_review_shows_what_was_done_during_the_break_glass(
     print(f"$ kubectl lapse report bg/{incident.glass}\n{report}")
     assert f"delete pods {ns}/web-1" in report and "Requests by verb and resource:" in report
 
+    described = incident.lapse("get", f"bg/{incident.glass}", user="lead", groups=(incident.leads,))
+    assert "4 requests, 2 writes, 1 Secret read, 0 exec sessions, 1 refused" in described
+
     line = operator.wait_for_audit(
         lambda a: a["action"] == "revoked" and a["name"] == incident.glass
     )
