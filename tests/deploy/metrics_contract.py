@@ -13,6 +13,10 @@ COUNTERS = frozenset(
     {
         "lapse_requests_total",
         "lapse_errors_total",
+        # The audit sink (lapse.activity).
+        "lapse_audit_batches_total",
+        "lapse_audit_events_total",
+        "lapse_breakglass_writes_total",
         "lapse_tamper_total",
         "lapse_footholds_total",
         "lapse_revocations_verified_total",
@@ -20,20 +24,17 @@ COUNTERS = frozenset(
         "lapse_sweep_removed_total",
         "lapse_decisions_total",
         "lapse_notifications_total",
-        "lapse_audit_batches_total",
-        "lapse_audit_events_total",
-        "lapse_breakglass_writes_total",
     }
 )
 GAUGES = frozenset(
     {
         "lapse_active_grants",
+        "lapse_audit_queue_depth",
         "lapse_scheduled_expiries",
         "lapse_pending_requests",
         "lapse_breakglass_active",
         "lapse_breakglass_unreviewed",
         "lapse_revocations_unverified",
-        "lapse_audit_queue_depth",
     }
 )
 HISTOGRAMS = frozenset(
