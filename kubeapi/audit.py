@@ -15,8 +15,9 @@ Request and response bodies are never recorded (`Request` and `RequestResponse` 
 `token` (or a client certificate) to present. Events go out as an `EventList`, in batches of
 at most `--audit-webhook-batch-max-size` after at most `--audit-webhook-batch-max-wait`; the
 buffer holds `--audit-webhook-batch-buffer-size` events and drops what does not fit, so an
-audit backend that is slow or away never holds up a request. A batch that fails is sent once
-more after `--audit-webhook-initial-backoff`, then dropped.
+audit backend that is slow or away never holds up a request. A batch that fails is tried
+five times in all, waiting `--audit-webhook-initial-backoff` and then half as long again each
+time, then dropped.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 LEVELS = ("None", "Metadata", "Request", "RequestResponse")
 # Batches being sent at once; past it, new batches are dropped rather than queued.
 MAX_SENDING = 4
+# As kube-apiserver's webhook client retries (DefaultRetryBackoffWithInitialDelay): five
+# tries, the wait growing by half each time from the initial backoff.
+RETRY_STEPS = 5
+RETRY_FACTOR = 1.5
 
 
 def micro_time(moment: datetime) -> str:
@@ -359,7 +364,8 @@ class WebhookBackend:
             "metadata": {},
             "items": batch,
         }
-        for attempt in range(2):
+        delay = self.initial_backoff
+        for attempt in range(RETRY_STEPS):
             try:
                 async with self._session.post(
                     self.target.url,
@@ -374,6 +380,7 @@ class WebhookBackend:
                     log.warning("audit webhook answered %s", response.status)
             except (aiohttp.ClientError, OSError, TimeoutError) as error:
                 log.warning("audit webhook failed: %s", error)
-            if attempt == 0:
-                await asyncio.sleep(self.initial_backoff)
+            if attempt < RETRY_STEPS - 1:
+                await asyncio.sleep(delay)
+                delay *= RETRY_FACTOR
         self.dropped += len(batch)

@@ -76,9 +76,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 
 def _audit_receiver(memo: kopf.Memo) -> AuditReceiver:
-    """The audit sink's door on the webhook server: 503 until the services exist and 429 while
-    the queue is full (the API server's audit backend sends the batch again), 401 to an
-    unauthenticated caller, whose body is never read."""
+    """The audit sink's door on the webhook server: 503 until the services exist and on a
+    standby, 429 while the queue is full (the API server's audit backend sends the batch
+    again), 401 to an unauthenticated caller, whose body is never read."""
 
     async def receive(
         headers: Mapping[str, str], peercert: Any, read: Callable[[], Awaitable[bytes]]
@@ -87,6 +87,11 @@ def _audit_receiver(memo: kopf.Memo) -> AuditReceiver:
         if not isinstance(services, Services):
             raise aiohttp.web.HTTPServiceUnavailable()
         recorder = services.grantor.activity
+        if not services.leadership.leading:
+            # Records are written whole: a standby's would overwrite the leader's. The API
+            # server sends the batch again, and a Service spreads its retries to the leader.
+            metrics.audit_batches_total.labels(result="standby").inc()
+            raise aiohttp.web.HTTPServiceUnavailable(reason="not the leader")
         try:
             recorder.admit(headers, peercert)
         except AuditRefused as error:
