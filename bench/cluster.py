@@ -169,6 +169,9 @@ class Operator:
         self.log_path = workdir / "operator.log"
         self.audit_path = workdir / "audit.jsonl"
         self.metrics_port = free_port()
+        # Fixed for the operator's life, restarts included: whatever sends to its webhook
+        # server (the audit sink's benchmark) keeps finding it.
+        self.webhook_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
 
@@ -190,7 +193,7 @@ class Operator:
             PYTHONUNBUFFERED="1",
             LAPSE_WEBHOOK_ADDR="127.0.0.1",
             LAPSE_WEBHOOK_HOST="127.0.0.1",
-            LAPSE_WEBHOOK_PORT=str(free_port()),
+            LAPSE_WEBHOOK_PORT=str(self.webhook_port),
             LAPSE_WEBHOOK_CERT_DIR=str(self.workdir / "certs"),
             LAPSE_METRICS_ADDR="127.0.0.1",
             LAPSE_METRICS_PORT=str(self.metrics_port),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -174,6 +175,95 @@ def _cluster_entry(kubeconfig: Path) -> dict[str, Any]:
     if authority and not Path(authority).is_absolute():
         entry["certificate-authority"] = str((kubeconfig.parent / authority).resolve())
     return entry
+
+
+@dataclass(frozen=True)
+class AuditWebhook:
+    """Where an API server sends its audit events to Lapse: the operator's webhook port (its
+    `/audit` path), the serving certificate the API server trusts there, and the token it
+    presents. A real API server's audit configuration is fixed when it starts, so the
+    operator must listen where it was told; the local API is started pointing here."""
+
+    port: int
+    cert_dir: Path
+    token_file: Path
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}/audit"
+
+    def operator_env(self) -> dict[str, str]:
+        return {
+            "LAPSE_WEBHOOK_PORT": str(self.port),
+            "LAPSE_WEBHOOK_CERT_DIR": str(self.cert_dir),
+            "LAPSE_AUDIT_TOKEN_FILE": str(self.token_file),
+            "LAPSE_AUDIT_FLUSH_INTERVAL": "0.5",
+        }
+
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> AuditWebhook | None:
+        """The one a real API server was configured with (`LAPSE_TEST_AUDIT_PORT`,
+        `_CERT_DIR`, `_TOKEN_FILE`), if any."""
+        port = env.get("LAPSE_TEST_AUDIT_PORT")
+        cert_dir, token = (
+            env.get("LAPSE_TEST_AUDIT_CERT_DIR"),
+            env.get("LAPSE_TEST_AUDIT_TOKEN_FILE"),
+        )
+        if not (port and cert_dir and token):
+            return None
+        return cls(int(port), Path(cert_dir), Path(token))
+
+    @classmethod
+    def make(cls, workdir: Path) -> AuditWebhook:
+        """A fresh one for the local API: a free port, a certificate and a token."""
+        from lapse.webhooks import generate_certificates
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        certs = workdir / "certs"
+        generate_certificates(certs, ["127.0.0.1", "localhost"], datetime.now(UTC))
+        token = workdir / "token"
+        token.write_text(secrets.token_hex(24) + "\n")
+        token.chmod(0o600)
+        return cls(free_port(), certs, token)
+
+    def kubeapi_args(self, workdir: Path, max_wait: str = "1s") -> list[str]:
+        """`python -m kubeapi` flags that send its audit events here, with the recommended
+        policy (deploy/audit/policy.yaml)."""
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "lapse",
+                    "cluster": {
+                        "server": self.url,
+                        "certificate-authority": str(self.cert_dir / "ca.crt"),
+                    },
+                }
+            ],
+            "users": [
+                {"name": "kube-apiserver", "user": {"token": self.token_file.read_text().strip()}}
+            ],
+            "contexts": [
+                {"name": "lapse", "context": {"cluster": "lapse", "user": "kube-apiserver"}}
+            ],
+            "current-context": "lapse",
+        }
+        path = workdir / "audit-webhook.kubeconfig"
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return [
+            "--audit-policy-file",
+            str(ROOT / "deploy" / "audit" / "policy.yaml"),
+            "--audit-webhook-config-file",
+            str(path),
+            "--audit-webhook-batch-max-wait",
+            max_wait,
+            # As the real API server the suites run against is configured (docs/activity.md):
+            # a batch refused while the operator restarts is sent again a second later.
+            "--audit-webhook-initial-backoff",
+            "1s",
+        ]
 
 
 def free_port() -> int:

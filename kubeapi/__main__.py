@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 from aiohttp import web
 
-from . import tls
+from . import audit, tls
 from .identity import UserInfo
 from .server import Server
 
@@ -35,6 +35,15 @@ def read_token_file(path: Path) -> dict[str, UserInfo]:
             groups = tuple(g for g in (row[3].split(",") if len(row) > 3 else ()) if g)
             tokens[row[0].strip()] = UserInfo(row[1].strip(), groups, row[2].strip())
     return tokens
+
+
+def _seconds(text: str) -> float:
+    """`1s`, `500ms`, `2m` or plain seconds, as the API server's duration flags take them."""
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    for suffix in ("ms", "s", "m", "h"):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * units[suffix]
+    return float(text)
 
 
 def write_kubeconfig(path: Path, server: str, token: str, ca_pem: bytes | None) -> None:
@@ -75,11 +84,24 @@ async def serve(args: argparse.Namespace) -> None:
     tokens = read_token_file(Path(args.token_file)) if args.token_file else {}
     # kubectl sends bearer tokens only over TLS; plain HTTP serves clients without tokens.
     certificates = None if args.plain_http else tls.generate(args.host)
+    backend = None
+    if args.audit_webhook_config_file:
+        backend = audit.WebhookBackend(
+            audit.WebhookTarget.load(Path(args.audit_webhook_config_file)),
+            max_size=args.audit_webhook_batch_max_size,
+            max_wait=_seconds(args.audit_webhook_batch_max_wait),
+            buffer_size=args.audit_webhook_batch_buffer_size,
+            initial_backoff=_seconds(args.audit_webhook_initial_backoff),
+        )
     server = Server(
         admin_token=admin_token,
         tokens=tokens,
         history=args.history,
         root_ca=certificates.ca_pem.decode() if certificates else "",
+        audit_policy=audit.Policy.load(Path(args.audit_policy_file))
+        if args.audit_policy_file
+        else None,
+        audit_backend=backend,
     )
     runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
     await runner.setup()
@@ -116,6 +138,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="serve plain HTTP (kubectl then sends no token: anonymous only)",
     )
+    parser.add_argument("--audit-policy-file", help="an audit.k8s.io/v1 Policy")
+    parser.add_argument(
+        "--audit-webhook-config-file", help="a kubeconfig naming where audit events are POSTed"
+    )
+    parser.add_argument("--audit-webhook-batch-max-size", type=int, default=400)
+    parser.add_argument("--audit-webhook-batch-max-wait", default="30s")
+    parser.add_argument("--audit-webhook-batch-buffer-size", type=int, default=10_000)
+    parser.add_argument("--audit-webhook-initial-backoff", default="10s")
     parser.add_argument("--log-level", default=os.environ.get("KUBEAPI_LOG_LEVEL", "WARNING"))
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -74,7 +74,7 @@ BUILTINS: tuple[ResourceInfo, ...] = (
         "deployments",
         True,
         ("deploy",),
-        ("status",),
+        ("status", "scale"),
         categories=("all",),
     ),
     # The other workload kinds: served as stored objects (no controller runs them), so that

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import contextvars
+import dataclasses
 import json
 import logging
 import secrets
@@ -26,6 +27,7 @@ from aiohttp import web
 
 from . import (
     admission,
+    audit,
     auth,
     errors,
     events,
@@ -70,6 +72,24 @@ _WARNINGS: contextvars.ContextVar[list[str]] = contextvars.ContextVar("warnings"
 _FIELD_VALIDATION: contextvars.ContextVar[str] = contextvars.ContextVar(
     "field_validation", default="Warn"
 )
+# Per request, for its audit event: how it ended (the error's Status) and whether the
+# authorizer refused it.
+_OUTCOME: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("outcome")
+
+
+def _created_name(response: web.StreamResponse) -> str:
+    body = getattr(response, "body", None)
+    if not isinstance(body, bytes):
+        return ""
+    try:
+        made = json.loads(body)
+    except ValueError:
+        return ""
+    return (
+        str(((made or {}).get("metadata") or {}).get("name") or "")
+        if isinstance(made, dict)
+        else ""
+    )
 
 
 def dumps(obj: Any) -> bytes:
@@ -109,7 +129,11 @@ class Server:
         tokens: Mapping[str, UserInfo] | None = None,
         history: int = 100_000,
         root_ca: str = "",
+        audit_policy: audit.Policy | None = None,
+        audit_backend: audit.WebhookBackend | None = None,
     ) -> None:
+        self.audit_policy = audit_policy
+        self.audit_backend = audit_backend
         self.store = Store(history)
         self.registry = Registry()
         self.objects = Objects(self.store, self.registry)
@@ -212,6 +236,9 @@ class Server:
     def app(self) -> web.Application:
         # Faults act outermost, before anything else sees the request.
         middlewares: list[Any] = [self.faults.middleware, self._errors_middleware]
+        if self.audit_policy is not None and self.audit_backend is not None:
+            # Audited as kube-apiserver does: after authentication, around everything else.
+            middlewares.insert(1, self._audit_middleware)
         app = web.Application(middlewares=middlewares, client_max_size=64 * 1024 * 1024)
         self.faults.add_routes(app)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
@@ -221,8 +248,12 @@ class Server:
 
     async def _on_startup(self, app: web.Application) -> None:
         self.controllers.start()
+        if self.audit_backend is not None:
+            self.audit_backend.start()
 
     async def _on_shutdown(self, app: web.Application) -> None:
+        if self.audit_backend is not None:
+            await self.audit_backend.stop()
         self.store.cut_watches()
         await self.controllers.stop()
         # Admission keeps connections to webhooks open between calls.
@@ -243,6 +274,9 @@ class Server:
                     response.headers.add("Warning", f'299 - "{escaped}"')
             return response
         except errors.ApiError as exc:
+            outcome = _OUTCOME.get(None)
+            if outcome is not None:
+                outcome["failure"] = exc.status()
             return respond(exc.status(), exc.code)
         except web.HTTPException:
             raise
@@ -250,6 +284,85 @@ class Server:
             log.exception("internal error on %s %s", request.method, request.path)
             err = errors.internal(repr(exc))
             return respond(err.status(), err.code)
+
+    @web.middleware
+    async def _audit_middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        received = datetime.now(UTC)
+        try:
+            user = self.authenticator.authenticate(request.headers)
+        except errors.ApiError:
+            # Refused at authentication: never reaches the audit filter of a real server.
+            return await handler(request)
+        outcome: dict[str, Any] = {}
+        _OUTCOME.set(outcome)
+        response = await handler(request)
+        assert self.audit_policy is not None and self.audit_backend is not None
+        described = self._audit_request(request, user)
+        if described.verb == "create" and not described.name and response.status < 300:
+            # A real server names the object made (from the request's object) in objectRef.
+            described = dataclasses.replace(described, name=_created_name(response))
+        level = self.audit_policy.level(described)
+        if level == "None":
+            return response
+        self.audit_backend.process(
+            audit.build_event(
+                described,
+                level=level,
+                uri=request.path_qs,
+                source_ip=request.remote or "",
+                user_agent=request.headers.get("User-Agent", ""),
+                received=received,
+                completed=datetime.now(UTC),
+                code=response.status,
+                failure=outcome.get("failure"),
+                allowed=not outcome.get("forbidden"),
+            )
+        )
+        return response
+
+    def _audit_request(self, request: web.Request, user: UserInfo) -> audit.Request:
+        """The request as the audit policy judges it and its event records it."""
+        impersonated: UserInfo | None = None
+        try:
+            acting = self._authenticate_headers(request.headers)
+            if acting != user:
+                impersonated = acting
+        except errors.ApiError:
+            pass
+        path = request.path.rstrip("/") or "/"
+        parts = [p for p in path.split("/") if p]
+        method_verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+        if not parts or parts[0] not in ("api", "apis") or self._is_discovery(parts):
+            return audit.Request(
+                user, impersonated, request.method.lower(), path, resource_request=False
+            )
+        try:
+            target = self._target(parts)
+        except errors.ApiError:
+            return audit.Request(
+                user, impersonated, method_verb.get(request.method, "get"), path, resource=""
+            )
+        if target.info.group == "" and target.subresource in CONNECT_OPTIONS:
+            verb = "create" if request.method == "POST" else "get"
+        else:
+            try:
+                verb = self._verb(request.method, target, request.query)
+            except errors.ApiError:
+                verb = request.method.lower()
+        return audit.Request(
+            user,
+            impersonated,
+            verb,
+            path,
+            resource=target.info.plural,
+            subresource=target.subresource,
+            api_group=target.info.group,
+            api_version=parts[1] if parts[0] == "api" else parts[2],
+            namespace=target.namespace,
+            name=target.name,
+        )
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -274,6 +387,9 @@ class Server:
     def _authorize(self, user: UserInfo, attrs: Attributes) -> None:
         allowed, why = self._authorize_raw(user, attrs)
         if not allowed:
+            outcome = _OUTCOME.get(None)
+            if outcome is not None:
+                outcome["forbidden"] = True
             if not attrs.resource_request:
                 raise errors.ApiError(
                     403,
@@ -325,6 +441,8 @@ class Server:
         )
         if verb not in target.info.verbs and not target.subresource:
             raise errors.method_not_allowed()
+        if target.subresource == "scale":
+            return await self._scale(request, target, user, verb)
         handler = {
             "get": self._get,
             "list": self._list,
@@ -529,6 +647,8 @@ class Server:
                         group="authentication.k8s.io",
                         version="v1",
                     )
+                if sub == "scale":
+                    entry.update(group="autoscaling", version="v1")
                 resources.append(entry)
         return {
             "kind": "APIResourceList",
@@ -1082,6 +1202,61 @@ class Server:
             stored = self.objects.update(t.info, old, new, dry_run)
             return respond(self._shape(request, t.info, [stored], True, {}))
         raise errors.stale(t.info.plural, t.info.group, t.name)
+
+    @staticmethod
+    def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:
+        """A Deployment's `scale` subresource: an `autoscaling/v1` Scale."""
+        metadata = obj.get("metadata") or {}
+        labels = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        return {
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                k: metadata[k]
+                for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                if k in metadata
+            },
+            "spec": {"replicas": int((obj.get("spec") or {}).get("replicas", 1))},
+            "status": {
+                "replicas": int((obj.get("status") or {}).get("replicas", 0)),
+                "selector": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+            },
+        }
+
+    async def _scale(
+        self, request: web.Request, t: Target, user: UserInfo, verb: str
+    ) -> web.StreamResponse:
+        """`deployments/scale`: read, or change `spec.replicas` through a Scale (put or
+        patched); the change is admitted as an update of the Deployment."""
+        current = self._scale_of(self.objects.get(t.info, t.namespace, t.name))
+        if verb == "get":
+            return respond(current)
+        if verb not in ("update", "patch"):
+            raise errors.method_not_allowed()
+        body = await self._body(request)
+        if verb == "update":
+            wanted = body
+        elif request.content_type == "application/json-patch+json":
+            wanted = patch.json_patch(current, body)
+        elif request.content_type in (
+            "application/merge-patch+json",
+            "application/strategic-merge-patch+json",
+        ):
+            wanted = patch.merge_patch(current, body)
+        else:
+            raise errors.unsupported_media_type(request.content_type)
+        replicas = ((wanted or {}).get("spec") or {}).get("replicas")
+        if not isinstance(replicas, int) or replicas < 0:
+            raise errors.bad_request("spec.replicas must be a non-negative integer")
+
+        def scaled(old: dict[str, Any]) -> dict[str, Any]:
+            new = json.loads(json.dumps(self.objects.present(t.info, old)))
+            new.setdefault("spec", {})["replicas"] = replicas
+            return dict(new)
+
+        whole = Target(t.info, t.namespace, t.name, "", False)
+        await self._write(request, whole, user, scaled, "update")
+        return respond(self._scale_of(self.objects.get(t.info, t.namespace, t.name)))
 
     async def _update(self, request: web.Request, t: Target, user: UserInfo) -> web.StreamResponse:
         body = await self._body(request)

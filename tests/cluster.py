@@ -17,13 +17,21 @@ from typing import Any
 
 import yaml
 
-from demo.harness import ROOT, VENV_BIN, Cluster, kubectl_binary, write_token_kubeconfig
+from demo.harness import (
+    ROOT,
+    VENV_BIN,
+    AuditWebhook,
+    Cluster,
+    kubectl_binary,
+    write_token_kubeconfig,
+)
 from kubeapi.process import READY_PREFIX, LocalServer, server_of
 
 __all__ = [
     "READY_PREFIX",
     "ROOT",
     "VENV_BIN",
+    "AuditWebhook",
     "Cluster",
     "LocalServer",
     "faults_client",

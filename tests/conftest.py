@@ -25,7 +25,7 @@ from kubernetes.client.rest import ApiException
 from lapse.config import Settings
 from lapse.core.bindings import MANAGED_BY, MANAGED_BY_LABEL, MANAGED_SELECTOR
 from lapse.core.kinds import ACCESS_POLICY, ACCESS_REQUEST, BREAK_GLASS, GROUP, VERSION
-from tests.cluster import ROOT, Cluster, LocalServer, faults_client, server_of
+from tests.cluster import ROOT, AuditWebhook, Cluster, LocalServer, faults_client, server_of
 
 BACKENDS = ("local", "kind", "kubeconfig")
 # Every namespace the suites make, and every cluster-scoped object they make (policies,
@@ -64,13 +64,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def cluster(
+def audit_webhook(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AuditWebhook | None:
+    """Where the cluster's API server sends its audit events to Lapse: made here for the local
+    API; for another cluster, what its API server was configured with (LAPSE_TEST_AUDIT_*), or
+    None when it sends none."""
+    if backend_of(request.config) == "local":
+        return AuditWebhook.make(tmp_path_factory.mktemp("audit-webhook"))
+    return AuditWebhook.from_env(dict(os.environ))
+
+
+@pytest.fixture(scope="session")
+def cluster(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    audit_webhook: AuditWebhook | None,
 ) -> Iterator[Cluster]:
     backend = backend_of(request.config)
     cache = tmp_path_factory.mktemp("kubectl-cache")
     if backend == "local":
-        server = LocalServer(tmp_path_factory.mktemp("kubeapi"))
+        workdir = tmp_path_factory.mktemp("kubeapi")
+        assert audit_webhook is not None
+        server = LocalServer(workdir, extra_args=audit_webhook.kubeapi_args(workdir))
         url = server.start()
         try:
             yield Cluster(

@@ -29,6 +29,10 @@ def _seconds(value: str | None, default: float) -> float:
         return parse_duration(value).total_seconds()
 
 
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
 @dataclass(frozen=True)
 class Settings:
     # Where the admission webhook server listens, and the host the API server dials.
@@ -72,6 +76,22 @@ class Settings:
     lease_renew: float = 5.0
     # Test-only: die at this named step (lapse.crashpoints); empty in every real deployment.
     crash_at: str = ""
+    # The audit sink (lapse.activity) at `/audit` on the webhook server: the API server's
+    # audit webhook authenticates with this bearer token, or with a client certificate
+    # signed by `audit_client_ca` (and, if listed, one of `audit_client_names`). Neither set
+    # turns the sink off.
+    audit_token_file: Path | None = None
+    audit_client_ca: Path | None = None
+    audit_client_names: frozenset[str] = frozenset()
+    # Events waiting to be folded into records; past it they are dropped (and counted).
+    audit_queue_size: int = 50_000
+    # How often changed activity records are written to the grants' status.
+    audit_flush_interval: float = 2.0
+    # Events folded per second at most (a share of one core), so grants and revocations
+    # never wait behind a flood; what the queue cannot hold past it is dropped and counted.
+    audit_max_rate: int = 5000
+    # How long after a grant's end its late audit events are still taken.
+    audit_grace: float = 120.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -114,4 +134,15 @@ class Settings:
             lease_duration=_seconds(env.get("LAPSE_LEASE_DURATION"), default.lease_duration),
             lease_renew=_seconds(env.get("LAPSE_LEASE_RENEW"), default.lease_renew),
             crash_at=env.get("LAPSE_CRASH_AT", default.crash_at),
+            audit_token_file=_path(env.get("LAPSE_AUDIT_TOKEN_FILE")),
+            audit_client_ca=_path(env.get("LAPSE_AUDIT_CLIENT_CA")),
+            audit_client_names=frozenset(
+                n.strip() for n in env.get("LAPSE_AUDIT_CLIENT_NAMES", "").split(",") if n.strip()
+            ),
+            audit_queue_size=int(env.get("LAPSE_AUDIT_QUEUE_SIZE", default.audit_queue_size)),
+            audit_flush_interval=_seconds(
+                env.get("LAPSE_AUDIT_FLUSH_INTERVAL"), default.audit_flush_interval
+            ),
+            audit_grace=_seconds(env.get("LAPSE_AUDIT_GRACE"), default.audit_grace),
+            audit_max_rate=int(env.get("LAPSE_AUDIT_MAX_RATE", default.audit_max_rate)),
         )

@@ -16,8 +16,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from lapse import audit, metrics
+from lapse.activity import ActivityRecorder
 from lapse.assessor import Assessor
 from lapse.config import Settings
+from lapse.core.activity import compute_activity_summary
 from lapse.core.admission import ADMITTED_AT_ANNOTATION
 from lapse.core.audit import build_audit_record
 from lapse.core.bindings import (
@@ -77,6 +79,7 @@ class Grantor:
         self.footholds = Footholds(kube, self.reporter)
         self.verifier = Verifier(kube, self.reporter, clock)
         self.assessor = Assessor(kube)
+        self.activity = ActivityRecorder(kube, settings, clock)
         self._verifying: set[asyncio.Task[None]] = set()
         self.scheduler = ExpiryScheduler(self.expire, clock, on_change=self._update_gauges)
         self.scheduler.on(EXPIRY_WARNING, self.expiring_soon)
@@ -315,6 +318,12 @@ class Grantor:
                 lag = (self.clock() - status.expires_at).total_seconds()
                 metrics.revocation_lag_seconds.labels(kind=key.kind).observe(max(0.0, lag))
             await self._settle_footholds(key, role)
+            # What was done with the access, as far as the audit log has told us by now.
+            activity = (
+                {"activity": compute_activity_summary(self.activity.record_of(key))}
+                if self.activity.enabled
+                else {}
+            )
             if patch_status:
                 try:
                     await self.reporter.transition(
@@ -327,6 +336,7 @@ class Grantor:
                         generation=generation,
                         event_type=event_type,
                         crash_prefix="revoke",
+                        **activity,
                     )
                 except FinalPhaseError:
                     self.ended.add(key)
@@ -335,7 +345,7 @@ class Grantor:
             # The owner is going away: its Event and audit line are all that remain.
             metrics.requests_total.labels(kind=key.kind, outcome=OUTCOMES[phase]).inc()
             await self.reporter.event(key, event_type, reason, message)
-            self.reporter.audit(phase.lower(), key, status, role, reason, message)
+            self.reporter.audit(phase.lower(), key, status, role, reason, message, **activity)
             self.ended.add(key)
             self._verify_later(key, role, status)
 

@@ -78,6 +78,22 @@ breakglass_active = Gauge("lapse_breakglass_active", "Break-glass grants current
 breakglass_unreviewed = Gauge(
     "lapse_breakglass_unreviewed", "Break-glasses past their review deadline without a review."
 )
+audit_batches_total = Counter(
+    "lapse_audit_batches_total",
+    "Audit webhook batches from the API server: accepted, refused (unauthenticated).",
+    ["result"],
+)
+audit_events_total = Counter(
+    "lapse_audit_events_total",
+    "Audit events taken by the sink: matched to a grant, unmatched, unreadable, dropped.",
+    ["result"],
+)
+audit_queue_depth = Gauge("lapse_audit_queue_depth", "Audit events waiting to be folded.")
+breakglass_writes_total = Counter(
+    "lapse_breakglass_writes_total",
+    "Writes (create, update, patch, delete) made under break-glass grants, by resource.",
+    ["resource"],
+)
 
 for _kind in KINDS:
     active_grants.labels(kind=_kind)

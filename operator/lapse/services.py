@@ -49,6 +49,10 @@ class Services:
         """Elect (or just take) the lead, then `lead`."""
         self.tasks.append(asyncio.create_task(self.leadership.run(), name="lapse-leader-election"))
         self.tasks.append(asyncio.create_task(self.lead(), name="lapse-lead"))
+        if self.grantor.activity.enabled:
+            self.tasks.append(
+                asyncio.create_task(self.grantor.activity.run(), name="lapse-activity")
+            )
 
     async def lead(self) -> None:
         """Once this replica holds the lease (at once without leader election): catch up, then
@@ -86,6 +90,11 @@ class Services:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        # What the audit sink folded since the last write goes out before the client closes.
+        try:
+            await self.grantor.activity.flush()
+        except Exception:
+            logger.exception("Could not write activity records at shutdown")
         await self.grantor.stop_verifying()
         await self.kube.close()
 

@@ -3,20 +3,23 @@
 kopf's own self-signed certificate needs oscrypto, which fails on OpenSSL 3, so Lapse makes a
 CA and a serving certificate with `cryptography` at start-up — or uses the files a certificate
 manager mounted in `LAPSE_WEBHOOK_CERT_DIR`. The CA goes into the webhook configuration's
-caBundle, so the API server verifies the operator it calls.
+caBundle, so the API server verifies the operator it calls. The same server takes the API
+server's audit webhook batches at `/audit` (see `lapse.activity`).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import ssl
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp.web
 import kopf
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -139,8 +142,34 @@ def admission_target() -> AdmissionTarget | None:
     return _TARGET.get()
 
 
+# The path of the audit sink on the webhook server: the API server's audit webhook posts there.
+AUDIT_PATH = "audit"
+# The audit sink's door: (headers, the client certificate, a way to read the body) → the answer.
+AuditReceiver = Callable[
+    [Mapping[str, str], Any, Callable[[], Awaitable[bytes]]], Awaitable[Mapping[str, Any]]
+]
+
+
 class WebhookServer(kopf.WebhookServer):
-    """kopf's webhook server, noting each request's name and namespace for its handlers."""
+    """kopf's webhook server, noting each request's name and namespace for its handlers, and
+    serving the audit sink at `/audit` beside the admission webhooks (kopf routes every POST
+    path to its webhooks by id; `audit` is no handler's id). The sink's requests are taken
+    before kopf reads them, so a caller is refused, or a full queue answered, before the
+    body is parsed."""
+
+    def __init__(self, *args: Any, audit: AuditReceiver | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.audit = audit
+
+    async def _serve(self, fn: Any, request: aiohttp.web.Request) -> aiohttp.web.Response:  # type: ignore[override]
+        if request.match_info.get("id") != AUDIT_PATH:
+            return await super()._serve(fn, request)
+        if self.audit is None:
+            raise aiohttp.web.HTTPNotFound()
+        transport = request.transport
+        peercert = transport.get_extra_info("peercert") if transport else None
+        answer = await self.audit(request.headers, peercert, request.read)
+        return aiohttp.web.json_response(dict(answer))
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
         async def noting(request: Any, **kwargs: Any) -> Any:
@@ -156,8 +185,13 @@ class WebhookServer(kopf.WebhookServer):
             yield config
 
 
-def build_webhook_server(settings: Settings) -> kopf.WebhookServer:
+def build_webhook_server(
+    settings: Settings, audit: AuditReceiver | None = None
+) -> kopf.WebhookServer:
     paths = ensure_certificates(settings, datetime.now(UTC))
+    # A client certificate is asked for (never required: admission callers send none) only
+    # when the audit sink trusts one.
+    client_ca = settings.audit_client_ca
     return WebhookServer(
         addr=settings.webhook_addr,
         port=settings.webhook_port,
@@ -165,4 +199,7 @@ def build_webhook_server(settings: Settings) -> kopf.WebhookServer:
         certfile=str(paths.cert),
         pkeyfile=str(paths.key),
         cafile=str(paths.ca),
+        verify_mode=ssl.CERT_OPTIONAL if client_ca else None,
+        verify_cafile=str(client_ca) if client_ca else None,
+        audit=audit,
     )

@@ -13,6 +13,10 @@ COUNTERS = frozenset(
     {
         "lapse_requests_total",
         "lapse_errors_total",
+        # The audit sink (lapse.activity).
+        "lapse_audit_batches_total",
+        "lapse_audit_events_total",
+        "lapse_breakglass_writes_total",
         "lapse_tamper_total",
         "lapse_footholds_total",
         "lapse_revocations_verified_total",
@@ -26,6 +30,7 @@ COUNTERS = frozenset(
 GAUGES = frozenset(
     {
         "lapse_active_grants",
+        "lapse_audit_queue_depth",
         "lapse_scheduled_expiries",
         "lapse_pending_requests",
         "lapse_breakglass_active",

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from kubernetes.client.rest import ApiException
 
-from tests.cluster import Cluster
+from tests.cluster import AuditWebhook, Cluster
 from tests.e2e.harness import (
     ROOT,
     Identity,
@@ -62,8 +62,15 @@ def operator(
     crds: None,
     operator_identity: Identity,
     tmp_path_factory: pytest.TempPathFactory,
+    audit_webhook: AuditWebhook | None,
 ) -> Iterator[Operator]:
-    process = Operator(cluster, tmp_path_factory.mktemp("operator"), identity=operator_identity)
+    process = Operator(
+        cluster,
+        tmp_path_factory.mktemp("operator"),
+        identity=operator_identity,
+        # The API server's audit events come to this operator's /audit (lapse.activity).
+        extra_env=audit_webhook.operator_env() if audit_webhook else None,
+    )
     process.start()
     try:
         yield process

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from lapse.core.models import AccessPolicy, AccessRequest
@@ -46,3 +46,51 @@ def make_request(
             "spec": body,
         }
     )
+
+
+# Audit events (lapse.core.activity, lapse.activity) ---------------------------------------
+
+START = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)
+
+
+def audit_time(seconds: float) -> str:
+    return (START + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def audit_event(
+    verb: str,
+    resource: str,
+    *,
+    at: float = 60,
+    user: str = "carol",
+    impersonated: str | None = None,
+    namespace: str | None = "payments",
+    name: str | None = "web-1",
+    subresource: str | None = None,
+    code: int = 200,
+    audit_id: str = "",
+    stage: str = "ResponseComplete",
+) -> dict[str, Any]:
+    ref: dict[str, Any] = {"resource": resource, "apiVersion": "v1"}
+    if namespace:
+        ref["namespace"] = namespace
+    if name:
+        ref["name"] = name
+    if subresource:
+        ref["subresource"] = subresource
+    item: dict[str, Any] = {
+        "kind": "Event",
+        "apiVersion": "audit.k8s.io/v1",
+        "level": "Metadata",
+        "auditID": audit_id or f"{verb}-{resource}-{at}",
+        "stage": stage,
+        "verb": verb,
+        "user": {"username": user, "groups": ["system:authenticated"]},
+        "objectRef": ref,
+        "responseStatus": {"metadata": {}, "code": code},
+        "requestReceivedTimestamp": audit_time(at),
+        "stageTimestamp": audit_time(at + 0.01),
+    }
+    if impersonated:
+        item["impersonatedUser"] = {"username": impersonated, "groups": ["sre-oncall"]}
+    return item

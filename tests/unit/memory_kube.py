@@ -17,7 +17,7 @@ from typing import Any
 from lapse.core.bindings import compute_binding_ref
 from lapse.core.grants import GrantKey
 from lapse.core.models import BindingRef
-from lapse.kube import ConflictError, NotFoundError
+from lapse.kube import ConflictError, NotFoundError, RefusedError
 
 Key = tuple[str, str | None, str]
 
@@ -126,6 +126,10 @@ class MemoryKube:
         found = self.owners.get((key.kind, key.namespace, key.name))
         if found is None:
             raise NotFoundError(404, "NotFound", f"{key.name} not found")
+        for op in operations:
+            failed = found["metadata"].get("uid") != op.get("value")
+            if op["op"] == "test" and op["path"] == "/metadata/uid" and failed:
+                raise RefusedError(422, "Invalid", "the uid test failed")
         status = found.setdefault("status", {})
         for op in operations:
             if op["op"] == "add" and op["path"].startswith("/status/"):

@@ -22,6 +22,7 @@ from lapse.cli.errors import EXIT_CODES_HELP, CliError, ExitCode
 from lapse.cli.grants import run_breakglass, run_extend, run_request
 from lapse.cli.objects import Io
 from lapse.cli.render import use_colour
+from lapse.cli.report import run_report
 from lapse.cli.views import run_explain, run_get, run_list
 from lapse.core.durations import DurationError, parse_duration
 
@@ -356,6 +357,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _wait_flags(revoke, "30s")
     _output_flag(revoke, ("json", "yaml"))
+
+    report = command(
+        "report",
+        run_report,
+        "What the subject did with a grant, from the API server's audit log: writes, Secrets "
+        "read, exec sessions, refusals, counts.",
+        "  kubectl lapse report edit-x7k2p -n payments\n"
+        "  kubectl lapse report bg/inc-4711\n"
+        "  kubectl lapse report bg/inc-4711 -o json",
+        aliases=("activity",),
+    )
+    _name_argument(report)
+    _output_flag(report, ("json", "yaml"))
 
     review = command(
         "review",

@@ -16,6 +16,7 @@ from lapse.cli.explain import foothold_sentences
 from lapse.cli.grants import wait_until
 from lapse.cli.objects import Io, Ref, parse_grant, parse_ref
 from lapse.cli.render import dump
+from lapse.cli.report import activity_lines
 from lapse.core.kinds import ACCESS_REQUEST, BREAK_GLASS, Kind
 from lapse.core.models import Phase
 
@@ -122,6 +123,8 @@ def run_review(kube: Kube, io: Io, args: Any) -> int:
     if glass.status.risk is not None and glass.status.risk.summary:
         io.progress(f"It gave: {glass.status.risk.summary}")
     for line in foothold_sentences(glass):
+        io.progress(line)
+    for line in activity_lines(glass):
         io.progress(line)
     body = kube.annotate(BREAK_GLASS, ref.name, {REVIEW: value}, None)
     verdict = VERDICTS[args.verdict.lower()]

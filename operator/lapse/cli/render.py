@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 import yaml
 
+from lapse.core.activity import compute_activity_summary
 from lapse.core.approvals import build_approval_requirement
 from lapse.core.models import (
     AccessPolicy,
@@ -326,6 +327,9 @@ def describe(grant: Grant, policy: AccessPolicy | None, now: datetime, colour: b
     if status.ended_at:
         _field(lines, "Ended", f"{timestamp(status.ended_at)} ({relative(status.ended_at, now)})")
     _field(lines, "Time left", time_left(status, now) if status.phase == Phase.ACTIVE else None)
+    if status.activity is not None:
+        # The whole record is `kubectl lapse report`'s; here, what it amounts to.
+        _field(lines, "Activity", f"{compute_activity_summary(status.activity)} (lapse report)")
     if status.bindings:
         lines.append("Bindings (removed):" if ended else "Bindings:")
         for ref in status.bindings:

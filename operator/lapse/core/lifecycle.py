@@ -112,7 +112,8 @@ def is_due(status: GrantStatus, now: datetime) -> bool:
 
 
 def build_status_patch(status: GrantStatus) -> dict[str, Any]:
-    """A merge patch for the status subresource carrying the whole status but its footholds:
-    the foothold webhook appends to those while a grant runs, under a resourceVersion
-    precondition, and a transition written from an older read must never drop one."""
-    return {"status": status.model_copy(update={"footholds": None}).to_wire()}
+    """A merge patch for the status subresource carrying the whole status but its footholds
+    and activity: the foothold webhook appends to those while a grant runs, under a
+    resourceVersion precondition, and the activity recorder rewrites its record as audit events
+    arrive; a transition written from an older read must never drop either."""
+    return {"status": status.model_copy(update={"footholds": None, "activity": None}).to_wire()}

@@ -378,6 +378,61 @@ class RiskSummary(Model):
     summary: str = Field(default="", description="One line for the people who decide.")
 
 
+# Activity: what a grant's subject did with it, from the API server's audit log (lapse.activity).
+
+
+class ActivityEntry(Model):
+    """One request the subject made during the grant, as the API server's audit log has it."""
+
+    at: datetime = Field(description="When the API server received the request.")
+    verb: str = Field(description="The API verb: get, create, update, patch, delete, …")
+    resource: str = Field(description="Resource, with its subresource: pods, deployments/scale.")
+    namespace: str | None = Field(default=None, description="Namespace, if namespaced.")
+    name: str | None = Field(default=None, description="Name of the object, if one.")
+    code: int | None = Field(default=None, description="The HTTP status the API server answered.")
+    audit_id: str | None = Field(
+        default=None, description="The audit event's auditID: the full record in the audit log."
+    )
+
+
+class ActivityCount(Model):
+    """How often the subject used one verb on one resource during the grant."""
+
+    verb: str = Field(description="The API verb.")
+    resource: str = Field(description="Resource, with its subresource.")
+    count: int = Field(ge=0, description="How many requests.")
+
+
+class ActivityRecord(Model):
+    """What the subject did during the grant, kept bounded; the API server's audit log (by
+    user and time, or by each entry's auditId) holds the rest."""
+
+    events: int = Field(default=0, ge=0, description="Audit events matched to this grant.")
+    first_at: datetime | None = Field(default=None, description="The first request seen.")
+    last_at: datetime | None = Field(default=None, description="The last request seen.")
+    counts: list[ActivityCount] = Field(
+        default_factory=list, description="Requests by verb and resource."
+    )
+    writes: list[ActivityEntry] = Field(
+        default_factory=list, description="Every write and delete, with its object and time."
+    )
+    secret_reads: list[ActivityEntry] = Field(
+        default_factory=list, description="Secrets read (get, list, watch)."
+    )
+    connects: list[ActivityEntry] = Field(
+        default_factory=list, description="exec, attach and port-forward sessions."
+    )
+    denied: list[ActivityEntry] = Field(
+        default_factory=list, description="Requests the API server refused (401, 403)."
+    )
+    omitted: int = Field(
+        default=0,
+        ge=0,
+        description="Entries not kept here (the lists are bounded); see the audit log.",
+    )
+    updated_at: datetime | None = Field(default=None, description="When Lapse last wrote this.")
+
+
 class GrantStatus(Model):
     """Status shared by AccessRequest and BreakGlass: one grant machinery, two kinds."""
 
@@ -422,6 +477,14 @@ class GrantStatus(Model):
         description=(
             "What the grantee made under the grant that could outlive it, and what became of "
             "it when the grant ended. Written by Lapse's foothold webhook alone."
+        ),
+    )
+    # Activity (lapse.activity): written by the audit sink's recorder alone.
+    activity: ActivityRecord | None = Field(
+        default=None,
+        description=(
+            "What the subject did with the grant, from the API server's audit log: counts, "
+            "writes, Secrets read, exec sessions and refusals, bounded."
         ),
     )
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import aiohttp.web
 import kopf
 
 from lapse import metrics
+from lapse.activity import AuditBusy, AuditRefused
 from lapse.config import Settings
 from lapse.kube import KubeClient, NotFoundError
 from lapse.notify import Notifier
 from lapse.services import Services, build_services
-from lapse.webhooks import build_webhook_server
+from lapse.webhooks import AuditReceiver, build_webhook_server
 
 
 @kopf.on.startup()
@@ -39,7 +43,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     # The API server calls the webhooks over TLS with Lapse's own CA (see lapse.webhooks).
-    settings.admission.server = build_webhook_server(config)
+    settings.admission.server = build_webhook_server(config, audit=_audit_receiver(memo))
     # Lapse registers its webhook configurations unless a chart ships them.
     settings.admission.managed = config.webhook_configuration if config.webhook_managed else None
 
@@ -69,6 +73,38 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if config.notify_url:
         notifier = Notifier(config.notify_url, config.notify_timeout, config.notify_retries)
         services.tasks.append(notifier.start())
+
+
+def _audit_receiver(memo: kopf.Memo) -> AuditReceiver:
+    """The audit sink's door on the webhook server: 503 until the services exist and on a
+    standby, 429 while the queue is full (the API server's audit backend sends the batch
+    again), 401 to an unauthenticated caller, whose body is never read."""
+
+    async def receive(
+        headers: Mapping[str, str], peercert: Any, read: Callable[[], Awaitable[bytes]]
+    ) -> Mapping[str, Any]:
+        services = getattr(memo, "services", None)
+        if not isinstance(services, Services):
+            raise aiohttp.web.HTTPServiceUnavailable()
+        recorder = services.grantor.activity
+        if not services.leadership.leading:
+            # Records are written whole: a standby's would overwrite the leader's. The API
+            # server sends the batch again, and a Service spreads its retries to the leader.
+            metrics.audit_batches_total.labels(result="standby").inc()
+            raise aiohttp.web.HTTPServiceUnavailable(reason="not the leader")
+        try:
+            recorder.admit(headers, peercert)
+        except AuditRefused as error:
+            raise aiohttp.web.HTTPUnauthorized(reason=str(error)) from None
+        except AuditBusy as error:
+            raise aiohttp.web.HTTPTooManyRequests(reason=str(error)) from None
+        try:
+            batch = json.loads(await read())
+        except ValueError:
+            raise aiohttp.web.HTTPBadRequest(reason="not an audit EventList") from None
+        return recorder.receive(batch)
+
+    return receive
 
 
 @kopf.on.cleanup()
