@@ -352,22 +352,10 @@ class RequestKeeper:
         message = compute_quoted(
             f"Revoked by {revocation.username}", revocation.comment, default=NO_REASON
         )
-        if status.phase == Phase.SCHEDULED:
-            # Nothing is bound yet: the record of the end is all there is to write.
-            self.starts.cancel(key)
-            await self.reporter.transition(
-                key,
-                role=parse_role(body),
-                status=status,
-                phase=Phase.REVOKED,
-                reason="RevokedByUser",
-                message=message,
-                generation=parse_generation(body),
-                event_type="Warning",
-                decidedBy=revocation.username,
-            )
-            return
-        await self.grantor.end(
+        # A scheduled request has nothing bound yet: the record of its end is all there is.
+        end = self.reporter.transition if status.phase == Phase.SCHEDULED else self.grantor.end
+        self.starts.cancel(key)
+        await end(
             key,
             role=parse_role(body),
             status=status,
