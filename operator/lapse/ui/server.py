@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from lapse.ui.guard import Gate, guarded, stamp_headers
 from lapse.ui.views import grant_view, offers, parse_grant_body, stamp, story
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 STATIC = {
     "": ("index.html", "text/html"),
@@ -146,7 +148,8 @@ class Server:
                 if change is not None:
                     await send(*self._view(change))
         except ConnectionResetError:
-            pass  # the tab was closed
+            # The page closed its stream (a tab closed or reloaded): nothing is owed to it.
+            logger.debug("An event stream ended: the page went away.")
         finally:
             self.feed.listeners.discard(queue.put_nowait)
         return response
