@@ -463,28 +463,25 @@ class RequestKeeper:
             return
         if now >= deadline:
             self._set_pending(key, False)
-            timeout = format_duration(compute_approval_timeout(policy))
             created = request.metadata.creation_timestamp or now
+            reason, message = (
+                "ApprovalTimeout",
+                f"No approval within {format_duration(compute_approval_timeout(policy))}; "
+                "the request expired without access.",
+            )
             if deadline < compute_approval_deadline(created, policy):
-                await self.reporter.transition(
-                    key,
-                    role=role,
-                    status=status,
-                    phase=Phase.EXPIRED,
-                    reason="WindowPassed",
-                    message=f"The window asked for ended at {format_time(deadline)} before "
-                    "the request was approved; it expired without access.",
-                    generation=generation,
-                    event_type="Warning",
+                reason, message = (
+                    "WindowPassed",
+                    f"The window asked for ended at {format_time(deadline)} before the request "
+                    "was approved; it expired without access.",
                 )
-                return
             await self.reporter.transition(
                 key,
                 role=role,
                 status=status,
                 phase=Phase.EXPIRED,
-                reason="ApprovalTimeout",
-                message=f"No approval within {timeout}; the request expired without access.",
+                reason=reason,
+                message=message,
                 generation=generation,
                 event_type="Warning",
             )
