@@ -86,7 +86,8 @@ def test_a_pending_request_whose_window_passes_times_out(
     team: Team, leads: str, operator: Operator
 ) -> None:
     approvers_policy(team, leads)
-    start = whole_seconds_from_now(2)
+    # Over a second ahead of creation (whose timestamp has whole seconds), or it means "now".
+    start = whole_seconds_from_now(3)
     team.ask("missed", duration="3s", startAt=rfc3339(start))
     team.wait_phase("missed", "Pending")
     body = team.wait_phase("missed", "Expired", timeout=15)
