@@ -243,7 +243,6 @@ def aggregate(clusterroles: list[dict[str, Any]]) -> dict[str, list[dict[str, An
 class _Grant:
     """One (binding, subject) pair: the binding grants its role to that subject."""
 
-    order: int  # position in the list, so the first allowing binding is reported as real
     subject_index: int  # the first subject of a binding that applies is the one reported
     kind: str  # RoleBinding or ClusterRoleBinding
     binding: str
@@ -274,40 +273,65 @@ def _user_keys(user: UserInfo) -> list[tuple[str, str]]:
 
 
 class _Bindings:
-    """Bindings of one scope, indexed by subject."""
+    """Bindings of one scope, indexed by subject, kept current one write at a time.
 
-    def __init__(self, kind: str, objects: list[dict[str, Any]]) -> None:
-        self.by_subject: dict[tuple[str, str], list[_Grant]] = {}
-        for order, obj in enumerate(objects):
-            meta = obj.get("metadata") or {}
-            namespace = meta.get("namespace", "") if kind == "RoleBinding" else ""
-            ref = obj.get("roleRef") or {}
-            seen: set[tuple[str, str]] = set()
-            for index, subject in enumerate(obj.get("subjects") or ()):
-                keyed = _subject_keys(subject, namespace)
-                if keyed is None or keyed[0] in seen:
-                    continue
-                seen.add(keyed[0])
-                grant = _Grant(
-                    order,
-                    index,
-                    kind,
-                    meta.get("name", ""),
-                    namespace,
-                    ref.get("kind", ""),
-                    ref.get("name", ""),
-                    keyed[1],
-                )
-                self.by_subject.setdefault(keyed[0], []).append(grant)
+    A namespace with thousands of bindings is written many times a second while access
+    reviews arrive just as often: rebuilding the index per write made each review cost the
+    whole namespace. Bindings are visited by name, a stable order (the real authorizer's
+    informer cache has none to mirror)."""
+
+    def __init__(self, kind: str, objects: Iterable[dict[str, Any]]) -> None:
+        self.kind = kind
+        self.by_subject: dict[tuple[str, str], dict[str, _Grant]] = {}
+        self._keys_of: dict[str, list[tuple[str, str]]] = {}
+        for obj in objects:
+            self.put(obj)
+
+    def put(self, obj: Mapping[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        name = meta.get("name", "")
+        self.remove(name)
+        namespace = meta.get("namespace", "") if self.kind == "RoleBinding" else ""
+        ref = obj.get("roleRef") or {}
+        keys: list[tuple[str, str]] = []
+        for index, subject in enumerate(obj.get("subjects") or ()):
+            keyed = _subject_keys(subject, namespace)
+            if keyed is None or keyed[0] in keys:
+                continue
+            keys.append(keyed[0])
+            grant = _Grant(
+                index,
+                self.kind,
+                name,
+                namespace,
+                ref.get("kind", ""),
+                ref.get("name", ""),
+                keyed[1],
+            )
+            self.by_subject.setdefault(keyed[0], {})[name] = grant
+        self._keys_of[name] = keys
+
+    def remove(self, name: str) -> None:
+        for key in self._keys_of.pop(name, ()):
+            grants = self.by_subject[key]
+            del grants[name]
+            if not grants:
+                del self.by_subject[key]
 
     def for_user(self, user: UserInfo) -> list[_Grant]:
-        found: dict[int, _Grant] = {}
+        found: dict[str, _Grant] = {}
         for key in _user_keys(user):
-            for grant in self.by_subject.get(key, ()):
-                prior = found.get(grant.order)
+            for name, grant in self.by_subject.get(key, {}).items():
+                prior = found.get(name)
                 if prior is None or grant.subject_index < prior.subject_index:
-                    found[grant.order] = grant
+                    found[name] = grant
         return [found[k] for k in sorted(found)]
+
+
+def _compile_roles(roles: Iterable[Mapping[str, Any]]) -> dict[str, tuple[Rule, ...]]:
+    return {
+        r["metadata"]["name"]: tuple(Rule.from_dict(x) for x in r.get("rules") or ()) for r in roles
+    }
 
 
 class _ClusterView:
@@ -323,11 +347,18 @@ class _ClusterView:
 
 class _NamespaceView:
     def __init__(self, roles: list[dict[str, Any]], bindings: list[dict[str, Any]]) -> None:
-        self.roles = {
-            r["metadata"]["name"]: tuple(Rule.from_dict(x) for x in r.get("rules") or ())
-            for r in roles
-        }
+        self.roles = _compile_roles(roles)
         self.bindings = _Bindings("RoleBinding", bindings)
+
+    def observe(self, plural: str, name: str, obj: Mapping[str, Any] | None) -> None:
+        if plural == "roles":
+            self.roles.pop(name, None)
+            if obj is not None:
+                self.roles.update(_compile_roles([obj]))
+        elif obj is None:
+            self.bindings.remove(name)
+        else:
+            self.bindings.put(obj)
 
 
 def _fingerprint(objects: list[dict[str, Any]]) -> tuple[Hashable, ...]:
@@ -340,10 +371,11 @@ def _fingerprint(objects: list[dict[str, Any]]) -> tuple[Hashable, ...]:
 class Authorizer:
     """The RBAC authorizer over the objects `list_objects(plural, namespace)` returns.
 
-    `revision`, when given, must return a value that changes whenever any
-    rbac.authorization.k8s.io object is written (e.g. a counter bumped by a store listener);
-    compiled indexes are then reused until it changes. Without it, each call compares the
-    resourceVersions of the listed objects with the ones the indexes were built from.
+    `revision`, when given, must return a value that changes whenever a ClusterRole or a
+    ClusterRoleBinding is written (e.g. a counter bumped by a store listener), and every write
+    of a Role or RoleBinding must be passed to `observe`: compiled indexes are then reused
+    and kept current. Without it, each call compares the resourceVersions of the listed
+    objects with the ones the indexes were built from.
     """
 
     def __init__(
@@ -354,6 +386,12 @@ class Authorizer:
         self._cluster: tuple[Hashable, _ClusterView] | None = None
         self._namespaces: dict[str, tuple[Hashable, _NamespaceView]] = {}
 
+    def observe(self, plural: str, namespace: str, name: str, obj: dict[str, Any] | None) -> None:
+        """One write of a Role or RoleBinding (`obj` None: deleted)."""
+        cached = self._namespaces.get(namespace)
+        if cached is not None:
+            cached[1].observe(plural, name, obj)
+
     # compiled views
 
     def _cluster_view(self) -> _ClusterView:
@@ -361,15 +399,11 @@ class Authorizer:
             rev = self._revision()
             if self._cluster is not None and self._cluster[0] == rev:
                 return self._cluster[1]
-            roles, bindings = (
-                self._list("clusterroles", None),
-                self._list("clusterrolebindings", None),
-            )
+            roles = self._list("clusterroles", None)
+            bindings = self._list("clusterrolebindings", None)
         else:
-            roles, bindings = (
-                self._list("clusterroles", None),
-                self._list("clusterrolebindings", None),
-            )
+            roles = self._list("clusterroles", None)
+            bindings = self._list("clusterrolebindings", None)
             rev = (_fingerprint(roles), _fingerprint(bindings))
             if self._cluster is not None and self._cluster[0] == rev:
                 return self._cluster[1]
@@ -380,10 +414,10 @@ class Authorizer:
     def _namespace_view(self, namespace: str) -> _NamespaceView:
         cached = self._namespaces.get(namespace)
         if self._revision is not None:
-            rev = self._revision()
-            if cached is not None and cached[0] == rev:
+            if cached is not None:
                 return cached[1]
             roles, bindings = self._list("roles", namespace), self._list("rolebindings", namespace)
+            rev: Hashable = None
         else:
             roles, bindings = self._list("roles", namespace), self._list("rolebindings", namespace)
             rev = (_fingerprint(roles), _fingerprint(bindings))

@@ -194,6 +194,11 @@ class Server:
     def _track_rbac(self, event: Event) -> None:
         if event.key[0] != RBAC_GROUP:
             return
+        if event.key[1] in ("roles", "rolebindings"):
+            obj = None if event.type == "DELETED" else event.obj
+            name = event.obj["metadata"]["name"]
+            self.authorizer.observe(event.key[1], event.namespace, name, obj)
+            return
         self._rbac_revision += 1
         if event.key[1] == "clusterroles" and not self._aggregation_pending:
             self._aggregation_pending = True

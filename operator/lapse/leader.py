@@ -84,7 +84,7 @@ class Leadership:
         while True:
             started = asyncio.get_running_loop().time()
             try:
-                await asyncio.wait_for(self._attempt(), self.renew.total_seconds())
+                await asyncio.wait_for(self.attempt(), self.renew.total_seconds())
             except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as error:
                 logger.warning("Could not read or write the lease: %s", error)
             if self.acquired.is_set():
@@ -94,7 +94,8 @@ class Leadership:
             elapsed = asyncio.get_running_loop().time() - started
             await asyncio.sleep(max(0.0, self.renew.total_seconds() - elapsed))
 
-    async def _attempt(self) -> None:
+    async def attempt(self) -> None:
+        """One round: take the lease if it is free or ours, renew it if held."""
         namespace, name = self.settings.namespace, self.settings.lease_name
         lease = parse_lease(await self.kube.get_lease(namespace, name))
         now = self.clock()

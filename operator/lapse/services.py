@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from lapse.breakglass import BreakGlassKeeper
 from lapse.config import Settings
@@ -44,6 +46,8 @@ class Services:
     # The operator's signing key: requesters and decisions carry its MACs.
     key: bytes
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # Bindings `catch_up_early` deleted before kopf started: the full sweep records their ends.
+    removed_early: list[Mapping[str, Any]] = field(default_factory=list)
 
     def start(self) -> None:
         """Elect (or just take) the lead, then `lead`."""
@@ -54,6 +58,29 @@ class Services:
                 asyncio.create_task(self.grantor.activity.run(), name="lapse-activity")
             )
 
+    async def catch_up_early(self) -> None:
+        """Before kopf lists anything: if this replica may lead at once, delete the bindings
+        that lapsed while none led.
+
+        kopf's first listing hands every owner to the handlers, tens of thousands after a
+        large run, and that work would hold up the deletions for minutes; here nothing else
+        competes. A replica that cannot take the lease at once, or meets an API error, leaves
+        it to `lead`, which does the same once it leads.
+        """
+        if self.settings.leader_election:
+            try:
+                await asyncio.wait_for(self.leadership.attempt(), self.settings.lease_renew)
+            except (ApiError, OSError, TimeoutError) as error:
+                logger.warning("Could not take the lease at start-up: %s", error)
+        if not self.leadership.acquired.is_set():
+            return
+        try:
+            self.removed_early.extend(await self.sweeper.remove_overdue())
+        except (ApiError, OSError, TimeoutError) as error:
+            logger.warning("Start-up removal of overdue bindings failed: %s", error)
+        if self.removed_early:
+            logger.info("Removed %d overdue binding(s) before watching.", len(self.removed_early))
+
     async def lead(self) -> None:
         """Once this replica holds the lease (at once without leader election): catch up, then
         start the scheduler and the sweep and let the handlers that write run."""
@@ -62,7 +89,7 @@ class Services:
         # bindings first (by their own expiry), then the full sweep records the ends.
         while True:
             try:
-                overdue = await self.sweeper.remove_overdue()
+                overdue = [*self.removed_early, *await self.sweeper.remove_overdue()]
                 removed = len(overdue) + await self.sweeper.sweep(deleted=overdue)
                 break
             except (ApiError, OSError, TimeoutError) as error:

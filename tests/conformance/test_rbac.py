@@ -188,6 +188,45 @@ def test_subject_access_review_answers_for_any_user(cluster: Cluster, namespace:
     assert authz.create_namespaced_local_subject_access_review(namespace, local).status.allowed
 
 
+def test_reviews_follow_every_write_to_a_namespace_s_roles_and_bindings(
+    cluster: Cluster, namespace: str
+) -> None:
+    """Reviews answered between writes see each write: a binding's subjects replaced, a
+    Role's rules edited, a binding deleted among others that stay."""
+    rbac = kubernetes.client.RbacAuthorizationV1Api(cluster.api())
+    for i in range(5):
+        cluster.kubectl(
+            "create", "rolebinding", f"other-{i}", "--clusterrole=view", f"--user=u{i}",
+            "-n", namespace,
+        )  # fmt: skip
+    cluster.kubectl(
+        "create", "role", "cm-reader", "--verb=get", "--resource=configmaps", "-n", namespace
+    )
+    cluster.kubectl(
+        "create", "rolebinding", "readers", "--role=cm-reader", "--user=alice", "-n", namespace
+    )
+    assert can_i(cluster, "get", "configmaps", "-n", namespace) == "yes"
+    assert can_i(cluster, "get", "configmaps", "-n", namespace, as_user="bob") == "no"
+    binding = rbac.read_namespaced_role_binding("readers", namespace)
+    binding.subjects = [kubernetes.client.RbacV1Subject(kind="User", name="bob", api_group=G)]
+    rbac.replace_namespaced_role_binding("readers", namespace, binding)
+    assert can_i(cluster, "get", "configmaps", "-n", namespace) == "no"
+    assert can_i(cluster, "get", "configmaps", "-n", namespace, as_user="bob") == "yes"
+    assert can_i(cluster, "list", "configmaps", "-n", namespace, as_user="bob") == "no"
+    role = rbac.read_namespaced_role("cm-reader", namespace)
+    role.rules[0].verbs = ["get", "list"]
+    rbac.replace_namespaced_role("cm-reader", namespace, role)
+    assert can_i(cluster, "list", "configmaps", "-n", namespace, as_user="bob") == "yes"
+    rbac.delete_namespaced_role("cm-reader", namespace)
+    # The binding stays and names a missing role: the answer says so, as the real one does.
+    assert can_i(cluster, "get", "configmaps", "-n", namespace, as_user="bob") == (
+        'no - RBAC: role.rbac.authorization.k8s.io "cm-reader" not found'
+    )
+    rbac.delete_namespaced_role_binding("other-3", namespace)
+    assert can_i(cluster, "get", "pods", "-n", namespace, as_user="u3") == "no"
+    assert can_i(cluster, "get", "pods", "-n", namespace, as_user="u4") == "yes"
+
+
 def test_can_i_list_shows_the_granted_rules(cluster: Cluster, namespace: str) -> None:
     cluster.kubectl(
         "create", "rolebinding", "alice-view", "--clusterrole=view", "--user=alice", "-n", namespace

@@ -69,6 +69,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         await kube.close()
         raise
     memo.services = services
+    # kopf starts its watchers once start-up handlers return: what lapsed while Lapse was
+    # away goes first, before tens of thousands of owners arrive at the handlers.
+    await services.catch_up_early()
     services.start()
     if config.notify_url:
         notifier = Notifier(config.notify_url, config.notify_timeout, config.notify_retries)
