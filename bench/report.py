@@ -24,8 +24,9 @@ EARLY_TOLERANCE_S = 1.0
 
 # (figure, unit, target, how the target compares): the goals for Lapse.
 TARGETS: dict[str, tuple[float, str]] = {
-    "revocation_lag_s": (1.0, "p99 ≤"),
-    "grant_latency_s": (0.5, "p99 ≤"),
+    "revocation_lag_s": (0.5, "p99 ≤"),
+    "revocation_lag_max_s": (1.0, "max ≤"),
+    "grant_latency_s": (0.3, "p99 ≤"),
     "grants_per_s": (100.0, "≥"),
     "rss_mb": (300.0, "≤"),
     "restart_recovery_s": (5.0, "≤"),
@@ -316,9 +317,10 @@ def table(figures: Figures, result: RunResult, host: dict[str, Any]) -> str:
         )
 
     lag_v = verdict("revocation_lag_s", figures.revocation_lag.p99)
+    max_v = verdict("revocation_lag_max_s", figures.revocation_lag.max)
     lat_v = verdict("grant_latency_s", figures.grant_latency.p99)
-    row("revocation lag (s)", figures.revocation_lag, f"p99 ≤ 1 s: {lag_v}")
-    row("grant latency, steady (s)", figures.grant_latency, f"p99 ≤ 0.5 s: {lat_v}")
+    row("revocation lag (s)", figures.revocation_lag, f"p99 ≤ 0.5 s: {lag_v}; max ≤ 1 s: {max_v}")
+    row("grant latency, steady (s)", figures.grant_latency, f"p99 ≤ 0.3 s: {lat_v}")
     row("  of which create round trip (s)", figures.create_rtt)
     row("grant latency, burst (s)", figures.burst_grant_latency)
     row("overdue gone, after restart spawn (s)", figures.restart_per_binding)
