@@ -54,6 +54,8 @@ from lapse.verifier import Verifier
 logger = logging.getLogger(__name__)
 
 EXPIRY_WARNING = "expiry-warning"
+# Revocation checks wait while a deadline falls due this soon (see lapse.verifier).
+VERIFY_CLEARANCE = timedelta(seconds=1)
 
 # Called as a grant of some kind expires, before its bindings go: the owner's keeper binds what
 # continues it (an extension) and says what did, so access passes on with no gap.
@@ -77,11 +79,13 @@ class Grantor:
         self.clock = clock
         self.reporter = reporter or Reporter(kube, clock)
         self.footholds = Footholds(kube, self.reporter)
-        self.verifier = Verifier(kube, self.reporter, clock)
         self.assessor = Assessor(kube)
         self.activity = ActivityRecorder(kube, settings, clock)
         self._verifying: set[asyncio.Task[None]] = set()
         self.scheduler = ExpiryScheduler(self.expire, clock, on_change=self._update_gauges)
+        self.verifier = Verifier(
+            kube, self.reporter, clock, busy=lambda: self.scheduler.busy(VERIFY_CLEARANCE)
+        )
         self.scheduler.on(EXPIRY_WARNING, self.expiring_soon)
         # Bindings this process is deleting: their DELETED events are ours, not an admin's.
         self.revoking: set[str] = set()

@@ -109,6 +109,13 @@ class ExpiryScheduler:
             self._pop(kind, key)
         self._on_change()
 
+    def busy(self, within: timedelta) -> bool:
+        """Whether a deadline is being handled or falls due within `within`."""
+        self._drop_stale()
+        if self._running:
+            return True
+        return bool(self._heap) and self._heap[0][0] - self._clock() <= within
+
     async def run(self) -> None:
         try:
             while True:

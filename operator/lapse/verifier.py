@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from lapse import metrics
 from lapse.core.conditions import compute_conditions
@@ -36,13 +37,25 @@ EVENTS = {
 # all at once they crowd the event loop, and the revocations behind them wait their turn.
 # A check a few seconds late costs nothing; a revocation a second late is a defect.
 CONCURRENCY = 4
+# So a check also waits while revocations are under way or about to be, looking again this
+# often, but never longer than PATIENCE: under an endless stream of ends it still runs.
+QUIET_POLL = 0.25
+PATIENCE = 60.0
 
 
 class Verifier:
-    def __init__(self, kube: KubeApi, reporter: Reporter, clock: Clock) -> None:
+    def __init__(
+        self,
+        kube: KubeApi,
+        reporter: Reporter,
+        clock: Clock,
+        busy: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.kube = kube
         self.reporter = reporter
         self.clock = clock
+        # Whether revocations need the event loop now: checks wait for a quiet moment.
+        self.busy = busy
         self.unverified: set[GrantKey] = set()
         self._slots = asyncio.Semaphore(CONCURRENCY)
 
@@ -50,10 +63,17 @@ class Verifier:
         """Check the ended grant `status` described; never raises."""
         try:
             async with self._slots:
+                await self._quiet()
                 await self._verify(key, role, status)
         except (ApiError, OSError, TimeoutError, RuntimeError) as error:
             # RuntimeError: the operator is stopping and its client is closed.
             logger.warning("Could not verify the revocation of %s: %s", key.describe(), error)
+
+    async def _quiet(self) -> None:
+        waited = 0.0
+        while self.busy() and waited < PATIENCE:
+            await asyncio.sleep(QUIET_POLL)
+            waited += QUIET_POLL
 
     async def _verify(self, key: GrantKey, role: RoleRef | None, status: GrantStatus) -> None:
         requester = status.requester
