@@ -382,20 +382,30 @@ async def burst_phase(
         Sent((namespaces[i % len(namespaces)], f"burst-{i:05d}")) for i in range(config.n)
     ]
     result.started = time.time()
+    base_added = watch.counts()[0]
+    first_grant: float | None = None
     done = 0
 
     async def worker() -> None:
-        nonlocal done
+        nonlocal done, first_grant
         while True:
             try:
                 i = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            # The rate so far, smoothed towards the steady phase's rate while few are done,
-            # predicts when the last request will be sent.
-            elapsed = time.time() - result.started
-            rate = (done + PRIOR_SECONDS * config.rate) / (elapsed + PRIOR_SECONDS)
-            predicted_end = result.started + config.n / rate
+            # The rates so far, smoothed towards the steady phase's rate while few are done,
+            # predict when the last grant will be made: the slower of creates and grants
+            # (grants trail the creates when the operator is the bottleneck), so no short
+            # grant lapses before the operator is killed.
+            now = time.time()
+            created = (done + PRIOR_SECONDS * config.rate) / (now - result.started + PRIOR_SECONDS)
+            predicted_end = result.started + config.n / created
+            granted = watch.counts()[0] - base_added
+            if granted and first_grant is None:
+                first_grant = now
+            if first_grant is not None:
+                rate = (granted + PRIOR_SECONDS * config.rate) / (now - first_grant + PRIOR_SECONDS)
+                predicted_end = max(predicted_end, first_grant + config.n / rate)
             lapse_at = max(predicted_end, time.time()) + config.margin
             if share_every and i % share_every == 0:
                 short.append(result.sent[i].key)
