@@ -14,11 +14,11 @@ import kopf
 from lapse import __version__, audit, crashpoints, logs
 from lapse.config import Settings
 from lapse.handlers import (  # noqa: F401  (registers the handlers)
-    handle_activity,
     handle_admission,
     handle_bindings,
     handle_breakglass,
     handle_footholds,
+    handle_owners,
     handle_requests,
     handle_roles,
     handle_startup,

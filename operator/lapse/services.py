@@ -21,6 +21,7 @@ from lapse.decisions import RequestDecisions
 from lapse.drift import RoleDriftWatch
 from lapse.grantor import Grantor
 from lapse.guard import BindingGuard
+from lapse.index import GrantIndex
 from lapse.kube import ApiError, KubeApi
 from lapse.leader import Leadership
 from lapse.ledger import GitOpsLedger
@@ -43,6 +44,7 @@ class Services:
     requests: RequestKeeper
     breakglass: BreakGlassKeeper
     leadership: Leadership
+    index: GrantIndex
     # The operator's signing key: requesters and decisions carry its MACs.
     key: bytes
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -143,5 +145,6 @@ async def build_services(settings: Settings, kube: KubeApi) -> Services:
         requests=RequestKeeper(grantor, decisions=decisions, ledger=ledger),
         breakglass=BreakGlassKeeper(grantor, key=key),
         leadership=Leadership(kube, settings),
+        index=GrantIndex(),
         key=key,
     )

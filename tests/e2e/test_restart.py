@@ -6,6 +6,7 @@ Runs the session's operator down and up again, so it waits for nothing else to b
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -107,3 +108,26 @@ def test_kill_across_a_scheduled_start_and_a_hand_over_converges(
     wait_for(lambda: team.binding(binding_name(old)) is None, 20, 0.2, "the old binding gone")
     assert team.binding(binding_name(extension)) is not None
     assert team.can_i("create", "deployments")
+
+
+def test_a_grant_held_across_a_restart_is_known_to_the_webhooks_at_once(
+    team: Team, operator: Operator
+) -> None:
+    """The foothold webhook answers from memory: a restarted operator must know the grants
+    already active before it serves a single admission review, or a grantee's token request
+    in the first moments after a restart would pass unrecorded."""
+    team.policy()
+    team.cluster.kubectl("create", "serviceaccount", "deployer", "-n", team.namespace)
+    team.ask("across", duration="1h")
+    team.wait_phase("across", "Active")
+    operator.kill()
+    log_from = operator.log_path.stat().st_size
+    operator.start()  # returns once the webhooks answer
+    with operator.log_path.open("rb") as log:
+        log.seek(log_from)
+        # Loaded by one listing in the start-up handler, before the webhooks serve.
+        assert re.search(rb"[1-9][0-9]* active grant\(s\) in memory", log.read())
+    token = team.kubectl("create", "token", "deployer", "-n", team.namespace, check=False)
+    assert token.returncode != 0
+    assert "Lapse refuses TokenRequests made with temporary access" in token.stderr
+    assert team.wait_event("across", "FootholdRefused")["type"] == "Warning"

@@ -1,11 +1,11 @@
 """The foothold webhook: what a grantee makes under a grant, seen at admission.
 
 It is called for every create of the kinds that can carry access past a grant (tokens, token
-Secrets, pods and workloads, RBAC objects), by anyone, so it answers from memory: an index of
-active grants by subject, kept by kopf from the watch Lapse already has. A caller without a
-grant here is let through at once. It fails open (failurePolicy Ignore) on purpose: a Lapse
-outage must never stop a cluster from creating pods; what it would have recorded is then
-missing from the grant's record, which SECURITY.md states.
+Secrets, pods and workloads, RBAC objects), by anyone, so it answers from memory: the index of
+active grants by subject (lapse.index). A caller without a grant here is let through at once.
+It fails open (failurePolicy Ignore) on purpose: a Lapse outage must never stop a cluster from
+creating pods; what it would have recorded is then missing from the grant's record, which
+SECURITY.md states.
 """
 
 from __future__ import annotations
@@ -19,14 +19,10 @@ from lapse.core.footholds import (
     CLUSTER_SCOPED,
     WATCHED,
     GranteeGrant,
-    build_foothold_uids,
-    build_grantee_grant,
     compute_caller_keys,
     compute_covering_grant,
     compute_foothold_verdict,
 )
-from lapse.core.grants import GrantKey
-from lapse.core.kinds import ACCESS_REQUEST, BREAK_GLASS
 from lapse.core.models import AccessPolicy
 from lapse.footholds import FootholdNotRecorded
 from lapse.handlers.bodies import plain, policies_of
@@ -34,34 +30,8 @@ from lapse.handlers.leading import services_of
 from lapse.webhooks import admission_target
 
 
-@kopf.index(*ACCESS_REQUEST.resource)
-async def lapse_request_grantees(body: kopf.Body, **_: Any) -> dict[str, GranteeGrant] | None:
-    entry = build_grantee_grant(ACCESS_REQUEST.kind, plain(body))
-    return dict([entry]) if entry is not None else None
-
-
-@kopf.index(*BREAK_GLASS.resource)
-async def lapse_breakglass_grantees(body: kopf.Body, **_: Any) -> dict[str, GranteeGrant] | None:
-    entry = build_grantee_grant(BREAK_GLASS.kind, plain(body))
-    return dict([entry]) if entry is not None else None
-
-
-@kopf.index(*ACCESS_REQUEST.resource)
-async def lapse_request_footholds(body: kopf.Body, **_: Any) -> dict[str, GrantKey] | None:
-    return build_foothold_uids(ACCESS_REQUEST.kind, plain(body))
-
-
-@kopf.index(*BREAK_GLASS.resource)
-async def lapse_breakglass_footholds(body: kopf.Body, **_: Any) -> dict[str, GrantKey] | None:
-    return build_foothold_uids(BREAK_GLASS.kind, plain(body))
-
-
 async def _note_adoption(
-    body: kopf.Body,
-    username: str,
-    grants: list[GranteeGrant],
-    memo: kopf.Memo,
-    *indexes: kopf.Index[str, GrantKey] | None,
+    body: kopf.Body, username: str, grants: list[GranteeGrant], memo: kopf.Memo
 ) -> None:
     """A person other than its maker changed an object a grantee made: it is theirs too from
     now on. Controllers and other system accounts update objects all the time and adopt none."""
@@ -69,16 +39,9 @@ async def _note_adoption(
         return
     uid = str((body.get("metadata") or {}).get("uid") or "")
     own = {g.key for g in grants}
-    for key in {k for index in indexes if index is not None for k in index.get(uid, [])}:
+    for key in set(services_of(memo).index.made_by(uid)):
         if key not in own:
             await services_of(memo).grantor.footholds.adopt(key, uid, username)
-
-
-def _grants_of(
-    userinfo: kopf.UserInfo, *indexes: kopf.Index[str, GranteeGrant] | None
-) -> list[GranteeGrant]:
-    keys = compute_caller_keys(str(userinfo.get("username", "")), userinfo.get("groups") or [])
-    return [g for index in indexes if index is not None for k in keys for g in index.get(k, [])]
 
 
 async def check_foothold(
@@ -89,23 +52,14 @@ async def check_foothold(
     subresource: str | None = None,
     old: Any = None,
     dryrun: bool = False,
-    lapse_request_grantees: kopf.Index[str, GranteeGrant] | None = None,
-    lapse_breakglass_grantees: kopf.Index[str, GranteeGrant] | None = None,
     lapse_policies: kopf.Index[str, AccessPolicy] | None = None,
-    lapse_request_footholds: kopf.Index[str, GrantKey] | None = None,
-    lapse_breakglass_footholds: kopf.Index[str, GrantKey] | None = None,
     **_: Any,
 ) -> None:
-    grants = _grants_of(userinfo, lapse_request_grantees, lapse_breakglass_grantees)
+    username = str(userinfo.get("username", ""))
+    keys = compute_caller_keys(username, userinfo.get("groups") or [])
+    grants = services_of(memo).index.grantees(keys)
     if old is not None and not dryrun:
-        await _note_adoption(
-            body,
-            str(userinfo.get("username", "")),
-            grants,
-            memo,
-            lapse_request_footholds,
-            lapse_breakglass_footholds,
-        )
+        await _note_adoption(body, username, grants, memo)
     if not grants:
         return
     now = datetime.now(UTC)

@@ -72,6 +72,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # kopf starts its watchers once start-up handlers return: what lapsed while Lapse was
     # away goes first, before tens of thousands of owners arrive at the handlers.
     await services.catch_up_early()
+    # Complete before the webhooks serve and before kopf's first events arrive.
+    try:
+        held = await services.index.load(kube)
+    except BaseException:
+        await kube.close()
+        raise
+    logging.getLogger(__name__).info("%d active grant(s) in memory.", held)
     services.start()
     if config.notify_url:
         notifier = Notifier(config.notify_url, config.notify_timeout, config.notify_retries)
