@@ -217,17 +217,18 @@ class ClusterBackend:
         bindings go with the namespace."""
         for name in names:
             await kube.delete(f"/api/v1/namespaces/{name}")
-        deadline = time.monotonic() + GONE_WITHIN
+        started = time.monotonic()
+        deadline = started + GONE_WITHIN
         last_report = time.monotonic()
-        remaining = list(names)
+        remaining, stripped = list(names), 0
         while remaining:
-            stripped = 0
             for name in remaining:
                 stripped += await _strip_finalizers(kube, name)
             remaining = [
                 name for name in remaining if await _exists(kube, f"/api/v1/namespaces/{name}")
             ]
             if not remaining:
+                log(f"  namespaces gone after {time.monotonic() - started:.0f}s")
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(
@@ -236,7 +237,8 @@ class ClusterBackend:
             if time.monotonic() - last_report > 10:
                 last_report = time.monotonic()
                 log(
-                    f"  … waiting for {len(remaining)} namespaces to go ({stripped} finalizers off)"
+                    f"  … waiting for {len(remaining)} namespace(s) to go "
+                    f"({stripped} finalizers taken off)"
                 )
             await asyncio.sleep(1.0)
 

@@ -355,11 +355,16 @@ def table(figures: Figures, result: RunResult, host: dict[str, Any]) -> str:
     )
     for phase, shares in result.cpu.items():
         busy = ", ".join(
-            f"{k.removesuffix('_percent')} {v:g}%"
+            f"{k.removesuffix('_percent')} " + ("not measured" if math.isnan(v) else f"{v:g}%")
             for k, v in shares.items()
             if k.endswith("_percent")
         )
         lines.append(f"CPU during {phase} ({shares.get('wall_s', 0):g} s): {busy}")
+    if any(math.isnan(p.get("kubeapi_percent", 0.0)) for p in result.cpu.values()):
+        lines.append(
+            "(the cluster's API server is no process of this run; where it runs on this "
+            "machine, it and etcd are in 'others')"
+        )
     lines.extend(admission_table(result.admission))
     windows = result.windows
     if windows:
@@ -391,7 +396,7 @@ def admission_table(admission: dict[str, dict[str, float]]) -> list[str]:
     lines = [
         f"admission: {COUNT} creates per kind, one at a time, by a caller without a grant, "
         "before and after Lapse registered its webhooks (ms)",
-        f"  {'kind':<24}{'Lapse webhook':<31}{'p50 without':>12}{'with':>8}{'added':>8}"
+        f"  {'kind':<24}{'Lapse webhook':<29}{'p50 without':>12}{'with':>8}{'added':>8}"
         f"{'p99 without':>13}{'with':>8}{'added':>8}",
     ]
     for kind, webhook in KINDS.items():
@@ -405,7 +410,7 @@ def admission_table(admission: dict[str, dict[str, float]]) -> list[str]:
                 ("added", 8),
             )
         )
-        lines.append(f"  {kind:<24}{webhook:<31}{cells}")
+        lines.append(f"  {kind:<24}{webhook:<29}{cells}")
     return lines
 
 
