@@ -134,6 +134,9 @@ class ClusterBackend:
         self.label = "kube-apiserver"
         # The operator inherits LAPSE_* settings, its webhook configurations' name included.
         self.webhook_configuration = Settings.from_env().webhook_configuration
+        # Set once the cluster passed `_refuse_foreign`: a refused cluster is left untouched,
+        # also by the clean-up that follows a failed run.
+        self.claimed = False
 
     def start(self) -> Credentials:
         # The admin's key, if the kubeconfig embeds one, is written here for `ssl` to read and
@@ -153,11 +156,14 @@ class ClusterBackend:
 
     async def install(self, kube: Kube, namespaces: list[str], log: Log) -> None:
         await self._refuse_foreign(kube, namespaces)
+        self.claimed = True
         await self.clean(kube, log)
         await install_on_cluster(kube, namespaces)
 
     async def clean(self, kube: Kube, log: Log) -> None:
         """Remove what the benchmark makes; before a size (a killed run's) and after it."""
+        if not self.claimed:
+            return
         # Webhooks first: with the operator gone they point at nothing, and the Lapse ones that
         # fail closed would refuse every AccessRequest in the cluster, not only ours.
         for kind in ("mutating", "validating"):

@@ -22,6 +22,12 @@ def _size(key: str) -> int:
     return int(key.split(" ", 1)[0])
 
 
+def _label(key: str) -> str:
+    """The plot's name for a size: its N, and the backend unless it is the local API."""
+    where = key.partition(" ")[2]
+    return f"N = {_size(key):,}" + (f" {where}" if where else "")
+
+
 def write_samples(path: Path, figures: Sequence[Figures]) -> dict[str, Any]:
     """Keep each size's raw lags next to the results, so the plot can show every size run."""
     samples: dict[str, Any] = {}
@@ -57,9 +63,7 @@ def plot(path: Path, samples: dict[str, Any], host: dict[str, Any]) -> None:
         ordered = sorted(lags)
         p99 = quantile(ordered, 0.99)
         cdf = [(i + 1) / len(ordered) for i in range(len(ordered))]
-        where = size.partition(" ")[2]
-        label = f"N = {_size(size):,}" + (f" {where}" if where else "")
-        left.plot(ordered, cdf, label=f"{label} (p99 {p99:.0f} ms)")
+        left.plot(ordered, cdf, label=f"{_label(size)} (p99 {p99:.0f} ms)")
     left.axvline(1000, color="red", linestyle="--", linewidth=1, label="target p99 ≤ 1 s")
     left.axhline(0.99, color="grey", linestyle=":", linewidth=1)
     left.set_xscale("symlog", linthresh=1)
@@ -81,7 +85,7 @@ def plot(path: Path, samples: dict[str, Any], host: dict[str, Any]) -> None:
         ]
         middle.scatter([t for t, _ in points], [v for _, v in points], s=3, alpha=0.5)
         middle.axhline(1000, color="red", linestyle="--", linewidth=1)
-        middle.set_title(f"Lag of each grant as it lapsed, N = {_size(largest):,}")
+        middle.set_title(f"Lag of each grant as it lapsed, {_label(largest)}")
         right.scatter(
             data.get("sent_offset_s", []),
             [v * 1000 for v in data.get("grant_latency_s", [])],
@@ -90,7 +94,7 @@ def plot(path: Path, samples: dict[str, Any], host: dict[str, Any]) -> None:
             color="tab:green",
         )
         right.axhline(500, color="red", linestyle="--", linewidth=1)
-        right.set_title(f"Grant latency of each steady request, N = {_size(largest):,}")
+        right.set_title(f"Grant latency of each steady request, {_label(largest)}")
     middle.set_xlabel("when the grant was due (s after the first expiry)")
     middle.set_ylabel("revocation lag (ms)")
     middle.grid(True, alpha=0.3)
