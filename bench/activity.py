@@ -38,8 +38,9 @@ from typing import Any
 import aiohttp
 
 from bench.cluster import LocalApi, Operator, stop_all
+from bench.install import GROUP, install
 from bench.kube import Kube
-from bench.measure import GROUP, USERS, Config, install, request_manifest, user_of, wait_webhook
+from bench.measure import USERS, request_manifest, user_of, wait_webhook
 
 BATCH = 400
 NAMESPACES = [f"bench-{i}" for i in range(10)]
@@ -194,7 +195,7 @@ async def run(workdir: Path) -> None:
     operator = Operator(workdir / "operator", api.kubeconfig)
     kube = Kube(credentials)
     try:
-        await install(kube, Config(n=count), NAMESPACES)
+        await install(kube, NAMESPACES)
         operator.start()
         operator.wait_metrics()
         await wait_webhook(kube, operator, NAMESPACES[0], 60)

@@ -36,29 +36,93 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class KubeconfigError(ValueError):
+    """A kubeconfig the benchmark cannot use: it says why, in words a person can act on."""
+
+
 @dataclass(frozen=True)
 class Credentials:
-    """What a client needs from the admin kubeconfig: where, who, and which CA to trust."""
+    """What a client needs from an admin kubeconfig: where, who, and which CA to trust.
+
+    Who is a bearer token or a client certificate and key: the local API hands out a token,
+    a kube-apiserver's admin kubeconfig usually holds a certificate.
+    """
 
     server: str
-    token: str
+    token: str | None
     ca_file: Path | None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False
 
     def ssl_context(self) -> ssl.SSLContext | bool:
         if not self.server.startswith("https"):
             return False
-        return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        if self.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if self.cert_file is not None:
+            context.load_cert_chain(str(self.cert_file), str(self.key_file or self.cert_file))
+        return context
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     @classmethod
-    def from_kubeconfig(cls, path: Path) -> Credentials:
-        config = yaml.safe_load(path.read_text())
-        cluster = config["clusters"][0]["cluster"]
-        token = config["users"][0]["user"]["token"]
-        ca_file = None
-        if cluster.get("certificate-authority-data"):
-            ca_file = path.with_name("bench-ca.crt")
-            ca_file.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
-        return cls(str(cluster["server"]), str(token), ca_file)
+    def from_kubeconfig(cls, path: Path, scratch: Path | None = None) -> Credentials:
+        """The current context's cluster and user. Embedded CA, certificate and key data are
+        written to `scratch` (default: beside the kubeconfig), since `ssl` reads only files;
+        a kubeconfig that is not the benchmark's own gets a scratch directory of the run's."""
+        config = yaml.safe_load(path.read_text()) or {}
+        cluster, user = _current(config, path)
+        scratch = scratch or path.parent
+
+        def file_of(entry: dict[str, Any], key: str, name: str) -> Path | None:
+            if entry.get(f"{key}-data"):
+                target = scratch / name
+                target.write_bytes(base64.b64decode(entry[f"{key}-data"]))
+                target.chmod(0o600)
+                return target
+            return (path.parent / str(entry[key])).resolve() if entry.get(key) else None
+
+        token = user.get("token")
+        if not token and user.get("tokenFile"):
+            token = (path.parent / str(user["tokenFile"])).read_text().strip()
+        cert_file = file_of(user, "client-certificate", "bench-client.crt")
+        key_file = file_of(user, "client-key", "bench-client.key")
+        if not token and cert_file is None:
+            raise KubeconfigError(
+                f"{path}: the current context's user has neither a token nor a client "
+                "certificate (exec and auth-provider plugins are not supported)"
+            )
+        return cls(
+            server=str(cluster["server"]).rstrip("/"),
+            token=str(token) if token else None,
+            ca_file=file_of(cluster, "certificate-authority", "bench-ca.crt"),
+            cert_file=cert_file,
+            key_file=key_file,
+            insecure=bool(cluster.get("insecure-skip-tls-verify")),
+        )
+
+
+def _current(config: dict[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The cluster and user entries of the kubeconfig's current context (or its only ones)."""
+    clusters = {c["name"]: c.get("cluster") or {} for c in config.get("clusters") or []}
+    users = {u["name"]: u.get("user") or {} for u in config.get("users") or []}
+    contexts = {c["name"]: c.get("context") or {} for c in config.get("contexts") or []}
+    context = contexts.get(str(config.get("current-context") or ""))
+    if context is not None:
+        cluster_name, user_name = context.get("cluster"), context.get("user")
+    elif len(clusters) == 1 and len(users) == 1:
+        cluster_name, user_name = next(iter(clusters)), next(iter(users))
+    else:
+        raise KubeconfigError(f"{path}: no current-context, and more than one cluster or user")
+    if cluster_name not in clusters or user_name not in users:
+        raise KubeconfigError(f"{path}: the current context names an unknown cluster or user")
+    if not clusters[cluster_name].get("server"):
+        raise KubeconfigError(f"{path}: the current context's cluster has no server")
+    return clusters[cluster_name], users[user_name]
 
 
 # Every process this module started and has not yet seen exit: the last line of defence, so

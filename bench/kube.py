@@ -17,6 +17,8 @@ import aiohttp
 
 from bench.cluster import Credentials
 
+FIELD_MANAGER = "lapse-bench"
+
 
 class ApiError(Exception):
     def __init__(self, status: int, text: str) -> None:
@@ -40,6 +42,8 @@ def collection_path(manifest: Mapping[str, Any]) -> str:
         "AccessRequest": "accessrequests",
         "ConfigMap": "configmaps",
         "Secret": "secrets",
+        "Pod": "pods",
+        "ServiceAccount": "serviceaccounts",
     }[kind]
     base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
     if namespace:
@@ -56,7 +60,7 @@ class Kube:
         self.session = aiohttp.ClientSession(
             connector=connector,
             headers={
-                "Authorization": f"Bearer {credentials.token}",
+                **credentials.headers(),
                 "Accept": "application/json",
                 "User-Agent": "lapse-bench",
             },
@@ -75,10 +79,11 @@ class Kube:
         params: Mapping[str, str] | None = None,
         as_user: str | None = None,
         as_groups: tuple[str, ...] = (),
+        content_type: str = "application/json",
     ) -> dict[str, Any]:
         headers: list[tuple[str, str]] = []
         if body is not None:
-            headers.append(("Content-Type", "application/json"))
+            headers.append(("Content-Type", content_type))
         if as_user is not None:
             headers.append(("Impersonate-User", as_user))
             headers.extend(("Impersonate-Group", group) for group in as_groups)
@@ -111,6 +116,28 @@ class Kube:
             if exist_ok and error.status == 409:
                 return {}
             raise
+
+    async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply as the benchmark's field manager, taking over conflicting fields:
+        what an earlier version of the benchmark (or Lapse) installed is brought up to date."""
+        path = f"{collection_path(manifest)}/{manifest['metadata']['name']}"
+        return await self.call(
+            "PATCH",
+            path,
+            manifest,
+            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+            content_type="application/apply-patch+yaml",
+        )
+
+    async def delete(self, path: str) -> bool:
+        """DELETE; False when it was already gone."""
+        try:
+            await self.call("DELETE", path)
+        except ApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
 
     async def wait_established(self, crd_name: str, within: float = 30) -> None:
         path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd_name}"

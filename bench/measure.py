@@ -1,4 +1,5 @@
-"""The benchmark's phases for one size N, against a fresh local API and operator.
+"""The benchmark's phases for one size N, against a fresh operator and a fresh local API (or a
+cluster a kubeconfig names, cleaned before and after: see `bench.backend`).
 
 1. Steady grants: N requests at a steady rate over several namespaces, with durations chosen so
    that all N are active at once after the last is granted (grant latency, idle RSS and CPU).
@@ -23,23 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from bench.admission import measure_webhook
-from bench.cluster import CLOCK_TICKS, ROOT, LocalApi, Operator, usage
+from bench import admission
+from bench.backend import LOCAL, Backend, LocalBackend
+from bench.cluster import CLOCK_TICKS, Operator, usage
+from bench.install import GROUP, POLICY, ROLE
 from bench.kube import ApiError, Kube
 from bench.watch import Binding, BindingWatch, Key
 from bench.windows import measure_windows
 
 logger = logging.getLogger(__name__)
 
-GROUP = "lapse-bench-devs"
-POLICY = "lapse-bench"
-ROLE = "edit"
-REQUESTER_ROLE = "lapse-bench-requester"
 USERS = 50
-# The longest a request may ask for in the benchmark's policy; phases stay far below it.
-MAX_DURATION = "4h"
 # How much weight (in seconds of observation) the expected rate has in the burst's estimate.
 PRIOR_SECONDS = 2.0
 
@@ -98,21 +93,21 @@ def machine_busy_seconds() -> float:
 
 class CpuMeter:
     """CPU used per phase by the operator, the local API and the benchmark itself: on a small
-    machine they share the cores, and a figure is only as good as who was busy during it."""
+    machine they share the cores, and a figure is only as good as who was busy during it.
 
-    def __init__(self, api: LocalApi, operator: Operator) -> None:
-        self._api = api
+    A cluster's API server is no process of this run (`api_pid` gives None): its share is then
+    not measured (NaN, never 0), and where it runs on this machine it is inside `others`."""
+
+    def __init__(self, api_pid: Callable[[], int | None], operator: Operator) -> None:
+        self._api_pid = api_pid
         self._operator = operator
         self._mark: tuple[float, dict[str, float]] | None = None
         self.phases: dict[str, dict[str, float]] = {}
 
     def _now(self) -> dict[str, float]:
-        pids = {"operator": self._operator.process, "kubeapi": self._api.process}
-        found = {
-            name: usage(process.pid).cpu_seconds
-            for name, process in pids.items()
-            if process is not None
-        }
+        process = self._operator.process
+        pids = {"operator": process.pid if process else None, "kubeapi": self._api_pid()}
+        found = {name: usage(pid).cpu_seconds for name, pid in pids.items() if pid is not None}
         found["bench"] = usage(os.getpid()).cpu_seconds
         found["machine"] = machine_busy_seconds()
         return found
@@ -135,6 +130,8 @@ class CpuMeter:
         self.phases[phase]["others_percent"] = round(
             100 * (after["machine"] - before["machine"] - ours) / wall, 1
         )
+        if "kubeapi" not in after:
+            self.phases[phase]["kubeapi_percent"] = math.nan
         self.phases[phase]["wall_s"] = round(wall, 2)
         self._mark = None
 
@@ -155,90 +152,18 @@ class RunResult:
     watch_reconnects: int
     notes: list[str]
     cpu: dict[str, dict[str, float]]
-    admission: dict[str, float]
+    # Per kind (bench.admission.KINDS): p50/p99 without Lapse's webhooks, with, and added (ms).
+    admission: dict[str, dict[str, float]]
     windows: dict[str, float] = field(default_factory=dict)
     # What the restart phase planned and had: without them its figure would measure nothing.
     planned_overdue: int = 0
     live_at_kill: int = 0
+    # Which cluster ran it: "local API", or "kube-apiserver v1.36.2" from the server's /version.
+    backend: str = LOCAL
 
 
 def duration_text(seconds: float) -> str:
     return f"{max(1, math.ceil(seconds))}s"
-
-
-def manifests(config: Config, namespaces: list[str]) -> list[dict[str, Any]]:
-    """What a platform team would have installed: the CRDs, roles, namespaces and a policy."""
-    docs: list[dict[str, Any]] = []
-    for path in sorted((ROOT / "crds").glob("*.yaml")):
-        docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
-    rbac = "rbac.authorization.k8s.io/v1"
-    docs.append(
-        {
-            "apiVersion": rbac,
-            "kind": "ClusterRole",
-            "metadata": {"name": ROLE},
-            "rules": [
-                {
-                    "apiGroups": ["", "apps"],
-                    "resources": ["pods", "deployments", "configmaps"],
-                    "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
-                }
-            ],
-        }
-    )
-    docs.append(
-        {
-            "apiVersion": rbac,
-            "kind": "ClusterRole",
-            "metadata": {"name": REQUESTER_ROLE},
-            "rules": [
-                {
-                    "apiGroups": ["lapse.dev"],
-                    "resources": ["accessrequests"],
-                    "verbs": ["create", "get", "list", "watch", "delete"],
-                }
-            ],
-        }
-    )
-    docs.append(
-        {
-            "apiVersion": rbac,
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": REQUESTER_ROLE},
-            "subjects": [{"kind": "Group", "name": GROUP, "apiGroup": "rbac.authorization.k8s.io"}],
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": REQUESTER_ROLE,
-            },
-        }
-    )
-    docs.extend(
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}} for ns in namespaces
-    )
-    docs.append(
-        {
-            "apiVersion": "lapse.dev/v1alpha1",
-            "kind": "AccessPolicy",
-            "metadata": {"name": POLICY},
-            "spec": {
-                "requesters": {"groups": [GROUP]},
-                "roles": [{"kind": "ClusterRole", "name": ROLE}],
-                "namespaces": namespaces,
-                "defaultDuration": "1h",
-                "maxDuration": MAX_DURATION,
-                "approval": {"mode": "Auto"},
-            },
-        }
-    )
-    return docs
-
-
-async def install(kube: Kube, config: Config, namespaces: list[str]) -> None:
-    for doc in manifests(config, namespaces):
-        await kube.create(doc, exist_ok=True)
-        if doc["kind"] == "CustomResourceDefinition":
-            await kube.wait_established(doc["metadata"]["name"])
 
 
 def request_manifest(key: Key, duration: str) -> dict[str, Any]:
@@ -419,25 +344,40 @@ async def burst_phase(
     return result, short
 
 
-async def run(config: Config, workdir: Path, log: Callable[[str], None]) -> RunResult:
-    """One complete benchmark for size N; every process it starts is stopped before it returns."""
+async def run(
+    config: Config,
+    workdir: Path,
+    log: Callable[[str], None],
+    *,
+    backend: Backend | None = None,
+) -> RunResult:
+    """One complete benchmark for size N; every process it starts is stopped before it returns,
+    and on a cluster everything it made is deleted again (see `bench.backend`)."""
     namespaces = [f"bench-{i}" for i in range(config.namespaces)]
-    api = LocalApi(workdir / "kubeapi")
-    credentials = api.start()
-    log(f"local API at {credentials.server}")
-    operator = Operator(workdir / "operator", api.kubeconfig)
+    target = backend or LocalBackend(workdir)
+    credentials = target.start()
+    log(f"{target.label} at {credentials.server}")
+    operator = Operator(workdir / "operator", target.kubeconfig)
     kube = Kube(credentials, connections=max(64, config.concurrency * 2))
-    watch = BindingWatch(credentials)
+    watch = BindingWatch(credentials, namespaces)
     notes: list[str] = []
     try:
-        await install(kube, config, namespaces)
+        await target.install(kube, namespaces, log)
         watch.start()
+        log(
+            f"admission without Lapse: {admission.COUNT} creates of each of "
+            f"{len(admission.KINDS)} kinds"
+        )
+        without = await admission.without_lapse(kube, namespaces[0])
         operator.start()
         operator.wait_metrics()
         await wait_webhook(kube, operator, namespaces[0], within=120)
         log(f"operator up (pid {operator.pid}); policy {POLICY} covers {len(namespaces)} ns")
-        admission = await measure_webhook(kube, namespaces[0])
-        log(f"  foothold webhook adds {admission['added_p50_ms']:.2f} ms (p50) to a watched create")
+        webhooks = await admission.with_lapse(kube, namespaces[0], without)
+        log(
+            "  Lapse's webhooks add (p50, ms): "
+            + ", ".join(f"{k} {v['added_p50_ms']:.2f}" for k, v in webhooks.items())
+        )
         windows: dict[str, float] = {}
         if config.windows:
             log(f"scheduled starts and hand-overs: {config.windows} of each")
@@ -450,7 +390,7 @@ async def run(config: Config, workdir: Path, log: Callable[[str], None]) -> RunR
         # 1. Steady grants, then all N active at once.
         log(f"phase 1: {config.n} requests at {config.rate:g}/s over {config.window:.0f}s")
         base = watch.counts()
-        cpu = CpuMeter(api, operator)
+        cpu = CpuMeter(target.api_pid, operator)
         cpu.start()
         steady, first_expiry = await steady_phase(kube, watch, config, namespaces)
         failed = [s for s in steady.sent if s.error]
@@ -589,13 +529,17 @@ async def run(config: Config, workdir: Path, log: Callable[[str], None]) -> RunR
             watch_reconnects=watch.reconnects,
             notes=notes,
             cpu=cpu.phases,
-            admission=admission,
+            admission=webhooks,
             windows=windows,
             planned_overdue=len(short),
             live_at_kill=len(live),
+            backend=target.label,
         )
     finally:
         watch.stop()
-        await kube.close()
         operator.stop()
-        api.stop()
+        try:
+            await target.clean(kube, log)
+        finally:
+            await kube.close()
+            target.stop()

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.admission import COUNT, KINDS
+from bench.backend import LOCAL
 from bench.measure import RunResult
 
 # A binding deleted more than this before its expires-at was revoked early, not late (the
@@ -169,6 +171,7 @@ class Figures:
     latency_samples: list[float]
     latency_send_offsets: list[float]
     unmeasured: list[str] = field(default_factory=list)
+    backend: str = LOCAL
 
 
 def compute(result: RunResult) -> Figures:
@@ -255,6 +258,7 @@ def compute(result: RunResult) -> Figures:
         lag_expiry_offsets=offsets,
         latency_samples=latency,
         latency_send_offsets=sent_offsets,
+        backend=result.backend,
     )
 
 
@@ -302,6 +306,7 @@ def table(figures: Figures, result: RunResult, host: dict[str, Any]) -> str:
         f"Python {host['python']}, {host['platform']}",
         f"source: commit {version['commit']} with {version['uncommitted_files']} uncommitted "
         "file(s) under operator/, kubeapi/, crds/",
+        f"backend: {result.backend}",
         f"peak active grants: {result.peak_active:,}; overdue at restart: {figures.overdue:,}; "
         f"missing grants: {figures.missing_grants}; missing revocations: "
         f"{figures.missing_revocations}; steady grants revoked before their expiry: "
@@ -352,19 +357,17 @@ def table(figures: Figures, result: RunResult, host: dict[str, Any]) -> str:
     )
     for phase, shares in result.cpu.items():
         busy = ", ".join(
-            f"{k.removesuffix('_percent')} {v:g}%"
+            f"{k.removesuffix('_percent')} " + ("not measured" if math.isnan(v) else f"{v:g}%")
             for k, v in shares.items()
             if k.endswith("_percent")
         )
         lines.append(f"CPU during {phase} ({shares.get('wall_s', 0):g} s): {busy}")
-    admission = result.admission
-    lines.append(
-        f"{'create latency, unwatched / watched p50 (ms)':<38}"
-        f"{_fmt(admission.get('unwatched_p50_ms', float('nan'))):>9} / "
-        f"{_fmt(admission.get('watched_p50_ms', float('nan')))}  "
-        f"(foothold webhook adds {_fmt(admission.get('added_p50_ms', float('nan')))} ms, "
-        f"p99 {_fmt(admission.get('watched_p99_ms', float('nan')))})"
-    )
+    if any(math.isnan(p.get("kubeapi_percent", 0.0)) for p in result.cpu.values()):
+        lines.append(
+            "(the cluster's API server is no process of this run; where it runs on this "
+            "machine, it and etcd are in 'others')"
+        )
+    lines.extend(admission_table(result.admission))
     windows = result.windows
     if windows:
         nan = float("nan")
@@ -387,6 +390,32 @@ def table(figures: Figures, result: RunResult, host: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def admission_table(admission: dict[str, dict[str, float]]) -> list[str]:
+    """Per kind Lapse's webhooks see: create latency without them, with them, and the added."""
+    if not admission:
+        return []
+    nan = float("nan")
+    lines = [
+        f"admission: {COUNT} creates per kind, one at a time, by a caller without a grant, "
+        "before and after Lapse registered its webhooks (ms)",
+        f"  {'kind':<24}{'Lapse webhook':<29}{'p50 without':>12}{'with':>8}{'added':>8}"
+        f"{'p99 without':>13}{'with':>8}{'added':>8}",
+    ]
+    for kind, webhook in KINDS.items():
+        entry = admission.get(kind, {})
+        cells = "".join(
+            f"{_fmt(entry.get(f'{stage}_{share}_ms', nan)):>{width}}"
+            for share in ("p50", "p99")
+            for stage, width in (
+                ("without_lapse", 12 if share == "p50" else 13),
+                ("with_lapse", 8),
+                ("added", 8),
+            )
+        )
+        lines.append(f"  {kind:<24}{webhook:<29}{cells}")
+    return lines
+
+
 def to_json(figures: Figures, result: RunResult, host: dict[str, Any]) -> dict[str, Any]:
     config = result.config
     rss = result.idle.get("rss_mb", float("nan"))
@@ -396,6 +425,7 @@ def to_json(figures: Figures, result: RunResult, host: dict[str, Any]) -> dict[s
 
     return {
         "n": figures.n,
+        "backend": result.backend,
         "revocation_lag_p99_s": num(figures.revocation_lag.p99),
         "grant_latency_p99_s": num(figures.grant_latency.p99),
         "grants_per_s": num(figures.grants_per_s),
@@ -450,7 +480,15 @@ def to_json(figures: Figures, result: RunResult, host: dict[str, Any]) -> dict[s
         "cpu_percent_by_phase": result.cpu,
         "watch": {"events": result.watch_events, "reconnects": result.watch_reconnects},
         "notes": result.notes,
-        "admission_ms": {k: num(v) for k, v in result.admission.items()},
+        "admission_ms": {
+            "creates_per_kind": COUNT,
+            "control": "configmaps",
+            "webhooks": dict(KINDS),
+            "by_kind": {
+                kind: {k: num(v) for k, v in entry.items()}
+                for kind, entry in result.admission.items()
+            },
+        },
         "windows": {k: num(v) for k, v in result.windows.items()},
         "machine": host,
         "source": source_version(),
@@ -469,16 +507,22 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _entry_key(entry: dict[str, Any]) -> tuple[int, str]:
+    # Entries written before the backend was recorded all ran against the local API.
+    return int(entry.get("n", 0)), str(entry.get("backend") or LOCAL)
+
+
 def write_results(path: Path, entries: list[dict[str, Any]], host: dict[str, Any]) -> None:
-    """Merge into results.json: this run's sizes replace older entries of the same N."""
+    """Merge into results.json: this run's sizes replace older entries of the same N on the
+    same backend."""
     kept: list[dict[str, Any]] = []
     if path.exists():
         try:
             kept = list(json.loads(path.read_text()).get("results", []))
         except (ValueError, AttributeError):
             kept = []
-    fresh = {e["n"] for e in entries}
-    merged = sorted([e for e in kept if e.get("n") not in fresh] + entries, key=lambda e: e["n"])
+    fresh = {_entry_key(e) for e in entries}
+    merged = sorted([e for e in kept if _entry_key(e) not in fresh] + entries, key=_entry_key)
     document = {
         "machine": host,
         "targets": {
@@ -491,85 +535,3 @@ def write_results(path: Path, entries: list[dict[str, Any]], host: dict[str, Any
         "results": merged,
     }
     path.write_text(json.dumps(_finite(document), indent=2, allow_nan=False) + "\n")
-
-
-def write_samples(path: Path, figures: Sequence[Figures]) -> dict[str, Any]:
-    """Keep each size's raw lags next to the results, so the plot can show every size run."""
-    samples: dict[str, Any] = {}
-    if path.exists():
-        try:
-            samples = dict(json.loads(path.read_text()))
-        except ValueError:
-            samples = {}
-    for f in figures:
-        samples[str(f.n)] = {
-            "revocation_lag_s": [round(v, 4) for v in f.lag_samples],
-            "expiry_offset_s": [round(v, 3) for v in f.lag_expiry_offsets],
-            "grant_latency_s": [round(v, 4) for v in f.latency_samples],
-            "sent_offset_s": [round(v, 3) for v in f.latency_send_offsets],
-        }
-    path.write_text(json.dumps(samples, separators=(",", ":")) + "\n")
-    return samples
-
-
-def plot(path: Path, samples: dict[str, Any], host: dict[str, Any]) -> None:
-    """Revocation lag per N, lag against when each grant was due, and grant latency over time."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sizes = sorted(samples, key=int)
-    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(18, 5))
-    for size in sizes:
-        lags = [v * 1000 for v in samples[size]["revocation_lag_s"] if v >= -EARLY_TOLERANCE_S]
-        if not lags:
-            continue
-        ordered = sorted(lags)
-        p99 = quantile(ordered, 0.99)
-        cdf = [(i + 1) / len(ordered) for i in range(len(ordered))]
-        left.plot(ordered, cdf, label=f"N = {int(size):,} (p99 {p99:.0f} ms)")
-    left.axvline(1000, color="red", linestyle="--", linewidth=1, label="target p99 ≤ 1 s")
-    left.axhline(0.99, color="grey", linestyle=":", linewidth=1)
-    left.set_xscale("symlog", linthresh=1)
-    left.set_xlim(left=0)
-    left.set_xlabel("revocation lag: binding DELETED seen minus expiresAt (ms)")
-    left.set_ylabel("share of grants")
-    left.set_title("Revocation lag, cumulative distribution")
-    left.legend(loc="lower right")
-    left.grid(True, alpha=0.3)
-
-    largest = sizes[-1] if sizes else None
-    if largest is not None:
-        data = samples[largest]
-        # Older sample files may hold early revocations; they are not lag.
-        points = [
-            (t, v * 1000)
-            for t, v in zip(data["expiry_offset_s"], data["revocation_lag_s"], strict=False)
-            if v >= -EARLY_TOLERANCE_S
-        ]
-        middle.scatter([t for t, _ in points], [v for _, v in points], s=3, alpha=0.5)
-        middle.axhline(1000, color="red", linestyle="--", linewidth=1)
-        middle.set_title(f"Lag of each grant as it lapsed, N = {int(largest):,}")
-        right.scatter(
-            data.get("sent_offset_s", []),
-            [v * 1000 for v in data.get("grant_latency_s", [])],
-            s=3,
-            alpha=0.5,
-            color="tab:green",
-        )
-        right.axhline(500, color="red", linestyle="--", linewidth=1)
-        right.set_title(f"Grant latency of each steady request, N = {int(largest):,}")
-    middle.set_xlabel("when the grant was due (s after the first expiry)")
-    middle.set_ylabel("revocation lag (ms)")
-    middle.grid(True, alpha=0.3)
-    right.set_xlabel("when the request was sent (s after the first)")
-    right.set_ylabel("grant latency: binding ADDED seen minus create due (ms)")
-    right.grid(True, alpha=0.3)
-    fig.suptitle(
-        f"Lapse revocation lag — {host['cpu']}, {host['cores']} cores, Python {host['python']}",
-        fontsize=10,
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -1,7 +1,8 @@
 """`make bench` (`python -m bench.run`): measure that Lapse's access ends on the second.
 
-For each size in `BENCH_N` it starts a fresh local Kubernetes API and a fresh operator, runs the
-phases in `bench.measure`, prints a table, and writes `results.json`, the raw lag samples and
+For each size in `BENCH_N` it starts a fresh operator and a fresh local Kubernetes API (or uses
+the cluster `BENCH_KUBECONFIG` names: see `bench.backend`), runs the phases in `bench.measure`,
+prints a table, and writes `results.json`, the raw lag samples and
 `revocation_lag.png` to `BENCH_OUTPUT_DIR` (default: this directory). Settings come from the
 environment so `make bench BENCH_N=1000` and CI can pick them without flags; see README.md.
 
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from bench import cluster, measure, report
+from bench import backend, cluster, measure, plot, report
 
 HERE = Path(__file__).resolve().parent
 
@@ -62,21 +63,25 @@ def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-async def main_async(out: Path, workroot: Path) -> int:
+async def main_async(out: Path, workroot: Path, choice: backend.Choice) -> int:
     host = report.machine()
     print(
         f"machine: {host['cpu']}, {host['cores']} cores, {host['memory_gib']} GiB, "
         f"Python {host['python']}",
         flush=True,
     )
+    if choice.kubeconfig is not None:
+        print(f"cluster: {choice.kubeconfig} (named by {choice.named_by})", flush=True)
     entries, all_figures, tables, status = [], [], [], 0
 
     def log(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
     for config in configs_from_env():
-        log(f"N = {config.n:,}: workdir {workroot / f'n{config.n}'}")
-        result = await measure.run(config, workroot / f"n{config.n}", log)
+        workdir = workroot / f"n{config.n}"
+        log(f"N = {config.n:,}: workdir {workdir}")
+        target = backend.open_backend(choice, workdir)
+        result = await measure.run(config, workdir, log, backend=target)
         figures = report.compute(result)
         text = report.table(figures, result, host)
         print("\n" + text + "\n", flush=True)
@@ -90,14 +95,19 @@ async def main_async(out: Path, workroot: Path) -> int:
             status = 1
         # Written after every size, so a long run interrupted later keeps what it measured.
         report.write_results(out / "results.json", entries, host)
-        samples = report.write_samples(out / "revocation_lag_samples.json", all_figures)
-        report.plot(out / "revocation_lag.png", samples, host)
+        samples = plot.write_samples(out / "revocation_lag_samples.json", all_figures)
+        plot.plot(out / "revocation_lag.png", samples, host)
     print(f"wrote {out / 'results.json'} and {out / 'revocation_lag.png'}")
     return status
 
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        choice = backend.choose(os.environ)
+    except backend.ChoiceError as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 2
     out = Path(os.environ.get("BENCH_OUTPUT_DIR") or HERE)
     out.mkdir(parents=True, exist_ok=True)
     workroot = Path(tempfile.mkdtemp(prefix="lapse-bench-"))
@@ -105,7 +115,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, _terminate_as_interrupt)
     status = 2
     try:
-        status = asyncio.run(main_async(out, workroot))
+        status = asyncio.run(main_async(out, workroot, choice))
     except KeyboardInterrupt:
         print("interrupted; every process started was stopped", file=sys.stderr)
         status = 130

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -45,8 +46,11 @@ class Binding:
 
 
 class BindingWatch:
-    def __init__(self, credentials: Credentials) -> None:
+    def __init__(self, credentials: Credentials, namespaces: Collection[str] = ()) -> None:
         self._credentials = credentials
+        # On a shared cluster other Lapse bindings come and go (another install's, a test
+        # run's leftovers); only the benchmark's namespaces count. Empty: every namespace.
+        self._namespaces = frozenset(namespaces)
         self._lock = threading.Lock()
         self._bindings: dict[Key, Binding] = {}
         self._ready = threading.Event()
@@ -134,6 +138,8 @@ class BindingWatch:
         if not request:
             return
         key = (str(metadata.get("namespace", "")), str(request))
+        if self._namespaces and key[0] not in self._namespaces:
+            return
         expires_at = parse_time((metadata.get("annotations") or {}).get(EXPIRES_AT))
         with self._lock:
             self.events += 1

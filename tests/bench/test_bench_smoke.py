@@ -1,8 +1,9 @@
 """Smoke test of `make bench`: a small run (N = 200) end to end, so a change that breaks the
 benchmark is caught in CI rather than on the day someone wants the numbers.
 
-It asserts only that every grant was made, every one revoked, and the results written; the
-timings themselves depend on the machine and are reported by `make bench`, never asserted here.
+It asserts only that every grant was made, every one revoked, every admission figure measured,
+and the results written; the timings themselves depend on the machine and are reported by
+`make bench`, never asserted here.
 """
 
 from __future__ import annotations
@@ -59,3 +60,15 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert windows["started"] == windows["handed_over"] == 20, output
     assert windows["gaps"] == 0, output
     assert (tmp_path / "revocation_lag.png").stat().st_size > 0
+    assert entry["backend"] == "local API", output
+    # What Lapse's webhooks add to each kind they see, against the control no webhook sees.
+    admission = entry["admission_ms"]
+    assert admission["control"] == "configmaps", output
+    kinds = ("configmaps", "secrets", "pods", "serviceaccounts/token", "accessrequests")
+    for kind in kinds:
+        figures = admission["by_kind"][kind]
+        for stage in ("without_lapse", "with_lapse", "added"):
+            for share in ("p50", "p99"):
+                assert figures[f"{stage}_{share}_ms"] is not None, f"{kind} {stage} {share}"
+        assert figures["with_lapse_p50_ms"] > 0, output
+        assert kind in result.stdout, output
