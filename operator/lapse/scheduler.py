@@ -110,11 +110,16 @@ class ExpiryScheduler:
         self._on_change()
 
     def busy(self, within: timedelta) -> bool:
-        """Whether a deadline is being handled or falls due within `within`."""
+        """Whether a deadline is being handled or falls due within `within` from now. One
+        already past is not counted: the running scheduler hands it over at once, and one
+        that is not running would otherwise keep everyone waiting."""
         self._drop_stale()
         if self._running:
             return True
-        return bool(self._heap) and self._heap[0][0] - self._clock() <= within
+        if not self._heap:
+            return False
+        ahead = self._heap[0][0] - self._clock()
+        return timedelta(0) <= ahead <= within
 
     async def run(self) -> None:
         try:

@@ -112,3 +112,38 @@ def test_counts_follow_schedule_cancel_and_dispatch() -> None:
         task.cancel()
 
     asyncio.run(scenario())
+
+
+def test_busy_while_a_deadline_is_handled_or_falls_due_soon() -> None:
+    """What revocation checks wait for: a deadline being handled or due within the window;
+    not one further ahead, and not one already past that no running scheduler hands over."""
+    release = asyncio.Event()
+
+    async def on_due(k: GrantKey, deadline: datetime) -> None:
+        await release.wait()
+
+    async def scenario() -> None:
+        fixed = now()
+        scheduler = ExpiryScheduler(on_due, lambda: fixed)
+        window = timedelta(seconds=1)
+        assert not scheduler.busy(window)
+        scheduler.schedule(key("later"), fixed + timedelta(seconds=5))
+        assert not scheduler.busy(window)
+        scheduler.schedule(key("past"), fixed - timedelta(seconds=5))
+        assert not scheduler.busy(window)
+        scheduler.cancel(key("past"))
+        scheduler.schedule(key("soon"), fixed + timedelta(milliseconds=500))
+        assert scheduler.busy(window)
+        scheduler.cancel(key("soon"))
+        assert not scheduler.busy(window)
+        scheduler.schedule(key("now"), fixed)
+        task = asyncio.create_task(scheduler.run())
+        await asyncio.sleep(0.05)
+        assert scheduler.busy(window)  # handed over, still being handled
+        release.set()
+        await asyncio.sleep(0.05)
+        assert not scheduler.busy(window)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
