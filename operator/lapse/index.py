@@ -29,6 +29,7 @@ RoleEntry = tuple[GrantKey, RiskSummary]
 KINDS = (ACCESS_REQUEST.kind, BREAK_GLASS.kind)
 # Owners parsed between yields while loading: the listing must not stall the event loop.
 YIELD_EVERY = 256
+MAX_SUMMARIES = 4096
 
 
 class _MultiMap(Generic[V]):
@@ -65,6 +66,15 @@ class GrantIndex:
         self._grantees: _MultiMap[GranteeGrant] = _MultiMap()
         self._footholds: _MultiMap[GrantKey] = _MultiMap()
         self._roles: _MultiMap[RoleEntry] = _MultiMap()
+        # Grants of one role to like subjects carry equal summaries, dozens of phrases each:
+        # held once, ten thousand grants cost kilobytes here, not tens of megabytes.
+        self._summaries: dict[tuple[Any, ...], RiskSummary] = {}
+
+    def _shared(self, risk: RiskSummary) -> RiskSummary:
+        if len(self._summaries) > MAX_SUMMARIES:
+            self._summaries.clear()
+        found = (tuple(risk.capabilities), tuple(risk.adds), tuple(risk.already_had), risk.summary)
+        return self._summaries.setdefault(found, risk)
 
     def observe(self, kind: str, body: Mapping[str, Any], *, deleted: bool = False) -> None:
         """One owner as the API server holds it now (`deleted`: it is gone)."""
@@ -76,7 +86,8 @@ class GrantIndex:
         grantee = build_grantee_grant(kind, body)
         self._grantees.put(owner, dict([grantee]) if grantee is not None else None)
         self._footholds.put(owner, build_foothold_uids(kind, body))
-        self._roles.put(owner, build_role_index_entry(kind, body))
+        roles = build_role_index_entry(kind, body) or {}
+        self._roles.put(owner, {at: (key, self._shared(risk)) for at, (key, risk) in roles.items()})
 
     async def load(self, kube: KubeApi) -> int:
         """Every owner, page by page; returns how many active grants are held."""

@@ -87,6 +87,11 @@ class Services:
         """Once this replica holds the lease (at once without leader election): catch up, then
         start the scheduler and the sweep and let the handlers that write run."""
         await self.leadership.acquired.wait()
+        # Deadlines are kept from the start: the full sweep schedules every active grant it
+        # lists, and its catching up must not hold up those that fall due meanwhile.
+        self.tasks.append(
+            asyncio.create_task(self.grantor.scheduler.run(), name="lapse-expiry-scheduler")
+        )
         # Before any handler acts: whatever lapsed while no replica led goes now, the
         # bindings first (by their own expiry), then the full sweep records the ends.
         while True:
@@ -109,9 +114,6 @@ class Services:
                     await self.guard.binding_event(None, binding)
                 except (ApiError, OSError, TimeoutError) as error:
                     logger.warning("Could not check a binding after taking over: %s", error)
-        self.tasks.append(
-            asyncio.create_task(self.grantor.scheduler.run(), name="lapse-expiry-scheduler")
-        )
         self.tasks.append(asyncio.create_task(self.sweeper.sweep_forever(), name="lapse-sweep"))
         self.leadership.ready.set()
 

@@ -135,6 +135,15 @@ class Sweeper:
                 if listed is not None:
                     owners[kind] = listed
             self._served_kinds = frozenset(owners)
+            # The scheduler runs beside this sweep: active grants it lists keep their time
+            # while the ends found here are recorded, thousands of writes after an outage.
+            # What is overdue already is this sweep's to end.
+            for of_kind in owners.values():
+                for owner in of_kind.values():
+                    expires_at = owner.status.expires_at
+                    active = owner.status.phase == Phase.ACTIVE and not owner.deleting
+                    if active and expires_at is not None and expires_at > now:
+                        self.scheduler.schedule(owner.key, expires_at)
         else:
             owners = {kind: {} for kind in self._served_kinds}
             for index, (scheduled, deadline) in enumerate(self.scheduler.deadlines().items()):
