@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import kopf
 
-from lapse import __version__, audit, crashpoints, logs
+from lapse import __version__, audit, crashpoints, heap, logs
 from lapse.config import Settings
 from lapse.handlers import (  # noqa: F401  (registers the handlers)
     handle_admission,
@@ -37,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     audit.configure()
     settings = Settings.from_env()
     crashpoints.arm(settings.crash_at)
+    heap.tune_collector()
     asyncio.run(
         kopf.operator(
             clusterwide=True,
