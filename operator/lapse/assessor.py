@@ -50,9 +50,13 @@ class Assessor:
         namespace: str | None,
         subject: Subject,
         requester: UserInfo | None,
+        *,
+        compare: bool = True,
     ) -> RiskSummary | None:
         """The summary of `role` for `subject` in `namespace` (None: cluster-wide); None when
-        the role cannot be read (it does not exist, or Lapse may not read it)."""
+        the role cannot be read (it does not exist, or Lapse may not read it). With `compare`
+        it tells what is new from what the subject holds already, at one access review per
+        phrase; without, it says what the role gives."""
         try:
             rules = await self.kube.get_role_rules(role.kind.value, role.name, namespace)
         except ApiError as error:
@@ -61,6 +65,8 @@ class Assessor:
         if rules is None:
             return None
         text = _text(rules)
+        if not compare:
+            return _summary(f"{role.kind.value} {role.name}", text, None, None)
         permissions = _ranked(text)[:MAX_REVIEWS]
 
         async def held(verb: str, group: str, resource: str) -> bool:

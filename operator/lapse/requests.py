@@ -128,13 +128,20 @@ class RequestKeeper:
             decision = compute_decision(request, policies, labels)
         decision, screened = await self.screen(request, body, decision, request.status)
         # Only what a policy may still grant is worth asking the API server about: a request
-        # already denied or invalid costs no reviews.
+        # already denied or invalid costs no reviews. What is new for the subject is told to
+        # the approver who decides on it; a grant the policy makes at once needs only what the
+        # role gives (its capabilities), which spares the API server an access review per
+        # phrase of every self-service grant.
         risk = None
         if decision.outcome in (Outcome.GRANT, Outcome.PENDING):
-            risk = await self.assess(request)
+            risk = await self.assess(request, compare=decision.outcome == Outcome.PENDING)
         role = request.spec.role
         policy = self.policies.get(decision.policy or "")
+        granted_at_once = decision.outcome == Outcome.GRANT
         decision = compute_capability_decision(decision, policy, risk, f"{role.kind} {role.name}")
+        if granted_at_once and decision.outcome == Outcome.PENDING:
+            # A capability wants an approver after all: they see what is new.
+            risk = await self.assess(request) or risk
         decision = await self.starts.screen(request, decision, policy)
         screened = self._decided(request, decision, screened).model_copy(update={"risk": risk})
         request = request.model_copy(update={"status": screened})
@@ -183,8 +190,9 @@ class RequestKeeper:
             update["subject"] = compute_subject(requester, request.spec.subject)
         return status.model_copy(update=update)
 
-    async def assess(self, request: AccessRequest) -> RiskSummary | None:
-        """What the role would give the subject here, as the API server holds it now."""
+    async def assess(self, request: AccessRequest, *, compare: bool = True) -> RiskSummary | None:
+        """What the role would give the subject here, as the API server holds it now (and with
+        `compare`, what of it they hold already)."""
         requester = request.spec.requester
         if requester is None:
             return None
@@ -193,6 +201,7 @@ class RequestKeeper:
             request.metadata.namespace,
             compute_subject(requester, request.spec.subject),
             requester,
+            compare=compare,
         )
 
     async def grant(self, request: AccessRequest, decision: Decision) -> None:

@@ -14,20 +14,25 @@ def test_an_edit_grant_names_secrets_exec_tokens_and_impersonation(team: Team) -
     risk = team.wait_phase("risky", "Active")["status"]["risk"]
     for capability in ("ReadSecrets", "ExecIntoPods", "MintTokens", "Impersonate"):
         assert capability in risk["capabilities"], risk
+    # Granted at once by the policy: the summary says what the role gives, compared with
+    # nothing the subject holds (no approver reads it before the grant).
+    assert risk["summary"].startswith("ClusterRole edit gives: "), risk["summary"]
+    assert risk.get("alreadyHad", []) == [] and "read secrets" in risk["adds"], risk
     explained = lapse(team, "explain", "risky", "-n", team.namespace).stdout
-    assert "ClusterRole edit adds: " in explained
+    assert "ClusterRole edit gives: " in explained
     assert "It can read Secrets; exec, attach or port-forward into pods;" in explained
 
 
-def test_what_the_subject_already_had_is_told_apart(team: Team) -> None:
-    team.policy(roles=("admin",))
+def test_the_approver_is_told_what_the_subject_already_had(team: Team) -> None:
+    approvers(team.cluster, team)
+    approver_policy(team)
     # alice holds edit here already, through a binding of her own, outside Lapse.
     team.cluster.kubectl(
         "create", "rolebinding", "alice-edit", "--clusterrole=edit", "--user=alice",
         "-n", team.namespace,
     )  # fmt: skip
     team.ask("more", role="admin", duration="1h")
-    risk = team.wait_phase("more", "Active")["status"]["risk"]
+    risk = team.wait_phase("more", "Pending")["status"]["risk"]
     assert "read secrets" in risk["alreadyHad"], risk
     assert "create pods/exec" in risk["alreadyHad"]
     assert "write rolebindings.rbac.authorization.k8s.io" in risk["adds"], risk
