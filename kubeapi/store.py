@@ -87,6 +87,36 @@ class Store:
         for objs in by_ns.values():
             yield from objs.values()
 
+    def iter_after(
+        self, key: ResKey, namespace: str | None, after: tuple[str, ...] | None
+    ) -> Iterator[dict[str, Any]]:
+        """Objects in (namespace, name) order, only those after `after`: a paginated listing
+        reads one page of them, not the whole kind."""
+        by_ns = self._objects.get(key, {})
+        spaces = [namespace] if namespace is not None else sorted(by_ns)
+        for ns in spaces:
+            if after is not None and ns < after[0]:
+                continue
+            objs = by_ns.get(ns, {})
+            names = sorted(objs)
+            if after is not None and ns == after[0]:
+                names = names[bisect.bisect_right(names, after[1]) :]
+            for name in names:
+                yield objs[name]
+
+    def count_after(self, key: ResKey, namespace: str | None, after: tuple[str, ...]) -> int:
+        """How many objects `iter_after` would give."""
+        by_ns = self._objects.get(key, {})
+        spaces = [namespace] if namespace is not None else list(by_ns)
+        total = 0
+        for ns in spaces:
+            objs = by_ns.get(ns, {})
+            if ns > after[0]:
+                total += len(objs)
+            elif ns == after[0]:
+                total += sum(1 for name in objs if name > after[1])
+        return total
+
     def count(self, key: ResKey, namespace: str | None = None) -> int:
         by_ns = self._objects.get(key, {})
         if namespace is not None:

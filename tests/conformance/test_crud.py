@@ -271,6 +271,30 @@ def test_label_and_field_selectors_and_pagination(cluster: Cluster, namespace: s
     assert seen == ["kube-root-ca.crt", *(f"p{i}" for i in range(7))]
 
 
+def test_pages_count_what_is_left_only_when_no_selector_filters(
+    cluster: Cluster, namespace: str
+) -> None:
+    api = core(cluster)
+    for i in range(5):
+        api.create_namespaced_config_map(
+            namespace, {"metadata": {"name": f"q{i}", "labels": {"tier": "a"}}}
+        )
+    # kube-root-ca.crt is published into every namespace a moment after it is made.
+    wait_for(lambda: len(api.list_namespaced_config_map(namespace).items) == 6)
+    first = api.list_namespaced_config_map(namespace, limit=2)
+    assert [c.metadata.name for c in first.items] == ["kube-root-ca.crt", "q0"]
+    assert first.metadata.remaining_item_count == 4
+    selected = api.list_namespaced_config_map(namespace, limit=2, label_selector="tier=a")
+    assert [c.metadata.name for c in selected.items] == ["q0", "q1"]
+    assert selected.metadata._continue
+    assert selected.metadata.remaining_item_count is None
+    rest = api.list_namespaced_config_map(
+        namespace, limit=2, label_selector="tier=a", _continue=selected.metadata._continue
+    )
+    assert [c.metadata.name for c in rest.items] == ["q2", "q3"]
+    assert rest.metadata.remaining_item_count is None
+
+
 def test_namespaced_create_needs_the_namespace(cluster: Cluster) -> None:
     with pytest.raises(ApiException) as missing:
         core(cluster).create_namespaced_config_map("no-such-ns", {"metadata": {"name": "x"}})
