@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     # then traverse the whole store (pauses of a tenth of a second and more at 1,000 grants).
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
+    gc.set_threshold(50_000, 10, 100)
     asyncio.run(serve(args))
     return 0
 
