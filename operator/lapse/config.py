@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from lapse.core.durations import parse_duration
 
@@ -33,15 +36,65 @@ def _path(value: str | None) -> Path | None:
     return Path(value) if value else None
 
 
+class ConfigError(ValueError):
+    """A setting that cannot work: said in one line at start-up, and the operator stops."""
+
+
+class WebhookMode(Enum):
+    # The API server dials https://LAPSE_WEBHOOK_HOST:PORT: an operator run from a terminal.
+    URL = "url"
+    # The API server dials the webhook Service, resolved to the replicas' endpoints by itself:
+    # an operator in pods, however the cluster's control plane is run.
+    SERVICE = "service"
+
+
+class CertificateIssuer(Enum):
+    # Lapse makes the authority and the serving certificate into Secrets and writes caBundle.
+    LAPSE = "lapse"
+    # cert-manager writes the serving Secret and its cainjector the caBundle; Lapse only serves.
+    CERT_MANAGER = "cert-manager"
+
+
+def _choice(enum: type[Enum], name: str, value: str) -> Any:
+    try:
+        return enum(value.strip().lower())
+    except ValueError:
+        allowed = " or ".join(repr(m.value) for m in enum)
+        raise ConfigError(f"{name} must be {allowed}, not {value!r}.") from None
+
+
+def in_a_pod(env: Mapping[str, str]) -> bool:
+    """The kubelet gives every container the API server's Service address."""
+    return bool(env.get("KUBERNETES_SERVICE_HOST"))
+
+
+def _is_service_name(host: str) -> bool:
+    return host.endswith((".svc", ".svc.cluster.local")) or ".svc." in host
+
+
 @dataclass(frozen=True)
 class Settings:
-    # Where the admission webhook server listens, and the host the API server dials.
+    # How the API server reaches the webhooks: by URL (a terminal) or through the Service
+    # (in a pod; the default there).
+    webhook_mode: WebhookMode = WebhookMode.URL
+    # Where the admission webhook server listens, and the host the API server dials (url mode).
     webhook_addr: str = "0.0.0.0"
     webhook_host: str = "127.0.0.1"
     webhook_port: int = 9443
-    # A directory with tls.crt, tls.key (and ca.crt), e.g. mounted from cert-manager; when
-    # unset, Lapse generates a CA and a serving certificate at start-up.
+    # url mode: a directory with tls.crt, tls.key (and ca.crt); when unset, Lapse generates a
+    # CA and a serving certificate at start-up.
     webhook_cert_dir: Path | None = None
+    # service mode: the Service in `namespace` the API server dials, and its port.
+    webhook_service: str = "lapse-webhook"
+    webhook_service_port: int = 443
+    # service mode: who issues the serving certificate, the Secret (kubernetes.io/tls, with
+    # ca.crt) every replica serves from, and the Secret of Lapse's own authority.
+    webhook_certificate: CertificateIssuer = CertificateIssuer.LAPSE
+    webhook_secret: str = "lapse-webhook-tls"
+    webhook_ca_secret: str = "lapse-webhook-ca"
+    # How often a replica reads the Secret (a renewal reaches every replica within this), and
+    # the leader checks the certificate and the webhook configurations.
+    webhook_check_interval: float = 30.0
     # Whether Lapse registers its webhook configurations itself (off when a chart ships them).
     webhook_managed: bool = True
     # The name of the managed Mutating/ValidatingWebhookConfiguration objects.
@@ -98,9 +151,41 @@ class Settings:
         env = os.environ if env is None else env
         default = cls()
         cert_dir = env.get("LAPSE_WEBHOOK_CERT_DIR", "")
+        mode_name = env.get("LAPSE_WEBHOOK_MODE", "") or ("service" if in_a_pod(env) else "url")
+        mode: WebhookMode = _choice(WebhookMode, "LAPSE_WEBHOOK_MODE", mode_name)
+        host = env.get("LAPSE_WEBHOOK_HOST", default.webhook_host)
+        if mode is WebhookMode.URL and _is_service_name(host):
+            raise ConfigError(
+                f"LAPSE_WEBHOOK_HOST={host} names a Service, and the API server resolves webhook "
+                "URLs with its own resolver, not the cluster's DNS: in a pod use "
+                "LAPSE_WEBHOOK_MODE=service (the default there), which calls the Service "
+                "LAPSE_WEBHOOK_SERVICE."
+            )
+        if mode is WebhookMode.SERVICE and (env.get("LAPSE_WEBHOOK_HOST") or cert_dir):
+            print(
+                "lapse-operator: warning: LAPSE_WEBHOOK_HOST and LAPSE_WEBHOOK_CERT_DIR are for "
+                "url mode and ignored in service mode (the Service LAPSE_WEBHOOK_SERVICE is "
+                "called, with the certificate in Secret LAPSE_WEBHOOK_SECRET).",
+                file=sys.stderr,
+            )
         return cls(
+            webhook_mode=mode,
+            webhook_service=env.get("LAPSE_WEBHOOK_SERVICE", default.webhook_service),
+            webhook_service_port=int(
+                env.get("LAPSE_WEBHOOK_SERVICE_PORT", default.webhook_service_port)
+            ),
+            webhook_certificate=_choice(
+                CertificateIssuer,
+                "LAPSE_WEBHOOK_CERTIFICATE",
+                env.get("LAPSE_WEBHOOK_CERTIFICATE", default.webhook_certificate.value),
+            ),
+            webhook_secret=env.get("LAPSE_WEBHOOK_SECRET", default.webhook_secret),
+            webhook_ca_secret=env.get("LAPSE_WEBHOOK_CA_SECRET", default.webhook_ca_secret),
+            webhook_check_interval=_seconds(
+                env.get("LAPSE_WEBHOOK_CHECK_INTERVAL"), default.webhook_check_interval
+            ),
             webhook_addr=env.get("LAPSE_WEBHOOK_ADDR", default.webhook_addr),
-            webhook_host=env.get("LAPSE_WEBHOOK_HOST", default.webhook_host),
+            webhook_host=host,
             webhook_port=int(env.get("LAPSE_WEBHOOK_PORT", default.webhook_port)),
             webhook_cert_dir=Path(cert_dir) if cert_dir else None,
             webhook_managed=_flag(env.get("LAPSE_WEBHOOK_MANAGED", "true")),

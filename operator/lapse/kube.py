@@ -35,6 +35,11 @@ TRANSIENT = frozenset({429, 500, 502, 503, 504})
 RETRY_FOR = 20.0
 RETRY_MAX_DELAY = 2.0
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+ADMISSION = "/apis/admissionregistration.k8s.io/v1"
+WEBHOOK_CONFIGURATIONS = {
+    "MutatingWebhookConfiguration": f"{ADMISSION}/mutatingwebhookconfigurations",
+    "ValidatingWebhookConfiguration": f"{ADMISSION}/validatingwebhookconfigurations",
+}
 CONNECTIONS = 64
 REVOCATION_CONNECTIONS = 16
 CONNECT_TIMEOUT = 10.0
@@ -175,6 +180,13 @@ class KubeApi(Protocol):
         self, plural: str, namespace: str, name: str, manifest: Mapping[str, Any]
     ) -> dict[str, Any]: ...
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def get_webhook_configuration(self, kind: str, name: str) -> dict[str, Any] | None: ...
+    async def create_webhook_configuration(
+        self, kind: str, manifest: Mapping[str, Any]
+    ) -> dict[str, Any]: ...
+    async def replace_webhook_configuration(
+        self, kind: str, name: str, manifest: Mapping[str, Any]
+    ) -> dict[str, Any]: ...
     async def create_lease(self, namespace: str, manifest: Mapping[str, Any]) -> dict[str, Any]: ...
     async def replace_lease(
         self, namespace: str, name: str, manifest: Mapping[str, Any]
@@ -497,6 +509,25 @@ class KubeClient:
     ) -> dict[str, Any]:
         """Replace a core/v1 object; its resourceVersion makes this a compare-and-swap (409)."""
         path = f"/api/v1/namespaces/{namespace}/{plural}/{name}"
+        return await self._call("PUT", path, body=manifest)
+
+    # Admission webhook configurations --------------------------------------------------
+
+    async def get_webhook_configuration(self, kind: str, name: str) -> dict[str, Any] | None:
+        """A Mutating- or ValidatingWebhookConfiguration, or None when it does not exist."""
+        return await self.get_path(f"{WEBHOOK_CONFIGURATIONS[kind]}/{name}")
+
+    async def create_webhook_configuration(
+        self, kind: str, manifest: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Create one; ConflictError when it exists."""
+        return await self._call("POST", WEBHOOK_CONFIGURATIONS[kind], body=manifest)
+
+    async def replace_webhook_configuration(
+        self, kind: str, name: str, manifest: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Replace one; its resourceVersion makes this a compare-and-swap (409)."""
+        path = f"{WEBHOOK_CONFIGURATIONS[kind]}/{name}"
         return await self._call("PUT", path, body=manifest)
 
     # Leader election --------------------------------------------------------------------

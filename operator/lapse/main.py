@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from collections.abc import Sequence
 
 import kopf
 
 from lapse import __version__, audit, crashpoints, heap, logs
-from lapse.config import Settings
+from lapse.config import ConfigError, Settings
 from lapse.handlers import (  # noqa: F401  (registers the handlers)
     handle_admission,
     handle_bindings,
@@ -35,7 +36,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.parse_args(argv)
     logs.configure()
     audit.configure()
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ConfigError as error:
+        # One line a person can act on, not a traceback.
+        print(f"lapse-operator: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     crashpoints.arm(settings.crash_at)
     heap.tune_collector()
     asyncio.run(

@@ -75,6 +75,10 @@ notifications_total = Counter(
     "lapse_notifications_total", "Outgoing notifications by event and result.", ["event", "result"]
 )
 breakglass_active = Gauge("lapse_breakglass_active", "Break-glass grants currently in force.")
+webhook_certificate_expiry = Gauge(
+    "lapse_webhook_certificate_expiry_timestamp_seconds",
+    "When the webhook serving certificate this replica serves ends (Unix time; service mode).",
+)
 breakglass_unreviewed = Gauge(
     "lapse_breakglass_unreviewed", "Break-glasses past their review deadline without a review."
 )

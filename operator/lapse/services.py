@@ -15,7 +15,8 @@ from datetime import timedelta
 from typing import Any
 
 from lapse.breakglass import BreakGlassKeeper
-from lapse.config import Settings
+from lapse.certificates import CertificateKeeper
+from lapse.config import Settings, WebhookMode
 from lapse.core.bindings import MANAGED_SELECTOR
 from lapse.decisions import RequestDecisions
 from lapse.drift import RoleDriftWatch
@@ -28,6 +29,7 @@ from lapse.ledger import GitOpsLedger
 from lapse.requests import RequestKeeper
 from lapse.signing import ensure_signing_key
 from lapse.sweeper import Sweeper
+from lapse.webhooks import WebhookServer
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +49,19 @@ class Services:
     index: GrantIndex
     # The operator's signing key: requesters and decisions carry its MACs.
     key: bytes
+    # Service mode's certificate and webhook configurations (None in url mode).
+    certificates: CertificateKeeper | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # Bindings `catch_up_early` deleted before kopf started: the full sweep records their ends.
     removed_early: list[Mapping[str, Any]] = field(default_factory=list)
+
+    def serve_certificates(self) -> None:
+        """Look for the serving certificate at once: the webhooks serve nothing until then,
+        and nothing in the rest of the start-up needs to come before it."""
+        if self.certificates is not None:
+            self.tasks.append(
+                asyncio.create_task(self.certificates.run(), name="lapse-webhook-certificate")
+            )
 
     def start(self) -> None:
         """Elect (or just take) the lead, then `lead`."""
@@ -130,8 +142,17 @@ class Services:
         await self.kube.close()
 
 
-async def build_services(settings: Settings, kube: KubeApi) -> Services:
+async def build_services(
+    settings: Settings, kube: KubeApi, *, server: WebhookServer | None = None
+) -> Services:
     key = await ensure_signing_key(kube, settings.namespace)
+    leadership = Leadership(kube, settings)
+    certificates = None
+    if server is not None and settings.webhook_mode is WebhookMode.SERVICE:
+        # Only the holder of the lease writes certificates and configurations.
+        certificates = CertificateKeeper(
+            kube, settings, server, leading=lambda: leadership.acquired.is_set()
+        )
     grantor = Grantor(kube, settings)
     decisions = RequestDecisions(grantor.reporter, key=key, admin_groups=settings.admin_groups)
     retention = timedelta(seconds=settings.gitops_ledger_retention)
@@ -146,7 +167,8 @@ async def build_services(settings: Settings, kube: KubeApi) -> Services:
         decisions=decisions,
         requests=RequestKeeper(grantor, decisions=decisions, ledger=ledger),
         breakglass=BreakGlassKeeper(grantor, key=key),
-        leadership=Leadership(kube, settings),
+        leadership=leadership,
         index=GrantIndex(),
         key=key,
+        certificates=certificates,
     )

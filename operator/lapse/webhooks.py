@@ -1,34 +1,44 @@
-"""The admission webhook server: its TLS certificate and kopf's server settings.
+"""The admission webhook server: its TLS, its client configuration, and kopf's server settings.
 
-kopf's own self-signed certificate needs oscrypto, which fails on OpenSSL 3, so Lapse makes a
-CA and a serving certificate with `cryptography` at start-up — or uses the files a certificate
-manager mounted in `LAPSE_WEBHOOK_CERT_DIR`. The CA goes into the webhook configuration's
-caBundle, so the API server verifies the operator it calls. The same server takes the API
-server's audit webhook batches at `/audit` (see `lapse.activity`).
+kopf's own self-signed certificate needs oscrypto, which fails on OpenSSL 3, so Lapse makes its
+certificates with `cryptography` (`lapse.core.certificates`). Two ways to be called:
+
+- **url** (a terminal, `make run`): the API server dials `https://LAPSE_WEBHOOK_HOST:PORT`;
+  the certificate is made at start-up (or read from `LAPSE_WEBHOOK_CERT_DIR`) and kopf writes
+  the webhook configurations with its CA.
+- **service** (in a pod): the API server dials the webhook Service, which it resolves to the
+  replicas' endpoints itself; every replica serves the one certificate kept in a Secret
+  (`lapse.certificates`), swapped in place when it changes — one SSL context for the life of
+  the process, so a renewal never closes the port.
+
+`/readyz` answers only once a certificate is served: the readiness probe calls it over HTTPS,
+so a replica joins the Service only when the API server could talk to it. The same server
+takes the API server's audit webhook batches at `/audit` (see `lapse.activity`).
 """
 
 from __future__ import annotations
 
-import ipaddress
+import asyncio
+import base64
+import logging
 import ssl
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp.web
 import kopf
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from lapse.config import Settings
+from lapse.config import Settings, WebhookMode
+from lapse.core.certificates import ServingMaterial, build_authority, build_serving
 
-CERT_VALIDITY = timedelta(days=365)
+logger = logging.getLogger(__name__)
+
+READY_PATH = "/readyz"
 
 
 @dataclass(frozen=True)
@@ -38,74 +48,17 @@ class CertificatePaths:
     key: Path
 
 
-def _alt_name(host: str) -> x509.GeneralName:
-    try:
-        return x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        return x509.DNSName(host)
-
-
 def generate_certificates(directory: Path, hosts: list[str], now: datetime) -> CertificatePaths:
     """A fresh CA and a serving certificate for `hosts`, written to `directory`."""
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lapse-webhook-ca")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + CERT_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + CERT_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName([_alt_name(h) for h in dict.fromkeys(hosts)]),
-            critical=False,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
+    authority = build_authority(now)
+    serving = build_serving(authority, hosts, now)
     directory.mkdir(parents=True, exist_ok=True)
     paths = CertificatePaths(
         ca=directory / "ca.crt", cert=directory / "tls.crt", key=directory / "tls.key"
     )
-    paths.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    paths.ca.write_bytes(authority.cert)
+    paths.cert.write_bytes(serving.cert)
+    paths.key.write_bytes(serving.key)
     paths.key.chmod(0o600)
     return paths
 
@@ -123,6 +76,12 @@ def ensure_certificates(settings: Settings, now: datetime) -> CertificatePaths:
     target = directory or Path(tempfile.mkdtemp(prefix="lapse-webhook-"))
     hosts = [settings.webhook_host, "localhost", "127.0.0.1"]
     return generate_certificates(target, hosts, now)
+
+
+def read_material(paths: CertificatePaths) -> ServingMaterial:
+    return ServingMaterial(
+        cert=paths.cert.read_bytes(), key=paths.key.read_bytes(), ca=paths.ca.read_bytes()
+    )
 
 
 @dataclass(frozen=True)
@@ -151,15 +110,50 @@ AuditReceiver = Callable[
 
 
 class WebhookServer(kopf.WebhookServer):
-    """kopf's webhook server, noting each request's name and namespace for its handlers, and
+    """kopf's webhook server, serving from one SSL context whose certificate can be swapped
+    in place (`install`), noting each request's name and namespace for its handlers, and
     serving the audit sink at `/audit` beside the admission webhooks (kopf routes every POST
     path to its webhooks by id; `audit` is no handler's id). The sink's requests are taken
     before kopf reads them, so a caller is refused, or a full queue answered, before the
     body is parsed."""
 
-    def __init__(self, *args: Any, audit: AuditReceiver | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        *,
+        context: ssl.SSLContext,
+        audit: AuditReceiver | None = None,
+        service: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(context=context, **kwargs)
         self.audit = audit
+        # The Service the API server dials in service mode (clientConfig.service), else None.
+        self.service = dict(service) if service else None
+        self._material: ServingMaterial | None = None
+        self._installed = asyncio.Event()
+        self._keydir = Path(tempfile.mkdtemp(prefix="lapse-serving-"))
+
+    @property
+    def material(self) -> ServingMaterial | None:
+        """What is served now, if anything."""
+        return self._material
+
+    def install(self, material: ServingMaterial) -> None:
+        """Serve `material` from the next TLS handshake on; connections open stay as they are.
+        OpenSSL reads a key pair from files only, so it passes through a private directory."""
+        if material == self._material:
+            return
+        assert self.context is not None
+        cert, key = self._keydir / "tls.crt", self._keydir / "tls.key"
+        key.touch(mode=0o600)
+        key.write_bytes(material.key)
+        cert.write_bytes(material.cert)
+        try:
+            self.context.load_cert_chain(cert, key)
+        finally:
+            key.unlink()
+        self._material = material
+        self._installed.set()
 
     async def _serve(self, fn: Any, request: aiohttp.web.Request) -> aiohttp.web.Response:  # type: ignore[override]
         if request.match_info.get("id") != AUDIT_PATH:
@@ -181,25 +175,68 @@ class WebhookServer(kopf.WebhookServer):
             finally:
                 _TARGET.reset(token)
 
-        async for config in super().__call__(noting):
+        async def serve(request: aiohttp.web.Request) -> aiohttp.web.Response:
+            return await self._serve(noting, request)
+
+        async def ready(_: aiohttp.web.Request) -> aiohttp.web.Response:
+            return aiohttp.web.json_response({"serving": True})
+
+        # Nothing listens before a certificate exists: a probe or an API server that reached
+        # the port would only meet a handshake failure.
+        await self._installed.wait()
+        app = aiohttp.web.Application()
+        app.add_routes([aiohttp.web.get(READY_PATH, ready), aiohttp.web.post("/{id:.*}", serve)])
+        runner = aiohttp.web.AppRunner(app, handle_signals=False)
+        await runner.setup()
+        try:
+            port = self.port or self._allocate_free_port()
+            site = aiohttp.web.TCPSite(
+                runner, self.addr or None, port, ssl_context=self.context, reuse_address=True
+            )
+            await site.start()
+            logger.info("Serving admission webhooks on %s:%s.", self.addr or "*", port)
+            # kopf writes this into the webhook configurations it manages (url mode only).
+            config: dict[str, Any] = (
+                {"service": dict(self.service)}
+                if self.service
+                else {"url": self._build_url("https", self.host or "127.0.0.1", port, "")}
+            )
+            assert self._material is not None
+            config["caBundle"] = base64.b64encode(self._material.ca).decode("ascii")
             yield config
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
 
 
-def build_webhook_server(
-    settings: Settings, audit: AuditReceiver | None = None
-) -> kopf.WebhookServer:
-    paths = ensure_certificates(settings, datetime.now(UTC))
-    # A client certificate is asked for (never required: admission callers send none) only
-    # when the audit sink trusts one.
-    client_ca = settings.audit_client_ca
-    return WebhookServer(
+def build_context(settings: Settings) -> ssl.SSLContext:
+    """The server's SSL context: a client certificate is asked for (never required: admission
+    callers send none) only when the audit sink trusts one."""
+    context = ssl.create_default_context(purpose=ssl.Purpose.CLIENT_AUTH)
+    if settings.audit_client_ca:
+        context.load_verify_locations(cafile=str(settings.audit_client_ca))
+        context.verify_mode = ssl.CERT_OPTIONAL
+    return context
+
+
+def build_webhook_server(settings: Settings, audit: AuditReceiver | None = None) -> WebhookServer:
+    """The server; in url mode it serves a certificate made (or read) now, in service mode the
+    one `lapse.certificates` installs from the Secret."""
+    service = None
+    if settings.webhook_mode is WebhookMode.SERVICE:
+        service = {
+            "namespace": settings.namespace,
+            "name": settings.webhook_service,
+            "port": settings.webhook_service_port,
+        }
+    server = WebhookServer(
         addr=settings.webhook_addr,
         port=settings.webhook_port,
         host=settings.webhook_host,
-        certfile=str(paths.cert),
-        pkeyfile=str(paths.key),
-        cafile=str(paths.ca),
-        verify_mode=ssl.CERT_OPTIONAL if client_ca else None,
-        verify_cafile=str(client_ca) if client_ca else None,
+        context=build_context(settings),
         audit=audit,
+        service=service,
     )
+    if service is None:
+        server.install(read_material(ensure_certificates(settings, datetime.now(UTC))))
+    return server

@@ -37,6 +37,7 @@ GAUGES = frozenset(
         "lapse_breakglass_unreviewed",
         "lapse_revocations_unverified",
         "lapse_scheduled_grants",
+        "lapse_webhook_certificate_expiry_timestamp_seconds",
     }
 )
 HISTOGRAMS = frozenset(

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from lapse import crdgen
+from lapse.config import Settings
 from tests.deploy.metrics_contract import METRICS, SERIES, referenced
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,9 +29,9 @@ KUBECTL = shutil.which("kubectl", path=str(ROOT / ".venv" / "bin")) or shutil.wh
 DEFAULT_GRANTABLE = ["view", "edit", "admin", "cluster-admin"]
 LAPSE_ENV = {
     "LAPSE_NAMESPACE",
-    "LAPSE_WEBHOOK_HOST",
+    "LAPSE_WEBHOOK_MODE",
+    "LAPSE_WEBHOOK_SERVICE",
     "LAPSE_WEBHOOK_PORT",
-    "LAPSE_WEBHOOK_CERT_DIR",
     "LAPSE_WEBHOOK_CONFIGURATION",
     "LAPSE_METRICS_PORT",
     "LAPSE_LIVENESS_ENDPOINT",
@@ -96,6 +97,9 @@ def test_base_renders_the_installation(base: list[dict[str, Any]]) -> None:
         "RoleBinding": 1,
         "Deployment": 1,
         "Service": 2,
+        "PodDisruptionBudget": 1,
+        "MutatingWebhookConfiguration": 1,
+        "ValidatingWebhookConfiguration": 1,
     }
     namespaced = [d for d in base if d["kind"] in {"ServiceAccount", "Role", "Deployment"}]
     assert {d["metadata"]["namespace"] for d in namespaced} == {"lapse-system"}
@@ -250,17 +254,19 @@ def test_deployment_is_hardened(base: list[dict[str, Any]]) -> None:
     assert security["capabilities"] == {"drop": ["ALL"]}
     assert set(c["resources"]) == {"requests", "limits"}
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert c["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    # Ready only when the webhook port serves the certificate, over TLS as the API server
+    # calls it; a stopping replica answers on while the endpoints drop it.
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "webhook", "scheme": "HTTPS"}
+    assert c["lifecycle"]["preStop"]["sleep"]["seconds"] >= 3
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["LAPSE_LIVENESS_ENDPOINT"] == "http://0.0.0.0:8080/healthz"
     assert c["image"] == "ghcr.io/lapse-dev/lapse:0.1.0"
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert set(env) == LAPSE_ENV
-    assert mounts[env["LAPSE_WEBHOOK_CERT_DIR"]] == "webhook-certs"
-    assert "/tmp" in mounts
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    assert "emptyDir" in volumes["webhook-certs"]
+    assert env["LAPSE_WEBHOOK_MODE"] == "service"
+    # The certificate comes from a Secret through the API, never from a file: /tmp only.
+    assert set(mounts) == {"/tmp"}
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"webhook": 9443, "metrics": 9090, "health": 8080}
     assert env["LAPSE_WEBHOOK_PORT"] == "9443"
@@ -281,21 +287,44 @@ def test_services_reach_the_operator(base: list[dict[str, Any]]) -> None:
         assert service["spec"]["selector"].items() <= labels.items()
     assert {(p["port"], p["targetPort"]) for p in webhook["spec"]["ports"]} >= {(443, "webhook")}
     assert [(p["name"], p["port"]) for p in metrics["spec"]["ports"]] == [("metrics", 9090)]
-    host = {e["name"]: e.get("value") for e in container(base)["env"]}["LAPSE_WEBHOOK_HOST"]
-    assert host == "lapse-webhook.lapse-system.svc"
+    # The API server dials the Service, never a URL it would resolve with its own resolver.
+    env = {e["name"]: e.get("value") for e in container(base)["env"]}
+    assert "LAPSE_WEBHOOK_HOST" not in env
+    assert env["LAPSE_WEBHOOK_SERVICE"] == webhook["metadata"]["name"]
+    assert [p["port"] for p in webhook["spec"]["ports"]] == [443]
 
 
-def test_cert_manager_component_mounts_the_certificate(tmp_path: Path) -> None:
+def test_webhook_configurations_ship_empty_and_one_replica_stays(
+    base: list[dict[str, Any]],
+) -> None:
+    """The leader fills the configurations; shipping them lets every uninstall route delete
+    them, and an empty list keeps a re-apply from touching what the leader wrote."""
+    name = {e["name"]: e.get("value") for e in container(base)["env"]}[
+        "LAPSE_WEBHOOK_CONFIGURATION"
+    ]
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        configuration = one(base, kind, name)
+        assert "webhooks" not in configuration
+    budget = one(base, "PodDisruptionBudget", "lapse-operator")
+    labels = one(base, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert budget["spec"]["minAvailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_cert_manager_component_serves_the_certificate(tmp_path: Path) -> None:
+    """cert-manager issues into the Secret Lapse serves from, its cainjector owns caBundle,
+    and Lapse is told to make no CA."""
     if KUBECTL is None:
         pytest.skip("kubectl is not installed (make venv)")
     docs = kustomize(overlay(tmp_path, "cert-manager"))
     certificate = one(docs, "Certificate", "lapse-webhook")
     assert "lapse-webhook.lapse-system.svc" in certificate["spec"]["dnsNames"]
-    volumes = {v["name"]: v for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]}
-    assert volumes["webhook-certs"] == {
-        "name": "webhook-certs",
-        "secret": {"secretName": certificate["spec"]["secretName"], "defaultMode": 0o440},
-    }
+    env = {e["name"]: e.get("value") for e in container(docs)["env"]}
+    assert env["LAPSE_WEBHOOK_CERTIFICATE"] == "cert-manager"
+    assert certificate["spec"]["secretName"] == Settings().webhook_secret
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        annotations = one(docs, kind, "lapse.dev")["metadata"]["annotations"]
+        assert annotations["cert-manager.io/inject-ca-from"] == "lapse-system/lapse-webhook"
     issuers = {d["metadata"]["name"] for d in docs if d["kind"] == "Issuer"}
     assert certificate["spec"]["issuerRef"]["name"] in issuers
 

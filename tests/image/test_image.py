@@ -188,7 +188,10 @@ def container(
     spec = deployment_container(cluster)
     env = pod_environment(spec, namespace=OPERATOR_NAMESPACE, pod=pod)
     ports = {"webhook": free_port(), "metrics": free_port(), "health": free_port()}
+    # Beside the local API rather than behind a Service: the API server dials the process by
+    # URL (tests/install runs the image in pods behind the Service on a real node).
     env.update(
+        LAPSE_WEBHOOK_MODE="url",
         LAPSE_WEBHOOK_HOST="127.0.0.1",
         LAPSE_WEBHOOK_PORT=str(ports["webhook"]),
         LAPSE_METRICS_PORT=str(ports["metrics"]),

@@ -12,7 +12,7 @@ import kopf
 
 from lapse import metrics
 from lapse.activity import AuditBusy, AuditRefused
-from lapse.config import Settings
+from lapse.config import Settings, WebhookMode
 from lapse.kube import KubeClient, NotFoundError
 from lapse.notify import Notifier
 from lapse.services import Services, build_services
@@ -43,9 +43,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     # The API server calls the webhooks over TLS with Lapse's own CA (see lapse.webhooks).
-    settings.admission.server = build_webhook_server(config, audit=_audit_receiver(memo))
-    # Lapse registers its webhook configurations unless a chart ships them.
-    settings.admission.managed = config.webhook_configuration if config.webhook_managed else None
+    server = build_webhook_server(config, audit=_audit_receiver(memo))
+    settings.admission.server = server
+    # In url mode kopf writes the webhook configurations (and empties them when it stops);
+    # in service mode the leader does, through lapse.certificates, and nobody empties them.
+    url_mode = config.webhook_mode is WebhookMode.URL
+    managed = url_mode and config.webhook_managed
+    settings.admission.managed = config.webhook_configuration if managed else None
 
     try:
         metrics.serve(config.metrics_addr, config.metrics_port)
@@ -56,7 +60,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         ) from None
     kube = KubeClient.connect()
     try:
-        services = await build_services(config, kube)
+        services = await build_services(config, kube, server=server)
     except NotFoundError as error:
         await kube.close()
         # The usual first-run mistake: one line and a retry, not a traceback.
@@ -69,6 +73,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         await kube.close()
         raise
     memo.services = services
+    services.serve_certificates()
     # kopf starts its watchers once start-up handlers return: what lapsed while Lapse was
     # away goes first, before tens of thousands of owners arrive at the handlers.
     await services.catch_up_early()
