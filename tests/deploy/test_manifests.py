@@ -256,7 +256,8 @@ def test_deployment_is_hardened(base: list[dict[str, Any]]) -> None:
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     # Ready only when the webhook port serves the certificate, over TLS as the API server
     # calls it; a stopping replica answers on while the endpoints drop it.
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "webhook", "scheme": "HTTPS"}
+    ready = {"path": "/readyz", "port": "webhook", "scheme": "HTTPS"}
+    assert c["readinessProbe"]["httpGet"] == ready
     assert c["lifecycle"]["preStop"]["sleep"]["seconds"] >= 3
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["LAPSE_LIVENESS_ENDPOINT"] == "http://0.0.0.0:8080/healthz"
