@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from . import errors, patch
+from . import endpoints, errors, goerrors, patch
 from .identity import UserInfo
 from .selectors import label_selector_matches
 
@@ -144,10 +144,17 @@ def _labels(obj: Mapping[str, Any] | None) -> dict[str, str] | None:
 class Admission:
     """Runs the mutating and validating webhooks the stored configurations name."""
 
-    def __init__(self, configurations: Configurations, namespace_labels: NamespaceLabels) -> None:
+    def __init__(
+        self,
+        configurations: Configurations,
+        namespace_labels: NamespaceLabels,
+        objects: endpoints.Objects | None = None,
+    ) -> None:
         self._configurations = configurations
         self._namespace_labels = namespace_labels
-        self._ssl: dict[str, ssl.SSLContext] = {}
+        # Services and their endpoints, where `clientConfig.service` webhooks are found.
+        self._objects = objects
+        self._ssl: dict[tuple[str, bool], ssl.SSLContext] = {}
         # One session for every call, so connections to a webhook stay open between calls as
         # the real API server keeps them: a TLS handshake per admission was a fifth of the
         # server's CPU under load.
@@ -304,45 +311,38 @@ class Admission:
             )
         timeout = hook.get("timeoutSeconds") or DEFAULT_TIMEOUT
         client = hook.get("clientConfig") or {}
-        url = client.get("url")
-        service = client.get("service")
-        if not url and service:
-            svc_url = (
-                f"https://{service.get('name')}.{service.get('namespace')}.svc:"
-                f"{service.get('port', 443)}{service.get('path') or ''}"
-            )
-            raise _CallFailed(
-                f'failed to call webhook: Post "{svc_url}?timeout={timeout}s": service '
-                f'"{service.get("name")}" cannot be reached from the local API server'
-            )
-        if not url:
+        if client.get("url"):
+            target = _Target.of_url(str(client["url"]), timeout)
+        elif client.get("service"):
+            target = self._service_target(client["service"], timeout)
+        else:
             raise _CallFailed("failed to call webhook: clientConfig has neither url nor service")
-        parsed = urllib.parse.urlsplit(url)
-        query = f"{parsed.query}&timeout={timeout}s" if parsed.query else f"timeout={timeout}s"
-        target = urllib.parse.urlunsplit(parsed._replace(query=query))
         body = _review(req, version)
-        context = (
-            self._ssl_context(client.get("caBundle") or "") if parsed.scheme == "https" else None
-        )
+        ca_bundle = client.get("caBundle") or ""
+        context = self._ssl_context(ca_bundle) if target.secure else None
         try:
             if self._session is None or self._session.closed:
                 self._session = aiohttp.ClientSession()
             async with self._session.post(
-                target,
+                target.dialled,
                 json=body,
                 ssl=context if context is not None else False,
+                server_hostname=target.server_name,
+                headers={"Host": target.host_header} if target.host_header else None,
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as resp:
                 text = await resp.text()
                 status = resp.status
         except TimeoutError as exc:
             raise _CallFailed(
-                f'failed to call webhook: Post "{target}": context deadline exceeded'
+                f'failed to call webhook: Post "{target.shown}": context deadline exceeded'
             ) from exc
         except aiohttp.ClientError as exc:
-            raise _CallFailed(f'failed to call webhook: Post "{target}": {_go_error(exc)}') from exc
+            verify_only = self._ssl_context(ca_bundle, check_hostname=False)
+            why = await goerrors.describe(exc, target.name, verify_only)
+            raise _CallFailed(f'failed to call webhook: Post "{target.shown}": {why}') from exc
         except ssl.SSLError as exc:
-            raise _CallFailed(f'failed to call webhook: Post "{target}": tls: {exc}') from exc
+            raise _CallFailed(f'failed to call webhook: Post "{target.shown}": tls: {exc}') from exc
         if status < 200 or status >= 300:
             raise _CallFailed(
                 f"received invalid webhook response: the server responded with the status code "
@@ -354,8 +354,31 @@ class Admission:
             raise _CallFailed(f"received invalid webhook response: {exc}") from exc
         return _check_response(review, body["request"]["uid"], mutating)
 
-    def _ssl_context(self, ca_bundle: str) -> ssl.SSLContext:
-        context = self._ssl.get(ca_bundle)
+    def _service_target(self, service: Mapping[str, Any], timeout: int) -> _Target:
+        """kube-apiserver's call of a Service (aggregator routing): to one of its ready
+        endpoints, the URL, Host and certificate naming `<name>.<namespace>.svc`; never
+        through DNS, which the API server's host does not have for cluster names."""
+        name, namespace = str(service.get("name", "")), str(service.get("namespace", ""))
+        port = int(service.get("port") or 443)
+        path = str(service.get("path") or "/")
+        server_name = f"{name}.{namespace}.svc"
+        shown = f"https://{server_name}:{port}{path}?timeout={timeout}s"
+        try:
+            address, target_port = endpoints.resolve(self._objects, namespace, name, port)
+        except endpoints.Unroutable as exc:
+            raise _CallFailed(f'failed to call webhook: Post "{shown}": {exc}') from exc
+        host = f"[{address}]" if ":" in address else address
+        return _Target(
+            shown=shown,
+            dialled=f"https://{host}:{target_port}{path}?timeout={timeout}s",
+            name=server_name,
+            server_name=server_name,
+            host_header=f"{server_name}:{port}",
+        )
+
+    def _ssl_context(self, ca_bundle: str, check_hostname: bool = True) -> ssl.SSLContext:
+        key = (ca_bundle, check_hostname)
+        context = self._ssl.get(key)
         if context is None:
             if ca_bundle:
                 try:
@@ -365,22 +388,35 @@ class Admission:
                 context = ssl.create_default_context(cadata=pem)
             else:
                 context = ssl.create_default_context()
-            self._ssl[ca_bundle] = context
+            context.check_hostname = check_hostname
+            self._ssl[key] = context
         return context
 
 
-def _go_error(exc: aiohttp.ClientError) -> str:
-    """The transport error in the words of Go's net/http, which a real server would print."""
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return "tls: failed to verify certificate: x509: certificate signed by unknown authority"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        address = f"{exc.host}:{exc.port}"
-        if isinstance(exc.os_error, ConnectionRefusedError):
-            return f"dial tcp {address}: connect: connection refused"
-        return f"dial tcp {address}: {exc.os_error.strerror or exc.os_error}"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "EOF"
-    return str(exc)
+@dataclass(frozen=True)
+class _Target:
+    """Where one webhook call goes. `shown` is the URL kube-apiserver prints, `dialled` what
+    is posted to, `name` the name the serving certificate must carry; `server_name` and
+    `host_header` override what `dialled` implies (a Service's endpoint is dialled by address
+    but verified and addressed by the Service's name)."""
+
+    shown: str
+    dialled: str
+    name: str
+    server_name: str | None = None
+    host_header: str | None = None
+
+    @property
+    def secure(self) -> bool:
+        return self.dialled.startswith("https:")
+
+    @staticmethod
+    def of_url(url: str, timeout: int) -> _Target:
+        # The API server resolves a URL's host with its own resolver, never cluster DNS.
+        parsed = urllib.parse.urlsplit(url)
+        query = f"{parsed.query}&timeout={timeout}s" if parsed.query else f"timeout={timeout}s"
+        target = urllib.parse.urlunsplit(parsed._replace(query=query))
+        return _Target(shown=target, dialled=target, name=parsed.hostname or "")
 
 
 def _in_version(obj: dict[str, Any] | None, version: str | None) -> dict[str, Any] | None:

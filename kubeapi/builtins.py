@@ -67,6 +67,7 @@ BUILTINS: tuple[ResourceInfo, ...] = (
     ),
     _r("", "v1", "Service", "services", True, ("svc",), ("status",), categories=("all",)),
     _r("", "v1", "Endpoints", "endpoints", True, ("ep",)),
+    _r("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True),
     _r(
         "apps",
         "v1",

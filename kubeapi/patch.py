@@ -35,6 +35,9 @@ MERGE_KEYS: dict[str, str | None] = {
     "status.conditions": "type",
     "secrets": "name",
     "imagePullSecrets": "name",
+    # Mutating and validating webhook configurations: `kubectl apply` of a changed webhook
+    # sends only what changed in it, keyed by name.
+    "webhooks": "name",
 }
 
 

@@ -148,7 +148,9 @@ class Server:
         self._rbac_revision = 0
         self.authorizer = rbac.Authorizer(self._list_rbac, lambda: self._rbac_revision)
         self._aggregation_pending = False
-        self.admission = admission.Admission(self._webhook_configurations, self._namespace_labels)
+        self.admission = admission.Admission(
+            self._webhook_configurations, self._namespace_labels, self.store
+        )
         self.faults = faults.Faults(self.store, self._headers_are_admin)
         # Server-side apply: the last configuration each (object uid, field manager) applied.
         self._applied: dict[str, dict[str, dict[str, Any]]] = {}

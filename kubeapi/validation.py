@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from . import errors
+from . import endpoints, errors
 from .errors import Cause
 from .resources import ResourceInfo
 
@@ -285,6 +285,10 @@ def check_builtin(info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any] |
                         "must consist of alphanumeric characters, '-', '_' or '.'",
                     )
                 )
+    elif info.group == "" and info.plural == "endpoints":
+        causes += endpoints.endpoints_causes(obj)
+    elif info.group == endpoints.DISCOVERY and info.plural == "endpointslices":
+        causes += endpoints.slice_causes(obj)
     elif info.group == "coordination.k8s.io" and info.plural == "leases":
         duration = (obj.get("spec") or {}).get("leaseDurationSeconds")
         if duration is not None and duration <= 0:
