@@ -108,6 +108,13 @@ class Settings:
     sweep_interval: float = 30.0
     # The namespace Lapse runs in; cluster-scoped owners post their Events here.
     namespace: str = "lapse-system"
+    # The Deployment running these replicas, in `namespace`: when it (or the namespace) goes
+    # away, a stopping replica ends every grant (lapse.uninstall). Service mode names
+    # `lapse-operator` unless told otherwise; empty (a terminal) checks nothing.
+    deployment: str = ""
+    # How long a stopping replica may spend ending grants at an uninstall; the pod's
+    # terminationGracePeriodSeconds must cover it and the preStop sleep.
+    uninstall_timeout: float = 40.0
     # Members of these groups may revoke any grant (`lapse.dev/revoke`).
     admin_groups: frozenset[str] = frozenset({"lapse-admins"})
     # How long a consumed GitOps approval is remembered: a re-created request within this
@@ -197,6 +204,11 @@ class Settings:
             liveness_endpoint=env.get("LAPSE_LIVENESS_ENDPOINT", default.liveness_endpoint),
             sweep_interval=float(env.get("LAPSE_SWEEP_INTERVAL", default.sweep_interval)),
             namespace=env.get("LAPSE_NAMESPACE", default.namespace),
+            deployment=env.get("LAPSE_DEPLOYMENT", "")
+            or ("lapse-operator" if mode is WebhookMode.SERVICE else ""),
+            uninstall_timeout=_seconds(
+                env.get("LAPSE_UNINSTALL_TIMEOUT"), default.uninstall_timeout
+            ),
             admin_groups=frozenset(
                 g.strip()
                 for g in env.get("LAPSE_ADMIN_GROUPS", ",".join(default.admin_groups)).split(",")

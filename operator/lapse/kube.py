@@ -155,6 +155,11 @@ class KubeApi(Protocol):
         self, key: GrantKey, operations: Sequence[Mapping[str, Any]]
     ) -> dict[str, Any]: ...
     async def delete_object(self, path: str, *, uid: str) -> None: ...
+    async def json_patch_owner(
+        self, key: GrantKey, operations: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]: ...
+    async def get_namespace(self, name: str) -> dict[str, Any] | None: ...
+    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def create_access_review(self, review: Mapping[str, Any]) -> dict[str, Any]: ...
     async def get_role_rules(
         self, kind: str, name: str, namespace: str | None
@@ -416,6 +421,14 @@ class KubeClient:
         path = owner_path(key.kind, key.namespace, key.name) + "/status"
         return await self._call("PATCH", path, body=list(operations), content_type=JSON_PATCH)
 
+    async def json_patch_owner(
+        self, key: GrantKey, operations: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        """A JSON patch of the owner itself (its finalizers); a failed `test` is a
+        RefusedError, a vanished owner a NotFoundError."""
+        path = owner_path(key.kind, key.namespace, key.name)
+        return await self._call("PATCH", path, body=list(operations), content_type=JSON_PATCH)
+
     async def delete_object(self, path: str, *, uid: str) -> None:
         """Delete the object at `path` only while it is the object with `uid`: NotFoundError
         when it is gone, ConflictError when the name now holds another object."""
@@ -444,6 +457,12 @@ class KubeClient:
         except NotFoundError:
             return {}
         return dict(namespace.get("metadata", {}).get("labels") or {})
+
+    async def get_namespace(self, name: str) -> dict[str, Any] | None:
+        return await self.get_path(f"/api/v1/namespaces/{name}")
+
+    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.get_path(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
 
     async def existing_namespaces(self, names: list[str]) -> set[str]:
         """Which of `names` exist (and are not being deleted)."""

@@ -29,6 +29,7 @@ from lapse.ledger import GitOpsLedger
 from lapse.requests import RequestKeeper
 from lapse.signing import ensure_signing_key
 from lapse.sweeper import Sweeper
+from lapse.uninstall import Uninstaller
 from lapse.webhooks import WebhookServer
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class Services:
     breakglass: BreakGlassKeeper
     leadership: Leadership
     index: GrantIndex
+    uninstaller: Uninstaller
     # The operator's signing key: requesters and decisions carry its MACs.
     key: bytes
     # Service mode's certificate and webhook configurations (None in url mode).
@@ -133,6 +135,12 @@ class Services:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        # kopf has stopped watching by now: if Lapse is being uninstalled, this is the last
+        # chance to end what it granted, and nothing here re-adds a finalizer taken off.
+        try:
+            await self.uninstaller.stop()
+        except Exception:
+            logger.exception("Could not end the grants at uninstall")
         # What the audit sink folded since the last write goes out before the client closes.
         try:
             await self.grantor.activity.flush()
@@ -154,6 +162,8 @@ async def build_services(
             kube, settings, server, leading=lambda: leadership.acquired.is_set()
         )
     grantor = Grantor(kube, settings)
+    uninstaller = Uninstaller(grantor)
+    await uninstaller.arm()
     decisions = RequestDecisions(grantor.reporter, key=key, admin_groups=settings.admin_groups)
     retention = timedelta(seconds=settings.gitops_ledger_retention)
     ledger = GitOpsLedger(kube, settings.namespace, retention)
@@ -169,6 +179,7 @@ async def build_services(
         breakglass=BreakGlassKeeper(grantor, key=key),
         leadership=leadership,
         index=GrantIndex(),
+        uninstaller=uninstaller,
         key=key,
         certificates=certificates,
     )

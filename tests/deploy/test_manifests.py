@@ -39,6 +39,7 @@ LAPSE_ENV = {
     "LAPSE_LEADER_ELECTION",
     "LAPSE_LEASE_DURATION",
     "LAPSE_LEASE_RENEW",
+    "LAPSE_DEPLOYMENT",
     "POD_NAME",
 }
 
@@ -216,6 +217,7 @@ def test_namespace_role_and_bindings(base: list[dict[str, Any]]) -> None:
           ("get", "list", "watch", "create", "update", "patch")),
         *(("", "secrets", v, "") for v in ("get", "create", "update")),
         *(("", "configmaps", v, "") for v in ("get", "create", "update")),
+        ("apps", "deployments", "get", "lapse-operator"),
     }  # fmt: skip
     subject = {"kind": "ServiceAccount", "name": "lapse-operator", "namespace": "lapse-system"}
     for kind, role_kind in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
@@ -272,6 +274,12 @@ def test_deployment_is_hardened(base: list[dict[str, Any]]) -> None:
     assert ports == {"webhook": 9443, "metrics": 9090, "health": 8080}
     assert env["LAPSE_WEBHOOK_PORT"] == "9443"
     assert env["LAPSE_METRICS_PORT"] == "9090"
+    # An uninstall is told from a restart by this very Deployment going away, and ending every
+    # grant then must fit in the grace period after the preStop sleep.
+    assert env["LAPSE_DEPLOYMENT"] == deployment["metadata"]["name"]
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    pause = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert grace >= pause + Settings().uninstall_timeout + 5
 
 
 def test_env_names_are_ones_the_operator_reads(base: list[dict[str, Any]]) -> None:

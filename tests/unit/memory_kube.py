@@ -136,6 +136,28 @@ class MemoryKube:
                 status[op["path"].removeprefix("/status/")] = copy.deepcopy(op["value"])
         return copy.deepcopy(found)
 
+    async def json_patch_owner(
+        self, key: GrantKey, operations: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        """The finalizer removal the uninstall uses: a `test` of one entry, then `remove`."""
+        found = self.owners.get((key.kind, key.namespace, key.name))
+        if found is None:
+            raise NotFoundError(404, "NotFound", f"{key.name} not found")
+        finalizers = found["metadata"].setdefault("finalizers", [])
+        for op in operations:
+            index = int(op["path"].rsplit("/", 1)[1])
+            if op["op"] == "test" and finalizers[index : index + 1] != [op["value"]]:
+                raise RefusedError(422, "Invalid", "the finalizer test failed")
+            if op["op"] == "remove":
+                del finalizers[index]
+        return copy.deepcopy(found)
+
+    async def get_namespace(self, name: str) -> dict[str, Any] | None:
+        return await self.get_namespaced("namespaces", "", name)
+
+    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.get_namespaced("deployments", namespace, name)
+
     async def delete_object(self, path: str, *, uid: str) -> None:
         raise NotFoundError(404, "NotFound", f"{path} not found")
 

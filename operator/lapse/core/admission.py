@@ -63,13 +63,18 @@ def compute_update_refusal(old_spec: Mapping[str, Any], new_spec: Mapping[str, A
 
 
 def compute_finalizer_refusal(
-    old_finalizers: Sequence[str], new_finalizers: Sequence[str], deleting: bool
+    old_finalizers: Sequence[str],
+    new_finalizers: Sequence[str],
+    deleting: bool,
+    *,
+    ended: bool = False,
 ) -> str | None:
     """Why removing Lapse's finalizer must be refused: before deletion, taking it off would let
     a later delete skip the revocation's Event and audit line. Once the request is being
     deleted Lapse removes it itself (and with the operator down, the fail-open webhook lets an
-    admin do so)."""
-    if deleting or FINALIZER not in old_finalizers or FINALIZER in new_finalizers:
+    admin do so); once it has ended there is nothing left to revoke, and an uninstall takes it
+    off so that deleting the CRD later leaves nothing stuck."""
+    if deleting or ended or FINALIZER not in old_finalizers or FINALIZER in new_finalizers:
         return None
     return (
         f"finalizer {FINALIZER} is Lapse's: it stays until Lapse has revoked and recorded the "

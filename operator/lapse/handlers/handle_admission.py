@@ -21,6 +21,7 @@ from lapse.core.admission import (
 )
 from lapse.core.kinds import ACCESS_REQUEST
 from lapse.core.models import AccessPolicy
+from lapse.core.owners import parse_status
 from lapse.core.policy import is_trusted_applier
 from lapse.core.requester import build_requester_stamp
 from lapse.handlers.bodies import merge_patch, plain, policies_of
@@ -63,6 +64,13 @@ async def validate_create(
         raise kopf.AdmissionError(refusal, code=422)
 
 
+def _has_ended(old: Any) -> bool:
+    """Whether the request had ended before this update: its status is the API server's,
+    written through the status subresource, never by the update being judged."""
+    phase = parse_status(ACCESS_REQUEST.kind, plain(old)).phase
+    return phase is not None and phase.ended
+
+
 # Fail-open on purpose: the CRD's CEL rule already refuses spec changes without Lapse running;
 # failing closed here would also block removing a finalizer while the operator is down.
 @kopf.on.validate(*RESOURCE, id="immutable", operations=["UPDATE"], ignore_failures=True)
@@ -73,6 +81,7 @@ async def validate_update(spec: kopf.Spec, body: kopf.Body, old: Any = None, **_
         list(old_meta.get("finalizers") or []),
         list(body.get("metadata", {}).get("finalizers") or []),
         deleting=bool(old_meta.get("deletionTimestamp")),
+        ended=_has_ended(old or {}),
     )
     if refusal is not None:
         metrics.errors_total.labels(error="webhook").inc()
