@@ -87,6 +87,20 @@ image: ## Build the operator image with buildah, no Docker daemon (base from Deb
 image-test: $(STAMP) ## Run the built image as the Deployment would, against the local API: grant, lapse, /healthz, non-root.
 	LAPSE_TEST_IMAGE=$(IMAGE) $(BIN)/pytest tests/image -q
 
+# The real cluster of the development and CI machines (its README): `eval "$$($(REALK8S)/up.sh)"`.
+REALK8S ?= $(abspath ../shared/realk8s)
+
+.PHONY: image-load
+image-load: ## Put the image built by `make image` on the node of the real cluster in $$REALK8S.
+	@mkdir -p .image
+	podman save --format oci-archive -o .image/lapse.tar $(IMAGE)
+	$(REALK8S)/load-image.sh .image/lapse.tar
+	@rm -f .image/lapse.tar
+
+.PHONY: test-install
+test-install: $(STAMP) ## On KUBECONFIG's real cluster, image on its node: each install route, HA, uninstall.
+	LAPSE_TEST_CLUSTER=kubeconfig LAPSE_TEST_INSTALL=1 $(BIN)/pytest tests/install -v
+
 .PHONY: constraints
 constraints: $(STAMP) ## Pin the image's dependencies (release/constraints.txt) to the versions in .venv.
 	$(BIN)/python -m release.constraints

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import kopf
 
-from lapse import __version__, audit, crashpoints, heap, logs
+from lapse import __version__, audit, crashpoints, heap, logs, teardown
 from lapse.config import ConfigError, Settings
 from lapse.handlers import (  # noqa: F401  (registers the handlers)
     handle_admission,
@@ -33,7 +33,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="The Lapse operator; configured by LAPSE_* environment variables.",
     )
     parser.add_argument("--version", action="version", version=f"lapse-operator {__version__}")
-    parser.parse_args(argv)
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=["run", "uninstall"],
+        default="run",
+        help="run the operator (the default), or uninstall's first step: stop the Deployment "
+        "LAPSE_DEPLOYMENT and wait while its replicas end every grant",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="uninstall: seconds to wait (120)"
+    )
+    args = parser.parse_args(argv)
     logs.configure()
     audit.configure()
     try:
@@ -42,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         # One line a person can act on, not a traceback.
         print(f"lapse-operator: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    if args.command == "uninstall":
+        raise SystemExit(teardown.stop_deployment(settings, args.timeout))
     crashpoints.arm(settings.crash_at)
     heap.tune_collector()
     asyncio.run(

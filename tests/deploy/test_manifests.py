@@ -439,7 +439,10 @@ def test_dockerfile_builds_a_non_root_image_without_compilers() -> None:
 # Helm: rendered with Helm's Go library when the helm-python-sdk wheel is installed.
 
 
-def helm_render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def helm_render(
+    values: dict[str, Any] | None = None, *, hooks: bool = False
+) -> list[dict[str, Any]]:
+    """What the chart installs (the CRDs and its objects), or with `hooks` only its hooks."""
     chart_mod = pytest.importorskip("helm_python.chart")
     with chart_mod.Chart.load(str(CHART)) as chart:
         rendered = chart.render(values, name="lapse", namespace="lapse-system", is_install=True)
@@ -450,8 +453,35 @@ def helm_render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         for d in yaml.safe_load_all(text)
         if d
     ]
+    hooked = [d for d in docs if "helm.sh/hook" in (d["metadata"].get("annotations") or {})]
+    if hooks:
+        return hooked
     crds = [yaml.safe_load((CHART / "crds" / n).read_text()) for n in sorted(crdgen.generate())]
-    return crds + docs
+    return crds + [d for d in docs if d not in hooked]
+
+
+def test_helm_uninstall_first_stops_the_deployment() -> None:
+    """`helm uninstall` runs, before deleting anything, a Job that stops the operator's
+    Deployment and waits while its replicas end every grant; it may do nothing else."""
+    hooks = helm_render(hooks=True)
+    assert {d["metadata"]["annotations"]["helm.sh/hook"] for d in hooks} == {"pre-delete"}
+    job = one(hooks, "Job", "lapse-uninstall")
+    (c,) = job["spec"]["template"]["spec"]["containers"]
+    assert c["args"][0] == "uninstall"
+    assert c["image"] == container(helm_render())["image"]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["LAPSE_DEPLOYMENT"] == one(helm_render(), "Deployment")["metadata"]["name"]
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "lapse-uninstall"
+    assert [r for d in hooks if d["kind"] == "Role" for r in d["rules"]] == [
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments"],
+            "verbs": ["get", "delete"],
+            "resourceNames": ["lapse-operator"],
+        }
+    ]
+    assert not [d for d in hooks if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    assert helm_render({"uninstall": {"endGrants": False}}, hooks=True) == []
 
 
 def test_helm_lint_is_clean() -> None:

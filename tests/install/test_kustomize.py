@@ -1,0 +1,319 @@
+"""`kubectl apply -k deploy/` on a real node: the README's flows through the Service, high
+availability under a rolling restart and a deleted leader, and `kubectl delete -k deploy/`.
+
+The tests run in file order on one installation; the last one uninstalls it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import kubernetes.client
+import pytest
+from kubernetes.client.rest import ApiException
+
+from lapse.core.kinds import GROUP, VERSION
+from tests.cluster import ROOT, Cluster
+from tests.e2e.harness import wait_for
+from tests.install.conftest import (
+    ALICE,
+    BOB,
+    CAROL,
+    DAVE,
+    DEPLOYMENT,
+    NAMESPACE,
+    TEAM_NAMESPACE,
+    BindingWatch,
+    Install,
+    elapsed,
+    lateness,
+    percentile,
+    request_manifest,
+    wait_phase,
+)
+
+LEASE_DURATION = 15.0
+
+
+@pytest.fixture(scope="module")
+def install(cluster: Cluster, slate: None, request: pytest.FixtureRequest) -> Iterator[Install]:
+    from tests.install.conftest import FIGURES
+
+    installed = Install(cluster, "kustomize")
+    started = time.monotonic()
+    installed.kubectl("apply", "-k", str(ROOT / "deploy"))
+    installed.apply_samples()
+    installed.wait_ready()
+    request.config.stash[FIGURES]["kustomize: apply -k to webhooks answering (s)"] = elapsed(
+        started
+    )
+    yield installed
+
+
+def create_many(
+    install: Install, count: int, durations: list[str], prefix: str
+) -> tuple[list[str], list[str]]:
+    """`count` self-service requests as alice, through the API as kubectl would send them;
+    the names created and the refusals met."""
+    api = kubernetes.client.CustomObjectsApi(install.api_as(ALICE))
+    names: list[str] = []
+    refused: list[str] = []
+    for i in range(count):
+        manifest = request_manifest(f"{prefix}-{i:03d}", "view", durations[i % len(durations)])
+        try:
+            created = api.create_namespaced_custom_object(
+                GROUP, VERSION, TEAM_NAMESPACE, "accessrequests", manifest
+            )
+            names.append(created["metadata"]["name"])
+        except ApiException as error:
+            refused.append(f"{error.status}: {error.body}")
+    return names, refused
+
+
+def test_readme_flows_through_the_service(install: Install) -> None:
+    """Alice's self-service edit, her admin request that bob approves, carol's break-glass that
+    dave reviews: each admitted through the Service and acted on by the pods."""
+    out = install.kubectl(
+        "lapse", "request", "edit", "-n", TEAM_NAMESPACE, "--name", "readme-edit", "--for", "2h",
+        "--reason", "fix payment retries", who=ALICE,
+    ).stdout  # fmt: skip
+    assert "is active" in out, out
+    can = install.kubectl(
+        "auth", "can-i", "create", "deployments", "-n", TEAM_NAMESPACE, who=ALICE, check=False
+    )
+    assert can.stdout.strip() == "yes"
+
+    install.kubectl(
+        "lapse", "request", "admin", "-n", TEAM_NAMESPACE, "--name", "restart-worker",
+        "--for", "1h", "--reason", "restart the stuck worker", "--no-wait", who=ALICE,
+    )  # fmt: skip
+    pending = wait_phase(install, "restart-worker", "Pending")
+    assert pending["spec"]["requester"]["username"] == "alice"
+    own = install.kubectl(
+        "lapse", "approve", "restart-worker", "-n", TEAM_NAMESPACE, "-m", "mine", who=ALICE,
+        check=False,
+    )  # fmt: skip
+    assert own.returncode != 0
+    install.kubectl(
+        "lapse", "approve", "restart-worker", "-n", TEAM_NAMESPACE, "-m", "go ahead", who=BOB
+    )
+    wait_phase(install, "restart-worker", "Active")
+
+    install.kubectl(
+        "lapse", "breakglass", "cluster-admin", "--incident", "INC-4711", "--for", "30m",
+        "--reason", "Primary DB failed over; operator wedged", who=CAROL,
+    )  # fmt: skip
+    anything = install.kubectl("auth", "can-i", "*", "*", who=CAROL, check=False)
+    assert anything.stdout.strip() == "yes"
+    install.kubectl("lapse", "revoke", "bg/inc-4711", "-m", "fixed", who=CAROL)
+    gone = install.kubectl("auth", "can-i", "*", "*", who=CAROL, check=False)
+    wait_for(
+        lambda: (
+            install.kubectl("auth", "can-i", "*", "*", who=CAROL, check=False).stdout.strip()
+            == "no"
+        ),
+        30,
+        0.5,
+        "carol's break-glass ended",
+    )
+    assert gone.returncode in (0, 1)
+    install.kubectl(
+        "lapse", "review", "inc-4711", "--verdict", "justified",
+        "-m", "failover runbook followed", who=DAVE,
+    )  # fmt: skip
+
+
+def test_a_hundred_admissions_none_refused(install: Install, figures: dict[str, Any]) -> None:
+    """Both replicas serve the one certificate the API server trusts: 100 creates through the
+    Service, spread over both endpoints, all admitted and stamped, all granted."""
+    started = time.monotonic()
+    names, refused = create_many(install, 100, ["2m"], "hundred")
+    figures["kustomize: 100 creates through the Service (s)"] = elapsed(started)
+    figures["kustomize: refused admissions of 100"] = len(refused)
+    assert refused == []
+    by_name = {r["metadata"]["name"]: r for r in install.requests()}
+    assert all(by_name[n]["spec"]["requester"]["username"] == "alice" for n in names)
+
+    def all_active() -> bool:
+        phases = {
+            (r.get("status") or {}).get("phase")
+            for r in install.requests()
+            if r["metadata"]["name"] in names
+        }
+        return phases == {"Active"}
+
+    wait_for(all_active, 120, 1, "the 100 requests granted")
+    install.kubectl("delete", "accessrequests", *names, "-n", TEAM_NAMESPACE, "--wait=false")
+
+
+def admit_in_a_loop(install: Install, stop: threading.Event, refused: list[str]) -> list[int]:
+    """Server-side dry-run creates as alice until `stop`: each passes both webhooks."""
+    counted = [0]
+    api = kubernetes.client.CustomObjectsApi(install.api_as(ALICE))
+
+    def run() -> None:
+        while not stop.is_set():
+            try:
+                api.create_namespaced_custom_object(
+                    GROUP, VERSION, TEAM_NAMESPACE, "accessrequests",
+                    request_manifest("dry", "view", "1m", generate=True), dry_run="All",
+                )  # fmt: skip
+            except ApiException as error:
+                refused.append(f"{error.status}: {error.body}")
+            counted[0] += 1
+            time.sleep(0.05)
+
+    threading.Thread(target=run, daemon=True).start()
+    return counted
+
+
+def test_rolling_restart_refuses_nothing_and_ends_on_time(
+    install: Install, figures: dict[str, Any]
+) -> None:
+    """`kubectl rollout restart` while 200 grants fall due: no admission refused, every grant
+    ended, none outliving its expiry by more than the lease time."""
+    watch = BindingWatch(install.cluster)
+    watch.start()
+    durations = [f"{s}s" for s in range(40, 100, 3)]
+    names, refused = create_many(install, 200, durations, "rollout")
+    assert refused == []
+    wait_for(
+        lambda: (
+            sum(
+                (r.get("status") or {}).get("phase") in ("Active", "Expired")
+                for r in install.requests()
+                if r["metadata"]["name"] in names
+            )
+            == len(names)
+        ),
+        120,
+        1,
+        "the 200 grants made",
+    )
+    stop = threading.Event()
+    admission_refusals: list[str] = []
+    tries = admit_in_a_loop(install, stop, admission_refusals)
+    started = time.monotonic()
+    install.kubectl("-n", NAMESPACE, "rollout", "restart", f"deployment/{DEPLOYMENT}")
+    install.kubectl(
+        "-n", NAMESPACE, "rollout", "status", f"deployment/{DEPLOYMENT}", "--timeout=180s",
+        timeout=190,
+    )  # fmt: skip
+    figures["rollout: restart to rolled out (s)"] = elapsed(started)
+
+    def all_ended() -> bool:
+        phases = [
+            (r.get("status") or {}).get("phase")
+            for r in install.requests()
+            if r["metadata"]["name"] in names
+        ]
+        return all(p == "Expired" for p in phases)
+
+    wait_for(all_ended, 180, 1, "every grant of the rollout ended")
+    stop.set()
+    time.sleep(1)
+    watch.stop()
+    late = lateness(install, watch, names)
+    figures["rollout: admissions tried / refused"] = f"{tries[0]} / {len(admission_refusals)}"
+    figures["rollout: grant lateness p50 / p99 / max (s)"] = (
+        f"{percentile(late, 50):.2f} / {percentile(late, 99):.2f} / {max(late):.2f}"
+    )
+    assert admission_refusals == []
+    assert min(late) > -1.0, "a grant ended before its expiry"
+    assert max(late) <= LEASE_DURATION + 1.0
+    install.kubectl("delete", "accessrequests", *names, "-n", TEAM_NAMESPACE, "--wait=false")
+
+
+def test_a_deleted_leader_is_followed_by_the_standby(
+    install: Install, figures: dict[str, Any]
+) -> None:
+    """The leader's pod deleted while grants fall due: the standby leads, and those grants end
+    no later than the lease time after their expiry."""
+    watch = BindingWatch(install.cluster)
+    watch.start()
+    names, refused = create_many(install, 30, [f"{s}s" for s in range(30, 60)], "leader")
+    assert refused == []
+    wait_for(
+        lambda: all(
+            (r.get("status") or {}).get("phase") == "Active"
+            for r in install.requests()
+            if r["metadata"]["name"] in names
+        ),
+        60,
+        0.5,
+        "the 30 grants active",
+    )
+    leader = install.leader()
+    assert leader
+    started = time.monotonic()
+    install.kubectl("-n", NAMESPACE, "delete", "pod", leader, "--wait=false")
+    follower = wait_for(
+        lambda: (lambda held: held if held and held != leader else None)(install.leader()),
+        60,
+        0.2,
+        "another replica holding the lease",
+    )
+    figures["leader deleted: standby leads after (s)"] = elapsed(started)
+    wait_for(
+        lambda: all(
+            (r.get("status") or {}).get("phase") == "Expired"
+            for r in install.requests()
+            if r["metadata"]["name"] in names
+        ),
+        120,
+        1,
+        "every grant ended",
+    )
+    watch.stop()
+    late = lateness(install, watch, names)
+    figures["leader deleted: grant lateness p50 / max (s)"] = (
+        f"{percentile(late, 50):.2f} / {max(late):.2f}"
+    )
+    assert follower != leader
+    assert max(late) <= LEASE_DURATION + 1.0
+    install.kubectl("-n", NAMESPACE, "rollout", "status", f"deployment/{DEPLOYMENT}")
+    install.kubectl("delete", "accessrequests", *names, "-n", TEAM_NAMESPACE, "--wait=false")
+
+
+def test_kubectl_delete_k_leaves_no_access_and_nothing_stuck(
+    install: Install, figures: dict[str, Any]
+) -> None:
+    """Uninstalling with active grants: afterwards no binding Lapse made remains, no object is
+    left Terminating, the namespace and the CRDs are gone."""
+    install.kubectl(
+        "lapse", "request", "edit", "-n", TEAM_NAMESPACE, "--name", "before-uninstall",
+        "--for", "2h", "--reason", "still working", who=ALICE,
+    )  # fmt: skip
+    install.kubectl(
+        "lapse", "breakglass", "admin", "--namespace", TEAM_NAMESPACE, "--incident",
+        "INC-9000", "--for", "30m", "--reason", "uninstall with glass broken", who=CAROL,
+    )  # fmt: skip
+    assert install.managed_bindings()
+    # deploy/README.md's order: the Deployment first, while the replicas hold their RBAC.
+    started = time.monotonic()
+    install.kubectl(
+        "-n", NAMESPACE, "delete", "deployment", DEPLOYMENT, "--cascade=foreground",
+        "--timeout=90s", timeout=100,
+    )  # fmt: skip
+    figures["kustomize: Deployment deleted, grants ended (s)"] = elapsed(started)
+    assert not install.managed_bindings()
+    ended = {r["metadata"]["name"]: r["status"] for r in install.requests()}
+    assert ended["before-uninstall"]["phase"] == "Revoked"
+    assert not any(r["metadata"].get("finalizers") for r in install.requests())
+    started = time.monotonic()
+    install.kubectl(
+        "delete", "-k", str(ROOT / "deploy"), "--ignore-not-found", "--timeout=180s", timeout=200
+    )
+    figures["kustomize: delete -k (s)"] = elapsed(started)
+    crds = install.kubectl("get", "crd", "-o", "json").stdout
+    assert not [c for c in json.loads(crds)["items"] if c["spec"]["group"] == GROUP]
+    namespaces = install.kubectl("get", "namespace", NAMESPACE, check=False)
+    assert namespaces.returncode != 0
+    can = install.kubectl(
+        "auth", "can-i", "create", "deployments", "-n", TEAM_NAMESPACE, who=ALICE, check=False
+    )
+    assert can.stdout.strip() == "no"
