@@ -101,6 +101,29 @@ image-load: ## Put the image built by `make image` on the node of the real clust
 test-install: $(STAMP) ## On KUBECONFIG's real cluster, image on its node: each install route, HA, uninstall.
 	LAPSE_TEST_CLUSTER=kubeconfig LAPSE_TEST_INSTALL=1 $(BIN)/pytest tests/install -v
 
+# The older release an upgrade starts from: the first commit whose image serves its webhooks
+# in pods (releases before it cannot grant on a real cluster, so nothing could carry over).
+UPGRADE_FROM ?= 1fde53e
+UPGRADE_IMAGE := ghcr.io/lapse-dev/lapse:upgrade-from
+
+.PHONY: test-upgrade
+test-upgrade: $(STAMP) ## On KUBECONFIG's real cluster: install UPGRADE_FROM's image and manifests, grant, upgrade to this tree.
+	rm -rf .image/upgrade && mkdir -p .image/upgrade
+	git archive $(UPGRADE_FROM) | tar -x -C .image/upgrade
+	cd .image/upgrade && IMAGE=$(UPGRADE_IMAGE) release/image.sh build
+	podman save --format oci-archive -o .image/upgrade.tar $(UPGRADE_IMAGE)
+	$(REALK8S)/load-image.sh .image/upgrade.tar
+	LAPSE_TEST_CLUSTER=kubeconfig LAPSE_TEST_INSTALL=1 LAPSE_TEST_UPGRADE_FROM=$(abspath .image/upgrade) \
+		LAPSE_TEST_UPGRADE_IMAGE=$(UPGRADE_IMAGE) $(BIN)/pytest tests/install/test_upgrade.py -v
+
+.PHONY: test-real
+test-real: $(STAMP) ## Run the end-to-end suite against KUBECONFIG's real cluster (the operator as a process).
+	LAPSE_TEST_CLUSTER=kubeconfig $(BIN)/pytest tests/e2e -q
+
+.PHONY: test-real-pods
+test-real-pods: $(STAMP) ## Run the end-to-end suite against KUBECONFIG's real cluster, Lapse installed in pods (image on its node).
+	LAPSE_TEST_CLUSTER=kubeconfig LAPSE_TEST_OPERATOR=in-cluster $(BIN)/pytest tests/e2e -q
+
 .PHONY: constraints
 constraints: $(STAMP) ## Pin the image's dependencies (release/constraints.txt) to the versions in .venv.
 	$(BIN)/python -m release.constraints

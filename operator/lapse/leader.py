@@ -26,6 +26,7 @@ from lapse.config import Settings
 from lapse.core.leases import (
     LeaseAction,
     build_lease,
+    build_release,
     compute_lease_action,
     parse_lease,
     renew_deadline,
@@ -120,6 +121,26 @@ class Leadership:
         if not self.acquired.is_set():
             logger.info("Acquired the lease %s/%s as %s.", namespace, name, self.identity)
             self.acquired.set()
+
+    async def release(self) -> None:
+        """Give the lease up on a graceful stop (a rolling restart, a deleted pod): the standby
+        leads at its next attempt, within one renew interval, not after the whole duration.
+        Only a lease still ours is released; any failure leaves it to expire as before."""
+        if not (self.settings.leader_election and self.acquired.is_set()):
+            return
+        namespace, name = self.settings.namespace, self.settings.lease_name
+        try:
+            lease = parse_lease(await self.kube.get_lease(namespace, name))
+            if lease is None or lease.holder != self.identity:
+                return
+            # Nothing of this replica may act once another can take over.
+            self.ready.clear()
+            self.acquired.clear()
+            await self.kube.replace_lease(namespace, name, build_release(lease, name, namespace))
+        except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as error:
+            logger.warning("Could not release the lease; it expires by itself: %s", error)
+            return
+        logger.info("Released the lease %s/%s.", namespace, name)
 
     def _step_down(self, why: str) -> None:
         logger.critical("Stopping at once because %s; a restart comes back as a standby.", why)

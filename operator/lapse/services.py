@@ -147,6 +147,8 @@ class Services:
         except Exception:
             logger.exception("Could not write activity records at shutdown")
         await self.grantor.stop_verifying()
+        # Last, once nothing of this replica acts any more: the standby may take over at once.
+        await self.leadership.release()
         await self.kube.close()
 
 

@@ -471,16 +471,17 @@ def test_helm_uninstall_first_stops_the_deployment() -> None:
     assert c["image"] == container(helm_render())["image"]
     env = {e["name"]: e["value"] for e in c["env"]}
     assert env["LAPSE_DEPLOYMENT"] == one(helm_render(), "Deployment")["metadata"]["name"]
-    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "lapse-uninstall"
-    assert [r for d in hooks if d["kind"] == "Role" for r in d["rules"]] == [
-        {
-            "apiGroups": ["apps"],
-            "resources": ["deployments"],
-            "verbs": ["get", "delete"],
-            "resourceNames": ["lapse-operator"],
-        }
-    ]
-    assert not [d for d in hooks if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    # The operator's own account, which Helm has not deleted yet and which may already get
+    # and delete its Deployment: the hook brings no RBAC of its own.
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "lapse-operator"
+    assert [d["kind"] for d in hooks] == ["Job"]
+    installed = helm_render()
+    rules = [r for d in installed if d["kind"] in ("Role", "ClusterRole") for r in d["rules"]]
+    for verb in ("get", "delete"):
+        assert any(
+            "apps" in r["apiGroups"] and "deployments" in r["resources"] and verb in r["verbs"]
+            for r in rules
+        ), verb
     assert helm_render({"uninstall": {"endGrants": False}}, hooks=True) == []
 
 

@@ -112,6 +112,25 @@ def build_lease(
     }
 
 
+def build_release(lease: LeaseRecord, name: str, namespace: str) -> dict[str, Any]:
+    """The Lease given up: no holder, so a standby takes it at its next attempt instead of
+    waiting out the duration (client-go's ReleaseOnCancel does the same). The resourceVersion
+    makes it a compare-and-swap: a lease someone else took meanwhile is left alone."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if lease.resource_version:
+        metadata["resourceVersion"] = lease.resource_version
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": metadata,
+        "spec": {
+            "holderIdentity": None,
+            "leaseDurationSeconds": max(1, round(lease.duration.total_seconds())),
+            "leaseTransitions": lease.transitions,
+        },
+    }
+
+
 def renew_deadline(duration: timedelta, renew: timedelta) -> timedelta:
     """How long a leader may go without a successful renewal before it must stop acting: one
     renew interval short of the duration, so it has stopped before a standby may take over."""
