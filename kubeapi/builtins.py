@@ -94,6 +94,9 @@ BUILTINS: tuple[ResourceInfo, ...] = (
     _r("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",), ("status",), categories=("all",)),
     _r("batch", "v1", "Job", "jobs", True, (), ("status",), categories=("all",)),
     _r("batch", "v1", "CronJob", "cronjobs", True, ("cj",), ("status",), categories=("all",)),
+    # Stored only (no eviction API): Lapse's installation ships one, and `kubectl apply -k`
+    # must take it here as on a real cluster.
+    _r("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", True, ("pdb",), ("status",)),
     _r("events.k8s.io", "v1", "Event", "events", True, ("ev",)),
     _r("coordination.k8s.io", "v1", "Lease", "leases", True),
     _r(RBAC, "v1", "Role", "roles", True),

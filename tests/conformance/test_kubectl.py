@@ -309,3 +309,23 @@ def test_unknown_fields_of_builtins_are_refused_under_strict_validation(
     assert 'unknown field "subject"' in warned.stderr
     stored = get_json(cluster, "rolebinding", "readers", "-n", namespace)
     assert "subject" not in stored and "subjects" not in stored
+
+
+def test_a_disruption_budget_applies_and_is_found_by_its_short_name(
+    cluster: Cluster, namespace: str
+) -> None:
+    """Lapse's installation ships a PodDisruptionBudget: `kubectl apply -k deploy/` must take
+    it on the local API as kube-apiserver does."""
+    budget = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "keep-one"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "x"}}},
+    }
+    applied = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(budget))
+    assert "poddisruptionbudget.policy/keep-one created" in applied.stdout
+    found = json.loads(
+        cluster.kubectl("get", "pdb", "keep-one", "-n", namespace, "-o", "json").stdout
+    )
+    assert found["spec"]["minAvailable"] == 1
+    cluster.kubectl("delete", "pdb", "keep-one", "-n", namespace)

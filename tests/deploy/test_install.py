@@ -164,11 +164,21 @@ def rendered_installation(namespace: str, suffix: str) -> list[dict[str, Any]]:
     text = out.replace("lapse-system", namespace)
     docs = [d for d in yaml.safe_load_all(text) if d]
     for doc in docs:
-        if doc["kind"] in {"ClusterRole", "ClusterRoleBinding"}:
+        if doc["kind"] in CLUSTER_WIDE:
             doc["metadata"]["name"] += suffix
         if doc["kind"] == "ClusterRoleBinding":
             doc["roleRef"]["name"] += suffix
     return [d for d in docs if d["kind"] not in {"Namespace", "CustomResourceDefinition"}]
+
+
+# Cluster-wide objects of the installation, renamed per test so that none meets the running
+# operator's own (its webhook configurations are `lapse.dev`).
+CLUSTER_WIDE = {
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+}
 
 
 def test_installation_applies(crds: Cluster, namespace: str) -> None:
@@ -194,6 +204,10 @@ def test_installation_applies(crds: Cluster, namespace: str) -> None:
         crds.kubectl(
             "delete", "--ignore-not-found", "clusterrole,clusterrolebinding",
             f"lapse-operator-{namespace}",
+        )  # fmt: skip
+        crds.kubectl(
+            "delete", "--ignore-not-found",
+            "mutatingwebhookconfiguration,validatingwebhookconfiguration", f"lapse.dev-{namespace}",
         )  # fmt: skip
 
 

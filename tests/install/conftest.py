@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -177,6 +179,29 @@ class Install:
             for b in rbac.list_cluster_role_binding(label_selector=MANAGED_SELECTOR).items
         ]
         return [{"name": n} for n in names]
+
+
+FENCE = re.compile(r"^```sh\n(?P<body>.*?)^```", re.S | re.M)
+
+
+def doc_blocks(path: Path, heading: str) -> list[str]:
+    """The shell blocks of one section (`## heading`) of a Markdown file, as written."""
+    text = path.read_text()
+    start = text.index(f"\n## {heading}\n")
+    end = text.find("\n## ", start + 1)
+    return [m["body"] for m in FENCE.finditer(text[start : end if end > 0 else None])]
+
+
+def run_blocks(cluster: Cluster, *blocks: str, timeout: float = 300) -> str:
+    """Blocks run as a person pastes them into a shell at the top of a clone: bash, stopping
+    at the first failure, kubectl and kubectl lapse from .venv/bin, the cluster's KUBECONFIG."""
+    script = "set -euo pipefail\n" + "\n".join(blocks)
+    result = subprocess.run(
+        ["bash", "-c", script], cwd=ROOT, env=cluster.env(), capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, f"{script}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    return result.stdout
 
 
 def request_manifest(

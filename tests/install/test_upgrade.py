@@ -63,7 +63,7 @@ def test_an_upgrade_keeps_every_grant_and_ends_each_on_time(
     install.wait_ready()
     watch = BindingWatch(cluster)
     watch.start()
-    short, refused = create_many(install, 40, [f"{s}s" for s in range(40, 120, 2)], "upgrade")
+    short, refused = create_many(install, 40, [f"{s}s" for s in range(25, 85, 2)], "upgrade")
     long, refused_long = create_many(install, 1, ["2h"], "upgrade-long")
     assert refused == refused_long == []
     wait_for(
