@@ -6,16 +6,22 @@ The tests run in file order on one installation; the last one uninstalls it.
 
 from __future__ import annotations
 
+import base64
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kubernetes.client
 import pytest
+from cryptography import x509
 from kubernetes.client.rest import ApiException
 
+from lapse.config import Settings
+from lapse.core.certificates import KeyPair, build_serving, compute_service_hosts
 from lapse.core.kinds import GROUP, VERSION
 from tests.cluster import ROOT, Cluster
 from tests.e2e.harness import wait_for
@@ -37,6 +43,7 @@ from tests.install.conftest import (
 )
 
 LEASE_DURATION = 15.0
+SETTINGS = Settings()
 README = ROOT / "README.md"
 DEPLOY_README = ROOT / "deploy" / "README.md"
 
@@ -129,6 +136,63 @@ def test_a_hundred_admissions_none_refused(install: Install, figures: dict[str, 
 
     wait_for(all_active, 120, 1, "the 100 requests granted")
     install.kubectl("delete", "accessrequests", *names, "-n", TEAM_NAMESPACE, "--wait=false")
+
+
+def served_certificates(install: Install) -> list[bytes]:
+    """The certificate each replica serves on its webhook port, as the API server meets it."""
+    return [
+        ssl.get_server_certificate((pod["status"]["podIP"], 9443)).encode()
+        for pod in install.pods()
+        if pod["status"].get("podIP") and not pod["metadata"].get("deletionTimestamp")
+    ]
+
+
+def test_a_renewed_certificate_reaches_every_replica_and_no_admission_fails(
+    install: Install, figures: dict[str, Any]
+) -> None:
+    """The serving certificate near its end (as if issued 80 of its 85 days ago): the leader
+    renews it, every replica swaps it in, and admissions never stop meanwhile. The Secret has
+    cert-manager's shape, which the cert-manager route serves the same way."""
+    core = kubernetes.client.CoreV1Api(install.cluster.api())
+    tls = core.read_namespaced_secret(SETTINGS.webhook_secret, NAMESPACE)
+    assert tls.type == "kubernetes.io/tls"
+    assert set(tls.data) == {"tls.crt", "tls.key", "ca.crt"}
+    ca = core.read_namespaced_secret(SETTINGS.webhook_ca_secret, NAMESPACE)
+    authority = KeyPair(
+        cert=base64.b64decode(ca.data["tls.crt"]), key=base64.b64decode(ca.data["tls.key"])
+    )
+    hosts = compute_service_hosts(SETTINGS.webhook_service, NAMESPACE)
+    ending = build_serving(
+        authority, hosts, datetime.now(UTC) - timedelta(days=80), timedelta(days=85)
+    )
+    core.patch_namespaced_secret(
+        SETTINGS.webhook_secret,
+        NAMESPACE,
+        {"data": {k: base64.b64encode(v).decode() for k, v in
+                  (("tls.crt", ending.cert), ("tls.key", ending.key))}},
+    )  # fmt: skip
+    stop = threading.Event()
+    refusals: list[str] = []
+    tries = admit_in_a_loop(install, stop, refusals)
+    started = time.monotonic()
+
+    def renewed_everywhere() -> bool:
+        current = base64.b64decode(
+            core.read_namespaced_secret(SETTINGS.webhook_secret, NAMESPACE).data["tls.crt"]
+        )
+        if current == ending.cert:
+            return False
+        served = [x509.load_pem_x509_certificate(c) for c in served_certificates(install)]
+        wanted = x509.load_pem_x509_certificate(current)
+        return len(served) == 2 and all(c == wanted for c in served)
+
+    wait_for(renewed_everywhere, 150, 2, "the renewed certificate served by both replicas")
+    figures["renewal: near-ending certificate to renewed on every replica (s)"] = elapsed(started)
+    stop.set()
+    time.sleep(0.5)
+    figures["renewal: admissions tried / refused"] = f"{tries[0]} / {len(refusals)}"
+    assert refusals == []
+    assert tries[0] > 0
 
 
 def admit_in_a_loop(install: Install, stop: threading.Event, refused: list[str]) -> list[int]:

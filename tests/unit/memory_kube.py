@@ -242,6 +242,19 @@ class MemoryKube:
     async def get_path(self, path: str) -> dict[str, Any] | None:
         return None
 
+    async def get_webhook_configuration(self, kind: str, name: str) -> dict[str, Any] | None:
+        return await self.get_namespaced(kind, None, name)  # type: ignore[arg-type]
+
+    async def create_webhook_configuration(
+        self, kind: str, manifest: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return await self.create_namespaced(kind, None, manifest)  # type: ignore[arg-type]
+
+    async def replace_webhook_configuration(
+        self, kind: str, name: str, manifest: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return await self.replace_namespaced(kind, None, name, manifest)  # type: ignore[arg-type]
+
     # What tests look at -------------------------------------------------------------------
 
     def binding_refs(self) -> list[BindingRef]:
