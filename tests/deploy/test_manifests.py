@@ -360,6 +360,7 @@ def test_monitoring_component_scrapes_and_alerts(tmp_path: Path) -> None:
         "LapseRevocationLagHigh",
         "LapseOperatorDown",
         "LapseReconcileErrors",
+        "LapseWebhookCertificateExpiring",
     }
     assert "lapse_breakglass_active" in alerts["LapseBreakGlassActive"]
     assert "lapse_breakglass_unreviewed" in alerts["LapseBreakGlassUnreviewed"]
@@ -369,6 +370,10 @@ def test_monitoring_component_scrapes_and_alerts(tmp_path: Path) -> None:
     assert lag.endswith("> 1")
     assert alerts["LapseOperatorDown"].startswith("absent(up{")
     assert "rate(lapse_errors_total[5m])" in alerts["LapseReconcileErrors"]
+    # Renewal is due 30 days before the end: 14 days left means it failed.
+    expiring = alerts["LapseWebhookCertificateExpiring"]
+    assert "lapse_webhook_certificate_expiry_timestamp_seconds" in expiring
+    assert expiring.endswith("< 14 * 86400")
 
 
 def alert_expressions() -> list[str]:
