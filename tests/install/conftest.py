@@ -342,5 +342,17 @@ def wait_phase(install: Install, name: str, phase: str, timeout: float = 60) -> 
     return wait_for(probe, timeout, 0.5, f"{name} {phase}")
 
 
+def wait_all(
+    install: Install, names: list[str], phases: tuple[str, ...], timeout: float, what: str
+) -> None:
+    """Until every named request is in one of `phases`."""
+
+    def reached() -> bool:
+        found = {r["metadata"]["name"]: r for r in install.requests()}
+        return all((found.get(n, {}).get("status") or {}).get("phase") in phases for n in names)
+
+    wait_for(reached, timeout, 1, what)
+
+
 def elapsed(since: float) -> float:
     return round(time.monotonic() - since, 2)

@@ -39,6 +39,7 @@ from tests.install.conftest import (
     percentile,
     request_manifest,
     run_blocks,
+    wait_all,
     wait_phase,
 )
 
@@ -126,15 +127,7 @@ def test_a_hundred_admissions_none_refused(install: Install, figures: dict[str, 
     by_name = {r["metadata"]["name"]: r for r in install.requests()}
     assert all(by_name[n]["spec"]["requester"]["username"] == "alice" for n in names)
 
-    def all_active() -> bool:
-        phases = {
-            (r.get("status") or {}).get("phase")
-            for r in install.requests()
-            if r["metadata"]["name"] in names
-        }
-        return phases == {"Active"}
-
-    wait_for(all_active, 120, 1, "the 100 requests granted")
+    wait_all(install, names, ("Active",), 120, "the 100 requests granted")
     install.kubectl("delete", "accessrequests", *names, "-n", TEAM_NAMESPACE, "--wait=false")
 
 
@@ -226,19 +219,7 @@ def test_rolling_restart_refuses_nothing_and_ends_on_time(
     durations = [f"{s}s" for s in range(15, 55, 2)]
     names, refused = create_many(install, 200, durations, "rollout")
     assert refused == []
-    wait_for(
-        lambda: (
-            sum(
-                (r.get("status") or {}).get("phase") in ("Active", "Expired")
-                for r in install.requests()
-                if r["metadata"]["name"] in names
-            )
-            == len(names)
-        ),
-        120,
-        1,
-        "the 200 grants made",
-    )
+    wait_all(install, names, ("Active", "Expired"), 120, "the 200 grants made")
     stop = threading.Event()
     admission_refusals: list[str] = []
     tries = admit_in_a_loop(install, stop, admission_refusals)
@@ -250,15 +231,7 @@ def test_rolling_restart_refuses_nothing_and_ends_on_time(
     )  # fmt: skip
     figures["rollout: restart to rolled out (s)"] = elapsed(started)
 
-    def all_ended() -> bool:
-        phases = [
-            (r.get("status") or {}).get("phase")
-            for r in install.requests()
-            if r["metadata"]["name"] in names
-        ]
-        return all(p == "Expired" for p in phases)
-
-    wait_for(all_ended, 180, 1, "every grant of the rollout ended")
+    wait_all(install, names, ("Expired",), 180, "every grant of the rollout ended")
     stop.set()
     time.sleep(1)
     watch.stop()
@@ -282,16 +255,7 @@ def test_a_deleted_leader_is_followed_by_the_standby(
     watch.start()
     names, refused = create_many(install, 30, [f"{s}s" for s in range(20, 50)], "leader")
     assert refused == []
-    wait_for(
-        lambda: all(
-            (r.get("status") or {}).get("phase") == "Active"
-            for r in install.requests()
-            if r["metadata"]["name"] in names
-        ),
-        60,
-        0.5,
-        "the 30 grants active",
-    )
+    wait_all(install, names, ("Active",), 60, "the 30 grants active")
     leader = install.leader()
     assert leader
     started = time.monotonic()
@@ -303,16 +267,7 @@ def test_a_deleted_leader_is_followed_by_the_standby(
         "another replica holding the lease",
     )
     figures["leader deleted: standby leads after (s)"] = elapsed(started)
-    wait_for(
-        lambda: all(
-            (r.get("status") or {}).get("phase") == "Expired"
-            for r in install.requests()
-            if r["metadata"]["name"] in names
-        ),
-        120,
-        1,
-        "every grant ended",
-    )
+    wait_all(install, names, ("Expired",), 120, "every grant ended")
     watch.stop()
     late = lateness(install, watch, names)
     figures["leader deleted: grant lateness p50 / max (s)"] = (

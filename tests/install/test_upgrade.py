@@ -19,7 +19,6 @@ import pytest
 import yaml
 
 from tests.cluster import ROOT, Cluster
-from tests.e2e.harness import wait_for
 from tests.install.conftest import (
     ALICE,
     DEPLOYMENT,
@@ -30,6 +29,7 @@ from tests.install.conftest import (
     elapsed,
     lateness,
     percentile,
+    wait_all,
 )
 from tests.install.test_kustomize import LEASE_DURATION, admit_in_a_loop, create_many
 
@@ -66,16 +66,7 @@ def test_an_upgrade_keeps_every_grant_and_ends_each_on_time(
     short, refused = create_many(install, 40, [f"{s}s" for s in range(25, 85, 2)], "upgrade")
     long, refused_long = create_many(install, 1, ["2h"], "upgrade-long")
     assert refused == refused_long == []
-    wait_for(
-        lambda: all(
-            (r.get("status") or {}).get("phase") == "Active"
-            for r in install.requests()
-            if r["metadata"]["name"] in short + long
-        ),
-        90,
-        1,
-        "the grants of the older release",
-    )
+    wait_all(install, short + long, ("Active",), 90, "the grants of the older release")
 
     stop = threading.Event()
     admission_refusals: list[str] = []
@@ -93,16 +84,7 @@ def test_an_upgrade_keeps_every_grant_and_ends_each_on_time(
     ).stdout  # fmt: skip
     assert image != FROM_IMAGE
 
-    wait_for(
-        lambda: all(
-            (r.get("status") or {}).get("phase") == "Expired"
-            for r in install.requests()
-            if r["metadata"]["name"] in short
-        ),
-        180,
-        1,
-        "every short grant ended after the upgrade",
-    )
+    wait_all(install, short, ("Expired",), 180, "every short grant ended after the upgrade")
     stop.set()
     time.sleep(1)
     watch.stop()
