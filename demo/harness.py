@@ -311,6 +311,7 @@ class Operator:
         self.log_path = workdir / "operator.log"
         self.metrics_port = free_port()
         # Notifications go here; tests start a receiver on it when they want to listen.
+        self.notify_host = "127.0.0.1"
         self.notify_port = free_port()
         self.health_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -336,7 +337,7 @@ class Operator:
             LAPSE_LIVENESS_ENDPOINT=self.health_url,
             LAPSE_SWEEP_INTERVAL=str(SWEEP_INTERVAL),
             LAPSE_NAMESPACE=self.namespace,
-            LAPSE_NOTIFY_URL=f"http://127.0.0.1:{self.notify_port}/hook",
+            LAPSE_NOTIFY_URL=f"http://{self.notify_host}:{self.notify_port}/hook",
             LAPSE_NOTIFY_TIMEOUT="1",
             LAPSE_NOTIFY_RETRIES="0",
             LAPSE_NOTIFY_EXPIRY_WARNING="8s",

@@ -1,8 +1,15 @@
-"""End-to-end fixtures: the CRDs, the real operator process, and a team per test.
+"""End-to-end fixtures: the CRDs, the real operator, and a team per test.
 
-The operator runs once per session as `python -m lapse.main` against the test cluster, as its
-own ServiceAccount holding exactly the RBAC that `deploy/` ships (never as admin, so a missing
-rule fails here); its stdout (the audit trail) and stderr (logs) go to files the tests read.
+The operator runs once per session, chosen by `LAPSE_TEST_OPERATOR`:
+
+- `process` (default): `python -m lapse.main` against the test cluster, as its own
+  ServiceAccount holding exactly the RBAC that `deploy/` ships (never as admin, so a missing
+  rule fails here); its stdout (the audit trail) and stderr (logs) go to files the tests read.
+- `in-cluster`: Lapse as users install it, `kubectl apply -k` of an overlay of `deploy/`, its
+  image in pods on the cluster's node (`make image image-load`); its pods' logs are followed
+  into the same two files. Uninstalled at the end as deploy/README.md says. Tests marked
+  `process_only` need what only a local process offers, and say why when skipped.
+
 Every test gets its own namespace, requester group and AccessPolicy, and acts through kubectl
 impersonation holding only the sample `lapse-requester` ClusterRole — never as admin.
 """
@@ -10,6 +17,7 @@ impersonation holding only the sample `lapse-requester` ClusterRole — never as
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,18 +30,55 @@ import yaml
 from kubernetes.client.rest import ApiException
 
 from tests.cluster import AuditWebhook, Cluster
+from tests.conftest import backend_of
 from tests.e2e.harness import (
     ROOT,
     Identity,
+    InClusterOperator,
     Operator,
     parse_time,
+    pod_identity,
     service_account_identity,
     wait_for,
 )
 
-__all__ = ["Identity", "Operator", "Team", "parse_time", "wait_for"]
+__all__ = ["Identity", "InClusterOperator", "Operator", "Team", "parse_time", "wait_for"]
 
 SAMPLES = ROOT / "deploy" / "samples"
+OPERATOR_BACKENDS = ("process", "in-cluster")
+OPERATOR_VARIABLE = "LAPSE_TEST_OPERATOR"
+
+
+def operator_backend() -> str:
+    chosen = os.environ.get(OPERATOR_VARIABLE) or "process"
+    if chosen not in OPERATOR_BACKENDS:
+        raise pytest.UsageError(
+            f"unknown {OPERATOR_VARIABLE} {chosen!r}; one of {OPERATOR_BACKENDS}"
+        )
+    return chosen
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "process_only(reason): needs the operator as a local process; skipped, with the reason, "
+        f"under {OPERATOR_VARIABLE}=in-cluster",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if operator_backend() != "in-cluster":
+        return
+    if backend_of(config) == "local":
+        raise pytest.UsageError(
+            f"{OPERATOR_VARIABLE}=in-cluster needs a cluster with a node: the local API runs no "
+            "pods (LAPSE_TEST_CLUSTER=kubeconfig)"
+        )
+    for item in items:
+        marker = item.get_closest_marker("process_only")
+        if marker is not None and "tests/e2e/" in item.nodeid:
+            reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+            item.add_marker(pytest.mark.skip(reason=f"in-cluster operator: {reason}"))
 
 
 @pytest.fixture(scope="session")
@@ -50,9 +95,39 @@ def crds(cluster: Cluster) -> None:
 
 
 @pytest.fixture(scope="session")
-def operator_identity(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Identity:
-    """The operator's ServiceAccount with the shipped RBAC, and a kubeconfig holding its token."""
-    return service_account_identity(cluster, tmp_path_factory.mktemp("operator-identity"))
+def installation(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[InClusterOperator | None]:
+    """Lapse installed in pods for the session (in-cluster only; None otherwise), after what
+    an earlier run left was cleared: `leftovers_removed` deletes the webhook configurations,
+    which the install then brings back and its leader fills."""
+    if operator_backend() != "in-cluster":
+        yield None
+        return
+    cluster: Cluster = request.getfixturevalue("cluster")
+    request.getfixturevalue("leftovers_removed")
+    request.getfixturevalue("crds")
+    pods = InClusterOperator(cluster, tmp_path_factory.mktemp("operator"))
+    try:
+        pods.start()
+        yield pods
+    finally:
+        pods.uninstall()
+        print(f"\noperator log: {pods.log_path}\naudit trail: {pods.audit_path}")
+
+
+@pytest.fixture(scope="session")
+def operator_identity(
+    cluster: Cluster,
+    installation: InClusterOperator | None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Identity:
+    """The operator's ServiceAccount with the shipped RBAC, and a kubeconfig holding its token:
+    installed here for the process, by the installation in pods."""
+    workdir = tmp_path_factory.mktemp("operator-identity")
+    if installation is not None:
+        return pod_identity(cluster, workdir)
+    return service_account_identity(cluster, workdir)
 
 
 @pytest.fixture(scope="session")
@@ -60,10 +135,17 @@ def operator(
     cluster: Cluster,
     leftovers_removed: None,
     crds: None,
+    installation: InClusterOperator | None,
     operator_identity: Identity,
     tmp_path_factory: pytest.TempPathFactory,
     audit_webhook: AuditWebhook | None,
-) -> Iterator[Operator]:
+) -> Iterator[Operator | InClusterOperator]:
+    if installation is not None:
+        installation.identity = operator_identity
+        if not installation.running:
+            installation.start()
+        yield installation
+        return
     process = Operator(
         cluster,
         tmp_path_factory.mktemp("operator"),

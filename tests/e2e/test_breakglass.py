@@ -356,8 +356,11 @@ def test_widened_cluster_role_binding_is_restored(crew: Crew, operator: Operator
 class Receiver:
     """The outgoing-notification webhook's other end: a local aiohttp server keeping bodies."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
         self.port = port
+        # Where the operator reaches this machine: 127.0.0.1 from a process, the node's
+        # address from a pod.
+        self.host = host
         self.received: list[dict[str, Any]] = []
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -373,7 +376,7 @@ class Receiver:
         app.router.add_post("/hook", self._hook)
         self._runner = web.AppRunner(app)
         self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        site = web.TCPSite(self._runner, self.host, self.port)
         self._loop.run_until_complete(site.start())
         self._ready.set()
         self._loop.run_forever()
@@ -471,7 +474,7 @@ def test_revoke_keeps_the_record_for_the_review(crew: Crew, operator: Operator) 
 def test_unreviewed_past_deadline_is_loud(crew: Crew, operator: Operator) -> None:
     crew.policy(deadline="2s", revoke_after="4s")
     name = unique("unreviewed")
-    with Receiver(operator.notify_port) as receiver:
+    with Receiver(operator.notify_port, operator.notify_host) as receiver:
         crew.break_glass(name, duration="10m")
         body = crew.wait_phase(name, "Active")
         receiver.wait_for("activated", name)

@@ -1,7 +1,7 @@
 """Notifications: audit records forwarded to a webhook, and a dead receiver never slows a grant.
 
-The operator posts to 127.0.0.1 on a port fixed at start-up; this test decides whether anything
-listens there, and how quickly it answers.
+The operator posts to this machine (127.0.0.1, or the node's address from a pod) on a port fixed
+at start-up; this test decides whether anything listens there, and how quickly it answers.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from tests.e2e.conftest import Operator, Team, wait_for
 class Receiver:
     """An aiohttp server in its own thread: records every body; `delay` makes it slow."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
         self.port = port
+        self.host = host
         self.received: list[dict[str, Any]] = []
         self.delay = 0.0
         self._loop = asyncio.new_event_loop()
@@ -42,7 +43,7 @@ class Receiver:
         app.router.add_post("/hook", self._hook)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await web.TCPSite(self._runner, self.host, self.port).start()
 
     def start(self) -> None:
         self._thread.start()
@@ -67,7 +68,7 @@ class Receiver:
 
 @pytest.fixture
 def receiver(operator: Operator) -> Iterator[Receiver]:
-    listening = Receiver(operator.notify_port)
+    listening = Receiver(operator.notify_port, operator.notify_host)
     try:
         yield listening
     finally:

@@ -18,8 +18,8 @@ import kubernetes.client
 import pytest
 
 from tests.cluster import Cluster
-from tests.e2e.conftest import Identity, Operator, Team
-from tests.e2e.harness import OPERATOR_NAMESPACE, OPERATOR_USER
+from tests.e2e.conftest import Identity, InClusterOperator, Operator, Team
+from tests.e2e.harness import OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, OPERATOR_USER
 
 MANAGED = "app.kubernetes.io/managed-by=lapse"
 
@@ -42,6 +42,19 @@ def test_the_operator_kubeconfig_is_the_service_account(
 def test_the_session_operator_uses_it(operator: Operator, operator_identity: Identity) -> None:
     assert operator.identity == operator_identity
     assert operator.namespace == OPERATOR_NAMESPACE
+    if isinstance(operator, InClusterOperator):
+        # In pods: the ServiceAccount's own token, mounted by the kubelet, and nothing else.
+        pods = operator.pods()
+        assert pods
+        for pod in pods:
+            spec = pod["spec"]
+            assert spec["serviceAccountName"] == OPERATOR_ACCOUNT
+            assert spec.get("automountServiceAccountToken", True)
+            (container,) = spec["containers"]
+            names = {entry["name"] for entry in container.get("env") or ()}
+            assert "KUBECONFIG" not in names
+            assert "LAPSE_NAMESPACE" in names
+        return
     assert operator.process is not None
     environ = Path(f"/proc/{operator.process.pid}/environ")
     if not environ.exists():
