@@ -6,7 +6,10 @@ hold the same, but kopf makes each object of an indexed kind wait for every othe
 indexing, waking all the waiting ones for each: at start-up with twenty thousand requests that
 is hundreds of millions of wake-ups, minutes in which no deadline is kept. Here the index is
 filled by one paged listing before kopf starts watching (and before the webhooks serve), then
-kept current from kopf's raw events on the owners.
+kept current by a watch of its own from that listing on, on every replica. Not from kopf's
+events: on a standby kopf's per-object worker waits in the handlers that write until the
+replica leads, so a grant made after a standby started would never reach its index — and the
+API server sends a standby its share of the foothold webhook's calls.
 
 Only active grants are held; an owner whose grant ended, or that is gone, holds nothing.
 """
@@ -14,15 +17,20 @@ Only active grants are held; an owner whose grant ended, or that is gone, holds 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, Generic, TypeVar
+
+import aiohttp
 
 from lapse.core.footholds import GranteeGrant, build_foothold_uids, build_grantee_grant
 from lapse.core.grants import GrantKey
 from lapse.core.kinds import ACCESS_REQUEST, BREAK_GLASS
 from lapse.core.models import RiskSummary
 from lapse.core.risk import build_role_index_entry
-from lapse.kube import KubeApi, NotFoundError
+from lapse.kube import ApiError, GoneError, KubeApi, NotFoundError
+
+logger = logging.getLogger(__name__)
 
 V = TypeVar("V")
 RoleEntry = tuple[GrantKey, RiskSummary]
@@ -60,6 +68,11 @@ class _MultiMap(Generic[V]):
     def __len__(self) -> int:
         return len(self._keys_of)
 
+    def retain(self, prefix: str, kept: set[str]) -> None:
+        """Drop the owners under `prefix` that are not in `kept`."""
+        for owner in [o for o in self._keys_of if o.startswith(prefix) and o not in kept]:
+            self.drop(owner)
+
 
 class GrantIndex:
     def __init__(self) -> None:
@@ -69,6 +82,9 @@ class GrantIndex:
         # Grants of one role to like subjects carry equal summaries, dozens of phrases each:
         # held once, ten thousand grants cost kilobytes here, not tens of megabytes.
         self._summaries: dict[tuple[Any, ...], RiskSummary] = {}
+        # Where each kind's watch resumes: the resourceVersion of its listing, then of the
+        # last event seen.
+        self._versions: dict[str, str] = {}
 
     def _shared(self, risk: RiskSummary) -> RiskSummary:
         if len(self._summaries) > MAX_SUMMARIES:
@@ -93,14 +109,45 @@ class GrantIndex:
         """Every owner, page by page; returns how many active grants are held."""
         for kind in KINDS:
             try:
-                async for page in kube.owner_pages(kind):
-                    for index, body in enumerate(page):
-                        if index % YIELD_EVERY == YIELD_EVERY - 1:
-                            await asyncio.sleep(0)
-                        self.observe(kind, body)
+                await self._list(kube, kind)
             except NotFoundError:
                 continue  # the kind is not served (its CRD is not installed)
         return len(self._grantees)
+
+    async def _list(self, kube: KubeApi, kind: str) -> None:
+        """Every owner of `kind` as it is now, and none that is gone; where to watch from."""
+        versions: list[str] = []
+        seen: set[str] = set()
+        async for page in kube.owner_pages(kind, versions):
+            for index, body in enumerate(page):
+                if index % YIELD_EVERY == YIELD_EVERY - 1:
+                    await asyncio.sleep(0)
+                self.observe(kind, body)
+                seen.add(f"{kind}/{(body.get('metadata') or {}).get('uid') or ''}")
+        for each in (self._grantees, self._footholds, self._roles):
+            each.retain(f"{kind}/", seen)
+        if versions and versions[0]:
+            self._versions[kind] = versions[0]
+
+    async def follow(self, kube: KubeApi, kind: str) -> None:
+        """Keep `kind`'s owners current from then on: watch, resume where the last event left
+        off, list again when that is too old (or the kind was not served yet)."""
+        while True:
+            try:
+                if kind not in self._versions:
+                    await self._list(kube, kind)
+                async for type_, body in kube.watch_owners(kind, self._versions[kind]):
+                    version = (body.get("metadata") or {}).get("resourceVersion")
+                    if version:
+                        self._versions[kind] = str(version)
+                    if type_ in ("ADDED", "MODIFIED", "DELETED"):
+                        self.observe(kind, body, deleted=type_ == "DELETED")
+            except (GoneError, NotFoundError):
+                self._versions.pop(kind, None)
+                await asyncio.sleep(1)
+            except (ApiError, aiohttp.ClientError, OSError, TimeoutError, ValueError) as error:
+                logger.warning("The watch of %s for the grant index failed: %s", kind, error)
+                await asyncio.sleep(1)
 
     def grantees(self, keys: Iterable[str]) -> list[GranteeGrant]:
         """The active grants whose subject is any of `keys` (see compute_caller_keys)."""

@@ -46,6 +46,8 @@ CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0
 # Lists come in pages of this many objects, so no single answer holds every grant.
 PAGE_SIZE = 500
+# How long the API server keeps one watch open before the client starts the next.
+WATCH_SECONDS = 300
 # Asks for the objects' metadata alone: the sweep reads labels, annotations and owners.
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 
@@ -79,6 +81,10 @@ class ForbiddenError(RefusedError):
     """403: RBAC (or an admission webhook) forbids it."""
 
 
+class GoneError(ApiError):
+    """410: a watch asked to resume from a resourceVersion too old to be kept; list again."""
+
+
 class TransientError(ApiError):
     """429 or 5xx: throttled, or the server is unwell; worth another try."""
 
@@ -90,6 +96,7 @@ def api_error(status: int, reason: str, message: str, retry_after: float = 0.0) 
         403: ForbiddenError,
         404: NotFoundError,
         409: ConflictError,
+        410: GoneError,
         422: RefusedError,
     }
     kind = kinds.get(status) or (TransientError if status in TRANSIENT else ApiError)
@@ -145,7 +152,12 @@ class KubeApi(Protocol):
     async def patch_binding(self, ref: BindingRef, patch: Mapping[str, Any]) -> dict[str, Any]: ...
     async def list_bindings(self, selector: str) -> list[dict[str, Any]]: ...
     def binding_metadata_pages(self, selector: str) -> AsyncIterator[list[dict[str, Any]]]: ...
-    def owner_pages(self, kind: str) -> AsyncIterator[list[dict[str, Any]]]: ...
+    def owner_pages(
+        self, kind: str, versions: list[str] | None = None
+    ) -> AsyncIterator[list[dict[str, Any]]]: ...
+    def watch_owners(
+        self, kind: str, version: str
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]: ...
     async def get_owner(
         self, key: GrantKey, *, revoking: bool = False
     ) -> dict[str, Any] | None: ...
@@ -360,15 +372,22 @@ class KubeClient:
         return found
 
     async def _pages(
-        self, path: str, params: Mapping[str, str], accept: str | None = None
+        self,
+        path: str,
+        params: Mapping[str, str],
+        accept: str | None = None,
+        versions: list[str] | None = None,
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        """A list, one page at a time."""
+        """A list, one page at a time; `versions` gets the list's resourceVersion (every page
+        is of the same snapshot), for a watch to resume from."""
         token = ""
         while True:
             query = {**params, "limit": str(PAGE_SIZE)}
             if token:
                 query["continue"] = token
             listing = await self._call("GET", path, params=query, accept=accept)
+            if versions is not None and not token:
+                versions.append(str((listing.get("metadata") or {}).get("resourceVersion") or ""))
             yield list(listing.get("items") or [])
             token = str((listing.get("metadata") or {}).get("continue") or "")
             if not token:
@@ -386,10 +405,48 @@ class KubeClient:
 
     # Lapse objects ------------------------------------------------------------------------
 
-    async def owner_pages(self, kind: str) -> AsyncIterator[list[dict[str, Any]]]:
+    async def owner_pages(
+        self, kind: str, versions: list[str] | None = None
+    ) -> AsyncIterator[list[dict[str, Any]]]:
         """Every object of `kind`, page by page; NotFoundError when the kind is not served."""
-        async for page in self._pages(f"/apis/{GROUP}/{VERSION}/{kind_named(kind).plural}", {}):
+        path = f"/apis/{GROUP}/{VERSION}/{kind_named(kind).plural}"
+        async for page in self._pages(path, {}, versions=versions):
             yield page
+
+    async def watch_owners(
+        self, kind: str, version: str
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Each change to objects of `kind` after `version`, as (type, object); a BOOKMARK
+        carries only a newer resourceVersion. Ends when the server closes the watch;
+        GoneError when `version` is too old to resume from."""
+        params = {
+            "watch": "true",
+            "resourceVersion": version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(WATCH_SECONDS),
+        }
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=CONNECT_TIMEOUT, sock_read=WATCH_SECONDS + READ_TIMEOUT
+        )
+        path = f"{self._host}/apis/{GROUP}/{VERSION}/{kind_named(kind).plural}"
+        async with self._session.get(path, params=params, timeout=timeout) as response:
+            if response.status >= 400:
+                text = await response.text()
+                raise api_error(response.status, str(response.reason), text)
+            pending = b""
+            # Objects may be longer than a stream reader's line limit: split by hand.
+            async for chunk in response.content.iter_any():
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in filter(bytes.strip, lines):
+                    event = json.loads(line)
+                    found = event.get("object") or {}
+                    if event.get("type") == "ERROR":
+                        raise api_error(
+                            int(found.get("code") or 500),
+                            str(found.get("reason", "")),
+                            str(found.get("message", "")),
+                        )
+                    yield str(event.get("type")), found
 
     async def get_owner(self, key: GrantKey, *, revoking: bool = False) -> dict[str, Any] | None:
         """The owner, or None when it does not exist; `revoking` reads it on the connections

@@ -22,6 +22,7 @@ from lapse.decisions import RequestDecisions
 from lapse.drift import RoleDriftWatch
 from lapse.grantor import Grantor
 from lapse.guard import BindingGuard
+from lapse.index import KINDS as INDEXED_KINDS
 from lapse.index import GrantIndex
 from lapse.kube import ApiError, KubeApi
 from lapse.leader import Leadership
@@ -63,6 +64,14 @@ class Services:
         if self.certificates is not None:
             self.tasks.append(
                 asyncio.create_task(self.certificates.run(), name="lapse-webhook-certificate")
+            )
+
+    def follow_grants(self) -> None:
+        """Keep the grant index current on every replica (see lapse.index), from the listing
+        `index.load` made on."""
+        for kind in INDEXED_KINDS:
+            self.tasks.append(
+                asyncio.create_task(self.index.follow(self.kube, kind), name=f"lapse-index-{kind}")
             )
 
     def start(self) -> None:

@@ -103,7 +103,11 @@ class MemoryKube:
             for b in self.bindings.values()
         ]
 
-    async def owner_pages(self, kind: str) -> AsyncIterator[list[dict[str, Any]]]:
+    async def owner_pages(
+        self, kind: str, versions: list[str] | None = None
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        if versions is not None:
+            versions.append("1")
         yield [copy.deepcopy(o) for (k, _, _), o in self.owners.items() if k == kind]
 
     async def get_owner(self, key: GrantKey, *, revoking: bool = False) -> dict[str, Any] | None:
@@ -241,6 +245,13 @@ class MemoryKube:
 
     async def get_path(self, path: str) -> dict[str, Any] | None:
         return None
+
+    async def watch_owners(
+        self, kind: str, version: str
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """No changes: the keepers' tests observe what they change themselves."""
+        for event in ():
+            yield event
 
     async def get_webhook_configuration(self, kind: str, name: str) -> dict[str, Any] | None:
         return await self.get_namespaced(kind, None, name)  # type: ignore[arg-type]

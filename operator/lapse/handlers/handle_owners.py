@@ -1,9 +1,9 @@
-"""Every AccessRequest and BreakGlass event, read-only: what Lapse keeps in memory of grants.
+"""Every AccessRequest and BreakGlass event, read-only: what the audit sink knows of grants.
 
-The grant index (lapse.index: the foothold webhook's and the role watch's lookups) and the
-audit sink (which matches audit events against grants' subjects, windows and namespaces)
-learn the grants from the watches Lapse already has. Both are filled before kopf starts
-watching or learn again from the first events of these watches, so a restart loses nothing.
+The audit sink (which matches audit events against grants' subjects, windows and namespaces)
+runs on the leader only, and learns the grants from kopf's watches, from their first events
+on, so a restart loses nothing. The grant index keeps a watch of its own (lapse.index): it
+answers a standby's webhooks too, and a standby's kopf events wait for the lead.
 """
 
 from __future__ import annotations
@@ -21,11 +21,9 @@ def _follow(kind: str, event: kopf.RawEvent, memo: kopf.Memo) -> None:
     services = getattr(memo, "services", None)
     if not isinstance(services, Services):
         return
-    body = plain(event.get("object") or {})
-    deleted = event.get("type") == "DELETED"
-    services.index.observe(kind, body, deleted=deleted)
     if services.grantor.activity.enabled:
-        services.grantor.activity.track(kind, body, deleted=deleted)
+        body = plain(event.get("object") or {})
+        services.grantor.activity.track(kind, body, deleted=event.get("type") == "DELETED")
 
 
 @kopf.on.event(*ACCESS_REQUEST.resource, id="owners-requests")

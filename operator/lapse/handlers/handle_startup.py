@@ -84,6 +84,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         await kube.close()
         raise
     logging.getLogger(__name__).info("%d active grant(s) in memory.", held)
+    services.follow_grants()
     services.start()
     if config.notify_url:
         notifier = Notifier(config.notify_url, config.notify_timeout, config.notify_retries)
