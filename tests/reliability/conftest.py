@@ -21,7 +21,13 @@ import kubernetes.client
 import pytest
 
 from tests.cluster import Cluster, LocalServer, faults_client
-from tests.e2e.conftest import Team, crds, operator_identity, team  # noqa: F401  (shared)
+from tests.e2e.conftest import (  # noqa: F401  (shared)
+    Team,
+    crds,
+    installation,
+    operator_identity,
+    team,
+)
 from tests.e2e.harness import Identity, Operator, parse_time, wait_for
 
 MANAGED = "app.kubernetes.io/managed-by=lapse"
