@@ -63,6 +63,23 @@ def _choice(enum: type[Enum], name: str, value: str) -> Any:
         raise ConfigError(f"{name} must be {allowed}, not {value!r}.") from None
 
 
+def _number(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name, "")
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        # The kubelet's service links name a Service `lapse-webhook` LAPSE_WEBHOOK_PORT=tcp://…
+        # in every pod of its namespace that does not turn them off.
+        hint = (
+            " (a Service's link variable: set enableServiceLinks: false in the pod)"
+            if value.startswith(("tcp://", "udp://"))
+            else ""
+        )
+        raise ConfigError(f"{name} must be a whole number, not {value!r}{hint}.") from None
+
+
 def in_a_pod(env: Mapping[str, str]) -> bool:
     """The kubelet gives every container the API server's Service address."""
     return bool(env.get("KUBERNETES_SERVICE_HOST"))
@@ -178,8 +195,8 @@ class Settings:
         return cls(
             webhook_mode=mode,
             webhook_service=env.get("LAPSE_WEBHOOK_SERVICE", default.webhook_service),
-            webhook_service_port=int(
-                env.get("LAPSE_WEBHOOK_SERVICE_PORT", default.webhook_service_port)
+            webhook_service_port=_number(
+                env, "LAPSE_WEBHOOK_SERVICE_PORT", default.webhook_service_port
             ),
             webhook_certificate=_choice(
                 CertificateIssuer,
@@ -193,14 +210,14 @@ class Settings:
             ),
             webhook_addr=env.get("LAPSE_WEBHOOK_ADDR", default.webhook_addr),
             webhook_host=host,
-            webhook_port=int(env.get("LAPSE_WEBHOOK_PORT", default.webhook_port)),
+            webhook_port=_number(env, "LAPSE_WEBHOOK_PORT", default.webhook_port),
             webhook_cert_dir=Path(cert_dir) if cert_dir else None,
             webhook_managed=_flag(env.get("LAPSE_WEBHOOK_MANAGED", "true")),
             webhook_configuration=env.get(
                 "LAPSE_WEBHOOK_CONFIGURATION", default.webhook_configuration
             ),
             metrics_addr=env.get("LAPSE_METRICS_ADDR", default.metrics_addr),
-            metrics_port=int(env.get("LAPSE_METRICS_PORT", default.metrics_port)),
+            metrics_port=_number(env, "LAPSE_METRICS_PORT", default.metrics_port),
             liveness_endpoint=env.get("LAPSE_LIVENESS_ENDPOINT", default.liveness_endpoint),
             sweep_interval=float(env.get("LAPSE_SWEEP_INTERVAL", default.sweep_interval)),
             namespace=env.get("LAPSE_NAMESPACE", default.namespace),
@@ -219,7 +236,7 @@ class Settings:
             ),
             notify_url=env.get("LAPSE_NOTIFY_URL", default.notify_url),
             notify_timeout=_seconds(env.get("LAPSE_NOTIFY_TIMEOUT"), default.notify_timeout),
-            notify_retries=int(env.get("LAPSE_NOTIFY_RETRIES", default.notify_retries)),
+            notify_retries=_number(env, "LAPSE_NOTIFY_RETRIES", default.notify_retries),
             notify_expiry_warning=_seconds(
                 env.get("LAPSE_NOTIFY_EXPIRY_WARNING"), default.notify_expiry_warning
             ),
@@ -236,10 +253,10 @@ class Settings:
             audit_client_names=frozenset(
                 n.strip() for n in env.get("LAPSE_AUDIT_CLIENT_NAMES", "").split(",") if n.strip()
             ),
-            audit_queue_size=int(env.get("LAPSE_AUDIT_QUEUE_SIZE", default.audit_queue_size)),
+            audit_queue_size=_number(env, "LAPSE_AUDIT_QUEUE_SIZE", default.audit_queue_size),
             audit_flush_interval=_seconds(
                 env.get("LAPSE_AUDIT_FLUSH_INTERVAL"), default.audit_flush_interval
             ),
             audit_grace=_seconds(env.get("LAPSE_AUDIT_GRACE"), default.audit_grace),
-            audit_max_rate=int(env.get("LAPSE_AUDIT_MAX_RATE", default.audit_max_rate)),
+            audit_max_rate=_number(env, "LAPSE_AUDIT_MAX_RATE", default.audit_max_rate),
         )

@@ -246,6 +246,8 @@ def test_deployment_is_hardened(base: list[dict[str, Any]]) -> None:
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     pod = deployment["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "lapse-operator"
+    # Service links would name the Service lapse-webhook LAPSE_WEBHOOK_PORT=tcp://… here.
+    assert pod["enableServiceLinks"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 65532
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -479,6 +481,7 @@ def test_helm_uninstall_first_stops_the_deployment() -> None:
     # The operator's own account, which Helm has not deleted yet and which may already get
     # and delete its Deployment: the hook brings no RBAC of its own.
     assert job["spec"]["template"]["spec"]["serviceAccountName"] == "lapse-operator"
+    assert job["spec"]["template"]["spec"]["enableServiceLinks"] is False
     assert [d["kind"] for d in hooks] == ["Job"]
     installed = helm_render()
     rules = [r for d in installed if d["kind"] in ("Role", "ClusterRole") for r in d["rules"]]

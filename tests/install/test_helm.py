@@ -80,7 +80,14 @@ def test_helm_uninstall_ends_every_grant_and_leaves_nothing_stuck(
     ended records, as Helm does)."""
     assert install.managed_bindings()
     started = time.monotonic()
-    helm.uninstall(RELEASE, timeout=240, wait="watcher")
+    try:
+        helm.uninstall(RELEASE, timeout=240, wait="watcher")
+    except Exception:
+        # What the hook said, for whoever reads the failure.
+        for what in (("get", "pods,jobs", "-o", "wide"), ("logs", "job/lapse-uninstall")):
+            print(install.kubectl("-n", NAMESPACE, *what, check=False).stdout)
+        print(install.kubectl("-n", NAMESPACE, "get", "events", check=False).stdout)
+        raise
     figures["helm: uninstall (s)"] = elapsed(started)
     assert not install.managed_bindings()
     for item in install.requests():
