@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import threading
 import urllib.error
@@ -53,6 +54,8 @@ SELECTOR = "app.kubernetes.io/name=lapse,app.kubernetes.io/component=operator"
 REPLICAS = 2
 LEASE = "lapse-leader"
 METRICS_PORT = 9090
+# The operator's webhook port in the pod (deploy/).
+WEBHOOK_PORT = 9443
 HEALTH_PORT = 8080
 # What the process harness sets beyond the Deployment's own settings, for the tests' pace.
 TEST_ENV = {
@@ -466,6 +469,14 @@ def _gauges(exposition: str) -> set[str]:
 
 
 def _answers(address: str) -> bool:
+    """Whether anything of the pod still answers: its health endpoint, or its webhook port,
+    which a stopping replica keeps open a few seconds longer to drain the API server's
+    connections."""
+    try:
+        with socket.create_connection((address, WEBHOOK_PORT), timeout=1):
+            return True
+    except OSError:
+        pass
     try:
         with urllib.request.urlopen(f"http://{address}:{HEALTH_PORT}/healthz", timeout=1):
             return True
