@@ -280,13 +280,17 @@ def test_a_token_for_less_than_ten_minutes_is_invalid(cluster: Cluster, namespac
 def test_exec_is_admitted_as_connect_then_refused_without_a_node(
     cluster: Cluster, namespace: str
 ) -> None:
-    """No node runs the pod (the local API has none; the test clusters have no kubelet): the
-    API server authorises and admits the exec, then answers that the pod has no host."""
+    """No node runs the pod (the local API has none; on a cluster with nodes it selects a node
+    label no node has, so it is never scheduled): the API server authorises and admits the
+    exec, then answers that the pod has no host."""
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "idle"},
-        "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]},
+        "spec": {
+            "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}],
+            "nodeSelector": {"lapse.dev/no-such-node": "true"},
+        },
     }
     cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(pod))
     tried = cluster.kubectl("exec", "idle", "-n", namespace, "--", "id", check=False)
