@@ -158,6 +158,10 @@ class KubeApi(Protocol):
     def watch_owners(
         self, kind: str, version: str
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]: ...
+    def pages(
+        self, path: str, versions: list[str] | None = None
+    ) -> AsyncIterator[list[dict[str, Any]]]: ...
+    def watch(self, path: str, version: str) -> AsyncIterator[tuple[str, dict[str, Any]]]: ...
     async def get_owner(
         self, key: GrantKey, *, revoking: bool = False
     ) -> dict[str, Any] | None: ...
@@ -416,8 +420,21 @@ class KubeClient:
     async def watch_owners(
         self, kind: str, version: str
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """Each change to objects of `kind` after `version`, as (type, object); a BOOKMARK
-        carries only a newer resourceVersion. Ends when the server closes the watch;
+        """Each change to objects of `kind` after `version` (see `watch`)."""
+        path = f"/apis/{GROUP}/{VERSION}/{kind_named(kind).plural}"
+        async for event in self.watch(path, version):
+            yield event
+
+    async def pages(
+        self, path: str, versions: list[str] | None = None
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every object a list path names, page by page (`versions`: see `_pages`)."""
+        async for page in self._pages(path, {}, versions=versions):
+            yield page
+
+    async def watch(self, path: str, version: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Each change to the objects a list path names after `version`, as (type, object); a
+        BOOKMARK carries only a newer resourceVersion. Ends when the server closes the watch;
         GoneError when `version` is too old to resume from."""
         params = {
             "watch": "true",
@@ -428,8 +445,8 @@ class KubeClient:
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=CONNECT_TIMEOUT, sock_read=WATCH_SECONDS + READ_TIMEOUT
         )
-        path = f"{self._host}/apis/{GROUP}/{VERSION}/{kind_named(kind).plural}"
-        async with self._session.get(path, params=params, timeout=timeout) as response:
+        url = f"{self._host}{path}"
+        async with self._session.get(url, params=params, timeout=timeout) as response:
             if response.status >= 400:
                 text = await response.text()
                 raise api_error(response.status, str(response.reason), text)

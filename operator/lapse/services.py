@@ -27,6 +27,8 @@ from lapse.index import GrantIndex
 from lapse.kube import ApiError, KubeApi
 from lapse.leader import Leadership
 from lapse.ledger import GitOpsLedger
+from lapse.rbac import PLURALS as RBAC_KINDS
+from lapse.rbac import RbacIndex
 from lapse.requests import RequestKeeper
 from lapse.signing import ensure_signing_key
 from lapse.sweeper import Sweeper
@@ -49,6 +51,8 @@ class Services:
     breakglass: BreakGlassKeeper
     leadership: Leadership
     index: GrantIndex
+    # Every Role and binding: who can act as an applier or approver, and as a pod's account.
+    rbac: RbacIndex
     uninstaller: Uninstaller
     # The operator's signing key: requesters and decisions carry its MACs.
     key: bytes
@@ -72,6 +76,10 @@ class Services:
         for kind in INDEXED_KINDS:
             self.tasks.append(
                 asyncio.create_task(self.index.follow(self.kube, kind), name=f"lapse-index-{kind}")
+            )
+        for kind in RBAC_KINDS:
+            self.tasks.append(
+                asyncio.create_task(self.rbac.follow(self.kube, kind), name=f"lapse-rbac-{kind}")
             )
 
     def start(self) -> None:
@@ -173,6 +181,7 @@ async def build_services(
             kube, settings, server, leading=lambda: leadership.acquired.is_set()
         )
     grantor = Grantor(kube, settings)
+    rbac = RbacIndex()
     uninstaller = Uninstaller(grantor)
     await uninstaller.arm()
     decisions = RequestDecisions(grantor.reporter, key=key, admin_groups=settings.admin_groups)
@@ -190,6 +199,7 @@ async def build_services(
         breakglass=BreakGlassKeeper(grantor, key=key),
         leadership=leadership,
         index=GrantIndex(),
+        rbac=rbac,
         uninstaller=uninstaller,
         key=key,
         certificates=certificates,

@@ -253,6 +253,18 @@ class MemoryKube:
         for event in ():
             yield event
 
+    async def pages(
+        self, path: str, versions: list[str] | None = None
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Nothing listed by path: RBAC is not kept here."""
+        if versions is not None:
+            versions.append("1")
+        yield []
+
+    async def watch(self, path: str, version: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        for event in ():
+            yield event
+
     async def get_webhook_configuration(self, kind: str, name: str) -> dict[str, Any] | None:
         return await self.get_namespaced(kind, None, name)  # type: ignore[arg-type]
 

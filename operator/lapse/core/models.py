@@ -160,6 +160,12 @@ class FootholdAction(StrEnum):
     REMOVE = "Remove"
 
 
+class StrongerPodAction(StrEnum):
+    REFUSE = "Refuse"
+    END_PODS = "EndPods"
+    REPORT = "Report"
+
+
 class FootholdPolicy(Model):
     """What happens, when a grant ends, to what its holder made with it."""
 
@@ -175,6 +181,14 @@ class FootholdPolicy(Model):
         description=(
             "Roles, RoleBindings, ClusterRoles and ClusterRoleBindings made under the grant: "
             "Remove them (a way back in after the grant), or Report them."
+        ),
+    )
+    stronger_pods: StrongerPodAction = Field(
+        default=StrongerPodAction.REFUSE,
+        description=(
+            "Exec or attach, under a grant, into a pod whose ServiceAccount can do what the "
+            "grant cannot (its token can be read from inside): Refuse it, end those pods when "
+            "the grant ends (EndPods: a token bound to a pod dies with it), or only Report it."
         ),
     )
 

@@ -80,6 +80,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Complete before the webhooks serve and before kopf's first events arrive.
     try:
         held = await services.index.load(kube)
+        await services.rbac.load(kube)
     except BaseException:
         await kube.close()
         raise

@@ -1,0 +1,131 @@
+"""The cluster's RBAC in memory, on every replica: what approvals and footholds are judged by.
+
+Who can act as a trusted applier or an approver, and what a pod's ServiceAccount can do beyond
+a grant, are questions about every Role, ClusterRole and binding in the cluster, asked on each
+decision and on each exec by a grantee. Asking the API server each time would be a dozen lists;
+here the four kinds are listed once at start-up and then kept current by watches of their own
+(as lapse.index does for grants, and for the same reason: a standby answers webhooks too).
+
+`snapshot()` is the view at one moment. It is rebuilt only after a change, so callers may ask
+for it freely; `version` counts the changes, for those that cache what they derive from it.
+`ready` is set once all four kinds were listed: until then nothing may be decided from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from lapse.core.rbac import (
+    RBAC_GROUP,
+    Actor,
+    BindingRecord,
+    Held,
+    RoleRecord,
+    Snapshot,
+    compute_holdings,
+    parse_binding,
+    parse_role,
+    role_key,
+)
+from lapse.kube import ApiError, GoneError, KubeApi
+
+logger = logging.getLogger(__name__)
+
+PLURALS = {
+    "Role": "roles",
+    "ClusterRole": "clusterroles",
+    "RoleBinding": "rolebindings",
+    "ClusterRoleBinding": "clusterrolebindings",
+}
+
+
+class RbacIndex:
+    def __init__(self) -> None:
+        self._roles: dict[str, RoleRecord] = {}
+        self._role_keys: dict[str, str] = {}
+        self._bindings: dict[str, BindingRecord] = {}
+        self._versions: dict[str, str] = {}
+        self._snapshot: Snapshot | None = None
+        self._holdings: dict[Actor, list[Held]] | None = None
+        self.version = 0
+        self.ready = asyncio.Event()
+        self._listed: set[str] = set()
+
+    def observe(self, kind: str, body: Mapping[str, Any], *, deleted: bool = False) -> None:
+        """One object as the API server holds it now (`deleted`: it is gone)."""
+        uid = str((body.get("metadata") or {}).get("uid") or "")
+        owner = f"{kind}/{uid}"
+        if kind in ("Role", "ClusterRole"):
+            previous = self._role_keys.pop(owner, None)
+            if previous is not None:
+                self._roles.pop(previous, None)
+            if not deleted:
+                role = parse_role(kind, body)
+                key = role_key(kind, role.name, role.namespace)
+                self._roles[key] = role
+                self._role_keys[owner] = key
+        elif deleted:
+            self._bindings.pop(owner, None)
+        else:
+            self._bindings[owner] = parse_binding(kind, body)
+        self._snapshot = None
+        self._holdings = None
+        self.version += 1
+
+    def snapshot(self) -> Snapshot:
+        if self._snapshot is None:
+            self._snapshot = Snapshot(dict(self._roles), list(self._bindings.values()))
+        return self._snapshot
+
+    def holdings(self) -> dict[Actor, list[Held]]:
+        """Every subject's rules (see compute_holdings), derived once per version."""
+        if self._holdings is None:
+            self._holdings = compute_holdings(self.snapshot())
+        return self._holdings
+
+    async def load(self, kube: KubeApi) -> None:
+        """All four kinds, listed; `ready` once each was."""
+        for kind in PLURALS:
+            await self._list(kube, kind)
+
+    async def _list(self, kube: KubeApi, kind: str) -> None:
+        versions: list[str] = []
+        seen: set[str] = set()
+        async for page in kube.pages(f"/apis/{RBAC_GROUP}/v1/{PLURALS[kind]}", versions):
+            for body in page:
+                self.observe(kind, body)
+                seen.add(f"{kind}/{(body.get('metadata') or {}).get('uid') or ''}")
+        for owner in [o for o in (*self._role_keys, *self._bindings) if o.startswith(f"{kind}/")]:
+            if owner not in seen:
+                self.observe(kind, {"metadata": {"uid": owner.split("/", 1)[1]}}, deleted=True)
+        if versions and versions[0]:
+            self._versions[kind] = versions[0]
+        self._listed.add(kind)
+        if len(self._listed) == len(PLURALS):
+            self.ready.set()
+
+    async def follow(self, kube: KubeApi, kind: str) -> None:
+        """Keep `kind` current: watch, resume where the last event left off, list again when
+        that is too old."""
+        path = f"/apis/{RBAC_GROUP}/v1/{PLURALS[kind]}"
+        while True:
+            try:
+                if kind not in self._versions:
+                    await self._list(kube, kind)
+                async for type_, body in kube.watch(path, self._versions[kind]):
+                    version = (body.get("metadata") or {}).get("resourceVersion")
+                    if version:
+                        self._versions[kind] = str(version)
+                    if type_ in ("ADDED", "MODIFIED", "DELETED"):
+                        self.observe(kind, body, deleted=type_ == "DELETED")
+            except GoneError:
+                self._versions.pop(kind, None)
+                await asyncio.sleep(1)
+            except (ApiError, aiohttp.ClientError, OSError, TimeoutError, ValueError) as error:
+                logger.warning("The watch of %s for the RBAC index failed: %s", kind, error)
+                await asyncio.sleep(1)
