@@ -114,6 +114,7 @@ CRDS: tuple[CrdSpec, ...] = (
         columns=(
             _column("Mode", ".spec.approval.mode"),
             _column("Max", ".spec.maxDuration"),
+            _column("Exposed", '.status.conditions[?(@.type=="Exposed")].status'),
             _AGE,
         ),
         rules=(

@@ -63,6 +63,12 @@ sweep_removed_total = Counter(
 )
 scheduled_expiries = Gauge("lapse_scheduled_expiries", "Expiries the scheduler is waiting for.")
 pending_requests = Gauge("lapse_pending_requests", "AccessRequests waiting for approval.")
+policy_exposures = Gauge(
+    "lapse_policy_exposures",
+    "Ways someone besides administrators can act as a policy's appliers or approvers "
+    "(not accepted by the policy).",
+    ["policy"],
+)
 approval_duration_seconds = Histogram(
     "lapse_approval_duration_seconds",
     "From a request's creation to its approval.",

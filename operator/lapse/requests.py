@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from lapse import metrics
+from lapse.core.actions import Action, DecisionRecord
 from lapse.core.approvals import (
     COMMIT_ANNOTATION,
     PULL_REQUEST_ANNOTATION,
@@ -32,6 +33,7 @@ from lapse.core.approvals import (
 )
 from lapse.core.bindings import format_time
 from lapse.core.durations import format_duration
+from lapse.core.exposure import describe_acting_as, subject_user
 from lapse.core.grants import Grant, GrantKey, compute_request_grant, compute_subject
 from lapse.core.kinds import ACCESS_REQUEST
 from lapse.core.models import (
@@ -40,6 +42,9 @@ from lapse.core.models import (
     AccessRequestStatus,
     Phase,
     RiskSummary,
+    Subject,
+    SubjectKind,
+    UserInfo,
 )
 from lapse.core.owners import key_of, parse_generation, parse_role, parse_status
 from lapse.core.policy import (
@@ -50,10 +55,11 @@ from lapse.core.policy import (
     parse_policy,
 )
 from lapse.core.requester import compute_requester_verified
-from lapse.core.risk import compute_capability_decision
+from lapse.core.risk import ACT_AS_APPROVER, compute_capability_decision
 from lapse.core.sentences import compute_quoted
 from lapse.core.windows import compute_pending_deadline, is_deferred
 from lapse.decisions import RequestDecisions
+from lapse.exposure import ExposureKeeper
 from lapse.grantor import Grantor
 from lapse.ledger import GitOpsLedger
 from lapse.starts import StartKeeper
@@ -65,9 +71,15 @@ KIND = ACCESS_REQUEST.kind
 
 class RequestKeeper:
     def __init__(
-        self, grantor: Grantor, *, decisions: RequestDecisions, ledger: GitOpsLedger
+        self,
+        grantor: Grantor,
+        *,
+        decisions: RequestDecisions,
+        ledger: GitOpsLedger,
+        exposure: ExposureKeeper,
     ) -> None:
         self.grantor = grantor
+        self.exposure = exposure
         self.kube = grantor.kube
         self.reporter = grantor.reporter
         self.scheduler = grantor.scheduler
@@ -78,6 +90,8 @@ class RequestKeeper:
         # The latest policies seen, for deadlines that fire outside any handler.
         self.policies: dict[str, AccessPolicy] = {}
         self._pending: set[GrantKey] = set()
+        # Approvals already said not to count, so each is said once.
+        self._forged: set[tuple[GrantKey, str]] = set()
         self._locks: dict[GrantKey, asyncio.Lock] = {}
         self.scheduler.on(APPROVAL_TIMEOUT, self.timeout)
 
@@ -126,6 +140,10 @@ class RequestKeeper:
                 labels = await self.kube.get_namespace_labels(key.namespace or "")
             self.remember(policies)
             decision = compute_decision(request, policies, labels)
+        if request.spec.requester is not None:
+            decision = await self.exposure.check_applier(
+                decision, self.policies.get(decision.policy or ""), request.spec.requester
+            )
         decision, screened = await self.screen(request, body, decision, request.status)
         # Only what a policy may still grant is worth asking the API server about: a request
         # already denied or invalid costs no reviews. What is new for the subject is told to
@@ -135,13 +153,16 @@ class RequestKeeper:
         risk = None
         if decision.outcome in (Outcome.GRANT, Outcome.PENDING):
             risk = await self.assess(request, compare=decision.outcome == Outcome.PENDING)
+        if risk is not None:
+            risk = self.with_acting_as(request, risk)
         role = request.spec.role
         policy = self.policies.get(decision.policy or "")
         granted_at_once = decision.outcome == Outcome.GRANT
         decision = compute_capability_decision(decision, policy, risk, f"{role.kind} {role.name}")
         if granted_at_once and decision.outcome == Outcome.PENDING:
             # A capability wants an approver after all: they see what is new.
-            risk = await self.assess(request) or risk
+            fresh = await self.assess(request) or risk
+            risk = self.with_acting_as(request, fresh) if fresh is not None else None
         decision = await self.starts.screen(request, decision, policy)
         screened = self._decided(request, decision, screened).model_copy(update={"risk": risk})
         request = request.model_copy(update={"status": screened})
@@ -202,6 +223,31 @@ class RequestKeeper:
             compute_subject(requester, request.spec.subject),
             requester,
             compare=compare,
+        )
+
+    def with_acting_as(self, request: AccessRequest, risk: RiskSummary) -> RiskSummary:
+        """The summary, told whether the grant would let its holder act as an applier or an
+        approver of any policy (capability ActAsApprover)."""
+        requester = request.spec.requester
+        if requester is None or ACT_AS_APPROVER in risk.capabilities:
+            return risk
+        subject = compute_subject(requester, request.spec.subject)
+        holder = subject_user(subject, requester) or (
+            UserInfo(username="", groups=[subject.name])
+            if subject.kind == SubjectKind.GROUP
+            else requester
+        )
+        acting = self.exposure.acting_as(
+            request.spec.role, [request.metadata.namespace], holder, list(self.policies.values())
+        )
+        if not acting:
+            return risk
+        return risk.model_copy(
+            update={
+                "capabilities": [*risk.capabilities, ACT_AS_APPROVER],
+                "summary": f"{risk.summary} It would let its holder act as "
+                f"{describe_acting_as(acting)}.",
+            }
         )
 
     async def grant(self, request: AccessRequest, decision: Decision) -> None:
@@ -410,7 +456,8 @@ class RequestKeeper:
             return
         records = await self.decisions.verified(key, body)
         subject = compute_subject(requester, request.spec.subject)
-        state = compute_approval_state(records, policy, requester, subject, self.admin_groups)
+        counted = await self._unforged(key, records, policy, requester, subject)
+        state = compute_approval_state(counted, policy, requester, subject, self.admin_groups)
         now = self.grantor.clock()
         deadline = self._pending_deadline(request, policy)
         seen = {(a.user.username, a.decision, a.at) for a in status.approvals}
@@ -500,6 +547,31 @@ class RequestKeeper:
                 key, {"status": {"approvals": [a.to_wire() for a in state.approvals]}}
             )
         self.scheduler.schedule(key, deadline, APPROVAL_TIMEOUT)
+
+    async def _unforged(
+        self,
+        key: GrantKey,
+        records: Sequence[DecisionRecord],
+        policy: AccessPolicy,
+        requester: UserInfo,
+        subject: Subject,
+    ) -> list[DecisionRecord]:
+        """The decisions the requester (or the subject) could not have made themselves by
+        acting as the approver; each one left out is said once, in a Warning Event."""
+        approvals = [r.user for r in records if r.action == Action.APPROVE]
+        forged = self.exposure.forged(approvals, policy, requester, subject)
+        for username, path in forged.items():
+            if (key, username) in self._forged:
+                continue
+            self._forged.add((key, username))
+            await self.reporter.event(
+                key,
+                "Warning",
+                "ApprovalNotCounted",
+                f"The approval by {username} does not count: {path.describe()} — the approver "
+                f"{username} is, so the requester could have made it.",
+            )
+        return [r for r in records if not (r.action == Action.APPROVE and r.username in forged)]
 
     async def _approve(
         self,

@@ -20,6 +20,7 @@ from lapse.config import Settings, WebhookMode
 from lapse.core.bindings import MANAGED_SELECTOR
 from lapse.decisions import RequestDecisions
 from lapse.drift import RoleDriftWatch
+from lapse.exposure import REFRESH_SECONDS, ExposureKeeper
 from lapse.grantor import Grantor
 from lapse.guard import BindingGuard
 from lapse.index import KINDS as INDEXED_KINDS
@@ -53,6 +54,7 @@ class Services:
     index: GrantIndex
     # Every Role and binding: who can act as an applier or approver, and as a pod's account.
     rbac: RbacIndex
+    exposure: ExposureKeeper
     uninstaller: Uninstaller
     # The operator's signing key: requesters and decisions carry its MACs.
     key: bytes
@@ -146,6 +148,11 @@ class Services:
                 except (ApiError, OSError, TimeoutError) as error:
                     logger.warning("Could not check a binding after taking over: %s", error)
         self.tasks.append(asyncio.create_task(self.sweeper.sweep_forever(), name="lapse-sweep"))
+        self.tasks.append(
+            asyncio.create_task(
+                self.exposure.run(REFRESH_SECONDS, self.grantor.clock), name="lapse-exposure"
+            )
+        )
         self.leadership.ready.set()
 
     async def stop(self) -> None:
@@ -182,6 +189,7 @@ async def build_services(
         )
     grantor = Grantor(kube, settings)
     rbac = RbacIndex()
+    exposure = ExposureKeeper(kube, rbac, grantor.reporter, settings)
     uninstaller = Uninstaller(grantor)
     await uninstaller.arm()
     decisions = RequestDecisions(grantor.reporter, key=key, admin_groups=settings.admin_groups)
@@ -195,11 +203,12 @@ async def build_services(
         drift=RoleDriftWatch(grantor),
         sweeper=Sweeper(grantor),
         decisions=decisions,
-        requests=RequestKeeper(grantor, decisions=decisions, ledger=ledger),
+        requests=RequestKeeper(grantor, decisions=decisions, ledger=ledger, exposure=exposure),
         breakglass=BreakGlassKeeper(grantor, key=key),
         leadership=leadership,
         index=GrantIndex(),
         rbac=rbac,
+        exposure=exposure,
         uninstaller=uninstaller,
         key=key,
         certificates=certificates,

@@ -33,6 +33,7 @@ GAUGES = frozenset(
         "lapse_audit_queue_depth",
         "lapse_scheduled_expiries",
         "lapse_pending_requests",
+        "lapse_policy_exposures",
         "lapse_breakglass_active",
         "lapse_breakglass_unreviewed",
         "lapse_revocations_unverified",

@@ -25,6 +25,8 @@ from lapse.core.requester import build_requester_stamp
 from lapse.decisions import RequestDecisions
 from lapse.grantor import Grantor
 from lapse.ledger import GitOpsLedger
+from lapse.exposure import ExposureKeeper
+from lapse.rbac import RbacIndex
 from lapse.requests import RequestKeeper
 from tests.unit.builders import NOW, make_policy
 from tests.unit.memory_kube import MemoryKube, merge
@@ -108,7 +110,11 @@ def world() -> World:
     grantor = Grantor(kube, Settings(), clock=lambda: clock[0])
     decisions = RequestDecisions(grantor.reporter, key=KEY, admin_groups=frozenset())
     ledger = GitOpsLedger(kube, "lapse-system", timedelta(days=30))
-    keeper = RequestKeeper(grantor, decisions=decisions, ledger=ledger)
+    # The cluster's RBAC, read: it holds nothing, so nobody can act as anyone.
+    rbac = RbacIndex()
+    rbac.ready.set()
+    exposure = ExposureKeeper(kube, rbac, grantor.reporter, Settings())
+    keeper = RequestKeeper(grantor, decisions=decisions, ledger=ledger, exposure=exposure)
     return World(kube=kube, grantor=grantor, decisions=decisions, keeper=keeper, now=clock)
 
 

@@ -138,6 +138,14 @@ class Approval(Model):
     timeout: Duration = Field(
         default="24h", description="How long a request may wait for approval before it expires."
     )
+    exposure_accepted: Identities = Field(
+        default_factory=Identities,
+        description=(
+            "Who may act as this policy's trusted appliers or approvers without holding up "
+            "approvals: people trusted as much as those identities (a GitOps tool's own "
+            "operators, say). They are still listed in status.exposures."
+        ),
+    )
 
 
 class BreakGlassReview(Model):
@@ -367,14 +375,26 @@ class Foothold(Model):
             "then theirs too, and is reported instead of removed."
         ),
     )
-    at: datetime = Field(description="When it was made.")
-    action: FootholdAction = Field(description="What the policy says to do at the grant's end.")
-    outcome: Literal["Removed", "Reported", "Gone", "Changed", "Kept"] | None = Field(
+    beyond: list[str] | None = Field(
         default=None,
         description=(
-            "At the grant's end: Removed; Reported (left in place by policy); Gone (already "
-            "deleted); Changed (replaced by another object of that name, left alone); Kept "
-            "(could not be removed, see the Events)."
+            "For a connection into a pod: a few things the pod's ServiceAccount can do that "
+            "the grantee could not (what its token gives whoever reads it)."
+        ),
+    )
+    at: datetime = Field(description="When it was made.")
+    action: FootholdAction = Field(
+        description=(
+            "What the policy says to do at the grant's end; Remove on a connection into a pod "
+            "ends that pod (strongerPods: EndPods), and the token bound to it with it."
+        )
+    )
+    outcome: Literal["Removed", "Ended", "Reported", "Gone", "Changed", "Kept"] | None = Field(
+        default=None,
+        description=(
+            "At the grant's end: Removed; Ended (the pod connected to was deleted); Reported "
+            "(left in place by policy); Gone (already deleted); Changed (replaced by another "
+            "object of that name, left alone); Kept (could not be removed, see the Events)."
         ),
     )
 
@@ -653,6 +673,35 @@ class ObjectMeta(Model):
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
+class ExposureRecord(Model):
+    """Someone besides administrators who can act as an applier or approver of a policy."""
+
+    role: Literal["Applier", "Approver"] = Field(description="Applier or Approver.")
+    identity: str = Field(description="The identity the approval rests on.")
+    actor: str = Field(description="Who can act as it: a User, Group or ServiceAccount.")
+    way: str = Field(description="How: impersonate it, mint tokens for it, run pods as it, ...")
+    through: str = Field(description="The binding (and role) that allows it.")
+    accepted: bool = Field(
+        default=False, description="Whether approval.exposureAccepted names the actor."
+    )
+
+
+class AccessPolicyStatus(Model):
+    """What Lapse observed of a policy: whether its approvals rest on identities nobody else
+    can assume."""
+
+    observed_generation: int | None = Field(
+        default=None, description="The generation this status was computed from."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Exposed: someone else can act as an applier/approver."
+    )
+    exposures: list[ExposureRecord] = Field(
+        default_factory=list,
+        description="Who besides administrators can act as the appliers and approvers, and how.",
+    )
+
+
 class AccessPolicy(Model):
     """Who may ask for which role, where, for how long, and who approves; cluster-scoped."""
 
@@ -660,6 +709,7 @@ class AccessPolicy(Model):
     kind: Literal["AccessPolicy"] = "AccessPolicy"
     metadata: ObjectMeta
     spec: AccessPolicySpec
+    status: AccessPolicyStatus = Field(default_factory=AccessPolicyStatus)
 
 
 class AccessRequest(Model):

@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lapse.core.bindings import MANAGED_BY, MANAGED_BY_LABEL
+
 RBAC_GROUP = "rbac.authorization.k8s.io"
 AUTHN_GROUP = "authentication.k8s.io"
 LAPSE_GROUP = "lapse.dev"
@@ -126,6 +128,9 @@ class BindingRecord:
     role_kind: str
     role_name: str
     subjects: tuple[Actor, ...]
+    # Made by Lapse for a grant: a temporary administrator is still named, being exactly
+    # whose borrowing must not outlast or widen a grant.
+    temporary: bool = False
 
     def describe(self) -> str:
         where = f"{self.namespace}/" if self.namespace else ""
@@ -168,6 +173,7 @@ def parse_binding(kind: str, body: Mapping[str, Any]) -> BindingRecord:
         role_kind=str(role.get("kind") or "ClusterRole"),
         role_name=str(role.get("name") or ""),
         subjects=subjects,
+        temporary=(metadata.get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY,
     )
 
 
@@ -192,6 +198,7 @@ class Held:
     rule: Rule
     scope: str | None
     through: str
+    temporary: bool = False
 
 
 @dataclass(frozen=True)
@@ -255,16 +262,19 @@ def compute_holdings(snapshot: Snapshot) -> dict[Actor, list[Held]]:
             continue
         through = binding.describe()
         for actor in binding.subjects:
-            held.setdefault(actor, []).extend(Held(r, binding.namespace, through) for r in rules)
+            held.setdefault(actor, []).extend(
+                Held(r, binding.namespace, through, binding.temporary) for r in rules
+            )
     return held
 
 
 def compute_administrators(holdings: Mapping[Actor, Sequence[Held]]) -> frozenset[Actor]:
-    """Subjects that may do anything anywhere (cluster-admin and its like)."""
+    """Subjects that may do anything anywhere (cluster-admin and its like) for good: not
+    through a grant."""
     return frozenset(
         actor
         for actor, held in holdings.items()
-        if any(h.scope is None and h.rule.everything for h in held)
+        if any(h.scope is None and h.rule.everything and not h.temporary for h in held)
     )
 
 

@@ -46,7 +46,11 @@ CAPABILITIES: Mapping[str, str] = {
     "DeleteNamespaces": "delete namespaces",
     "Wildcards": "use wildcard rules (anything, present or future)",
     "NodeProxy": "proxy to nodes (the kubelet API)",
+    # Not read from the rules alone: what they reach among the policies' appliers and
+    # approvers (lapse.core.exposure). Always needs an approver, GitOps or not.
+    "ActAsApprover": "act as an approver or a trusted applier of an AccessPolicy",
 }
+ACT_AS_APPROVER = "ActAsApprover"
 MAX_LISTED = 12
 
 
@@ -225,7 +229,21 @@ def compute_capability_decision(
             policy=decision.policy,
         )
     needing = [c for c in risk.capabilities if c in rules.require_approval]
-    if decision.outcome == Outcome.GRANT and needing and decision.reason != "GitOpsApproved":
+    if ACT_AS_APPROVER in risk.capabilities:
+        # A merged pull request is no approval here: the applier may be what it reaches.
+        needing = [ACT_AS_APPROVER, *(c for c in needing if c != ACT_AS_APPROVER)]
+    elif decision.reason == "GitOpsApproved":
+        needing = []
+    if decision.outcome == Outcome.GRANT and ACT_AS_APPROVER in needing:
+        return Decision(
+            Outcome.PENDING,
+            "GrantActsAsApprover",
+            f"{role} here would let its holder act as an approver or a trusted applier of an "
+            "AccessPolicy (see the risk summary); such a grant always waits for an approver.",
+            policy=decision.policy,
+            duration=decision.duration,
+        )
+    if decision.outcome == Outcome.GRANT and needing:
         words = "; ".join(CAPABILITIES[c] for c in needing)
         return Decision(
             Outcome.PENDING,

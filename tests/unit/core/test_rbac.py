@@ -213,3 +213,10 @@ def test_a_group_binding_names_the_group() -> None:
     found = compute_exposure(state, APPLIER, Trusted())
     assert found and {p.actor.describe() for p in found} == {"Group devs"}
     assert can_act_as(found, "alice", ["devs"])
+
+
+def test_an_administrator_by_grant_is_still_named() -> None:
+    temporary = binding("ClusterRoleBinding", "bg", "ClusterRole/cluster-admin", [user("alice")])
+    temporary["metadata"]["labels"] = {"app.kubernetes.io/managed-by": "lapse"}
+    state = snapshot({"ClusterRole/cluster-admin": ADMIN}, [temporary])
+    assert "impersonate it" in {p.way for p in compute_exposure(state, APPLIER, Trusted())}
