@@ -29,7 +29,7 @@ import pytest
 import yaml
 from kubernetes.client.rest import ApiException
 
-from tests.cluster import AuditWebhook, Cluster
+from tests.cluster import AuditWebhook, Cluster, write_token_kubeconfig
 from tests.conftest import backend_of
 from tests.e2e.harness import (
     ROOT,
@@ -161,6 +161,22 @@ def operator(
         print(f"\noperator log: {process.log_path}\naudit trail: {process.audit_path}")
 
 
+@dataclass(frozen=True)
+class Account:
+    """A ServiceAccount acting with its own token."""
+
+    cluster: Cluster
+    username: str
+    kubeconfig: Path
+    token: str
+
+    def kubectl(self, *args: str, as_user: str | None = None, input: str | None = None) -> Any:
+        """kubectl with this account's token (and, given `as_user`, impersonating)."""
+        return self.cluster.kubectl(
+            f"--kubeconfig={self.kubeconfig}", *args, as_user=as_user, input=input, check=False
+        )
+
+
 @dataclass
 class Team:
     """One test's people and policy: a requester group, its user, and its namespace."""
@@ -285,6 +301,24 @@ class Team:
             return next((e for e in self.events(name) if e.get("reason") == reason), None)
 
         return wait_for(find, timeout, 0.2, f"Event {reason} on {name}")
+
+    def account(self, name: str, namespace: str | None = None) -> Account:
+        """A ServiceAccount here and a kubeconfig holding a token the API server minted for it
+        (TokenRequest): requests made with it carry the account's own credential, as a
+        controller's in its pod do — unlike impersonation."""
+        where = namespace or self.namespace
+        manifest = {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": where},
+        }
+        self.cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        token = self.cluster.kubectl(
+            "create", "token", name, "-n", where, "--duration", "1h"
+        ).stdout.strip()
+        path = self.cluster.kubeconfig.parent / f"{where}-{name}.kubeconfig"
+        write_token_kubeconfig(path, self.cluster.kubeconfig, token, name, where)
+        return Account(self.cluster, f"system:serviceaccount:{where}:{name}", path, token)
 
     def binding(self, name: str) -> dict[str, Any] | None:
         rbac = kubernetes.client.RbacAuthorizationV1Api(self.cluster.api())

@@ -1,27 +1,42 @@
 """GitOps approval: the merged pull request approves, the GitOps controller's identity proves it.
 
-The controller is impersonated (`--as system:serviceaccount:argocd:argocd-application-controller`)
-and applies the same YAML a Git repository would hold; nobody else may name a subject.
+The controller acts with a token the API server minted for its ServiceAccount, as it does from
+its pod, and applies the same YAML a Git repository would hold; nobody else may name a subject.
+Impersonating it is an attack (tests/e2e/test_borrowed_identity.py).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Operator, Team
+from tests.e2e.conftest import Account, Operator, Team
 
-ARGOCD = "system:serviceaccount:argocd:argocd-application-controller"
+CONTROLLER = "argocd-application-controller"
 PR = "https://git.example.com/platform/access/pull/42"
 COMMIT = "9f1c2ab"
 
 
 @pytest.fixture
-def gitops(team: Team) -> str:
+def controller(team: Team) -> Iterator[Account]:
+    """The GitOps controller's ServiceAccount with its own token, in a namespace of its own:
+    a grant of `edit` where it lives would let the grantee act as it."""
+    where = f"{team.namespace}-cd"[:63]
+    team.cluster.kubectl("create", "namespace", where)
+    try:
+        yield team.account(CONTROLLER, where)
+    finally:
+        team.cluster.kubectl("delete", "namespace", where, "--wait=false", check=False)
+
+
+@pytest.fixture
+def gitops(team: Team, controller: Account) -> str:
     """A policy trusting Argo CD for the team, bob eligible, and Argo CD allowed to apply."""
+    applier = controller.username
     name = f"{team.namespace}-gitops"
     policy = {
         "apiVersion": "lapse.dev/v1alpha1",
@@ -35,7 +50,7 @@ def gitops(team: Team) -> str:
             "approval": {
                 "mode": "Approvers",
                 "approvers": {"groups": ["nobody"]},
-                "trustedAppliers": {"users": [ARGOCD]},
+                "trustedAppliers": {"users": [applier]},
             },
         },
     }
@@ -48,7 +63,7 @@ def gitops(team: Team) -> str:
         "-n",
         team.namespace,
         "--clusterrole=lapse-requester",
-        f"--user={ARGOCD}",
+        f"--user={applier}",
     )
     time.sleep(0.3)
     return name
@@ -64,18 +79,18 @@ def manifest(team: Team, name: str, duration: str) -> str:
 
 
 def argocd(team: Team, *args: str, input: str | None = None) -> Any:
-    return team.cluster.kubectl(*args, as_user=ARGOCD, input=input, check=False)
+    return team.account(CONTROLLER, f"{team.namespace}-cd"[:63]).kubectl(*args, input=input)
 
 
 def test_the_trusted_applier_grants_the_named_subject_with_the_pr_on_record(
-    team: Team, gitops: str, operator: Operator
+    team: Team, gitops: str, controller: Account, operator: Operator
 ) -> None:
     applied = argocd(team, "apply", "-f", "-", input=manifest(team, "from-git", "30s"))
     assert applied.returncode == 0, applied.stderr
     body = team.wait_phase("from-git", "Active")
     status = body["status"]
     assert status["subject"] == {"kind": "User", "name": "bob"}
-    assert status["requester"]["username"] == ARGOCD
+    assert status["requester"]["username"] == controller.username
     assert status["pullRequest"] == PR and status["commit"] == COMMIT
     assert status["policy"] == gitops
     assert team.can_i("create", "deployments", user="bob")
