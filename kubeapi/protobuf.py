@@ -71,6 +71,12 @@ SUBJECT: Schema = {
     3: ("name", "string", False),
     4: ("namespace", "string", False),
 }
+BOUND_OBJECT_REFERENCE: Schema = {
+    1: ("kind", "string", False),
+    2: ("apiVersion", "string", False),
+    3: ("name", "string", False),
+    4: ("uid", "string", False),
+}
 ROLE_REF: Schema = {
     1: ("apiGroup", "string", False),
     2: ("kind", "string", False),
@@ -157,7 +163,11 @@ KINDS: dict[tuple[str, str], Schema] = {
     ),
     ("authentication.k8s.io/v1", "SelfSubjectReview"): _object(),
     ("authentication.k8s.io/v1", "TokenRequest"): _object(
-        {1: ("audiences", "string", True), 4: ("expirationSeconds", "int", False)}
+        {
+            1: ("audiences", "string", True),
+            3: ("boundObjectRef", BOUND_OBJECT_REFERENCE, False),
+            4: ("expirationSeconds", "int", False),
+        }
     ),
 }
 
