@@ -225,6 +225,22 @@ def check_metadata(info: ResourceInfo, obj: dict[str, Any]) -> None:
         raise errors.invalid(info.kind, info.group, meta.get("name", ""), causes)
 
 
+SA_TOKEN_TYPE = "kubernetes.io/service-account-token"
+SA_NAME_ANNOTATION = "kubernetes.io/service-account.name"
+
+
+def _secret_causes(obj: dict[str, Any]) -> list[Cause]:
+    """A service account token Secret must name its ServiceAccount."""
+    if obj.get("type") != SA_TOKEN_TYPE:
+        return []
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    if annotations.get(SA_NAME_ANNOTATION):
+        return []
+    return [
+        Cause(f"metadata.annotations[{SA_NAME_ANNOTATION}]", "Required value", "FieldValueRequired")
+    ]
+
+
 def check_builtin(info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
     """Raise 422 for a built-in object the real API server would refuse."""
     causes: list[Cause] = []
@@ -285,6 +301,8 @@ def check_builtin(info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any] |
                         "must consist of alphanumeric characters, '-', '_' or '.'",
                     )
                 )
+    elif info.group == "" and info.plural == "secrets":
+        causes += _secret_causes(obj)
     elif info.group == "" and info.plural == "endpoints":
         causes += endpoints.endpoints_causes(obj)
     elif info.group == endpoints.DISCOVERY and info.plural == "endpointslices":
