@@ -16,11 +16,10 @@ import dataclasses
 import itertools
 import json
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import yaml
@@ -38,9 +37,12 @@ from . import (
     patch,
     protobuf,
     rbac,
+    requestinfo,
     schema,
     selectors,
+    serviceaccounts,
     table,
+    tokenrequest,
     validation,
 )
 from .builtins import VIRTUAL
@@ -50,6 +52,8 @@ from .objects import CRD_GROUP, Objects, is_events_v1, key_of, now
 from .registry import Registry
 from .resources import KUBERNETES_VERSION, ResourceInfo
 from .store import Event, Store, TooOld
+from .tokens import Issuer, LegacyUse
+from .tokensecrets import TokensController
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +111,6 @@ CONNECT_OPTIONS = {
     "attach": "PodAttachOptions",
     "portforward": "PodPortForwardOptions",
 }
-# kube-apiserver refuses TokenRequests for less than ten minutes (validation.go).
-MIN_TOKEN_SECONDS = 600
 
 
 @dataclass
@@ -144,7 +146,13 @@ class Server:
         self.address = ""
         users = {admin_token: UserInfo("admin", (ADMIN_GROUP,))}
         users.update(tokens or {})
-        self.authenticator = auth.Authenticator(users)
+        # Service account tokens: signed here, checked against the store when they come back;
+        # a legacy token's use is marked on its Secret by the tokens controller.
+        self.issuer = Issuer(self.store.get, legacy_used=lambda use: self._token_used(use))
+        self.token_secrets = TokensController(self.objects, self.issuer, root_ca)
+        self.token_requests = tokenrequest.TokenRequests(self.store, self.issuer)
+        self.authenticator = auth.Authenticator(users, [self.issuer.authenticate])
+        self._impersonation_modes = auth.ModeMemory()
         self._rbac_revision = 0
         self.authorizer = rbac.Authorizer(self._list_rbac, lambda: self._rbac_revision)
         self._aggregation_pending = False
@@ -256,6 +264,7 @@ class Server:
 
     async def _on_startup(self, app: web.Application) -> None:
         self.controllers.start()
+        self.token_secrets.start()
         if self.audit_backend is not None:
             self.audit_backend.start()
 
@@ -264,6 +273,7 @@ class Server:
             await self.audit_backend.stop()
         self.store.cut_watches()
         await self.controllers.stop()
+        await self.token_secrets.stop()
         # Admission keeps connections to webhooks open between calls.
         await self.admission.close()
 
@@ -334,7 +344,7 @@ class Server:
         """The request as the audit policy judges it and its event records it."""
         impersonated: UserInfo | None = None
         try:
-            acting = self._authenticate_headers(request.headers)
+            acting = self._authenticate(request)
             if acting != user:
                 impersonated = acting
         except errors.ApiError:
@@ -375,16 +385,28 @@ class Server:
     # -- identity ---------------------------------------------------------------------------
 
     def _authenticate(self, request: web.Request) -> UserInfo:
-        return self._authenticate_headers(request.headers)
+        asked = requestinfo.attributes(request.method, request.path, request.query)
+        return self._authenticate_headers(request.headers, asked)
 
-    def _authenticate_headers(self, headers: Mapping[str, str]) -> UserInfo:
+    def _authenticate_headers(
+        self, headers: Mapping[str, str], asked: Attributes | None = None
+    ) -> UserInfo:
+        """The caller, then whom it impersonates for the request `asked` (constrained
+        impersonation authorizes the impersonator for the request itself)."""
         user = self.authenticator.authenticate(headers)
-        return auth.impersonate(user, headers, self._authorize_raw)
+        return auth.impersonate(
+            user, headers, self._authorize_raw, asked, self._impersonation_modes
+        )
+
+    def _token_used(self, use: LegacyUse) -> None:
+        self.token_secrets.used(use)
 
     def _headers_are_admin(self, headers: Mapping[str, str]) -> bool:
         """Whether a request's caller (after impersonation) is a cluster admin."""
         try:
-            user = self._authenticate_headers(headers)
+            user = self._authenticate_headers(
+                headers, Attributes("get", path="/_faults", resource_request=False)
+            )
         except errors.ApiError:
             return False
         return user.is_admin
@@ -1090,6 +1112,7 @@ class Server:
         dry_run = self._dry_run(request)
         self._refuse_if_crd_terminating(t.info)
         obj = self.objects.prepare_create(t.info, body, t.namespace)
+        obj = await self._admit_builtin(t, obj, body)
         obj = (
             await self._admit("CREATE", t, user, obj, None, dry_run, name=obj["metadata"]["name"])
             or obj
@@ -1101,43 +1124,30 @@ class Server:
         created = self.objects.create(t.info, obj, dry_run)
         return respond(self._shape(request, t.info, [created], True, {}), 201)
 
+    async def _admit_builtin(self, t: Target, obj: dict[str, Any], body: Any) -> dict[str, Any]:
+        """The built-in admission plugins that change what is created, before any webhook:
+        NamespaceLifecycle (a missing namespace is 404 first), then ServiceAccount for pods."""
+        if t.info.group != "" or t.info.plural != "pods":
+            return obj
+        self.objects.check_namespace(t.info, t.namespace, obj["metadata"]["name"])
+        given = ((body or {}).get("metadata") or {}).get("name") or ""
+        return await serviceaccounts.admit_pod(self.store, t.namespace, obj, given)
+
     async def _token_request(
         self, t: Target, body: Any, user: UserInfo, dry_run: bool
     ) -> dict[str, Any]:
-        """TokenRequest: a bearer token for a ServiceAccount, valid while the server runs. As
-        on a real API server it passes admission (kind TokenRequest, subresource `token` of
-        serviceaccounts) and may not ask for less than ten minutes."""
-        account = self.objects.get(t.info, t.namespace, t.name)
-        spec = dict((body or {}).get("spec") or {})
-        seconds = int(spec.get("expirationSeconds") or 3600)
-        if seconds < MIN_TOKEN_SECONDS:
-            raise errors.invalid(
-                "TokenRequest",
-                "authentication.k8s.io",
-                t.name,
-                [
-                    errors.Cause(
-                        "spec.expirationSeconds",
-                        f"Invalid value: {seconds}: may not specify a duration less than "
-                        "10 minutes",
-                    )
-                ],
-            )
-        review = {
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "metadata": {"name": t.name, "namespace": t.namespace},
-            "spec": {**spec, "expirationSeconds": seconds},
-        }
+        """TokenRequest (tokenrequest.py): mutating admission on the defaulted request, the
+        token REST's checks, validating admission, then the bound object and the token. It
+        passes admission as kind TokenRequest, subresource `token` of serviceaccounts."""
+        review = tokenrequest.initial(t.namespace, t.name, body)
+        account: dict[str, Any] = {}
         for mutate in (True, False):
+            if not mutate:
+                review, account = self.token_requests.check(t.namespace, t.name, review)
             attributes = self._admission_attributes(
                 "CREATE", t, user, None, None, dry_run, None, t.name
             )
-            attributes.kind = {
-                "group": "authentication.k8s.io",
-                "version": "v1",
-                "kind": "TokenRequest",
-            }
+            attributes.kind = {"group": tokenrequest.GROUP, "version": "v1", "kind": "TokenRequest"}
             attributes.object = review
             try:
                 if mutate:
@@ -1146,23 +1156,7 @@ class Server:
                     await self.admission.validate(attributes)
             finally:
                 _WARNINGS.get([]).extend(attributes.warnings)
-        spec = dict(review.get("spec") or spec)
-        token = secrets.token_urlsafe(32)
-        username = f"system:serviceaccount:{t.namespace}:{t.name}"
-        groups = ("system:serviceaccounts", f"system:serviceaccounts:{t.namespace}")
-        self.authenticator.add(token, UserInfo(username, groups, account["metadata"]["uid"]))
-        expires = datetime.now(UTC) + timedelta(seconds=seconds)
-        spec["expirationSeconds"] = seconds
-        return {
-            "kind": "TokenRequest",
-            "apiVersion": "authentication.k8s.io/v1",
-            "metadata": {"name": t.name, "namespace": t.namespace, "creationTimestamp": now()},
-            "spec": spec,
-            "status": {
-                "token": token,
-                "expirationTimestamp": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            },
-        }
+        return self.token_requests.issue(review, account)
 
     def _refuse_if_crd_terminating(self, info: ResourceInfo) -> None:
         if info.crd is None:
@@ -1312,6 +1306,7 @@ class Server:
             body.setdefault("metadata", {})["name"] = t.name
             dry_run = self._dry_run(request)
             obj = self.objects.prepare_create(t.info, body, t.namespace)
+            obj = await self._admit_builtin(t, obj, body)
             obj = await self._admit("CREATE", t, user, obj, None, dry_run, name=t.name) or obj
             obj = self._validate(t, obj, None, user, "create")
             await self._admit("CREATE", t, user, obj, None, dry_run, name=t.name, mutate=False)

@@ -10,7 +10,7 @@ import pytest
 from multidict import CIMultiDict
 
 from kubeapi import auth, errors, rbac
-from kubeapi.identity import UserInfo
+from kubeapi.identity import Attributes, UserInfo
 
 G = rbac.GROUP
 
@@ -139,16 +139,32 @@ def test_service_account_gets_its_groups(authorize: auth.Authorize) -> None:
     )
 
 
+LIST_PODS = Attributes("list", "pods", "", "", "payments", path="/api/v1/namespaces/payments/pods")
+
+
 def test_impersonation_is_refused_in_the_api_server_words(authorize: auth.Authorize) -> None:
+    # v1.36 tries the constrained modes first: the first refusal names `impersonate-on`.
     with pytest.raises(errors.ApiError) as caught:
-        auth.impersonate(BOB, {"Impersonate-User": "alice"}, authorize)
+        auth.impersonate(BOB, {"Impersonate-User": "alice"}, authorize, LIST_PODS)
     assert caught.value.code == 403
     assert caught.value.message == (
-        'users "alice" is forbidden: User "bob" cannot impersonate resource "users" in API '
-        'group "" at the cluster scope'
+        'pods is forbidden: User "bob" cannot impersonate-on:user-info:list resource "pods" in '
+        'API group "" in the namespace "payments"'
     )
     with pytest.raises(errors.ApiError) as caught:
         auth.impersonate(BOB, {"Impersonate-User": "system:serviceaccount:ns:sa"}, authorize)
+    assert caught.value.message == (
+        'forbidden: User "bob" cannot impersonate-on:serviceaccount:get path "/"'
+    )
+    # A service account with groups is for legacy impersonation alone.
+    with pytest.raises(errors.ApiError) as caught:
+        auth.impersonate(
+            BOB,
+            headers(
+                ("Impersonate-User", "system:serviceaccount:ns:sa"), ("Impersonate-Group", "g")
+            ),
+            authorize,
+        )
     assert caught.value.message == (
         'serviceaccounts "sa" is forbidden: User "bob" cannot impersonate resource '
         '"serviceaccounts" in API group "" in the namespace "ns"'
@@ -156,26 +172,58 @@ def test_impersonation_is_refused_in_the_api_server_words(authorize: auth.Author
 
 
 def test_impersonation_rights_are_checked_one_by_one(authorize: auth.Authorize) -> None:
+    memory = auth.ModeMemory()
     acting = auth.impersonate(
-        CAROL, headers(("Impersonate-User", "alice"), ("Impersonate-Group", "devs")), authorize
+        CAROL,
+        headers(("Impersonate-User", "alice"), ("Impersonate-Group", "devs")),
+        authorize,
+        LIST_PODS,
+        memory,
     )
     assert acting.username == "alice"
+    # carol got through by the legacy verb: that mode is tried first from now on, and its
+    # refusal is the answer.
     with pytest.raises(errors.ApiError) as caught:
         auth.impersonate(
             CAROL,
             headers(("Impersonate-User", "alice"), ("Impersonate-Group", "system:masters")),
             authorize,
+            LIST_PODS,
+            memory,
         )
     assert caught.value.message.startswith('groups "system:masters" is forbidden: User "carol"')
     with pytest.raises(errors.ApiError):
-        auth.impersonate(CAROL, {"Impersonate-User": "bob"}, authorize)
+        auth.impersonate(CAROL, {"Impersonate-User": "bob"}, authorize, LIST_PODS, memory)
+    with pytest.raises(errors.ApiError) as caught:
+        auth.impersonate(
+            CAROL,
+            headers(("Impersonate-User", "alice"), ("Impersonate-Uid", "x")),
+            authorize,
+            LIST_PODS,
+            memory,
+        )
+    assert 'uids.authentication.k8s.io "x" is forbidden' in caught.value.message
+    # Without that memory the first mode tried refuses first.
     with pytest.raises(errors.ApiError) as caught:
         auth.impersonate(
             CAROL, headers(("Impersonate-User", "alice"), ("Impersonate-Uid", "x")), authorize
         )
-    assert 'uids.authentication.k8s.io "x" is forbidden' in caught.value.message
+    assert "impersonate-on:user-info:get" in caught.value.message
 
 
 def test_groups_without_a_user_are_an_error(authorize: auth.Authorize) -> None:
-    with pytest.raises(errors.ApiError):
+    with pytest.raises(errors.ApiError) as caught:
         auth.impersonate(ADMIN, {"Impersonate-Group": "devs"}, authorize)
+    assert caught.value.code == 400
+    assert caught.value.message == (
+        'requested &user.DefaultInfo{Name:"", UID:"", Groups:[]string{"devs"}, '
+        "Extra:map[string][]string(nil)} without impersonating a user name"
+    )
+    with pytest.raises(errors.ApiError) as caught:
+        auth.impersonate(
+            ADMIN, headers(("Impersonate-Uid", "u"), ("Impersonate-Extra-A%2Fb", "v")), authorize
+        )
+    assert caught.value.message == (
+        'requested &user.DefaultInfo{Name:"", UID:"u", Groups:[]string(nil), '
+        'Extra:map[string][]string{"a/b":[]string{"v"}}} without impersonating a user name'
+    )
