@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from lapse import metrics
 from lapse.core.actions import (
     DECISIONS_ANNOTATION,
+    Action,
     ActionAdmission,
     DecisionRecord,
     ObjectIdentity,
@@ -26,11 +27,13 @@ from lapse.core.actions import (
     compute_verified_decisions,
 )
 from lapse.core.approvals import build_request_authority
+from lapse.core.exposure import describe_forgery
 from lapse.core.grants import GrantKey, compute_subject
 from lapse.core.kinds import ACCESS_REQUEST
 from lapse.core.models import AccessPolicy, AccessRequest, AccessRequestStatus, UserInfo
 from lapse.core.owners import parse_role, parse_status
 from lapse.core.policy import compute_decision
+from lapse.exposure import ExposureKeeper
 from lapse.reporting import Reporter
 
 
@@ -45,10 +48,18 @@ def identity_of(body: Mapping[str, Any]) -> ObjectIdentity:
 
 
 class RequestDecisions:
-    def __init__(self, reporter: Reporter, *, key: bytes, admin_groups: frozenset[str]) -> None:
+    def __init__(
+        self,
+        reporter: Reporter,
+        *,
+        key: bytes,
+        admin_groups: frozenset[str],
+        exposure: ExposureKeeper | None = None,
+    ) -> None:
         self.reporter = reporter
         self.key = key
         self.admin_groups = admin_groups
+        self.exposure = exposure
         self._warned: set[tuple[GrantKey, str]] = set()
 
     def admit(
@@ -83,7 +94,7 @@ class RequestDecisions:
             subject,
             self.admin_groups,
         )
-        return compute_action_admission(
+        admission = compute_action_admission(
             metadata.get("annotations") or {},
             (new.get("metadata") or {}).get("annotations") or {},
             actor,
@@ -91,6 +102,17 @@ class RequestDecisions:
             identity_of(old),
             self.key,
             now,
+        )
+        approving = [r for r in admission.records if r.action == Action.APPROVE]
+        if self.exposure is None or not approving or policy is None or requester is None:
+            return admission
+        forged = self.exposure.forged([actor], policy, requester, subject)
+        if actor.username not in forged:
+            return admission
+        return ActionAdmission(
+            refusal=f"Lapse cannot count an approval by {actor.username} on this request: "
+            f"{describe_forgery(actor.username, forged[actor.username])}. Another approver must "
+            "decide, or that right must go."
         )
 
     async def verified(self, key: GrantKey, body: Mapping[str, Any]) -> tuple[DecisionRecord, ...]:

@@ -33,7 +33,7 @@ from lapse.core.approvals import (
 )
 from lapse.core.bindings import format_time
 from lapse.core.durations import format_duration
-from lapse.core.exposure import describe_acting_as, subject_user
+from lapse.core.exposure import describe_acting_as, describe_forgery, subject_user
 from lapse.core.grants import Grant, GrantKey, compute_request_grant, compute_subject
 from lapse.core.kinds import ACCESS_REQUEST
 from lapse.core.models import (
@@ -568,8 +568,7 @@ class RequestKeeper:
                 key,
                 "Warning",
                 "ApprovalNotCounted",
-                f"The approval by {username} does not count: {path.describe()} — the approver "
-                f"{username} is, so the requester could have made it.",
+                f"The approval by {username} does not count: {describe_forgery(username, path)}.",
             )
         return [r for r in records if not (r.action == Action.APPROVE and r.username in forged)]
 

@@ -192,7 +192,9 @@ async def build_services(
     exposure = ExposureKeeper(kube, rbac, grantor.reporter, settings)
     uninstaller = Uninstaller(grantor)
     await uninstaller.arm()
-    decisions = RequestDecisions(grantor.reporter, key=key, admin_groups=settings.admin_groups)
+    decisions = RequestDecisions(
+        grantor.reporter, key=key, admin_groups=settings.admin_groups, exposure=exposure
+    )
     retention = timedelta(seconds=settings.gitops_ledger_retention)
     ledger = GitOpsLedger(kube, settings.namespace, retention)
     return Services(

@@ -320,6 +320,27 @@ class Team:
         write_token_kubeconfig(path, self.cluster.kubeconfig, token, name, where)
         return Account(self.cluster, f"system:serviceaccount:{where}:{name}", path, token)
 
+    def account_with_token(self, username: str, token: str) -> Account:
+        """Whoever holds `token`: a kubeconfig with it and nothing else."""
+        name = username.rsplit(":", 1)[-1]
+        path = self.cluster.kubeconfig.parent / f"{self.namespace}-{name}-{len(token)}.kubeconfig"
+        write_token_kubeconfig(path, self.cluster.kubeconfig, token, name, self.namespace)
+        return Account(self.cluster, username, path, token)
+
+    def binding_count(self) -> int:
+        """The bindings Lapse made in this namespace."""
+        listing = self.cluster.kubectl(
+            "get",
+            "rolebindings",
+            "-n",
+            self.namespace,
+            "-l",
+            "app.kubernetes.io/managed-by=lapse",
+            "-o",
+            "json",
+        )
+        return len(json.loads(listing.stdout)["items"])
+
     def binding(self, name: str) -> dict[str, Any] | None:
         rbac = kubernetes.client.RbacAuthorizationV1Api(self.cluster.api())
         try:

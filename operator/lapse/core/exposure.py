@@ -233,6 +233,13 @@ def compute_forged(
     return None
 
 
+def describe_forgery(approver: str, path: Path) -> str:
+    return (
+        f"{path.actor.describe()}, who asked for it or receives it, can act as {approver}: "
+        f"{path.way} (through {path.through})"
+    )
+
+
 def subject_user(subject: Subject | None, requester: UserInfo) -> UserInfo | None:
     """The subject as a caller, where it is not the requester: its groups are not known."""
     if subject is None or subject.kind == "Group":
