@@ -155,3 +155,24 @@ def raw(
         return status, json.loads(text)
     except ValueError:
         return status, text.decode()
+
+
+@pytest.fixture
+def cf_namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh `cf-…` namespace for one test (the only names these tests make on a shared real
+    cluster), with its `default` ServiceAccount; deleted afterwards."""
+    from tests.conformance.identities import make_namespace
+
+    yield from make_namespace(cluster, request.node.name)
+
+
+@pytest.fixture
+def cluster_objects(cluster: Cluster) -> Iterator[Any]:
+    """The test's `cf-…` ClusterRoles and ClusterRoleBindings, deleted at its end."""
+    from tests.conformance.identities import ClusterObjects
+
+    made = ClusterObjects(cluster)
+    try:
+        yield made
+    finally:
+        made.remove()
