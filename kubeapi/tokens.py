@@ -311,10 +311,3 @@ def _unb64_std(text: str) -> bytes:
         return base64.b64decode(text)
     except (ValueError, binascii.Error):
         return b""
-
-
-def claims_of(token: str) -> dict[str, Any]:
-    """A JWT's claims, unverified (for reading a token one was given)."""
-    parts = token.split(".")
-    decoded = json.loads(_unb64(parts[1])) if len(parts) == 3 else {}
-    return decoded if isinstance(decoded, dict) else {}
