@@ -363,6 +363,7 @@ def test_monitoring_component_scrapes_and_alerts(tmp_path: Path) -> None:
         "LapseOperatorDown",
         "LapseReconcileErrors",
         "LapseWebhookCertificateExpiring",
+        "LapsePolicyExposed",
     }
     assert "lapse_breakglass_active" in alerts["LapseBreakGlassActive"]
     assert "lapse_breakglass_unreviewed" in alerts["LapseBreakGlassUnreviewed"]
