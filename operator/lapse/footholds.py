@@ -6,7 +6,10 @@ operator restarts. The grant machinery calls `settle` once the grant's bindings 
 foothold is removed (with a UID precondition, so an object someone else made under the same
 name is never touched) or left in place and reported, as the grant's policy said when it was
 made. Only this module writes `status.footholds`, and always under a resourceVersion test, so
-two replicas answering the webhook at once never lose a record.
+two replicas answering the webhook at once never lose a record. A connection into a pod whose
+ServiceAccount can do more than the grant, under `strongerPods: EndPods`, is settled by
+deleting that pod: the token read through the connection is bound to it and stops
+authenticating once it is gone.
 """
 
 from __future__ import annotations
@@ -65,11 +68,20 @@ class Footholds:
             return body, footholds
         raise FootholdNotRecorded(f"{key.describe()} kept changing; try again in a moment")
 
+    async def read_pod(self, namespace: str, name: str) -> tuple[dict[str, Any] | None, str]:
+        """The pod a connection goes into, as the API server holds it, or None and why not."""
+        path = f"/api/v1/namespaces/{namespace}/pods/{name}"
+        try:
+            pod = await self.kube.get_path(path)
+        except ApiError as error:
+            return None, f"reading it failed: {error}"
+        return pod, "" if pod is not None else "it does not exist"
+
     async def record(self, key: GrantKey, foothold: Foothold) -> None:
         """Add `foothold` to the grant's record; FootholdNotRecorded if that cannot be done.
         A connection into a pod names the account whose token it could read, and is recorded
         once however often it is made."""
-        if foothold.connect and foothold.namespace:
+        if foothold.connect and foothold.namespace and not foothold.service_account:
             try:
                 pod = await self.kube.get_path(compute_object_path(foothold))
             except ApiError as error:
@@ -83,8 +95,12 @@ class Footholds:
 
         def add(held: list[Foothold]) -> list[Foothold]:
             # A connection, or a change, to the same object again: recorded once.
+            # A pod of the same name made again is another pod, with a token of its own.
             def same(f: Foothold) -> tuple[object, ...]:
-                return (f.resource, f.namespace, f.name, f.connect, f.changed, f.service_account)
+                return (
+                    f.resource, f.namespace, f.name, f.uid, f.connect, f.changed,
+                    f.service_account, f.action,
+                )  # fmt: skip
 
             if (foothold.connect or foothold.changed) and any(
                 same(f) == same(foothold) for f in held
@@ -102,7 +118,12 @@ class Footholds:
         if foothold not in held:
             return  # the same connection again: recorded once, said once
         metrics.footholds_total.labels(resource=foothold.resource, action="recorded").inc()
-        if foothold.connect or foothold.changed:
+        if foothold.connect and foothold.action == FootholdAction.REMOVE:
+            message = (
+                f"{describe_foothold(foothold)} under this grant; the pod will be ended when the "
+                "grant ends, and the token bound to it with it."
+            )
+        elif foothold.connect or foothold.changed:
             message = f"{describe_foothold(foothold)} under this grant; reported at its end."
         else:
             message = (
@@ -171,8 +192,12 @@ class Footholds:
         footholds = list(status.footholds or [])
         if all(f.outcome is not None for f in footholds):
             return
+        # exec and attach into one pod are two records, one pod to end.
+        ended: dict[str, str] = {}
         settled = [
-            f if f.outcome is not None else f.model_copy(update={"outcome": await self._one(f)})
+            f
+            if f.outcome is not None
+            else f.model_copy(update={"outcome": await self._one(f, ended)})
             for f in footholds
         ]
         fresh = [s for s, f in zip(settled, footholds, strict=True) if f.outcome is None]
@@ -186,7 +211,9 @@ class Footholds:
         await self.reporter.event(key, "Warning" if remains else "Normal", reason, message)
         self.reporter.audit("footholds", key, status, role, reason, message)
 
-    async def _one(self, foothold: Foothold) -> str:
+    async def _one(self, foothold: Foothold, ended: dict[str, str]) -> str:
+        if foothold.connect and foothold.uid and foothold.uid in ended:
+            return ended[foothold.uid]
         if foothold.action != FootholdAction.REMOVE or foothold.adopted_by:
             metrics.footholds_total.labels(resource=foothold.resource, action="reported").inc()
             return "Reported"
@@ -204,5 +231,9 @@ class Footholds:
             logger.warning("Could not remove %s: %s", describe_foothold(foothold), error)
             metrics.footholds_total.labels(resource=foothold.resource, action="kept").inc()
             return "Kept"
+        if foothold.connect:
+            metrics.footholds_total.labels(resource=foothold.resource, action="ended").inc()
+            ended[foothold.uid] = "Ended"
+            return "Ended"
         metrics.footholds_total.labels(resource=foothold.resource, action="removed").inc()
         return "Removed"

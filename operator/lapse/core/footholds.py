@@ -6,6 +6,11 @@ a more privileged ServiceAccount, a RoleBinding of their own. Lapse's foothold w
 writes; these functions decide, for one admission request, whether the caller holds an active
 grant that covers it and what to do: refuse what cannot be undone later (tokens), record what
 can (workloads and RBAC objects), let everything else through untouched.
+
+A connection into a pod (exec, attach) hands its maker the pod's ServiceAccount token, bound
+to the pod and valid for as long as it runs. When that account can do what the grantee cannot
+(lapse.core.coverage), the policy's `strongerPods` says whether to refuse the connection, end
+the pod when the grant ends (its token stops authenticating once the pod is gone), or report it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from lapse.core.bindings import format_time, parse_time
+from lapse.core.coverage import Atom, compute_beyond, compute_highlights
 from lapse.core.grants import GrantKey
 from lapse.core.kinds import BREAK_GLASS
 from lapse.core.models import (
@@ -24,9 +30,13 @@ from lapse.core.models import (
     FootholdAction,
     FootholdPolicy,
     Phase,
+    RoleKind,
+    RoleRef,
+    StrongerPodAction,
     Subject,
     SubjectKind,
 )
+from lapse.core.rbac import SA_GROUP, SA_PREFIX, Actor, Held, Snapshot, held_by, role_key
 
 TOKEN_SECRET_TYPE = "kubernetes.io/service-account-token"
 # Where each workload kind keeps the pod spec whose ServiceAccount it runs as.
@@ -41,6 +51,20 @@ POD_SPEC_PATHS: Mapping[str, tuple[str, ...]] = {
 }
 RBAC_RESOURCES = frozenset({"roles", "rolebindings", "clusterroles", "clusterrolebindings"})
 CONNECTS = ("exec", "attach", "portforward")
+# The connections that reach a container's files (and its token); port-forward reaches ports.
+TOKEN_CONNECTS = ("exec", "attach")
+AUTHENTICATED = "system:authenticated"
+# How many things a stronger account can do that the grant cannot a sentence names.
+SHOWN = 3
+# What the bootstrap policy lets every ServiceAccount read and few people may
+# (system:service-account-issuer-discovery, bound to system:serviceaccounts): the token
+# issuer's discovery document and public keys. Public by nature, they give no access, so they
+# make no account stronger than a grantee.
+ISSUER_DISCOVERY = frozenset(
+    Atom("get", url=url)
+    for path in ("/.well-known/openid-configuration", "/openid/v1/jwks")
+    for url in (path, f"{path}/")
+)
 CLUSTER_SCOPED = frozenset({"clusterroles", "clusterrolebindings"})
 _MADE_OR_CHANGED = ("CREATE", "UPDATE")
 # What the webhook is registered for: (group, version, resource, subresource, operations). A
@@ -75,6 +99,8 @@ class GranteeGrant:
     namespaces: tuple[str, ...]
     expires_at: datetime
     policy: str | None
+    # The role it binds: its rules count as the grantee's even before the binding is seen.
+    role: RoleRef | None = None
 
     def covers(self, namespace: str | None) -> bool:
         if not self.namespaces:
@@ -84,6 +110,19 @@ class GranteeGrant:
     def describe(self) -> str:
         name = f"{self.key.namespace}/{self.key.name}" if self.key.namespace else self.key.name
         return f"{self.key.kind} {name}"
+
+
+@dataclass(frozen=True)
+class Connection:
+    """What the webhook read for a connection into a pod: the pod as the API server holds it
+    (None: it could not be read, `error` says why), the caller's groups from admission, and the
+    cluster's RBAC (`holdings` None: not loaded yet)."""
+
+    pod: Mapping[str, Any] | None
+    groups: tuple[str, ...] = ()
+    holdings: Mapping[Actor, Sequence[Held]] | None = None
+    snapshot: Snapshot | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,10 +168,16 @@ def build_grantee_grant(kind: str, body: Mapping[str, Any]) -> tuple[str, Grante
     name = str(subject["name"])
     if subject_kind == SubjectKind.SERVICE_ACCOUNT:
         name = f"{subject.get('namespace') or ''}:{name}"
+    spec = body.get("spec") or {}
     if kind == BREAK_GLASS.kind:
-        namespaces = tuple((body.get("spec") or {}).get("namespaces") or ())
+        namespaces = tuple(spec.get("namespaces") or ())
     else:
         namespaces = (str(metadata.get("namespace") or ""),)
+    role = spec.get("role") or {}
+    try:
+        role_ref = RoleRef(kind=RoleKind(str(role.get("kind"))), name=str(role.get("name") or ""))
+    except ValueError:
+        role_ref = None
     grant = GranteeGrant(
         key=GrantKey(kind, metadata.get("namespace"), metadata["name"], metadata.get("uid", "")),
         subject=Subject(
@@ -141,6 +186,7 @@ def build_grantee_grant(kind: str, body: Mapping[str, Any]) -> tuple[str, Grante
         namespaces=namespaces,
         expires_at=expires_at,
         policy=status.get("policy"),
+        role=role_ref,
     )
     return subject_index_key(subject_kind, name), grant
 
@@ -202,9 +248,10 @@ def compute_foothold_verdict(
     policies: Mapping[str, AccessPolicy],
     now: datetime,
     old: Mapping[str, Any] | None = None,
+    connection: Connection | None = None,
 ) -> FootholdVerdict:
     """What to do with one create (or, with `old`, update) by `username`, who holds `grant`
-    here (None: nothing)."""
+    here (None: nothing); for a connection into a pod, with what was read of it."""
     if grant is None:
         return FootholdVerdict()
     if old is not None:
@@ -224,17 +271,17 @@ def compute_foothold_verdict(
             "expires, so Lapse refuses it under a grant."
         )
     if resource == "pods" and subresource in CONNECTS:
-        connection = Foothold(
-            api_version="v1",
-            kind="Pod",
-            resource="pods",
-            namespace=namespace,
-            name=name,
-            connect=subresource,
-            at=now,
-            action=FootholdAction.REPORT,
+        return _connected(
+            held,
+            username,
+            namespace or "",
+            name,
+            subresource,
+            grant,
+            policies.get(grant.policy or ""),
+            connection or Connection(pod=None, error="it was not read"),
+            now,
         )
-        return FootholdVerdict(foothold=connection, grant=grant)
     if subresource or (resource not in POD_SPEC_PATHS and resource not in RBAC_RESOURCES):
         return FootholdVerdict()
     policy = policies.get(grant.policy or "")
@@ -243,6 +290,120 @@ def compute_foothold_verdict(
         resource, namespace, name, body, now, action=_action(resource, rules), changed=False
     )
     return FootholdVerdict(foothold=foothold, grant=grant)
+
+
+def mounts_token(pod: Mapping[str, Any]) -> bool:
+    """Whether a pod's containers can read a ServiceAccount token: a projected volume with a
+    `serviceAccountToken` source (kube-apiserver's ServiceAccount admission adds one,
+    `kube-api-access-*`, to every pod that does not opt out with automountServiceAccountToken).
+    Any container will do: whoever may exec may choose the container."""
+    for volume in (pod.get("spec") or {}).get("volumes") or ():
+        projected = (volume.get("projected") or {}) if isinstance(volume, Mapping) else {}
+        for source in projected.get("sources") or ():
+            if isinstance(source, Mapping) and source.get("serviceAccountToken") is not None:
+                return True
+    return False
+
+
+def compute_account_held(
+    holdings: Mapping[Actor, Sequence[Held]], namespace: str, account: str
+) -> list[Held]:
+    """Everything a ServiceAccount's token gives: what is bound to the account and to the
+    groups the API server puts every ServiceAccount in."""
+    groups = (SA_GROUP, f"{SA_GROUP}:{namespace}", AUTHENTICATED)
+    return held_by(holdings, f"{SA_PREFIX}{namespace}:{account}", groups)
+
+
+def compute_grantee_held(
+    holdings: Mapping[Actor, Sequence[Held]],
+    snapshot: Snapshot | None,
+    username: str,
+    groups: Sequence[str],
+    grant: GranteeGrant,
+) -> list[Held]:
+    """Everything the caller holds, the grant's role in the grant's namespaces included even
+    if its binding has not reached the RBAC index yet (never refuse over a watch's lag)."""
+    held = held_by(holdings, username, groups)
+    if grant.role is None or snapshot is None:
+        return held
+    for scope in grant.namespaces or (None,):
+        role = snapshot.roles.get(role_key(grant.role.kind.value, grant.role.name, scope))
+        if role is not None:
+            held += [Held(rule, scope, grant.describe()) for rule in role.rules]
+    return held
+
+
+def _connected(
+    held: str,
+    username: str,
+    namespace: str,
+    name: str,
+    connect: str,
+    grant: GranteeGrant,
+    policy: AccessPolicy | None,
+    connection: Connection,
+    now: datetime,
+) -> FootholdVerdict:
+    """A connection into a pod: recorded, and for exec or attach into a pod whose token gives
+    more than the caller holds, refused, recorded to end the pod, or reported, as the policy's
+    strongerPods says."""
+    record = Foothold(
+        api_version="v1",
+        kind="Pod",
+        resource="pods",
+        namespace=namespace,
+        name=name,
+        connect=connect,
+        at=now,
+        action=FootholdAction.REPORT,
+    )
+    choice = policy.spec.footholds.stronger_pods if policy else StrongerPodAction.REFUSE
+    where = f"Pod {namespace}/{name}"
+    pod = connection.pod
+    if pod is None:
+        if connect in TOKEN_CONNECTS and choice == StrongerPodAction.REFUSE:
+            return FootholdVerdict(
+                refusal=f"{held}; Lapse could not read {where} ({connection.error}), so it "
+                f"cannot tell whether the token an {connect} could read there gives more than "
+                "the grant, and refuses it. Try again in a moment."
+            )
+        return FootholdVerdict(foothold=record, grant=grant)
+    account = service_account_of("pods", pod) or "default"
+    uid = (pod.get("metadata") or {}).get("uid")
+    record = record.model_copy(update={"service_account": account, "uid": uid})
+    if connect not in TOKEN_CONNECTS or not mounts_token(pod):
+        return FootholdVerdict(foothold=record, grant=grant)
+    runs_as = f"{where} runs as ServiceAccount {namespace}/{account} and mounts its token"
+    if connection.holdings is None:
+        return FootholdVerdict(
+            refusal=f"{held}; {runs_as}, and Lapse has not loaded the cluster's RBAC yet to "
+            "tell whether that token gives more than the grant, so it refuses the "
+            f"{connect}. Try again in a moment."
+        )
+    beyond = compute_beyond(
+        compute_account_held(connection.holdings, namespace, account),
+        compute_grantee_held(
+            connection.holdings, connection.snapshot, username, connection.groups, grant
+        ),
+    )
+    beyond = [b for b in beyond if b.atom not in ISSUER_DISCOVERY]
+    if not beyond:
+        return FootholdVerdict(foothold=record, grant=grant)
+    lines = compute_highlights(beyond)
+    record = record.model_copy(update={"beyond": lines[:SHOWN]})
+    if choice == StrongerPodAction.REFUSE:
+        more = f", and {len(lines) - SHOWN} more" if len(lines) > SHOWN else ""
+        return FootholdVerdict(
+            refusal=f"{held}; {runs_as}, which can do what this grant cannot: "
+            f"{'; '.join(lines[:SHOWN])}{more}. Whoever reads that token keeps those rights "
+            "after the grant ends and acts under the account's name, so Lapse refuses "
+            f"{connect} into such pods under a grant. Use a pod whose ServiceAccount can do "
+            "no more than the grant (or that mounts no token), or ask for access that covers "
+            "what the account can do."
+        )
+    if choice == StrongerPodAction.END_PODS:
+        record = record.model_copy(update={"action": FootholdAction.REMOVE})
+    return FootholdVerdict(foothold=record, grant=grant)
 
 
 def build_foothold(
@@ -315,8 +476,15 @@ def describe_foothold(foothold: Foothold) -> str:
     if foothold.connect:
         account = foothold.service_account or "its ServiceAccount"
         pod = f"Pod {where}{foothold.name}"
-        return f"{foothold.connect} into {pod} (could read the token of {account})"
+        can = f", which can {'; '.join(foothold.beyond)}" if foothold.beyond else ""
+        return f"{foothold.connect} into {pod} (could read the token of {account}{can})"
     return f"{foothold.kind} {where}{foothold.name}{runs_as}"
+
+
+def pod_ended(foothold: Foothold) -> bool:
+    """A connection whose pod is gone at the grant's end (ended by Lapse, or already deleted
+    or replaced): no token read through it authenticates any more."""
+    return bool(foothold.connect) and foothold.outcome in ("Ended", "Gone", "Changed")
 
 
 def compute_settle_message(footholds: Sequence[Foothold]) -> tuple[str, bool]:
@@ -324,18 +492,24 @@ def compute_settle_message(footholds: Sequence[Foothold]) -> tuple[str, bool]:
     removed = [describe_foothold(f) for f in footholds if f.outcome == "Removed"]
     made = [f for f in footholds if not f.connect]
     remains = [describe_foothold(f) for f in made if f.outcome in ("Reported", "Kept")]
-    connected = [describe_foothold(f) for f in footholds if f.connect]
+    ended = [describe_foothold(f) for f in footholds if pod_ended(f)]
+    connected = [describe_foothold(f) for f in footholds if f.connect and not pod_ended(f)]
     parts = []
     if removed:
         parts.append(f"Removed what was made under the grant: {', '.join(removed)}.")
     if remains:
         parts.append(f"Still in place, made under the grant (review them): {', '.join(remains)}.")
+    if ended:
+        parts.append(
+            "Pods connected to under the grant are gone, and the tokens bound to them with "
+            f"them: {', '.join(ended)}."
+        )
     if connected:
         parts.append(
             "Connections made under the grant (rotate the credentials they could read): "
             f"{', '.join(connected)}."
         )
-    others = len(footholds) - len(removed) - len(remains) - len(connected)
+    others = len(footholds) - len(removed) - len(remains) - len(ended) - len(connected)
     if others:
         parts.append(f"{others} object(s) made under the grant were already gone or replaced.")
     return " ".join(parts), bool(remains or connected)

@@ -5,7 +5,8 @@ Secrets, pods and workloads, RBAC objects), by anyone, so it answers from memory
 active grants by subject (lapse.index). A caller without a grant here is let through at once.
 It fails open (failurePolicy Ignore) on purpose: a Lapse outage must never stop a cluster from
 creating pods; what it would have recorded is then missing from the grant's record, which
-SECURITY.md states.
+SECURITY.md states. A connection into a pod by a grantee is the one case that reads: the pod
+(the CONNECT carries only its options) and the RBAC index every replica keeps in memory.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import kopf
 
 from lapse.core.footholds import (
     CLUSTER_SCOPED,
+    CONNECTS,
     WATCHED,
+    Connection,
     GranteeGrant,
     compute_caller_keys,
     compute_covering_grant,
@@ -42,6 +45,20 @@ async def _note_adoption(
     for key in set(services_of(memo).index.made_by(uid)):
         if key not in own:
             await services_of(memo).grantor.footholds.adopt(key, uid, username)
+
+
+async def _connection(memo: kopf.Memo, namespace: str, name: str, groups: list[str]) -> Connection:
+    """What a connection into a pod is judged by: the pod, and the RBAC index once loaded."""
+    services = services_of(memo)
+    pod, error = await services.grantor.footholds.read_pod(namespace, name)
+    ready = services.rbac.ready.is_set()
+    return Connection(
+        pod=pod,
+        groups=tuple(groups),
+        holdings=services.rbac.holdings() if ready else None,
+        snapshot=services.rbac.snapshot() if ready else None,
+        error=error,
+    )
 
 
 async def check_foothold(
@@ -69,17 +86,23 @@ async def check_foothold(
     # Where a namespaced request does not say its namespace, decide as if the grant covered it.
     known = namespace is not None or resource.plural in CLUSTER_SCOPED
     covering = compute_covering_grant(grants, namespace, now, known=known)
+    name = (target.name if target else "") or str(metadata.get("name") or "")
+    connection = None
+    if covering is not None and resource.plural == "pods" and subresource in CONNECTS:
+        groups = [str(g) for g in userinfo.get("groups") or []]
+        connection = await _connection(memo, namespace or "", name, groups)
     verdict = compute_foothold_verdict(
         username=str(userinfo.get("username", "")),
         resource=resource.plural,
         subresource=subresource,
         namespace=namespace,
-        name=(target.name if target else "") or str(metadata.get("name") or ""),
+        name=name,
         body=plain(body),
         grant=covering,
         policies={p.metadata.name: p for p in policies_of(lapse_policies)},
         now=now,
         old=plain(old) if old is not None else None,
+        connection=connection,
     )
     footholds = services_of(memo).grantor.footholds
     if verdict.refusal is not None:
