@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -27,7 +27,7 @@ from lapse.core.rbac import (
     Held,
     RoleRecord,
     Snapshot,
-    compute_holdings,
+    build_held,
     parse_binding,
     parse_role,
     role_key,
@@ -50,8 +50,14 @@ class RbacIndex:
         self._role_keys: dict[str, str] = {}
         self._bindings: dict[str, BindingRecord] = {}
         self._versions: dict[str, str] = {}
-        self._snapshot: Snapshot | None = None
-        self._holdings: dict[Actor, list[Held]] | None = None
+        self._snapshot = Snapshot(self._roles, self._bindings.values())
+        # Every subject's rules, kept binding by binding: ten thousand grants arriving one by
+        # one must not each cost a pass over all the others. A role that changes (rarely)
+        # makes the next reader rebuild it all.
+        self._given: dict[str, list[tuple[Actor, list[Held]]]] = {}
+        self._by_actor: dict[Actor, dict[str, list[Held]]] = {}
+        self._holdings: dict[Actor, list[Held]] = {}
+        self._stale = False
         self.version = 0
         self.ready = asyncio.Event()
         self._listed: set[str] = set()
@@ -69,23 +75,48 @@ class RbacIndex:
                 key = role_key(kind, role.name, role.namespace)
                 self._roles[key] = role
                 self._role_keys[owner] = key
-        elif deleted:
-            self._bindings.pop(owner, None)
+            self._stale = True
         else:
-            self._bindings[owner] = parse_binding(kind, body)
-        self._snapshot = None
-        self._holdings = None
+            self._forget(owner)
+            if deleted:
+                self._bindings.pop(owner, None)
+            else:
+                binding = parse_binding(kind, body)
+                self._bindings[owner] = binding
+                self._give(owner, binding)
         self.version += 1
 
+    def _forget(self, owner: str) -> None:
+        for actor, _ in self._given.pop(owner, ()):
+            held = self._by_actor.get(actor, {})
+            held.pop(owner, None)
+            if held:
+                self._holdings[actor] = [h for rules in held.values() for h in rules]
+            else:
+                self._by_actor.pop(actor, None)
+                self._holdings.pop(actor, None)
+
+    def _give(self, owner: str, binding: BindingRecord) -> None:
+        given = build_held(self._snapshot, binding)
+        self._given[owner] = given
+        for actor, rules in given:
+            self._by_actor.setdefault(actor, {})[owner] = rules
+            self._holdings.setdefault(actor, []).extend(rules)
+
     def snapshot(self) -> Snapshot:
-        if self._snapshot is None:
-            self._snapshot = Snapshot(dict(self._roles), list(self._bindings.values()))
+        """The roles and bindings as they are now (a live view: do not keep it across awaits
+        and expect it unchanged)."""
         return self._snapshot
 
-    def holdings(self) -> dict[Actor, list[Held]]:
-        """Every subject's rules (see compute_holdings), derived once per version."""
-        if self._holdings is None:
-            self._holdings = compute_holdings(self.snapshot())
+    def holdings(self) -> Mapping[Actor, Sequence[Held]]:
+        """Every subject's rules (see compute_holdings), as they are now."""
+        if self._stale:
+            self._stale = False
+            self._given.clear()
+            self._by_actor.clear()
+            self._holdings.clear()
+            for owner, binding in self._bindings.items():
+                self._give(owner, binding)
         return self._holdings
 
     async def load(self, kube: KubeApi) -> None:

@@ -15,7 +15,7 @@ see (a pod that runs as the account already, a token Secret that exists) is stil
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,7 +182,7 @@ class Snapshot:
     """The cluster's RBAC at one moment: roles by role_key, and every binding."""
 
     roles: Mapping[str, RoleRecord]
-    bindings: Sequence[BindingRecord]
+    bindings: Collection[BindingRecord]
 
     def rules_of(self, binding: BindingRecord) -> tuple[Rule, ...]:
         # A RoleBinding may name a ClusterRole: its rules then apply in the binding's namespace.
@@ -257,15 +257,19 @@ def compute_holdings(snapshot: Snapshot) -> dict[Actor, list[Held]]:
     """Every subject's rules, with where each applies and the binding that gives it."""
     held: dict[Actor, list[Held]] = {}
     for binding in snapshot.bindings:
-        rules = snapshot.rules_of(binding)
-        if not rules:
-            continue
-        through = binding.describe()
-        for actor in binding.subjects:
-            held.setdefault(actor, []).extend(
-                Held(r, binding.namespace, through, binding.temporary) for r in rules
-            )
+        for actor, rules in build_held(snapshot, binding):
+            held.setdefault(actor, []).extend(rules)
     return held
+
+
+def build_held(snapshot: Snapshot, binding: BindingRecord) -> list[tuple[Actor, list[Held]]]:
+    """What one binding gives each of its subjects."""
+    rules = snapshot.rules_of(binding)
+    if not rules:
+        return []
+    through = binding.describe()
+    held = [Held(r, binding.namespace, through, binding.temporary) for r in rules]
+    return [(actor, held) for actor in binding.subjects]
 
 
 def compute_administrators(holdings: Mapping[Actor, Sequence[Held]]) -> frozenset[Actor]:
@@ -464,14 +468,27 @@ def compute_exposure(
     """Who besides administrators, the control plane and Lapse can act as `identity`, how,
     and through which binding; in a stable order."""
     holdings = holdings if holdings is not None else compute_holdings(snapshot)
-    administrators = compute_administrators(holdings)
+    # Only rules where the identity lives can reach it: for the thousands of subjects of
+    # grants elsewhere this is the whole cost.
+    where = {None, _namespace_of(identity)}
     paths: list[Path] = []
     for actor in sorted(holdings, key=lambda a: (a.kind, a.namespace or "", a.name)):
-        if actor in administrators or trusted.covers(actor) or _is(actor, identity):
+        held = [h for h in holdings[actor] if h.scope in where]
+        if not held or trusted.covers(actor) or _is(actor, identity):
             continue
-        for way, through in compute_ways(holdings[actor], snapshot, identity):
+        if any(h.scope is None and h.rule.everything and not h.temporary for h in held):
+            continue  # an administrator
+        for way, through in compute_ways(held, snapshot, identity):
             paths.append(Path(actor, way, through))
     return paths
+
+
+def _namespace_of(identity: Identity) -> str | None:
+    if identity.kind == "ServiceAccount":
+        return identity.namespace
+    if identity.kind == "Group" and identity.name.startswith(f"{SA_GROUP}:"):
+        return identity.name.removeprefix(f"{SA_GROUP}:")
+    return None
 
 
 def _is(actor: Actor, identity: Identity) -> bool:
@@ -486,8 +503,10 @@ def held_by(
     holdings: Mapping[Actor, Sequence[Held]], username: str, groups: Iterable[str]
 ) -> list[Held]:
     """Everything a caller with this user name and these groups holds."""
-    groups = set(groups)
-    return [h for actor, held in holdings.items() if actor.matches(username, groups) for h in held]
+    found = Identity.of_username(username)
+    actors = [Actor(found.kind, found.name, found.namespace)] if username else []
+    actors += [Actor("Group", g) for g in groups]
+    return [h for actor in actors for h in holdings.get(actor, ())]
 
 
 def can_act_as(paths: Iterable[Path], username: str, groups: Iterable[str]) -> list[Path]:
