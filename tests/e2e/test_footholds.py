@@ -11,15 +11,29 @@ colleague's objects in the same namespace are never touched.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from tests.cluster import Cluster
-from tests.e2e.conftest import SAMPLES, Team, wait_for
+import pytest
+import yaml
+
+from tests.cluster import ROOT, Cluster, write_token_kubeconfig
+from tests.e2e.conftest import SAMPLES, Operator, Team, parse_time, wait_for
 
 GRANT = "15s"
 PAUSE = "registry.k8s.io/pause:3.10"
 REFUSED_TOKEN = "Lapse refuses TokenRequests made with temporary access"
 REFUSED_SECRET = "would hold a token that never expires"
+REFUSED_POD = "Lapse refuses exec into such pods under a grant"
+TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+# The volume kube-apiserver's ServiceAccount admission adds to a pod, for the local API.
+TOKEN_VOLUME = {
+    "name": "kube-api-access-t",
+    "projected": {
+        "sources": [{"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}]
+    },
+}
 
 
 def privileged_account(cluster: Cluster, namespace: str) -> str:
@@ -372,38 +386,274 @@ def test_breakglass_cluster_admin_cannot_leave_itself_a_clusterrolebinding(team:
         )  # fmt: skip
 
 
-def test_exec_into_a_pod_under_a_grant_is_reported_with_the_account_it_could_read(
-    team: Team,
+def connectable_pod(
+    team: Team, name: str, account: str, *, token: bool = True, spec: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A pod running as `account`, made by the admin before any grant. kube-apiserver's
+    ServiceAccount admission mounts the account's token into it (`kube-api-access-*`) unless
+    `token` is False; the local API does not run that plugin, so there the pod brings the same
+    volume itself."""
+    pod = workload("Pod", name, account)
+    pod["spec"].update(spec or {})
+    if not token:
+        pod["spec"]["automountServiceAccountToken"] = False
+    elif team.cluster.backend == "local":
+        pod["spec"]["volumes"] = [TOKEN_VOLUME]
+        for container in pod["spec"]["containers"]:
+            container["volumeMounts"] = [{"name": "kube-api-access-t", "mountPath": TOKEN_DIR}]
+    team.cluster.kubectl("create", "-n", team.namespace, "-f", "-", input=json.dumps(pod))
+    made = team.cluster.kubectl("get", "pod", name, "-n", team.namespace, "-o", "json")
+    return dict(json.loads(made.stdout))
+
+
+def exec_as_grantee(team: Team, pod: str, *command: str) -> Any:
+    # Identity flags go before `--`: after it they are the command's own arguments.
+    alice = (f"--as={team.user}", f"--as-group={team.group}")
+    return team.cluster.kubectl(
+        "exec", *alice, pod, "-n", team.namespace, "--", *command, check=False
+    )
+
+
+def admitted(tried: Any) -> bool:
+    """Whether admission let an exec through. Where the pod's container does not run (no node,
+    or not started yet) the connection itself fails after admission; that is not Lapse."""
+    return "denied the request" not in tried.stderr and "Lapse" not in tried.stderr
+
+
+def test_exec_into_a_pod_running_as_a_stronger_account_is_refused_by_default(
+    team: Team, operator: Operator
 ) -> None:
     team.policy()
     account = privileged_account(team.cluster, team.namespace)
-    # The pod exists before the grant: connecting is the foothold, not making it.
-    team.cluster.kubectl(
-        "create", "-n", team.namespace, "-f", "-", input=json.dumps(workload("Pod", "app", account))
+    connectable_pod(team, "app", account)
+    connectable_pod(team, "plain", "default")
+    connectable_pod(team, "sealed", account, token=False)
+    grant(team, "refuse")
+    tried = exec_as_grantee(team, "app", "cat", f"{TOKEN_DIR}/token")
+    assert tried.returncode != 0 and not tried.stdout
+    assert REFUSED_POD in tried.stderr, tried.stderr
+    assert f"Pod {team.namespace}/app runs as ServiceAccount {team.namespace}/{account}" in (
+        tried.stderr
     )
-    grant(team, "shell")
-    # The pod's container never runs (no node, or an image no node can pull), so the
-    # connection itself fails; admission has seen and let it through first.
-    # Identity flags go before `--`: after it they are the command's own arguments.
-    alice = (f"--as={team.user}", f"--as-group={team.group}")
-    for command in (("cat", "/etc/hostname"), ("id",)):
-        tried = team.cluster.kubectl(
-            "exec", *alice, "app", "-n", team.namespace, "--", *command, check=False
+    # What the token would give that the grant (edit) does not: admin's RBAC rights.
+    assert f"rolebindings.rbac.authorization.k8s.io in {team.namespace}" in tried.stderr
+    event = team.wait_event("refuse", "FootholdRefused")
+    assert event["type"] == "Warning" and f"{team.namespace}/{account}" in event["message"]
+    line = operator.wait_for_audit(
+        lambda r: (
+            r.get("name") == "refuse"
+            and r.get("namespace") == team.namespace
+            and r.get("action") == "foothold-refused"
         )
-        assert "denied" not in tried.stderr, tried.stderr
-        assert any(
-            after in tried.stderr
-            for after in ("does not have a host assigned", 'container not found ("c")')
-        ), tried.stderr
+    )
+    assert REFUSED_POD in line["message"]
+    assert operator.metrics().get('lapse_footholds_total{action="refused",resource="pods"}', 0) >= 1
+    # A pod whose account can do no more than the grant, or that mounts no token: as before,
+    # let through and recorded with the account it runs as.
+    for pod in ("plain", "sealed"):
+        let_through = exec_as_grantee(team, pod, "id")
+        assert admitted(let_through), let_through.stderr
+    recorded = wait_for(
+        lambda: (lambda f: f if {"Pod/plain", "Pod/sealed"} <= set(f) else None)(
+            footholds_of(team, "refuse")
+        ),
+        timeout=10,
+        what="the exec records",
+    )
+    assert "Pod/app" not in recorded
+    assert recorded["Pod/plain"]["serviceAccount"] == "default"
+    assert recorded["Pod/sealed"]["serviceAccount"] == account
+    assert all(f["connect"] == "exec" and f["action"] == "Report" for f in recorded.values())
+    # Anyone without a grant is not Lapse's to judge: the admin's exec passes admission.
+    own = team.cluster.kubectl("exec", "app", "-n", team.namespace, "--", "id", check=False)
+    assert admitted(own), own.stderr
+
+
+def test_report_lets_exec_into_a_stronger_pod_through_and_reports_the_account(
+    team: Team,
+) -> None:
+    team.policy(footholds={"strongerPods": "Report"})
+    account = privileged_account(team.cluster, team.namespace)
+    # The pod exists before the grant: connecting is the foothold, not making it.
+    connectable_pod(team, "app", account)
+    grant(team, "shell")
+    for command in (("cat", "/etc/hostname"), ("id",)):
+        tried = exec_as_grantee(team, "app", *command)
+        assert admitted(tried), tried.stderr
     recorded = wait_for(
         lambda: footholds_of(team, "shell").get("Pod/app"), timeout=10, what="the exec record"
     )
     assert recorded["connect"] == "exec" and recorded["serviceAccount"] == account
+    assert recorded["action"] == "Report"
+    assert any("rolebindings" in said for said in recorded["beyond"]), recorded
     assert len(footholds_of(team, "shell")) == 1, "one record per pod and kind of connection"
     ended(team, "shell")
     event = team.wait_event("shell", "FootholdsRemain")
     assert (
-        f"exec into Pod {team.namespace}/app (could read the token of {account})"
+        f"exec into Pod {team.namespace}/app (could read the token of {account}, which can"
         in (event["message"])
     )
+    assert "rotate the credentials" in event["message"]
     assert exists(team, "pod", "app"), "a pod connected to is reported, never removed"
+
+
+def test_end_pods_ends_a_stronger_pod_connected_to_when_the_grant_ends(team: Team) -> None:
+    team.policy(footholds={"strongerPods": "EndPods"})
+    account = privileged_account(team.cluster, team.namespace)
+    app = connectable_pod(team, "app", account)
+    connectable_pod(team, "other", account)
+    connectable_pod(team, "plain", "default")
+    grant(team, "ending")
+    for pod in ("app", "plain"):
+        tried = exec_as_grantee(team, pod, "cat", f"{TOKEN_DIR}/token")
+        assert admitted(tried), tried.stderr
+    recorded = wait_for(
+        lambda: (lambda f: f if {"Pod/app", "Pod/plain"} <= set(f) else None)(
+            footholds_of(team, "ending")
+        ),
+        timeout=10,
+        what="the exec records",
+    )
+    assert recorded["Pod/app"]["action"] == "Remove"
+    assert recorded["Pod/app"]["uid"] == app["metadata"]["uid"]
+    assert recorded["Pod/plain"]["action"] == "Report", "no stronger than the grant: reported"
+    said = wait_for(
+        lambda: [e["message"] for e in team.events("ending") if "will be ended" in e["message"]],
+        timeout=10,
+        what="the FootholdRecorded Event on Pod app",
+    )
+    assert f"exec into Pod {team.namespace}/app" in said[0]
+    ended(team, "ending")
+    wait_for(
+        lambda: not exists(team, "pod", "app") or None, timeout=45, what="Lapse to end Pod app"
+    )
+    settled = footholds_of(team, "ending")
+    assert settled["Pod/app"]["outcome"] == "Ended"
+    assert settled["Pod/plain"]["outcome"] == "Reported"
+    event = team.wait_event("ending", "FootholdsRemain")
+    gone = "Pods connected to under the grant are gone, and the tokens bound to them with them"
+    assert f"{gone}: exec into Pod {team.namespace}/app" in event["message"], event["message"]
+    assert exists(team, "pod", "other"), "a pod nobody connected to was touched"
+    assert exists(team, "pod", "plain"), "a pod no stronger than the grant was ended"
+
+
+# On a cluster whose node runs pods: a container with a shell and `cat`, to read a token the
+# way an attacker would. Lapse's own image is on the node wherever Lapse runs in pods there.
+WORKER_IMAGE = next(
+    c["image"]
+    for doc in yaml.safe_load_all((ROOT / "deploy" / "base" / "deployment.yaml").read_text())
+    if doc and doc.get("kind") == "Deployment"
+    for c in doc["spec"]["template"]["spec"]["containers"]
+)
+# `sleep` as PID 1 ignores SIGTERM and would hold its pod for the whole grace period (30 s);
+# the trap ends it at once, as a service that shuts down cleanly does.
+WORKER_COMMAND = ["sh", "-c", 'trap "exit 0" TERM; sleep infinity & wait']
+
+
+@pytest.fixture
+def node(cluster: Cluster) -> None:
+    """Skips a test where no node runs pods: the local API has none, nor a control plane alone."""
+    if cluster.backend == "local":
+        pytest.skip("needs a node that runs pods (the local API has none)")
+    nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    if not any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for n in nodes
+        for c in n.get("status", {}).get("conditions") or ()
+    ):
+        pytest.skip("needs a node that runs pods (this cluster has no Ready node)")
+
+
+def worker(team: Team, account: str) -> dict[str, Any]:
+    """A Deployment's running pod as `account`, with the token kube-apiserver mounted into it;
+    skipped where the image is not on the node."""
+    deployment = workload("Deployment", "worker", account)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container.update(image=WORKER_IMAGE, imagePullPolicy="Never", command=WORKER_COMMAND)
+    team.cluster.kubectl(
+        "create", "-n", team.namespace, "-f", "-", input=json.dumps(deployment)
+    )  # fmt: skip
+    return running_pod(team, "app=worker")
+
+
+def running_pod(team: Team, selector: str, other_than: str = "") -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        listed = team.cluster.kubectl(
+            "get", "pods", "-l", selector, "-n", team.namespace, "-o", "json"
+        )  # fmt: skip
+        for pod in json.loads(listed.stdout)["items"]:
+            if pod["metadata"]["uid"] == other_than or pod["metadata"].get("deletionTimestamp"):
+                continue
+            for status in pod.get("status", {}).get("containerStatuses") or ():
+                waiting = (status.get("state") or {}).get("waiting") or {}
+                if waiting.get("reason") in ("ErrImageNeverPull", "ErrImagePull"):
+                    pytest.skip(f"{WORKER_IMAGE} is not on the node (make image image-load)")
+                if status.get("ready"):
+                    return dict(pod)
+        return None
+
+    return wait_for(ready, timeout=90, interval=0.5, what=f"a running pod {selector}")
+
+
+def can_i_with(team: Team, kubeconfig: Path, verb: str, resource: str) -> str:
+    """What the API server answers the holder of a token: yes, no, or why it is not one."""
+    asked = team.cluster.kubectl(
+        "--kubeconfig", str(kubeconfig), "auth", "can-i", verb, resource, "-n", team.namespace,
+        check=False,
+    )  # fmt: skip
+    return asked.stdout.strip() or asked.stderr.strip()
+
+
+def test_a_token_read_under_end_pods_stops_working_when_the_grant_ends(
+    node: None, team: Team, tmp_path: Path
+) -> None:
+    """On a real node: alice reads the token of a pod that runs as `deployer` (admin here),
+    holds admin's rights with it during the grant, and loses them after it: Lapse ends the pod
+    and kube-apiserver stops taking a token bound to a pod that is gone."""
+    team.policy(footholds={"strongerPods": "EndPods"})
+    account = privileged_account(team.cluster, team.namespace)
+    pod = worker(team, account)
+    name = pod["metadata"]["name"]
+    team.ask("stolen", duration="20s")
+    team.wait_phase("stolen", "Active")
+    read = exec_as_grantee(team, name, "cat", f"{TOKEN_DIR}/token")
+    assert read.returncode == 0 and read.stdout.count(".") == 2, read.stderr
+    stolen = tmp_path / "stolen.kubeconfig"
+    write_token_kubeconfig(stolen, team.cluster.kubeconfig, read.stdout.strip(), "t", "t")
+    # The token gives what the grant (edit) does not.
+    assert can_i_with(team, stolen, "create", "rolebindings") == "yes"
+    assert not team.can_i("create", "rolebindings")
+    body = ended(team, "stolen")
+    end = parse_time(body["status"]["expiresAt"])
+
+    def rejected() -> str | None:
+        answer = can_i_with(team, stolen, "create", "rolebindings")
+        return answer if answer != "yes" else None
+
+    answer = wait_for(rejected, timeout=60, interval=0.5, what="the stolen token to be rejected")
+    lag = (datetime.now(UTC) - end).total_seconds()
+    print(f"\nthe token read under the grant was rejected {lag:.1f}s after the grant's end")
+    assert "Unauthorized" in answer, answer
+    settled = footholds_of(team, "stolen")[f"Pod/{name}"]
+    assert settled["outcome"] == "Ended" and settled["uid"] == pod["metadata"]["uid"]
+    # The Deployment goes on, in a new pod with a token of its own.
+    fresh = running_pod(team, "app=worker", other_than=pod["metadata"]["uid"])
+    assert fresh["metadata"]["uid"] != pod["metadata"]["uid"]
+
+
+def test_a_token_cannot_be_read_from_a_stronger_pod_under_refuse(node: None, team: Team) -> None:
+    """On a real node: the pod runs and its token is there to read (the admin reads it), but
+    alice's exec under her grant never reaches the container."""
+    team.policy()
+    account = privileged_account(team.cluster, team.namespace)
+    name = worker(team, account)["metadata"]["name"]
+    grant(team, "refused")
+    tried = exec_as_grantee(team, name, "cat", f"{TOKEN_DIR}/token")
+    assert tried.returncode != 0 and not tried.stdout
+    assert REFUSED_POD in tried.stderr, tried.stderr
+    there = team.cluster.kubectl(
+        "exec", name, "-n", team.namespace, "--", "cat", f"{TOKEN_DIR}/token"
+    )
+    assert there.stdout.count(".") == 2, "the admin reads the token: the pod was there to exec into"
+    team.wait_event("refused", "FootholdRefused")
+    assert f"Pod/{name}" not in footholds_of(team, "refused")
