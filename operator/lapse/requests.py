@@ -19,15 +19,12 @@ from pydantic import ValidationError
 from lapse import metrics
 from lapse.core.actions import Action, DecisionRecord
 from lapse.core.approvals import (
-    COMMIT_ANNOTATION,
-    PULL_REQUEST_ANNOTATION,
     ApprovalOutcome,
     build_approval_requirement,
     build_request_authority,
     compute_approval_deadline,
     compute_approval_state,
     compute_approval_timeout,
-    compute_gitops_ledger_key,
     compute_revocation,
     describe_identities,
 )
@@ -60,6 +57,7 @@ from lapse.core.sentences import compute_quoted
 from lapse.core.windows import compute_pending_deadline, is_deferred
 from lapse.decisions import RequestDecisions
 from lapse.exposure import ExposureKeeper
+from lapse.gitops import GitOpsApprovals
 from lapse.grantor import Grantor
 from lapse.ledger import GitOpsLedger
 from lapse.starts import StartKeeper
@@ -84,7 +82,7 @@ class RequestKeeper:
         self.reporter = grantor.reporter
         self.scheduler = grantor.scheduler
         self.decisions = decisions
-        self.ledger = ledger
+        self.gitops = GitOpsApprovals(ledger, exposure, self.reporter, grantor.clock)
         self.starts = StartKeeper(grantor)
         self.admin_groups = grantor.settings.admin_groups
         # The latest policies seen, for deadlines that fire outside any handler.
@@ -140,10 +138,6 @@ class RequestKeeper:
                 labels = await self.kube.get_namespace_labels(key.namespace or "")
             self.remember(policies)
             decision = compute_decision(request, policies, labels)
-        if request.spec.requester is not None:
-            decision = await self.exposure.check_applier(
-                decision, self.policies.get(decision.policy or ""), request.spec.requester
-            )
         decision, screened = await self.screen(request, body, decision, request.status)
         # Only what a policy may still grant is worth asking the API server about: a request
         # already denied or invalid costs no reviews. What is new for the subject is told to
@@ -284,7 +278,7 @@ class RequestKeeper:
         status: AccessRequestStatus,
     ) -> tuple[Decision, AccessRequestStatus]:
         """Checks before a first decision takes effect: a requester Lapse signed, and a GitOps
-        approval not used before. GitOps requests carry their PR and commit into status."""
+        approval from the applier itself, not used before (lapse.gitops)."""
         if decision.outcome == Outcome.INVALID:
             return decision, status
         if not compute_requester_verified(KIND, body, self.decisions.key):
@@ -297,50 +291,8 @@ class RequestKeeper:
                 ),
                 status,
             )
-        if decision.reason != "GitOpsApproved":
-            return decision, status
-        annotations = request.metadata.annotations
-        status = status.model_copy(
-            update={
-                "pull_request": annotations.get(PULL_REQUEST_ANNOTATION),
-                "commit": annotations.get(COMMIT_ANNOTATION),
-            }
-        )
-        ledger_key = compute_gitops_ledger_key(
-            request.metadata.namespace,
-            request.metadata.name,
-            annotations.get(COMMIT_ANNOTATION),
-            request.spec.model_dump(mode="json", by_alias=True, exclude={"requester"}),
-        )
-        first = await self.ledger.consume(
-            ledger_key, request.metadata.uid or "", self.grantor.clock()
-        )
-        key = GrantKey(
-            KIND, request.metadata.namespace, request.metadata.name, request.metadata.uid or ""
-        )
-        applier = request.spec.requester.username if request.spec.requester else "?"
-        if first:
-            await self.reporter.event(
-                key,
-                "Normal",
-                "GitOpsApproved",
-                f"Approved by {applier} applying pull request "
-                f"{status.pull_request or '(none named)'} at commit "
-                f"{status.commit or '(none named)'}.",
-            )
-        if not first:
-            return (
-                Decision(
-                    Outcome.DENY,
-                    "GitOpsApprovalConsumed",
-                    "This request (same namespace, name, commit and spec) was granted once "
-                    "already; creating it again does not grant again. Commit a new request "
-                    "to ask again.",
-                    policy=decision.policy,
-                ),
-                status,
-            )
-        return decision, status
+        policy = self.policies.get(decision.policy or "")
+        return await self.gitops.check(request, decision, status, policy)
 
     async def start_pending(
         self, request: AccessRequest, decision: Decision, status: AccessRequestStatus
