@@ -27,13 +27,6 @@ REFUSED_TOKEN = "Lapse refuses TokenRequests made with temporary access"
 REFUSED_SECRET = "would hold a token that never expires"
 REFUSED_POD = "Lapse refuses exec into such pods under a grant"
 TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-# The volume kube-apiserver's ServiceAccount admission adds to a pod, for the local API.
-TOKEN_VOLUME = {
-    "name": "kube-api-access-t",
-    "projected": {
-        "sources": [{"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}]
-    },
-}
 
 
 def privileged_account(cluster: Cluster, namespace: str) -> str:
@@ -386,21 +379,13 @@ def test_breakglass_cluster_admin_cannot_leave_itself_a_clusterrolebinding(team:
         )  # fmt: skip
 
 
-def connectable_pod(
-    team: Team, name: str, account: str, *, token: bool = True, spec: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """A pod running as `account`, made by the admin before any grant. kube-apiserver's
+def connectable_pod(team: Team, name: str, account: str, *, token: bool = True) -> dict[str, Any]:
+    """A pod running as `account`, made by the admin before any grant: the API server's
     ServiceAccount admission mounts the account's token into it (`kube-api-access-*`) unless
-    `token` is False; the local API does not run that plugin, so there the pod brings the same
-    volume itself."""
+    `token` is False."""
     pod = workload("Pod", name, account)
-    pod["spec"].update(spec or {})
     if not token:
         pod["spec"]["automountServiceAccountToken"] = False
-    elif team.cluster.backend == "local":
-        pod["spec"]["volumes"] = [TOKEN_VOLUME]
-        for container in pod["spec"]["containers"]:
-            container["volumeMounts"] = [{"name": "kube-api-access-t", "mountPath": TOKEN_DIR}]
     team.cluster.kubectl("create", "-n", team.namespace, "-f", "-", input=json.dumps(pod))
     made = team.cluster.kubectl("get", "pod", name, "-n", team.namespace, "-o", "json")
     return dict(json.loads(made.stdout))
@@ -425,7 +410,8 @@ def test_exec_into_a_pod_running_as_a_stronger_account_is_refused_by_default(
 ) -> None:
     team.policy()
     account = privileged_account(team.cluster, team.namespace)
-    connectable_pod(team, "app", account)
+    app = connectable_pod(team, "app", account)
+    assert any(v["name"].startswith("kube-api-access-") for v in app["spec"]["volumes"])
     connectable_pod(team, "plain", "default")
     connectable_pod(team, "sealed", account, token=False)
     grant(team, "refuse")
