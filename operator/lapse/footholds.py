@@ -27,6 +27,7 @@ from lapse.reporting import Reporter
 
 logger = logging.getLogger(__name__)
 ATTEMPTS = 8
+END_POD_GRACE_SECONDS = 1
 
 
 class FootholdNotRecorded(Exception):
@@ -221,8 +222,13 @@ class Footholds:
             # Without the UID the object cannot be told from one made later by someone else.
             metrics.footholds_total.labels(resource=foothold.resource, action="reported").inc()
             return "Kept"
+        # A pod ended for its token: the token works until the pod object is gone, so the pod
+        # gets a second to stop, not the half minute (or more) its spec may ask for.
+        grace = END_POD_GRACE_SECONDS if foothold.connect else None
         try:
-            await self.kube.delete_object(compute_object_path(foothold), uid=foothold.uid)
+            await self.kube.delete_object(
+                compute_object_path(foothold), uid=foothold.uid, grace_seconds=grace
+            )
         except NotFoundError:
             return "Gone"
         except ConflictError:

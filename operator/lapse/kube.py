@@ -170,7 +170,9 @@ class KubeApi(Protocol):
     async def json_patch_status(
         self, key: GrantKey, operations: Sequence[Mapping[str, Any]]
     ) -> dict[str, Any]: ...
-    async def delete_object(self, path: str, *, uid: str) -> None: ...
+    async def delete_object(
+        self, path: str, *, uid: str, grace_seconds: int | None = None
+    ) -> None: ...
     async def json_patch_owner(
         self, key: GrantKey, operations: Sequence[Mapping[str, Any]]
     ) -> dict[str, Any]: ...
@@ -503,10 +505,17 @@ class KubeClient:
         path = owner_path(key.kind, key.namespace, key.name)
         return await self._call("PATCH", path, body=list(operations), content_type=JSON_PATCH)
 
-    async def delete_object(self, path: str, *, uid: str) -> None:
+    async def delete_object(self, path: str, *, uid: str, grace_seconds: int | None = None) -> None:
         """Delete the object at `path` only while it is the object with `uid`: NotFoundError
-        when it is gone, ConflictError when the name now holds another object."""
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}}
+        when it is gone, ConflictError when the name now holds another object. A pod's
+        `grace_seconds` overrides its own termination grace period."""
+        body: dict[str, Any] = {
+            "kind": "DeleteOptions",
+            "apiVersion": "v1",
+            "preconditions": {"uid": uid},
+        }
+        if grace_seconds is not None:
+            body["gracePeriodSeconds"] = grace_seconds
         await self._call("DELETE", path, body=body, params={"propagationPolicy": "Background"})
 
     async def get_role_rules(

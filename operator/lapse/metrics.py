@@ -55,7 +55,8 @@ role_drift_total = Counter(
 )
 footholds_total = Counter(
     "lapse_footholds_total",
-    "What grantees made under grants: refused, recorded, removed, reported, kept.",
+    "What grantees made under grants: refused, recorded, removed, reported, kept, ended "
+    "(a pod connected into, ended with the grant).",
     ["resource", "action"],
 )
 sweep_removed_total = Counter(

@@ -162,7 +162,7 @@ class MemoryKube:
     async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self.get_namespaced("deployments", namespace, name)
 
-    async def delete_object(self, path: str, *, uid: str) -> None:
+    async def delete_object(self, path: str, *, uid: str, grace_seconds: int | None = None) -> None:
         raise NotFoundError(404, "NotFound", f"{path} not found")
 
     async def get_role_rules(

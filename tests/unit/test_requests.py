@@ -23,9 +23,9 @@ from lapse.core.kinds import ACCESS_REQUEST, API_VERSION
 from lapse.core.models import AccessPolicy, UserInfo
 from lapse.core.requester import build_requester_stamp
 from lapse.decisions import RequestDecisions
+from lapse.exposure import ExposureKeeper
 from lapse.grantor import Grantor
 from lapse.ledger import GitOpsLedger
-from lapse.exposure import ExposureKeeper
 from lapse.rbac import RbacIndex
 from lapse.requests import RequestKeeper
 from tests.unit.builders import NOW, make_policy

@@ -192,6 +192,9 @@ def foothold_sentences(grant: Grant) -> list[str]:
     removed = [describe_foothold(f) for f in footholds if f.outcome == "Removed"]
     if removed:
         lines.append(f"Made under it and removed at its end: {join_words(removed)}.")
+    ended = [describe_foothold(f) for f in footholds if f.outcome == "Ended"]
+    if ended:
+        lines.append(f"Ended at its end, with the tokens they held: {join_words(ended)}.")
     return lines
 
 
