@@ -9,6 +9,9 @@ it binds would let its holder do so. They follow the RBAC authorizer's matching 
 `*/subresource`, resourceNames) and kube-apiserver's impersonation checks, legacy and
 constrained (KEP-5284, beta in v1.36).
 
+Every record is slotted: with ten thousand grants each rule a subject holds is one `Held`, and
+the operator's memory is the budget they share.
+
 Deliberately on the side of saying too much: a path that needs a second step this module cannot
 see (a pod that runs as the account already, a token Secret that exists) is still named.
 """
@@ -37,7 +40,7 @@ LAPSE_RESOURCES = ("accessrequests", "breakglasses")
 LAPSE_VERBS = ("create", "update", "patch")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rule:
     """One PolicyRule."""
 
@@ -86,7 +89,7 @@ def parse_rules(rules: Iterable[Mapping[str, Any]] | None) -> tuple[Rule, ...]:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Actor:
     """A binding's subject: User, Group or ServiceAccount."""
 
@@ -112,7 +115,7 @@ class Actor:
         return self.username == username
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RoleRecord:
     kind: str
     name: str
@@ -120,7 +123,7 @@ class RoleRecord:
     rules: tuple[Rule, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BindingRecord:
     kind: str
     name: str
@@ -177,7 +180,7 @@ def parse_binding(kind: str, body: Mapping[str, Any]) -> BindingRecord:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """The cluster's RBAC at one moment: roles by role_key, and every binding."""
 
@@ -191,7 +194,7 @@ class Snapshot:
         return role.rules if role is not None else ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Held:
     """A rule a subject holds: where it applies (None: cluster-wide) and what gives it."""
 
@@ -201,7 +204,7 @@ class Held:
     temporary: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Identity:
     """Whom an approval rests on: a user, a group, or a ServiceAccount."""
 
@@ -222,7 +225,7 @@ class Identity:
         return f"{self.kind.lower()} {self.name}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Path:
     """One way to act as an identity: the actor, how, and the binding that allows it."""
 
@@ -234,7 +237,7 @@ class Path:
         return f"{self.actor.describe()} can {self.way} (through {self.through})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Trusted:
     """Who is never named: administrators hold everything anyway, and the control plane and
     Lapse itself are what every grant already rests on."""
@@ -272,17 +275,7 @@ def build_held(snapshot: Snapshot, binding: BindingRecord) -> list[tuple[Actor, 
     return [(actor, held) for actor in binding.subjects]
 
 
-def compute_administrators(holdings: Mapping[Actor, Sequence[Held]]) -> frozenset[Actor]:
-    """Subjects that may do anything anywhere (cluster-admin and its like) for good: not
-    through a grant."""
-    return frozenset(
-        actor
-        for actor, held in holdings.items()
-        if any(h.scope is None and h.rule.everything and not h.temporary for h in held)
-    )
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Holder:
     """What one subject holds, with one level of roles it could bind itself to."""
 
