@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -24,7 +24,8 @@ from lapse.core.rbac import (
     RBAC_GROUP,
     Actor,
     BindingRecord,
-    Held,
+    Holding,
+    Holdings,
     RoleRecord,
     Snapshot,
     build_held,
@@ -54,9 +55,9 @@ class RbacIndex:
         # Every subject's rules, kept binding by binding: ten thousand grants arriving one by
         # one must not each cost a pass over all the others. A role that changes (rarely)
         # makes the next reader rebuild it all.
-        self._given: dict[str, list[tuple[Actor, list[Held]]]] = {}
-        self._by_actor: dict[Actor, dict[str, list[Held]]] = {}
-        self._holdings: dict[Actor, list[Held]] = {}
+        self._given: dict[str, list[tuple[Actor, Holding]]] = {}
+        self._by_actor: dict[Actor, dict[str, Holding]] = {}
+        self._holdings: dict[Actor, list[Holding]] = {}
         self._stale = False
         self.version = 0
         self.ready = asyncio.Event()
@@ -91,7 +92,7 @@ class RbacIndex:
             held = self._by_actor.get(actor, {})
             held.pop(owner, None)
             if held:
-                self._holdings[actor] = [h for rules in held.values() for h in rules]
+                self._holdings[actor] = list(held.values())
             else:
                 self._by_actor.pop(actor, None)
                 self._holdings.pop(actor, None)
@@ -99,16 +100,16 @@ class RbacIndex:
     def _give(self, owner: str, binding: BindingRecord) -> None:
         given = build_held(self._snapshot, binding)
         self._given[owner] = given
-        for actor, rules in given:
-            self._by_actor.setdefault(actor, {})[owner] = rules
-            self._holdings.setdefault(actor, []).extend(rules)
+        for actor, holding in given:
+            self._by_actor.setdefault(actor, {})[owner] = holding
+            self._holdings.setdefault(actor, []).append(holding)
 
     def snapshot(self) -> Snapshot:
         """The roles and bindings as they are now (a live view: do not keep it across awaits
         and expect it unchanged)."""
         return self._snapshot
 
-    def holdings(self) -> Mapping[Actor, Sequence[Held]]:
+    def holdings(self) -> Holdings:
         """Every subject's rules (see compute_holdings), as they are now."""
         if self._stale:
             self._stale = False

@@ -27,6 +27,7 @@ from lapse.core.policy import Decision, Outcome
 from lapse.core.rbac import (
     Actor,
     Held,
+    Holdings,
     Identity,
     Path,
     Snapshot,
@@ -79,7 +80,7 @@ def compute_policy_exposure(
     policy: AccessPolicy,
     snapshot: Snapshot,
     trusted: Trusted,
-    holdings: Mapping[Actor, Sequence[Held]],
+    holdings: Holdings,
 ) -> list[ExposureRecord]:
     """Everyone besides administrators who can act as one of the policy's appliers or
     approvers, how, and through which binding."""
@@ -200,7 +201,7 @@ def compute_forged(
     policy: AccessPolicy,
     snapshot: Snapshot,
     trusted: Trusted,
-    holdings: Mapping[Actor, Sequence[Held]],
+    holdings: Holdings,
     suspects: Sequence[UserInfo],
 ) -> Path | None:
     """How one of `suspects` (the requester, the subject) could have made `approver`'s

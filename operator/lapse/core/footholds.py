@@ -36,7 +36,15 @@ from lapse.core.models import (
     Subject,
     SubjectKind,
 )
-from lapse.core.rbac import SA_GROUP, SA_PREFIX, Actor, Held, Snapshot, held_by, role_key
+from lapse.core.rbac import (
+    SA_GROUP,
+    SA_PREFIX,
+    Held,
+    Holdings,
+    Snapshot,
+    held_by,
+    role_key,
+)
 
 TOKEN_SECRET_TYPE = "kubernetes.io/service-account-token"
 # Where each workload kind keeps the pod spec whose ServiceAccount it runs as.
@@ -120,7 +128,7 @@ class Connection:
 
     pod: Mapping[str, Any] | None
     groups: tuple[str, ...] = ()
-    holdings: Mapping[Actor, Sequence[Held]] | None = None
+    holdings: Holdings | None = None
     snapshot: Snapshot | None = None
     error: str | None = None
 
@@ -305,9 +313,7 @@ def mounts_token(pod: Mapping[str, Any]) -> bool:
     return False
 
 
-def compute_account_held(
-    holdings: Mapping[Actor, Sequence[Held]], namespace: str, account: str
-) -> list[Held]:
+def compute_account_held(holdings: Holdings, namespace: str, account: str) -> list[Held]:
     """Everything a ServiceAccount's token gives: what is bound to the account and to the
     groups the API server puts every ServiceAccount in."""
     groups = (SA_GROUP, f"{SA_GROUP}:{namespace}", AUTHENTICATED)
@@ -315,7 +321,7 @@ def compute_account_held(
 
 
 def compute_grantee_held(
-    holdings: Mapping[Actor, Sequence[Held]],
+    holdings: Holdings,
     snapshot: Snapshot | None,
     username: str,
     groups: Sequence[str],

@@ -205,6 +205,23 @@ class Held:
 
 
 @dataclass(frozen=True, slots=True)
+class Holding:
+    """What one binding gives its subjects: the role's rules (one tuple, shared by every
+    binding of that role), where they apply, and what gives them."""
+
+    rules: tuple[Rule, ...]
+    scope: str | None
+    through: str
+    temporary: bool = False
+
+    def expand(self) -> list[Held]:
+        return [Held(r, self.scope, self.through, self.temporary) for r in self.rules]
+
+
+Holdings = Mapping["Actor", Sequence[Holding]]
+
+
+@dataclass(frozen=True, slots=True)
 class Identity:
     """Whom an approval rests on: a user, a group, or a ServiceAccount."""
 
@@ -256,23 +273,22 @@ class Trusted:
         return name in self.usernames or name.startswith(self.prefixes)
 
 
-def compute_holdings(snapshot: Snapshot) -> dict[Actor, list[Held]]:
+def compute_holdings(snapshot: Snapshot) -> dict[Actor, list[Holding]]:
     """Every subject's rules, with where each applies and the binding that gives it."""
-    held: dict[Actor, list[Held]] = {}
+    held: dict[Actor, list[Holding]] = {}
     for binding in snapshot.bindings:
-        for actor, rules in build_held(snapshot, binding):
-            held.setdefault(actor, []).extend(rules)
+        for actor, holding in build_held(snapshot, binding):
+            held.setdefault(actor, []).append(holding)
     return held
 
 
-def build_held(snapshot: Snapshot, binding: BindingRecord) -> list[tuple[Actor, list[Held]]]:
+def build_held(snapshot: Snapshot, binding: BindingRecord) -> list[tuple[Actor, Holding]]:
     """What one binding gives each of its subjects."""
     rules = snapshot.rules_of(binding)
     if not rules:
         return []
-    through = binding.describe()
-    held = [Held(r, binding.namespace, through, binding.temporary) for r in rules]
-    return [(actor, held) for actor in binding.subjects]
+    holding = Holding(rules, binding.namespace, binding.describe(), binding.temporary)
+    return [(actor, holding) for actor in binding.subjects]
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,7 +472,7 @@ def compute_exposure(
     snapshot: Snapshot,
     identity: Identity,
     trusted: Trusted,
-    holdings: Mapping[Actor, Sequence[Held]] | None = None,
+    holdings: Holdings | None = None,
 ) -> list[Path]:
     """Who besides administrators, the control plane and Lapse can act as `identity`, how,
     and through which binding; in a stable order."""
@@ -466,7 +482,7 @@ def compute_exposure(
     where = {None, _namespace_of(identity)}
     paths: list[Path] = []
     for actor in sorted(holdings, key=lambda a: (a.kind, a.namespace or "", a.name)):
-        held = [h for h in holdings[actor] if h.scope in where]
+        held = [h for g in holdings[actor] if g.scope in where for h in g.expand()]
         if not held or trusted.covers(actor) or _is(actor, identity):
             continue
         if any(h.scope is None and h.rule.everything and not h.temporary for h in held):
@@ -492,14 +508,12 @@ def _is(actor: Actor, identity: Identity) -> bool:
     )
 
 
-def held_by(
-    holdings: Mapping[Actor, Sequence[Held]], username: str, groups: Iterable[str]
-) -> list[Held]:
+def held_by(holdings: Holdings, username: str, groups: Iterable[str]) -> list[Held]:
     """Everything a caller with this user name and these groups holds."""
     found = Identity.of_username(username)
     actors = [Actor(found.kind, found.name, found.namespace)] if username else []
     actors += [Actor("Group", g) for g in groups]
-    return [h for actor in actors for h in holdings.get(actor, ())]
+    return [h for actor in actors for g in holdings.get(actor, ()) for h in g.expand()]
 
 
 def can_act_as(paths: Iterable[Path], username: str, groups: Iterable[str]) -> list[Path]:
