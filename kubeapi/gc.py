@@ -10,16 +10,14 @@ Kubernetes.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import copy
 import logging
 from typing import Any
 
-from . import errors
 from .objects import CRD_CLEANUP, CRD_GROUP, FOREGROUND, ORPHAN, Objects
 from .resources import ResourceInfo
 from .store import Event, ResKey
+from .workqueue import QueuedController
 
 log = logging.getLogger(__name__)
 NAMESPACES: ResKey = ("", "namespaces")
@@ -36,24 +34,11 @@ ROOT_CA_DESCRIPTION = (
 )
 
 
-class Controllers:
+class Controllers(QueuedController):
     def __init__(self, objects: Objects, *, root_ca: str = "") -> None:
-        self.objects = objects
+        super().__init__(objects)
         # The CA bundle published as kube-root-ca.crt; none over plain HTTP.
         self.root_ca = root_ca
-        self.store = objects.store
-        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self.store.listeners.append(self._on_event)
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     # Runs inside the writer's call: only queue work, never write from here.
     def _on_event(self, event: Event) -> None:
@@ -87,19 +72,6 @@ class Controllers:
                 self._queue.put_nowait(("namespace", meta["name"]))
             if event.key == CRDS and CRD_CLEANUP in finalizers:
                 self._queue.put_nowait(("crd", meta["name"]))
-
-    async def _run(self) -> None:
-        while True:
-            kind, arg = await self._queue.get()
-            try:
-                getattr(self, "_" + kind.replace("-", "_"))(arg)
-            except errors.ApiError as exc:
-                # A concurrent write won; the next event brings the work back.
-                log.debug("controller %s(%s): %s", kind, arg, exc)
-            except Exception:
-                log.exception("controller %s(%s) failed", kind, arg)
-            if self._queue.empty():
-                await asyncio.sleep(0)
 
     # -- helpers ----------------------------------------------------------------------------
 

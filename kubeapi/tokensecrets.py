@@ -19,19 +19,17 @@ and its writes pass neither admission nor authorization.
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import copy
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from . import errors
 from .objects import Objects
 from .resources import ResourceInfo
 from .store import Event
 from .tokens import SECRETS, SERVICE_ACCOUNTS, Issuer, LegacyUse
+from .workqueue import QueuedController
 
 log = logging.getLogger(__name__)
 
@@ -45,24 +43,13 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-class TokensController:
+class TokensController(QueuedController):
+    name = "tokens controller"
+
     def __init__(self, objects: Objects, issuer: Issuer, root_ca: str = "") -> None:
-        self.objects = objects
-        self.store = objects.store
+        super().__init__(objects)
         self.issuer = issuer
         self.root_ca = root_ca
-        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self.store.listeners.append(self._on_event)
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     def used(self, use: LegacyUse) -> None:
         """A legacy token of this Secret authenticated a request just now."""
@@ -81,15 +68,8 @@ class TokensController:
         ):
             self._queue.put_nowait(("secret", (event.namespace, meta["name"])))
 
-    async def _run(self) -> None:
-        while True:
-            kind, arg = await self._queue.get()
-            try:
-                getattr(self, "_" + kind.replace("-", "_"))(*_args(arg))
-            except errors.ApiError as exc:
-                log.debug("tokens controller %s(%s): %s", kind, arg, exc)
-            except Exception:
-                log.exception("tokens controller %s(%s) failed", kind, arg)
+    def _handle(self, kind: str, arg: Any) -> None:
+        getattr(self, "_" + kind.replace("-", "_"))(*_args(arg))
 
     def _info(self, plural: str) -> ResourceInfo:
         info = self.objects.registry.lookup("", "v1", plural)
