@@ -103,3 +103,21 @@ def test_policies_act_on_capabilities(
         gitops, policy(requireApproval=["MintTokens"]), risk, "ClusterRole edit"
     )
     assert merged.outcome == Outcome.GRANT
+
+
+@pytest.mark.parametrize("reason", ["Granted", "AutoApproved", "GitOpsApproved"])
+def test_a_grant_that_acts_as_an_approver_waits_for_one_however_it_was_approved(
+    reason: str,
+) -> None:
+    risk = RiskSummary(capabilities=["MintTokens", "ActAsApprover"], summary="…")
+    decided = compute_capability_decision(
+        Decision(Outcome.GRANT, reason, "ok", policy="p"), policy(), risk, "ClusterRole edit"
+    )
+    assert (decided.outcome, decided.reason) == (Outcome.PENDING, "GrantActsAsApprover")
+    refused = compute_capability_decision(
+        Decision(Outcome.GRANT, reason, "ok", policy="p"),
+        policy(refuse=["ActAsApprover"]),
+        risk,
+        "ClusterRole edit",
+    )
+    assert (refused.outcome, refused.reason) == (Outcome.DENY, "CapabilityRefused")
