@@ -241,9 +241,31 @@ def _secret_causes(obj: dict[str, Any]) -> list[Cause]:
     ]
 
 
+def _webhook_causes(obj: dict[str, Any]) -> list[Cause]:
+    """A webhook's name is a qualified domain of at least three labels (`x.example.com`)."""
+    causes = []
+    for index, hook in enumerate(obj.get("webhooks") or ()):
+        name = str((hook or {}).get("name") or "")
+        labels = name.split(".")
+        # Names that are no DNS subdomain at all get another message there, not mirrored.
+        if len(labels) < 3:
+            causes.append(
+                Cause(
+                    f"webhooks[{index}].name",
+                    f'Invalid value: "{name}": should be a domain with at least three segments '
+                    "separated by dots",
+                )
+            )
+    return causes
+
+
 def check_builtin(info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
     """Raise 422 for a built-in object the real API server would refuse."""
     causes: list[Cause] = []
+    if info.group == "admissionregistration.k8s.io" and info.plural.endswith(
+        "webhookconfigurations"
+    ):
+        causes += _webhook_causes(obj)
     if info.group == RBAC:
         cluster = not info.namespaced
         if info.kind in ("RoleBinding", "ClusterRoleBinding"):

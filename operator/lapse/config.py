@@ -7,6 +7,7 @@ default, and tests can start the operator with exactly the settings they need.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 from collections.abc import Mapping
@@ -61,6 +62,17 @@ def _choice(enum: type[Enum], name: str, value: str) -> Any:
     except ValueError:
         allowed = " or ".join(repr(m.value) for m in enum)
         raise ConfigError(f"{name} must be {allowed}, not {value!r}.") from None
+
+
+def _configuration_name(value: str) -> str:
+    """The webhook configurations' name: each webhook is named `<id>.<name>`, which the API
+    server accepts only as a domain of three labels or more, so the name needs a dot."""
+    if "." not in value.strip(".") or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", value):
+        raise ConfigError(
+            f"LAPSE_WEBHOOK_CONFIGURATION must be a domain such as lapse.dev (the webhooks are "
+            f"named <id>.<it>), not {value!r}."
+        )
+    return value
 
 
 def _number(env: Mapping[str, str], name: str, default: int) -> int:
@@ -213,8 +225,8 @@ class Settings:
             webhook_port=_number(env, "LAPSE_WEBHOOK_PORT", default.webhook_port),
             webhook_cert_dir=Path(cert_dir) if cert_dir else None,
             webhook_managed=_flag(env.get("LAPSE_WEBHOOK_MANAGED", "true")),
-            webhook_configuration=env.get(
-                "LAPSE_WEBHOOK_CONFIGURATION", default.webhook_configuration
+            webhook_configuration=_configuration_name(
+                env.get("LAPSE_WEBHOOK_CONFIGURATION", default.webhook_configuration)
             ),
             metrics_addr=env.get("LAPSE_METRICS_ADDR", default.metrics_addr),
             metrics_port=_number(env, "LAPSE_METRICS_PORT", default.metrics_port),

@@ -190,7 +190,7 @@ def _install(cluster: Cluster, namespace: str, workdir: Path) -> Iterator[Instal
             "LAPSE_NAMESPACE": namespace,
             "LAPSE_DEPLOYMENT": DEPLOYMENT,
             # Its own webhook configurations, never the lapse.dev ones an install uses.
-            "LAPSE_WEBHOOK_CONFIGURATION": namespace,
+            "LAPSE_WEBHOOK_CONFIGURATION": f"{namespace}.lapse.dev",
         },
     )
     operator.start()
@@ -225,7 +225,9 @@ def _install(cluster: Cluster, namespace: str, workdir: Path) -> Iterator[Instal
             cluster.kubectl("delete", "accesspolicy", name, "--ignore-not-found", check=False)
         cluster.kubectl("delete", "clusterrolebinding", oncall, "--ignore-not-found", check=False)
         for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
-            cluster.kubectl("delete", kind, namespace, "--ignore-not-found", check=False)
+            cluster.kubectl(
+                "delete", kind, f"{namespace}.lapse.dev", "--ignore-not-found", check=False
+            )
         print(f"\noperator log: {operator.log_path}\naudit trail: {operator.audit_path}")
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from lapse.config import CertificateIssuer, Settings, WebhookMode
+from lapse.config import CertificateIssuer, ConfigError, Settings, WebhookMode
 
 
 def start(**env: str) -> subprocess.CompletedProcess[str]:
@@ -60,3 +60,10 @@ def test_the_mode_follows_where_lapse_runs() -> None:
         {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "LAPSE_WEBHOOK_MODE": "url"}
     )
     assert chosen.webhook_mode is WebhookMode.URL
+
+
+@pytest.mark.parametrize("value", ["lapse", "t-uninstall-3103bc", "Lapse.Dev", ".dev"])
+def test_a_webhook_configuration_name_without_a_dot_stops_with_one_line(value: str) -> None:
+    # Webhooks are named <id>.<configuration>: the API server wants three labels.
+    with pytest.raises(ConfigError, match="LAPSE_WEBHOOK_CONFIGURATION must be a domain"):
+        Settings.from_env({"LAPSE_WEBHOOK_CONFIGURATION": value})
