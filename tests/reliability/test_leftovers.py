@@ -133,8 +133,9 @@ def plain_binding(name: str) -> dict[str, Any]:
 def webhooks(kind: str, name: str, selected: str | None = None) -> dict[str, Any]:
     """A configuration whose webhook fails closed and points at a port nobody serves, as a
     killed operator leaves it; with `selected`, for that namespace only."""
+    # A webhook's name needs three labels, as kube-apiserver checks.
     hook: dict[str, Any] = {
-        "name": f"dead.{name}",
+        "name": f"dead.{name}" if "." in name else f"dead.{name}.example.com",
         "clientConfig": {
             "url": f"https://127.0.0.1:{free_port()}/dead",
             "caBundle": base64.b64encode(tls.generate().ca_pem).decode(),
