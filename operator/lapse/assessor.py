@@ -15,6 +15,7 @@ from lapse.core.models import RiskSummary, RoleRef, Subject, UserInfo
 from lapse.core.risk import Permission, build_risk_summary, compute_ranked_permissions
 from lapse.core.verification import AccessCheck, build_access_review
 from lapse.kube import ApiError, KubeApi
+from lapse.rbac import NoRoles, Roles
 
 logger = logging.getLogger(__name__)
 # Reviews per assessment: enough for the phrases a summary lists.
@@ -41,8 +42,10 @@ def _text(rules: Sequence[Mapping[str, Any]]) -> str:
 
 
 class Assessor:
-    def __init__(self, kube: KubeApi) -> None:
+    def __init__(self, kube: KubeApi, roles: Roles | None = None) -> None:
         self.kube = kube
+        # The RBAC index: a grant's role is read from the watch, not once per grant.
+        self.roles: Roles = roles or NoRoles()
 
     async def assess(
         self,
@@ -57,8 +60,11 @@ class Assessor:
         the role cannot be read (it does not exist, or Lapse may not read it). With `compare`
         it tells what is new from what the subject holds already, at one access review per
         phrase; without, it says what the role gives."""
+        where = namespace if role.kind.value == "Role" else None
         try:
-            rules = await self.kube.get_role_rules(role.kind.value, role.name, namespace)
+            rules = self.roles.role_rules(role.kind.value, role.name, where)
+            if rules is None:
+                rules = await self.kube.get_role_rules(role.kind.value, role.name, namespace)
         except ApiError as error:
             logger.warning("Could not read %s %s: %s", role.kind.value, role.name, error)
             return None

@@ -20,7 +20,7 @@ from typing import Any
 from lapse import metrics
 from lapse.core.footholds import compute_object_path, compute_settle_message, describe_foothold
 from lapse.core.grants import GrantKey
-from lapse.core.models import Foothold, FootholdAction, RoleRef
+from lapse.core.models import Foothold, FootholdAction, GrantStatus, RoleRef
 from lapse.core.owners import parse_role, parse_status
 from lapse.kube import ApiError, ConflictError, KubeApi, NotFoundError, RefusedError
 from lapse.reporting import Reporter
@@ -184,12 +184,17 @@ class Footholds:
                 message,
             )
 
-    async def settle(self, key: GrantKey, role: RoleRef | None) -> None:
-        """At a grant's end: remove or report each foothold not settled yet."""
-        body = await self.kube.get_owner(key)
-        if body is None:
-            return
-        status = parse_status(key.kind, body)
+    async def settle(
+        self, key: GrantKey, role: RoleRef | None, status: GrantStatus | None = None
+    ) -> None:
+        """At a grant's end: remove or report each foothold not settled yet. `status` is the
+        owner read after its bindings went, if the caller has it: the webhook records a
+        foothold before it allows the create, so every one made with the access is in it."""
+        if status is None:
+            body = await self.kube.get_owner(key)
+            if body is None:
+                return
+            status = parse_status(key.kind, body)
         footholds = list(status.footholds or [])
         if all(f.outcome is not None for f in footholds):
             return

@@ -47,6 +47,7 @@ from lapse.core.sweep import SweepReason
 from lapse.crashpoints import crash_point
 from lapse.footholds import Footholds
 from lapse.kube import ApiError, ConflictError, KubeApi, NotFoundError, RefusedError
+from lapse.rbac import NoRoles, Roles
 from lapse.reporting import OUTCOMES, Clock, Reporter
 from lapse.scheduler import ExpiryScheduler
 from lapse.verifier import Verifier
@@ -54,6 +55,8 @@ from lapse.verifier import Verifier
 logger = logging.getLogger(__name__)
 
 EXPIRY_WARNING = "expiry-warning"
+# A binding's own expiry, known from its annotation before its owner is read (at start-up).
+BINDING_EXPIRY = "binding-expiry"
 # Revocation checks wait while a deadline falls due this soon (see lapse.verifier).
 VERIFY_CLEARANCE = timedelta(seconds=1)
 
@@ -73,24 +76,40 @@ class Grantor:
         settings: Settings,
         reporter: Reporter | None = None,
         clock: Clock = utcnow,
+        roles: Roles | None = None,
     ) -> None:
         self.kube = kube
+        # The roles as the RBAC index knows them: a grant's role is not read per grant.
+        self.roles: Roles = roles or NoRoles()
         self.settings = settings
         self.clock = clock
         self.reporter = reporter or Reporter(kube, clock)
         self.footholds = Footholds(kube, self.reporter)
-        self.assessor = Assessor(kube)
+        self.assessor = Assessor(kube, self.roles)
         self.activity = ActivityRecorder(kube, settings, clock)
         self._verifying: set[asyncio.Task[None]] = set()
         self.scheduler = ExpiryScheduler(self.expire, clock, on_change=self._update_gauges)
         self.verifier = Verifier(
-            kube, self.reporter, clock, busy=lambda: self.scheduler.busy(VERIFY_CLEARANCE)
+            kube,
+            self.reporter,
+            clock,
+            busy=lambda: self.scheduler.busy(VERIFY_CLEARANCE),
+            roles=self.roles,
         )
         self.scheduler.on(EXPIRY_WARNING, self.expiring_soon)
+        self.scheduler.on(BINDING_EXPIRY, self._binding_due)
+        # Bindings known only from their own annotations so far, by owner (see expire_binding).
+        self.early: dict[GrantKey, dict[str, BindingRef]] = {}
         # Bindings this process is deleting: their DELETED events are ours, not an admin's.
         self.revoking: set[str] = set()
         # What each live binding (by UID) must look like, so an event needs no extra read.
         self.desired: dict[str, dict[str, Any]] = {}
+        # The expiry and bindings of each active grant, so its end deletes them before
+        # reading anything.
+        self.bound: dict[GrantKey, tuple[datetime, tuple[BindingRef, ...]]] = {}
+        # Grants whose end binds what continues them first (an extension): their end must
+        # read the owner before anything is deleted, or access would have a gap.
+        self.continued: set[GrantKey] = set()
         self._locks: dict[GrantKey, asyncio.Lock] = {}
         self.handovers: dict[str, HandOver] = {}
 
@@ -125,6 +144,39 @@ class Grantor:
         for ref in refs:
             if ref.uid:
                 self.desired[ref.uid] = build_binding(grant, ref.model_copy(update={"uid": None}))
+        if refs and all(ref.uid for ref in refs):
+            self.bound[grant.key] = (grant.expires_at, tuple(refs))
+            if self.early.pop(grant.key, None) is not None:
+                self.scheduler.cancel(grant.key, BINDING_EXPIRY)
+
+    def expire_binding(self, key: GrantKey, ref: BindingRef, expires_at: datetime) -> None:
+        """Delete the binding `ref` of `key` at `expires_at`, its own annotation's time, even
+        before its owner is read: after a restart thousands of owners are read and resumed
+        while grants keep falling due, and none may wait for that.
+
+        The annotation is Lapse's (the binding guard restores it if edited), so the owner's
+        `expiresAt` is the same time. Were it edited earlier, the binding goes early: access
+        is only ever taken away on its strength, never kept. Once the owner is read its own
+        deadline governs and this one is dropped. What it cannot do is bind an extension
+        first: a grant continued in the seconds before its owner is read may see a gap."""
+        if key in self.bound or key in self.ended or not ref.uid:
+            return
+        self.early.setdefault(key, {})[ref.uid] = ref
+        current = self.scheduler.deadline(key, BINDING_EXPIRY)
+        if current is None or expires_at < current:
+            self.scheduler.schedule(key, expires_at, BINDING_EXPIRY)
+
+    async def _binding_due(self, key: GrantKey, deadline: datetime) -> None:
+        refs = self.early.pop(key, {})
+        if key in self.bound or key in self.ended:
+            return
+        deleted = await self._delete_refs(list(refs.values()))
+        if deleted:
+            logger.info("Deleted %d binding(s) of %s at their expiry.", deleted, key.describe())
+
+    def will_hand_over(self, key: GrantKey) -> None:
+        """Something continues `key` when it ends (an extension claimed it)."""
+        self.continued.add(key)
 
     async def activate(
         self,
@@ -253,6 +305,9 @@ class Grantor:
             sorted({r.namespace for r in refs if r.namespace}) if role.kind == "Role" else [None]
         )
         for namespace in where:
+            if self.roles.role_rules(role.kind.value, role.name, namespace) is not None:
+                continue
+            # Not in the index (not listed yet, or made a moment ago): the API server says.
             if await self.kube.role_exists(str(role.kind), role.name, namespace) is not False:
                 continue
             if namespace is None:
@@ -288,8 +343,11 @@ class Grantor:
         return await self.kube.delete_binding(ref)
 
     async def delete_bindings(self, status: GrantStatus) -> int:
+        return await self._delete_refs(status.bindings)
+
+    async def _delete_refs(self, refs: Sequence[BindingRef]) -> int:
         deleted = 0
-        for ref in status.bindings:
+        for ref in refs:
             if await self.delete_binding(ref):
                 deleted += 1
         return deleted
@@ -307,13 +365,17 @@ class Grantor:
         event_type: str = "Normal",
         patch_status: bool = True,
         bindings_deleted: bool = False,
+        read_after_delete: bool = False,
     ) -> None:
         """End an active grant: bindings first (access ends now), then the record of it.
-        `bindings_deleted` says the caller has deleted the bindings already."""
+        `bindings_deleted` says the caller has deleted the bindings already;
+        `read_after_delete` that `status` was read after that, so it lists every foothold."""
         async with self.lock(key):
             if key in self.ended:
                 return
             self.scheduler.cancel(key)
+            self.bound.pop(key, None)
+            self.continued.discard(key)
             crash_point("revoke-before-binding-write")
             if not bindings_deleted:
                 await self.delete_bindings(status)
@@ -321,7 +383,7 @@ class Grantor:
             if phase == Phase.EXPIRED and status.expires_at is not None:
                 lag = (self.clock() - status.expires_at).total_seconds()
                 metrics.revocation_lag_seconds.labels(kind=key.kind).observe(max(0.0, lag))
-            await self._settle_footholds(key, role)
+            await self._settle_footholds(key, role, status if read_after_delete else None)
             # What was done with the access, as far as the audit log has told us by now.
             activity = (
                 {"activity": compute_activity_summary(self.activity.record_of(key))}
@@ -329,8 +391,9 @@ class Grantor:
                 else {}
             )
             if patch_status:
+                recorded: GrantStatus | None = None
                 try:
-                    await self.reporter.transition(
+                    recorded = await self.reporter.transition(
                         key,
                         role=role,
                         status=status,
@@ -344,7 +407,7 @@ class Grantor:
                     )
                 except FinalPhaseError:
                     self.ended.add(key)
-                self._verify_later(key, role, status)
+                self._verify_later(key, role, status, recorded=recorded, generation=generation)
                 return
             # The owner is going away: its Event and audit line are all that remain.
             metrics.requests_total.labels(kind=key.kind, outcome=OUTCOMES[phase]).inc()
@@ -359,23 +422,48 @@ class Grantor:
             task.cancel()
         await asyncio.gather(*self._verifying, return_exceptions=True)
 
-    def _verify_later(self, key: GrantKey, role: RoleRef | None, status: GrantStatus) -> None:
+    def _verify_later(
+        self,
+        key: GrantKey,
+        role: RoleRef | None,
+        status: GrantStatus,
+        *,
+        recorded: GrantStatus | None = None,
+        generation: int | None = None,
+    ) -> None:
         """Ask the API server whether the access is gone, beside the machinery: a slow
         authorizer must never hold up the next revocation."""
-        task = asyncio.create_task(self.verifier.verify(key, role, status))
+        task = asyncio.create_task(
+            self.verifier.verify(key, role, status, recorded=recorded, generation=generation)
+        )
         self._verifying.add(task)
         task.add_done_callback(self._verifying.discard)
 
-    async def _settle_footholds(self, key: GrantKey, role: RoleRef | None) -> None:
+    async def _settle_footholds(
+        self, key: GrantKey, role: RoleRef | None, status: GrantStatus | None
+    ) -> None:
         """What the grantee made goes (or is reported) with the access, before the record of
         the end; a failure here never keeps the grant from ending."""
         try:
-            await self.footholds.settle(key, role)
+            await self.footholds.settle(key, role, status)
         except (ApiError, OSError, TimeoutError) as error:
             logger.warning("Could not settle the footholds of %s: %s", key.describe(), error)
 
     async def expire(self, key: GrantKey, deadline: datetime) -> None:
-        """The scheduler's callback: end the grant if it is (still) due."""
+        """The scheduler's callback: end the grant if it is (still) due.
+
+        The bindings go first, before anything is read: the deadline is the `expiresAt` this
+        process wrote (durations never grow), so nothing the owner could say now would keep
+        them. Only a grant that something continues reads its owner first, to bind the
+        continuation before the access it continues goes.
+        """
+        expires_at, refs = self.bound.get(key) or (None, ())
+        deleted = bool(refs) and key not in self.continued
+        deleted = deleted and expires_at is not None and expires_at <= self.clock()
+        if deleted:
+            self.bound.pop(key, None)
+            self.scheduler.cancel(key)
+            await self._delete_refs(refs)
         body = await self.kube.get_owner(key, revoking=True)
         if body is None or not is_same_owner(key, body):
             return
@@ -384,10 +472,20 @@ class Grantor:
         if status.phase != Phase.ACTIVE or status.expires_at is None:
             return
         if status.expires_at > self.clock():
-            self.scheduler.schedule(key, status.expires_at)
-            self._warn_before(key, status.expires_at)
-            return
-        successor = await self.hand_over(key, status)
+            if deleted:
+                # The owner says later than this process wrote: someone else wrote its status.
+                # Access is gone already; the record says so rather than pretend otherwise.
+                logger.warning(
+                    "%s was due at %s but its owner says %s; ending it now.",
+                    key.describe(),
+                    format_time(deadline),
+                    format_time(status.expires_at),
+                )
+            else:
+                self.scheduler.schedule(key, status.expires_at)
+                self._warn_before(key, status.expires_at)
+                return
+        successor = None if deleted else await self.hand_over(key, status)
         if successor:
             crash_point("handover-after-successor-bound")
         await self.end(
@@ -398,6 +496,8 @@ class Grantor:
             reason="Extended" if successor else "Expired",
             message=successor or f"Access ended at {format_time(status.expires_at)}, as granted.",
             generation=parse_generation(body),
+            bindings_deleted=deleted,
+            read_after_delete=deleted,
         )
         if successor:
             lag = (self.clock() - status.expires_at).total_seconds()

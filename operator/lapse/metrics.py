@@ -48,6 +48,19 @@ revocations_unverified = Gauge(
     "lapse_revocations_unverified",
     "Ended grants whose access the API server still allows through their own bindings.",
 )
+revocation_checks_waiting = Gauge(
+    "lapse_revocation_checks_waiting",
+    "Ended grants whose check with the API server has not run yet (they wait while "
+    "deadlines are near; none is dropped).",
+)
+revocation_checks_deferred_total = Counter(
+    "lapse_revocation_checks_deferred_total",
+    "Checks of ended grants that waited for a quiet moment before asking the API server.",
+)
+revocation_reviews_total = Counter(
+    "lapse_revocation_reviews_total",
+    "SubjectAccessReviews asked to check ended grants (one a place proves an end).",
+)
 role_drift_total = Counter(
     "lapse_role_drift_total",
     "Changes to a bound role during a grant, by what Lapse did: warned or revoked.",

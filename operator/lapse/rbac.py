@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -45,9 +45,25 @@ PLURALS = {
 }
 
 
+class Roles(Protocol):
+    """Where the rules of a role are known without asking the API server (lapse.rbac)."""
+
+    def role_rules(
+        self, kind: str, name: str, namespace: str | None
+    ) -> list[dict[str, Any]] | None: ...
+
+
+class NoRoles:
+    def role_rules(
+        self, kind: str, name: str, namespace: str | None
+    ) -> list[dict[str, Any]] | None:
+        return None
+
+
 class RbacIndex:
     def __init__(self) -> None:
         self._roles: dict[str, RoleRecord] = {}
+        self._raw: dict[str, list[dict[str, Any]]] = {}
         self._role_keys: dict[str, str] = {}
         self._bindings: dict[str, BindingRecord] = {}
         self._versions: dict[str, str] = {}
@@ -71,11 +87,16 @@ class RbacIndex:
             previous = self._role_keys.pop(owner, None)
             if previous is not None:
                 self._roles.pop(previous, None)
+                self._raw.pop(previous, None)
             if not deleted:
                 role = parse_role(kind, body)
                 key = role_key(kind, role.name, role.namespace)
                 self._roles[key] = role
                 self._role_keys[owner] = key
+                # Grants read their role's rules from here rather than the API server.
+                self._raw[key] = [
+                    dict(r) for r in body.get("rules") or () if isinstance(r, Mapping)
+                ]
             self._stale = True
         else:
             self._forget(owner)
@@ -103,6 +124,15 @@ class RbacIndex:
         for actor, holding in given:
             self._by_actor.setdefault(actor, {})[owner] = holding
             self._holdings.setdefault(actor, []).append(holding)
+
+    def role_rules(
+        self, kind: str, name: str, namespace: str | None
+    ) -> list[dict[str, Any]] | None:
+        """The rules of a Role or ClusterRole as the API server last sent them, or None when
+        it is not known here (not listed yet, or not there: the caller asks the API server)."""
+        if not self.ready.is_set():
+            return None
+        return self._raw.get(role_key(kind, name, namespace))
 
     def snapshot(self) -> Snapshot:
         """The roles and bindings as they are now (a live view: do not keep it across awaits

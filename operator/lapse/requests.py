@@ -118,6 +118,8 @@ class RequestKeeper:
         if status.phase is not None:
             await self.follow_up(key, body)
             await self.grantor.resume(key, parse_role(body), status)
+            if isinstance(status, AccessRequestStatus) and status.extended_by:
+                self.grantor.will_hand_over(key)
             self.starts.resume(key, status)
             return
         try:

@@ -71,6 +71,9 @@ class ExpiryScheduler:
         """A snapshot of the waiting deadlines of `kind`, by owner."""
         return {key: at for (each, key), at in self._deadlines.items() if each == kind}
 
+    def deadline(self, key: GrantKey, kind: str = EXPIRY) -> datetime | None:
+        return self._deadlines.get((kind, key))
+
     def _set(self, kind: str, key: GrantKey, deadline: datetime) -> None:
         if (kind, key) not in self._deadlines:
             self._counts[(kind, key.kind)] += 1

@@ -39,6 +39,9 @@ from lapse.webhooks import WebhookServer
 logger = logging.getLogger(__name__)
 
 
+SCHEDULER_TASK = "lapse-expiry-scheduler"
+
+
 @dataclass(frozen=True)
 class Services:
     settings: Settings
@@ -93,6 +96,12 @@ class Services:
                 asyncio.create_task(self.grantor.activity.run(), name="lapse-activity")
             )
 
+    def _run_scheduler(self) -> None:
+        if not any(task.get_name() == SCHEDULER_TASK for task in self.tasks):
+            self.tasks.append(
+                asyncio.create_task(self.grantor.scheduler.run(), name=SCHEDULER_TASK)
+            )
+
     async def catch_up_early(self) -> None:
         """Before kopf lists anything: if this replica may lead at once, delete the bindings
         that lapsed while none led.
@@ -109,6 +118,9 @@ class Services:
                 logger.warning("Could not take the lease at start-up: %s", error)
         if not self.leadership.acquired.is_set():
             return
+        # Deadlines are kept from here on: bindings falling due while the owners are read
+        # go at their time (see Grantor.expire_binding).
+        self._run_scheduler()
         try:
             self.removed_early.extend(await self.sweeper.remove_overdue())
         except (ApiError, OSError, TimeoutError) as error:
@@ -122,9 +134,7 @@ class Services:
         await self.leadership.acquired.wait()
         # Deadlines are kept from the start: the full sweep schedules every active grant it
         # lists, and its catching up must not hold up those that fall due meanwhile.
-        self.tasks.append(
-            asyncio.create_task(self.grantor.scheduler.run(), name="lapse-expiry-scheduler")
-        )
+        self._run_scheduler()
         # Before any handler acts: whatever lapsed while no replica led goes now, the
         # bindings first (by their own expiry), then the full sweep records the ends.
         while True:
@@ -187,8 +197,8 @@ async def build_services(
         certificates = CertificateKeeper(
             kube, settings, server, leading=lambda: leadership.acquired.is_set()
         )
-    grantor = Grantor(kube, settings)
     rbac = RbacIndex()
+    grantor = Grantor(kube, settings, roles=rbac)
     exposure = ExposureKeeper(kube, rbac, grantor.reporter, settings)
     uninstaller = Uninstaller(grantor)
     await uninstaller.arm()

@@ -88,7 +88,8 @@ class Sweeper:
         self._served_kinds: frozenset[str] = frozenset(STATUS_MODELS)
 
     async def remove_overdue(self) -> list[Mapping[str, Any]]:
-        """Delete every managed binding whose own expiry has passed, reading nothing else.
+        """Delete every managed binding whose own expiry has passed, reading nothing else, and
+        have every other one deleted at its own expiry (Grantor.expire_binding).
 
         After an outage this ends overdue access before the full sweep lists every owner (a
         parse per owner, seconds at ten thousand grants): deleting a binding past its own
@@ -104,7 +105,13 @@ class Sweeper:
                 if index % YIELD_EVERY == YIELD_EVERY - 1:
                     await asyncio.sleep(0)
                 expires_at = binding_expiry(binding)
-                if expires_at is None or expires_at > now or compute_owner_key(binding) is None:
+                key = compute_owner_key(binding)
+                if expires_at is None or key is None:
+                    continue
+                if expires_at > now:
+                    # Not due yet: it goes at its own time, whether or not its owner has
+                    # been read by then.
+                    self.grantor.expire_binding(key, compute_binding_ref(binding), expires_at)
                     continue
                 overdue.append(binding)
         deleted = await self._gather_bounded(
@@ -249,7 +256,9 @@ class Sweeper:
             if any(ref.uid in live_uids for ref in owner.status.bindings):
                 continue
             expires_at = owner.status.expires_at
-            if expires_at is not None and expires_at <= now:
+            # Now, not when the sweep began: a binding that went at its own expiry while the
+            # sweep listed was ended, not deleted behind Lapse's back.
+            if expires_at is not None and expires_at <= self.grantor.clock():
                 jobs.append(partial(self.grantor.expire, owner.key, expires_at))
                 continue
             jobs.append(partial(self._binding_deleted_while_away, owner))

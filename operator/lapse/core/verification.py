@@ -2,21 +2,26 @@
 
 Deleting a binding should end what it allowed, but only the authorizer knows what a subject
 may do. After a grant's bindings are deleted Lapse asks it (SubjectAccessReview) about what the
-role gave, in the places it gave it. A permission still allowed is one of two things: one of
-the grant's own bindings survived (a failure, loud), or the subject holds it independently of
-this grant — a binding of their own, a group, another grant — which is reported, not called a
-failure, since Lapse never granted it.
+role gave, in the places it gave it, and asks as little as proves the point: a binding allows
+every rule of its role or none, so one permission of the role denied in a place proves the
+grant's binding there no longer counts. Only when a permission is still allowed does Lapse
+ask about the next one; a place where every one checked is allowed is one of two things: one of
+the grant's own bindings survived (the authorizer names it: a failure, loud), or the subject
+holds the access independently of this grant — a binding of their own, a group, another grant
+— which is reported, not called a failure, since Lapse never granted it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from lapse.core.models import Subject, SubjectKind, UserInfo
+from lapse.core.rbac import Rule
 
-# Enough to speak for the role without a review per rule for a role of hundreds of rules.
+# At most this many reviews a place: enough to speak for a role whose first permissions the
+# subject also holds elsewhere, without a review per rule of a role of hundreds.
 MAX_CHECKS = 8
 VERIFIED = "Verified"
 
@@ -43,23 +48,27 @@ class Verification:
     elsewhere: tuple[str, ...] = ()
 
 
-def compute_access_checks(
-    rules: Sequence[Mapping[str, Any]], namespaces: Sequence[str]
-) -> list[AccessCheck]:
-    """What to ask about: the role's resource rules, in each place the grant reached
-    (cluster-wide when `namespaces` is empty), at most MAX_CHECKS."""
+def compute_access_checks(rules: Sequence[Rule], namespaces: Sequence[str]) -> list[AccessCheck]:
+    """What to ask about, place by place (cluster-wide when `namespaces` is empty): the role's
+    resource rules that a binding grants to any name, in a stable order, at most MAX_CHECKS a
+    place. A rule limited to resourceNames is left out: a review without the name would be
+    denied even while the binding stands, which proves nothing."""
     checks: list[AccessCheck] = []
     places: list[str | None] = list(namespaces) or [None]
-    for rule in rules:
-        for group in rule.get("apiGroups") or ():
-            for resource in rule.get("resources") or ():
-                for verb in rule.get("verbs") or ():
-                    for place in places:
-                        check = AccessCheck(str(verb), str(group), str(resource), place)
+    for place in places:
+        asked = 0
+        for rule in rules:
+            if rule.resource_names or not rule.resources:
+                continue
+            for group in sorted(rule.api_groups):
+                for resource in sorted(rule.resources):
+                    for verb in sorted(rule.verbs):
+                        if asked >= MAX_CHECKS:
+                            break
+                        check = AccessCheck(verb, group, resource, place)
                         if check not in checks:
                             checks.append(check)
-                        if len(checks) >= MAX_CHECKS:
-                            return checks
+                            asked += 1
     return checks
 
 
@@ -88,30 +97,47 @@ def build_access_review(
     return {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
 
 
+def compute_next_check(
+    checks: Sequence[AccessCheck], answers: Sequence[tuple[AccessCheck, bool, str]]
+) -> AccessCheck | None:
+    """The next check worth asking, or None when the answers settle it: a place is settled by
+    its first denial, and a place whose every check was allowed by nothing else."""
+    denied = {check.namespace for check, ok, _ in answers if not ok}
+    asked = {check for check, _, _ in answers}
+    for check in checks:
+        if check.namespace not in denied and check not in asked:
+            return check
+    return None
+
+
 def compute_verification(
-    answers: Sequence[tuple[AccessCheck, bool, str]], bindings_left: Sequence[str]
+    answers: Sequence[tuple[AccessCheck, bool, str]], bindings: Sequence[tuple[str, str | None]]
 ) -> Verification:
-    """The verdict from each check's answer (allowed, the authorizer's reason) and the grant's
-    bindings that still exist."""
-    allowed = [(check, reason) for check, ok, reason in answers if ok]
+    """The verdict from each check's answer (allowed, the authorizer's reason), given the
+    grant's bindings (name, namespace): a place is clear once one check there was denied."""
     if not answers:
         return Verification("True", "NothingToCheck", "The role grants no resource access.")
-    if bindings_left:
-        remaining = tuple(check.describe() for check, _ in allowed)
+    held = [(c, reason) for c, ok, reason in answers if ok]
+    own = {f'"{name}/{namespace}"' if namespace else f'"{name}"' for name, namespace in bindings}
+    through_grant = [(c, reason) for c, reason in held if any(o in reason for o in own)]
+    if through_grant:
+        remaining = tuple(f"{c.describe()} ({reason})" for c, reason in through_grant)
         return Verification(
             "False",
             "AccessRemains",
-            f"The grant ended but its binding(s) {', '.join(bindings_left)} still exist; the "
-            f"API server still allows: {', '.join(remaining) or 'nothing checked'}.",
+            "The grant ended but the API server still allows through its own binding: "
+            f"{'; '.join(remaining)}.",
             remaining=remaining,
         )
-    if not allowed:
+    if not held:
+        proofs = ", ".join(c.describe() for c, ok, _ in answers if not ok)
         return Verification(
             "True",
             "AccessGone",
-            f"The API server confirms the access is gone ({len(answers)} permission(s) checked).",
+            f"The API server confirms the access is gone: it denies {proofs}, which the role "
+            f"gives ({len(answers)} review(s)).",
         )
-    elsewhere = tuple(f"{check.describe()} ({reason or 'allowed'})" for check, reason in allowed)
+    elsewhere = tuple(f"{check.describe()} ({reason or 'allowed'})" for check, reason in held)
     return Verification(
         "True",
         "HeldElsewhere",
