@@ -82,6 +82,8 @@ class Backend(Protocol):
 
     label: str
     kubeconfig: Path
+    # The API server's audit log, where the requests per grant are counted (None: not known).
+    audit_log: Path | None
 
     def start(self) -> Credentials: ...
     def api_pid(self) -> int | None: ...
@@ -104,6 +106,7 @@ class LocalBackend:
     def __init__(self, workdir: Path) -> None:
         self.api = LocalApi(workdir / "kubeapi")
         self.kubeconfig = self.api.kubeconfig
+        self.audit_log: Path | None = self.api.audit_log
 
     def start(self) -> Credentials:
         return self.api.start()
@@ -132,6 +135,9 @@ class ClusterBackend:
         self.secrets = workdir / "credentials"
         self.kubeconfig = kubeconfig
         self.label = "kube-apiserver"
+        # The API server's --audit-log-path, when it runs on this machine (README).
+        audit_log = os.environ.get("BENCH_AUDIT_LOG", "").strip()
+        self.audit_log: Path | None = Path(audit_log) if audit_log else None
         # The operator inherits LAPSE_* settings, its webhook configurations' name included.
         self.webhook_configuration = Settings.from_env().webhook_configuration
         # Set once the cluster passed `_refuse_foreign`: a refused cluster is left untouched,

@@ -161,6 +161,9 @@ def stop_all() -> None:
         _STARTED.remove(process)
 
 
+POLICY = ROOT / "bench" / "audit-policy.yaml"
+
+
 class LocalApi:
     """`python -m kubeapi` on a free port, ready once it prints its listening line."""
 
@@ -168,6 +171,9 @@ class LocalApi:
         self.workdir = workdir
         self.kubeconfig = workdir / "kubeconfig"
         self.log_path = workdir / "kubeapi.log"
+        # Every request, a JSON line each, as kube-apiserver's audit log: the requests per
+        # grant are counted from it (bench.requests).
+        self.audit_log = workdir / "audit.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -187,6 +193,10 @@ class LocalApi:
                     # enough history that a reconnecting watch never gets 410 Gone.
                     "--history",
                     "1000000",
+                    "--audit-policy-file",
+                    str(POLICY),
+                    "--audit-log-path",
+                    str(self.audit_log),
                 ],
                 cwd=ROOT,
                 stdout=subprocess.PIPE,

@@ -14,6 +14,7 @@ All times are wall-clock seconds of this machine, which the operator and the API
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import os
@@ -29,6 +30,7 @@ from bench.backend import LOCAL, Backend, LocalBackend
 from bench.cluster import CLOCK_TICKS, Operator, usage
 from bench.install import GROUP, POLICY, ROLE
 from bench.kube import ApiError, Kube
+from bench.requests import RequestCount, count_requests
 from bench.watch import Binding, BindingWatch, Key
 from bench.windows import measure_windows
 
@@ -160,6 +162,16 @@ class RunResult:
     live_at_kill: int = 0
     # Which cluster ran it: "local API", or "kube-apiserver v1.36.2" from the server's /version.
     backend: str = LOCAL
+    # The operator's requests over the steady grants' lives, from the audit log.
+    requests: RequestCount | None = None
+
+
+def checks_waiting(operator: Operator) -> float:
+    """Ended grants whose check with the API server has not run yet (the operator's gauge)."""
+    for line in operator.metrics_text().splitlines():
+        if line.startswith("lapse_revocation_checks_waiting "):
+            return float(line.split()[1])
+    return 0.0
 
 
 def duration_text(seconds: float) -> str:
@@ -392,6 +404,7 @@ async def run(
 
         # 1. Steady grants, then all N active at once.
         log(f"phase 1: {config.n} requests at {config.rate:g}/s over {config.window:.0f}s")
+        counted_from = time.time()
         base = watch.counts()
         cpu = CpuMeter(target.api_pid, operator)
         cpu.start()
@@ -447,6 +460,26 @@ async def run(
         cpu.stop("expiry")
         snapshot = watch.snapshot()
         steady.bindings = {s.key: b for s in steady.sent if (b := snapshot.get(s.key))}
+        # Each grant's life ends when its end was checked with the API server: the count of
+        # requests waits for the last check (deferred while revocations ran, never dropped).
+        checked = await wait_until(
+            "every steady grant's end to be checked",
+            lambda: checks_waiting(operator) == 0,
+            within=300,
+            operator=operator,
+        )
+        requests = None
+        if target.audit_log is not None and target.audit_log.is_file():
+            requests = count_requests(
+                target.audit_log, counted_from, time.time(), len(steady.sent) - len(failed)
+            )
+            requests = dataclasses.replace(requests, complete=checked)
+            log(
+                f"  operator requests: {requests.total} for {requests.grants} grants, "
+                f"{requests.per_grant:.2f} a grant"
+            )
+        else:
+            notes.append("no audit log of the API server (BENCH_AUDIT_LOG): requests not counted")
         metrics_text = operator.metrics_text()
 
         # 3. Throughput, and 4. restart with a share overdue.
@@ -537,6 +570,7 @@ async def run(
             planned_overdue=len(short),
             live_at_kill=len(live),
             backend=target.label,
+            requests=requests,
         )
     finally:
         watch.stop()

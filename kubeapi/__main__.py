@@ -85,15 +85,20 @@ async def serve(args: argparse.Namespace) -> None:
     tokens = read_token_file(Path(args.token_file)) if args.token_file else {}
     # kubectl sends bearer tokens only over TLS; plain HTTP serves clients without tokens.
     certificates = None if args.plain_http else tls.generate(args.host)
-    backend = None
+    backends: list[audit.Backend] = []
     if args.audit_webhook_config_file:
-        backend = audit.WebhookBackend(
-            audit.WebhookTarget.load(Path(args.audit_webhook_config_file)),
-            max_size=args.audit_webhook_batch_max_size,
-            max_wait=_seconds(args.audit_webhook_batch_max_wait),
-            buffer_size=args.audit_webhook_batch_buffer_size,
-            initial_backoff=_seconds(args.audit_webhook_initial_backoff),
+        backends.append(
+            audit.WebhookBackend(
+                audit.WebhookTarget.load(Path(args.audit_webhook_config_file)),
+                max_size=args.audit_webhook_batch_max_size,
+                max_wait=_seconds(args.audit_webhook_batch_max_wait),
+                buffer_size=args.audit_webhook_batch_buffer_size,
+                initial_backoff=_seconds(args.audit_webhook_initial_backoff),
+            )
         )
+    if args.audit_log_path:
+        backends.append(audit.LogBackend(Path(args.audit_log_path)))
+    backend = audit.Backends(backends) if backends else None
     server = Server(
         admin_token=admin_token,
         tokens=tokens,
@@ -143,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--audit-webhook-config-file", help="a kubeconfig naming where audit events are POSTed"
     )
+    parser.add_argument("--audit-log-path", help="a file the events are appended to, a line each")
     parser.add_argument("--audit-webhook-batch-max-size", type=int, default=400)
     parser.add_argument("--audit-webhook-batch-max-wait", default="30s")
     parser.add_argument("--audit-webhook-batch-buffer-size", type=int, default=10_000)

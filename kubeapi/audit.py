@@ -18,6 +18,9 @@ buffer holds `--audit-webhook-batch-buffer-size` events and drops what does not 
 audit backend that is slow or away never holds up a request. A batch that fails is tried
 five times in all, waiting `--audit-webhook-initial-backoff` and then half as long again each
 time, then dropped.
+
+`--audit-log-path` writes the same events to a file, one JSON object a line, as
+kube-apiserver's log backend does (blocking: none is dropped). Both may be given.
 """
 
 from __future__ import annotations
@@ -25,15 +28,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import fnmatch
+import json
 import logging
 import ssl
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Protocol
 
 import aiohttp
 import yaml
@@ -384,3 +388,50 @@ class WebhookBackend:
                 await asyncio.sleep(delay)
                 delay *= RETRY_FACTOR
         self.dropped += len(batch)
+
+
+class Backend(Protocol):
+    """Where events go: the webhook, the log file, or both."""
+
+    def process(self, event: dict[str, Any]) -> None: ...
+    def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+class LogBackend:
+    """Events appended to a file as JSON lines, written as they happen (a reader counting
+    requests sees every one once the request is answered)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: IO[str] | None = None
+
+    def process(self, event: dict[str, Any]) -> None:
+        if self._file is not None:
+            self._file.write(json.dumps(event, separators=(",", ":")) + "\n")
+
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("a", buffering=1, encoding="utf-8")
+
+    async def stop(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class Backends:
+    def __init__(self, backends: Sequence[Backend]) -> None:
+        self.backends = list(backends)
+
+    def process(self, event: dict[str, Any]) -> None:
+        for backend in self.backends:
+            backend.process(event)
+
+    def start(self) -> None:
+        for backend in self.backends:
+            backend.start()
+
+    async def stop(self) -> None:
+        for backend in self.backends:
+            await backend.stop()

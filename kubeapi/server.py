@@ -133,7 +133,7 @@ class Server:
         history: int = 100_000,
         root_ca: str = "",
         audit_policy: audit.Policy | None = None,
-        audit_backend: audit.WebhookBackend | None = None,
+        audit_backend: audit.Backend | None = None,
     ) -> None:
         self.audit_policy = audit_policy
         self.audit_backend = audit_backend

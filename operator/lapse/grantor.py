@@ -391,12 +391,20 @@ class Grantor:
                 else {}
             )
             if patch_status:
+                # Checked before the end is written when no deadline is near, so the verdict
+                # rides on the end's own status write; otherwise later (lapse.verifier).
+                verdict = None
+                if self.verifier.can_check_now():
+                    verdict = await self.verifier.check(key, role, status)
+                ended = status
+                if verdict is not None:
+                    ended = self.verifier.with_verdict(status, verdict, generation)
                 recorded: GrantStatus | None = None
                 try:
                     recorded = await self.reporter.transition(
                         key,
                         role=role,
-                        status=status,
+                        status=ended,
                         phase=phase,
                         reason=reason,
                         message=message,
@@ -407,7 +415,10 @@ class Grantor:
                     )
                 except FinalPhaseError:
                     self.ended.add(key)
-                self._verify_later(key, role, status, recorded=recorded, generation=generation)
+                if verdict is not None:
+                    await self.verifier.record(key, role, status, verdict)
+                else:
+                    self._verify_later(key, role, status, recorded=recorded, generation=generation)
                 return
             # The owner is going away: its Event and audit line are all that remain.
             metrics.requests_total.labels(kind=key.kind, outcome=OUTCOMES[phase]).inc()

@@ -117,7 +117,8 @@ class ExpiryScheduler:
         already past is not counted: the running scheduler hands it over at once, and one
         that is not running would otherwise keep everyone waiting."""
         self._drop_stale()
-        if self._running:
+        # The deadline asking (an end checking itself before it is written) is not "others".
+        if self._running - {asyncio.current_task()}:
             return True
         if not self._heap:
             return False
