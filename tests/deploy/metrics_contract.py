@@ -20,6 +20,9 @@ COUNTERS = frozenset(
         "lapse_tamper_total",
         "lapse_footholds_total",
         "lapse_revocations_verified_total",
+        # Checks of ended grants: reviews asked, and checks that waited for a quiet moment.
+        "lapse_revocation_reviews_total",
+        "lapse_revocation_checks_deferred_total",
         "lapse_role_drift_total",
         "lapse_sweep_removed_total",
         "lapse_decisions_total",
@@ -37,6 +40,7 @@ GAUGES = frozenset(
         "lapse_breakglass_active",
         "lapse_breakglass_unreviewed",
         "lapse_revocations_unverified",
+        "lapse_revocation_checks_waiting",
         "lapse_scheduled_grants",
         "lapse_webhook_certificate_expiry_timestamp_seconds",
     }
