@@ -116,6 +116,10 @@ test-upgrade: $(STAMP) ## On KUBECONFIG's real cluster: install UPGRADE_FROM's i
 	LAPSE_TEST_CLUSTER=kubeconfig LAPSE_TEST_INSTALL=1 LAPSE_TEST_UPGRADE_FROM=$(abspath .image/upgrade) \
 		LAPSE_TEST_UPGRADE_IMAGE=$(UPGRADE_IMAGE) $(BIN)/pytest tests/install/test_upgrade.py -v
 
+.PHONY: bench-smoke-real
+bench-smoke-real: $(STAMP) ## On KUBECONFIG's real cluster, auditing to AUDIT_LOG_PATH, no Lapse installed: a small benchmark, every request counted.
+	LAPSE_TEST_CLUSTER=kubeconfig LAPSE_TEST_AUDIT_LOG=$(AUDIT_LOG_PATH) $(BIN)/pytest tests/conformance/test_audit_log.py tests/bench/test_bench_real_smoke.py -v
+
 .PHONY: test-real
 test-real: $(STAMP) ## Run the end-to-end suite against KUBECONFIG's real cluster (the operator as a process).
 	LAPSE_TEST_CLUSTER=kubeconfig $(BIN)/pytest tests/e2e -q

@@ -408,7 +408,10 @@ class LogBackend:
 
     def process(self, event: dict[str, Any]) -> None:
         if self._file is not None:
-            self._file.write(json.dumps(event, separators=(",", ":")) + "\n")
+            # Each line is a whole Event, as kube-apiserver's log backend writes it (a
+            # webhook batch's items carry neither field).
+            line = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", **event}
+            self._file.write(json.dumps(line, separators=(",", ":")) + "\n")
 
     def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -61,6 +61,13 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert windows["gaps"] == 0, output
     assert (tmp_path / "revocation_lag.png").stat().st_size > 0
     assert entry["backend"] == "local API", output
+    # Every request of the steady grants' lives, from the local API's audit log as from
+    # kube-apiserver's: Lapse's budget is ten a grant.
+    requests = entry["requests"]
+    assert requests is not None and requests["complete"], output
+    assert requests["grants"] == N, requests
+    assert requests["by_call"].get("delete rolebindings") == N, requests
+    assert requests["per_grant"] <= 10, requests
     # What Lapse's webhooks add to each kind they see, against the control no webhook sees.
     admission = entry["admission_ms"]
     assert admission["control"] == "configmaps", output
