@@ -138,6 +138,7 @@ class Grantor:
         if grant is not None:
             self.remember(grant, status.bindings)
         self.scheduler.schedule(key, status.expires_at)
+        self._forget_early(key)
         self._warn_before(key, status.expires_at)
 
     def remember(self, grant: Grant, refs: Sequence[BindingRef]) -> None:
@@ -146,8 +147,12 @@ class Grantor:
                 self.desired[ref.uid] = build_binding(grant, ref.model_copy(update={"uid": None}))
         if refs and all(ref.uid for ref in refs):
             self.bound[grant.key] = (grant.expires_at, tuple(refs))
-            if self.early.pop(grant.key, None) is not None:
-                self.scheduler.cancel(grant.key, BINDING_EXPIRY)
+        self._forget_early(grant.key)
+
+    def _forget_early(self, key: GrantKey) -> None:
+        """The owner is read: its own deadline governs its bindings from now on."""
+        if self.early.pop(key, None) is not None:
+            self.scheduler.cancel(key, BINDING_EXPIRY)
 
     def expire_binding(self, key: GrantKey, ref: BindingRef, expires_at: datetime) -> None:
         """Delete the binding `ref` of `key` at `expires_at`, its own annotation's time, even

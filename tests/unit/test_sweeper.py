@@ -15,7 +15,8 @@ from lapse.config import Settings
 from lapse.core.bindings import build_binding, compute_binding_refs, format_time
 from lapse.core.grants import GrantKey, compute_request_grant
 from lapse.core.models import BindingRef, UserInfo
-from lapse.grantor import Grantor
+from lapse.core.owners import parse_role, parse_status
+from lapse.grantor import BINDING_EXPIRY, Grantor
 from lapse.kube import KubeClient
 from lapse.sweeper import Sweeper
 from tests.unit.builders import NOW, make_request
@@ -169,3 +170,47 @@ def test_periodic_sweep_ends_a_known_grant_whose_binding_vanished() -> None:
     assert api.patched["vanished"]["status"]["phase"] == "Revoked"
     assert api.patched["vanished"]["status"]["reason"] == "BindingDeleted"
     assert len(grantor.scheduler) == 0
+
+
+def test_a_restart_deletes_each_binding_at_its_own_expiry_before_reading_its_owner() -> None:
+    """After a restart thousands of owners are read before the scheduler knows them: a binding
+    falling due meanwhile goes at the expiry it carries, with no read of its owner first."""
+    api = RacingApi([])
+    api.add("soon", NOW - timedelta(hours=1), listed=True, expires=NOW + timedelta(seconds=5))
+    api.add("overdue", NOW - timedelta(hours=1), listed=True, expires=NOW)
+    now = [NOW + timedelta(seconds=1)]
+    grantor = Grantor(cast(KubeClient, api), Settings(), clock=lambda: now[0])
+
+    async def start_up() -> None:
+        removed = await Sweeper(grantor).remove_overdue()
+        assert [b["metadata"]["name"] for b in removed] == [api.bindings[1]["metadata"]["name"]]
+        key = GrantKey("AccessRequest", "payments", "soon", "uid-soon")
+        assert grantor.scheduler.deadline(key, BINDING_EXPIRY) == NOW + timedelta(seconds=5)
+        api.calls.clear()
+        # An owner read now would come too late: the API must not be asked for it.
+        api.owners.clear()
+        now[0] = NOW + timedelta(seconds=5)
+        await grantor._binding_due(key, NOW + timedelta(seconds=5))
+        assert api.calls == ["delete"]
+        assert [ref.name for ref in api.deleted][-1] == api.bindings[0]["metadata"]["name"]
+
+    asyncio.run(start_up())
+
+
+def test_an_owner_read_at_start_up_takes_over_its_bindings_deadline() -> None:
+    api = RacingApi([])
+    api.add("soon", NOW - timedelta(hours=1), listed=True, expires=NOW + timedelta(seconds=5))
+    grantor = Grantor(cast(KubeClient, api), Settings(), clock=lambda: NOW)
+    key = GrantKey("AccessRequest", "payments", "soon", "uid-soon")
+
+    async def start_up() -> None:
+        await Sweeper(grantor).remove_overdue()
+        assert grantor.scheduler.deadline(key, BINDING_EXPIRY) is not None
+        # The sweep reads the owner: its own deadline (and its end's record) governs.
+        await Sweeper(grantor).sweep()
+        role = parse_role(api.owners["soon"])
+        await grantor.resume(key, role, parse_status("AccessRequest", api.owners["soon"]))
+        assert grantor.scheduler.deadline(key, BINDING_EXPIRY) is None
+        assert grantor.scheduler.deadline(key) == NOW + timedelta(seconds=5)
+
+    asyncio.run(start_up())
