@@ -36,6 +36,8 @@ class RequestCount:
     by_call: dict[str, int] = field(default_factory=dict)
     # Every request of the window's grants is in it: their checks had all run at its end.
     complete: bool = True
+    # The window counted, wall-clock seconds: a later recount reads the same.
+    window: tuple[float, float] = (0.0, 0.0)
 
     @property
     def per_grant(self) -> float:
@@ -47,6 +49,7 @@ class RequestCount:
             "grants": self.grants,
             "per_grant": round(self.per_grant, 2),
             "complete": self.complete,
+            "window": [round(self.window[0], 3), round(self.window[1], 3)],
             "target_per_grant": TARGET_PER_GRANT,
             "by_call": dict(sorted(self.by_call.items(), key=lambda kv: -kv[1])),
         }
@@ -65,20 +68,30 @@ def call_name(event: dict[str, Any]) -> str:
     return f"{event.get('verb', '')} {resource}"
 
 
+def log_files(path: Path) -> list[Path]:
+    """The log and what kube-apiserver rotated out of it (at 100 MB by default, as
+    `audit-<time>.log` beside it): a 10,000-grant run writes several."""
+    rotated = sorted(path.parent.glob(f"{path.stem}-*{path.suffix}"))
+    return [*rotated, path] if path.is_file() else rotated
+
+
 def count_requests(path: Path, since: float, until: float, grants: int) -> RequestCount:
     """The operator's requests received in [since, until] (wall-clock seconds)."""
     calls: Counter[str] = Counter()
-    with path.open("r", encoding="utf-8", errors="replace") as lines:
-        for line in lines:
-            # Most lines are the benchmark's own or the cluster's: skip them unparsed.
-            if '"lapse-operator' not in line and '"kopf/' not in line:
-                continue
-            event = json.loads(line)
-            if event.get("stage") != "ResponseComplete":
-                continue
-            if not str(event.get("userAgent") or "").startswith(OPERATOR_AGENTS):
-                continue
-            received = _stamp(str(event.get("requestReceivedTimestamp")))
-            if since <= received <= until:
-                calls[call_name(event)] += 1
-    return RequestCount(total=sum(calls.values()), grants=grants, by_call=dict(calls))
+    for each in log_files(path):
+        with each.open("r", encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                # Most lines are the benchmark's own or the cluster's: skip them unparsed.
+                if '"lapse-operator' not in line and '"kopf/' not in line:
+                    continue
+                event = json.loads(line)
+                if event.get("stage") != "ResponseComplete":
+                    continue
+                if not str(event.get("userAgent") or "").startswith(OPERATOR_AGENTS):
+                    continue
+                received = _stamp(str(event.get("requestReceivedTimestamp")))
+                if since <= received <= until:
+                    calls[call_name(event)] += 1
+    return RequestCount(
+        total=sum(calls.values()), grants=grants, by_call=dict(calls), window=(since, until)
+    )

@@ -31,7 +31,7 @@ from lapse.core.leases import (
     parse_lease,
     renew_deadline,
 )
-from lapse.kube import ApiError, ConflictError, KubeApi
+from lapse.kube import LEASES, ApiError, ConflictError, KubeApi
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ class Leadership:
         self._renewed_at: datetime | None = None
         self._seen: tuple[str, datetime | None] | None = None
         self._observed_at: datetime | None = None
+        # The lease's resourceVersion at the last attempt: a standby watches it from there.
+        self._version = ""
         if not settings.leader_election:
             self.acquired.set()
 
@@ -93,12 +95,42 @@ class Leadership:
                 if self.clock() - renewed > deadline:
                     self._step_down("it could not renew the lease in time")
             elapsed = asyncio.get_running_loop().time() - started
-            await asyncio.sleep(max(0.0, self.renew.total_seconds() - elapsed))
+            wait = max(0.0, self.renew.total_seconds() - elapsed)
+            if self.acquired.is_set():
+                await asyncio.sleep(wait)
+            else:
+                await self._until_released(wait)
+
+    async def _until_released(self, within: float) -> None:
+        """Wait `within` seconds, or less if the lease is released meanwhile: a leader that
+        stops gracefully (a rolling restart) gives the lease up, and grants keep falling due
+        while nobody leads, so a standby must not wait for its next attempt to notice."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        version = self._version
+        try:
+            if version:
+                async with asyncio.timeout(within):
+                    path = LEASES.format(namespace=self.settings.namespace)
+                    async for type_, body in self.kube.watch(path, version):
+                        metadata = body.get("metadata") or {}
+                        if metadata.get("name") != self.settings.lease_name:
+                            continue
+                        holder = (body.get("spec") or {}).get("holderIdentity")
+                        if type_ == "DELETED" or (type_ == "MODIFIED" and not holder):
+                            return
+        except TimeoutError:
+            return
+        except (ApiError, aiohttp.ClientError, OSError, ValueError) as error:
+            logger.debug("The watch of the lease failed: %s", error)
+        await asyncio.sleep(max(0.0, deadline - loop.time()))
 
     async def attempt(self) -> None:
         """One round: take the lease if it is free or ours, renew it if held."""
         namespace, name = self.settings.namespace, self.settings.lease_name
-        lease = parse_lease(await self.kube.get_lease(namespace, name))
+        body = await self.kube.get_lease(namespace, name)
+        self._version = str(((body or {}).get("metadata") or {}).get("resourceVersion") or "")
+        lease = parse_lease(body)
         now = self.clock()
         if lease is not None and (lease.holder, lease.renew_time) != self._seen:
             self._seen = (lease.holder, lease.renew_time)

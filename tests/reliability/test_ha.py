@@ -105,3 +105,39 @@ def test_only_the_leader_acts_and_a_standby_takes_over(team: Team, operators: Op
     event_repeats = sum(check_events(team, n, ("Granted", "Expired")) for n in names)
     print(f"repeated audit lines (same id): {repeats}; repeated Events: {event_repeats}")
     drain(team)
+
+
+def test_a_released_lease_is_taken_at_once_not_at_the_next_attempt(
+    team: Team, operators: Operators
+) -> None:
+    """A leader stopping gracefully (a rolling restart) releases the lease; grants keep falling
+    due meanwhile, so the standby, which watches the lease, takes it within a moment — not at
+    its next attempt, up to a renew interval (ten seconds here) later."""
+    settings = {
+        "LAPSE_LEADER_ELECTION": "on",
+        "LAPSE_LEASE_DURATION": "30",
+        "LAPSE_LEASE_RENEW": "10",
+    }
+    first = operators.new("replica-a", LAPSE_IDENTITY="replica-a", **settings)
+    second = operators.new("replica-b", LAPSE_IDENTITY="replica-b", **settings)
+    team.policy()
+    first.start()
+    wait_for(lambda: holder(team.cluster) == "replica-a", 15, 0.2, "replica-a to lead")
+    second.start()
+    # The standby has made its first attempt (and watches from there) once its webhooks serve.
+    time.sleep(3)
+    assert holder(team.cluster) == "replica-a"
+    ask_many(team, ["during"], "12s")
+    (granted,) = wait_all_granted(team, ["during"], timeout=20).values()
+
+    first.stop()
+    wait_for(lambda: holder(team.cluster) != "replica-a", 60, 0.02, "replica-a to release")
+    released = time.monotonic()
+    wait_for(lambda: holder(team.cluster) == "replica-b", 15, 0.02, "replica-b to take over")
+    took = time.monotonic() - released
+    print(f"\nhand-over: replica-b holds the lease {took:.2f}s after replica-a released it")
+    assert took < 3.0, f"the standby waited {took:.1f}s for a released lease"
+    # The new leader ends what falls due on time.
+    lags = watch_revocations(team, expiries_of([granted]), timeout=40)
+    assert max(lags.values()) <= 2.0, lags
+    drain(team)

@@ -13,6 +13,7 @@ import kopf
 from lapse import metrics
 from lapse.activity import AuditBusy, AuditRefused
 from lapse.config import Settings, WebhookMode
+from lapse.handlers.handle_footholds import quick_allow
 from lapse.kube import KubeClient, NotFoundError
 from lapse.notify import Notifier
 from lapse.services import Services, build_services
@@ -86,6 +87,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         raise
     logging.getLogger(__name__).info("%d active grant(s) in memory.", held)
     services.follow_grants()
+    # The grant index is loaded and kept current: the foothold webhook may answer from it.
+    server.quick = quick_allow(memo)
     services.start()
     if config.notify_url:
         notifier = Notifier(config.notify_url, config.notify_timeout, config.notify_retries)
