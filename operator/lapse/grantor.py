@@ -87,7 +87,6 @@ class Grantor:
         self.footholds = Footholds(kube, self.reporter)
         self.assessor = Assessor(kube, self.roles)
         self.activity = ActivityRecorder(kube, settings, clock)
-        self._verifying: set[asyncio.Task[None]] = set()
         self.scheduler = ExpiryScheduler(self.expire, clock, on_change=self._update_gauges)
         self.verifier = Verifier(
             kube,
@@ -423,37 +422,14 @@ class Grantor:
                 if verdict is not None:
                     await self.verifier.record(key, role, status, verdict)
                 else:
-                    self._verify_later(key, role, status, recorded=recorded, generation=generation)
+                    self.verifier.later(key, role, status, recorded=recorded, generation=generation)
                 return
             # The owner is going away: its Event and audit line are all that remain.
             metrics.requests_total.labels(kind=key.kind, outcome=OUTCOMES[phase]).inc()
             await self.reporter.event(key, event_type, reason, message)
             self.reporter.audit(phase.lower(), key, status, role, reason, message, **activity)
             self.ended.add(key)
-            self._verify_later(key, role, status)
-
-    async def stop_verifying(self) -> None:
-        """Cancel the checks still running, before the client they use is closed."""
-        for task in list(self._verifying):
-            task.cancel()
-        await asyncio.gather(*self._verifying, return_exceptions=True)
-
-    def _verify_later(
-        self,
-        key: GrantKey,
-        role: RoleRef | None,
-        status: GrantStatus,
-        *,
-        recorded: GrantStatus | None = None,
-        generation: int | None = None,
-    ) -> None:
-        """Ask the API server whether the access is gone, beside the machinery: a slow
-        authorizer must never hold up the next revocation."""
-        task = asyncio.create_task(
-            self.verifier.verify(key, role, status, recorded=recorded, generation=generation)
-        )
-        self._verifying.add(task)
-        task.add_done_callback(self._verifying.discard)
+            self.verifier.later(key, role, status)
 
     async def _settle_footholds(
         self, key: GrantKey, role: RoleRef | None, status: GrantStatus | None

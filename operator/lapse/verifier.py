@@ -72,7 +72,31 @@ class Verifier:
         self.roles: Roles = roles or NoRoles()
         self.unverified: set[GrantKey] = set()
         self._slots = asyncio.Semaphore(CONCURRENCY)
+        self._tasks: set[asyncio.Task[None]] = set()
         self.waiting = 0
+
+    def later(
+        self,
+        key: GrantKey,
+        role: RoleRef | None,
+        status: GrantStatus,
+        *,
+        recorded: GrantStatus | None = None,
+        generation: int | None = None,
+    ) -> None:
+        """Check the ended grant in a task of its own (see `verify`): a slow authorizer must
+        never hold up the next revocation."""
+        task = asyncio.create_task(
+            self.verify(key, role, status, recorded=recorded, generation=generation)
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        """Cancel the checks still waiting or running, before the client they use is closed."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def can_check_now(self) -> bool:
         """Whether a check may run before the end is recorded: no deadline needs the loop."""
