@@ -175,6 +175,9 @@ class Figures:
     latency_send_offsets: list[float]
     unmeasured: list[str] = field(default_factory=list)
     backend: str = LOCAL
+    # Steady grants revoked / (last deletion - first expiry): with a short BENCH_SPREAD, how
+    # fast Lapse revokes when everything falls due at once (bench.sidebyside compares it).
+    wave_revocations_per_s: float = float("nan")
 
 
 def compute(result: RunResult) -> Figures:
@@ -203,6 +206,10 @@ def compute(result: RunResult) -> Figures:
             continue
         lag.append(binding.deleted - binding.expires_at)
         offsets.append(binding.expires_at - first_expiry)
+
+    deletions = [b.deleted for b in steady.bindings.values() if b.deleted is not None]
+    wave_span = max(deletions, default=0.0) - first_expiry
+    wave_rate = len(deletions) / wave_span if deletions and wave_span > 0 else float("nan")
 
     answered = [s.answered for s in steady.sent if s.answered]
     first_sent = min((s.sent for s in steady.sent), default=0.0)
@@ -256,6 +263,7 @@ def compute(result: RunResult) -> Figures:
         missing_grants=missing_grants,
         missing_revocations=missing_revocations,
         revoked_early=early,
+        wave_revocations_per_s=wave_rate,
         unmeasured=unmeasured(result, len(overdue)),
         lag_samples=lag,
         lag_expiry_offsets=offsets,
@@ -371,6 +379,8 @@ def table(figures: Figures, result: RunResult, host: dict[str, Any]) -> str:
         f"{'operator RSS at idle, N active (MB)':<38}{_fmt(rss):>9}  "
         f"target ≤ 300: {verdict('rss_mb', rss)}",
         f"{'operator CPU at idle, N active (%)':<38}{_fmt(cpu):>9}",
+        f"{'revocations/s in the wave':<38}{_fmt(figures.wave_revocations_per_s):>9}  "
+        f"({config.n:,} grants lapsing over {config.expiry_spread:g} s)",
     ]
     lines += requests_lines(result.requests)
     lag99 = histogram_quantile(result.metrics_text, "lapse_revocation_lag_seconds", 0.99)
@@ -456,6 +466,7 @@ def to_json(figures: Figures, result: RunResult, host: dict[str, Any]) -> dict[s
         "rss_mb": num(rss),
         "restart_recovery_s": num(figures.restart_recovery_s),
         "revocation_lag_after_restart_p99_s": num(figures.lag_after_restart.p99),
+        "wave_revocations_per_s": num(figures.wave_revocations_per_s),
         "requests_per_grant": num(result.requests.per_grant) if result.requests else None,
         "requests": result.requests.to_json() if result.requests else None,
         "cpu_idle_percent": num(result.idle.get("cpu_percent", float("nan"))),

@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import shutil
 import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from bench import backend, cluster, measure, plot, report
+from bench import backend, cluster, measure, plot, report, sidebyside
+from bench.cluster import Credentials
+from bench.kube import Kube
 
 HERE = Path(__file__).resolve().parent
 
@@ -93,12 +97,42 @@ async def main_async(out: Path, workroot: Path, choice: backend.Choice) -> int:
         for what in figures.unmeasured:
             print(f"NOT MEASURED: {what}", flush=True)
             status = 1
+        side = os.environ.get("BENCH_SIDEBYSIDE", "").strip()
+        if side and choice.kubeconfig is not None:
+            # On the same API server, in the same run: what a plain client and kube-janitor do
+            # with the same number of bindings (bench.sidebyside).
+            entries[-1]["side_by_side"] = await side_by_side(
+                choice.kubeconfig, workdir, figures, log
+            )
         # Written after every size, so a long run interrupted later keeps what it measured.
         report.write_results(out / "results.json", entries, host)
         samples = plot.write_samples(out / "revocation_lag_samples.json", all_figures)
         plot.plot(out / "revocation_lag.png", samples, host)
     print(f"wrote {out / 'results.json'} and {out / 'revocation_lag.png'}")
     return status
+
+
+async def side_by_side(
+    kubeconfig: Path, workdir: Path, figures: report.Figures, log: Callable[[str], None]
+) -> dict[str, object]:
+    scratch = workdir / "sidebyside-credentials"
+    scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
+    kube = Kube(Credentials.from_kubeconfig(kubeconfig, scratch=scratch), connections=64)
+    try:
+        log(f"side by side: a plain client and kube-janitor, N = {figures.n:,}")
+        result = await sidebyside.sidebyside(kube, kubeconfig, figures.n, log=log)
+    finally:
+        await kube.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    lapse_rate = figures.wave_revocations_per_s
+    text = sidebyside.lines(result.plain, result.janitor, result.backend, lapse_rate)
+    print("\n" + "\n".join(text) + "\n", flush=True)
+    share = sidebyside.ratio(lapse_rate, result.plain.deletes_per_s)
+    return result.to_json() | {
+        "lapse_wave_revocations_per_s": None if math.isnan(lapse_rate) else round(lapse_rate, 2),
+        "lapse_over_plain": None if math.isnan(share) else round(share, 3),
+        "lapse_revocation_lag_s": figures.revocation_lag.to_json(),
+    }
 
 
 def main() -> int:
