@@ -57,6 +57,9 @@ logger = logging.getLogger(__name__)
 EXPIRY_WARNING = "expiry-warning"
 # A binding's own expiry, known from its annotation before its owner is read (at start-up).
 BINDING_EXPIRY = "binding-expiry"
+# Ends recorded at once after their bindings went; and how soon a failed record is retried.
+RECORD_CONCURRENCY = 32
+RECORD_RETRY = timedelta(seconds=1)
 # Revocation checks wait while a deadline falls due this soon (see lapse.verifier).
 VERIFY_CLEARANCE = timedelta(seconds=1)
 
@@ -109,6 +112,9 @@ class Grantor:
         # Grants whose end binds what continues them first (an extension): their end must
         # read the owner before anything is deleted, or access would have a gap.
         self.continued: set[GrantKey] = set()
+        # Ends recorded after their bindings went, apart from the scheduler (see expire).
+        self._recording: set[asyncio.Task[None]] = set()
+        self._record_slots = asyncio.Semaphore(RECORD_CONCURRENCY)
         self._locks: dict[GrantKey, asyncio.Lock] = {}
         self.handovers: dict[str, HandOver] = {}
 
@@ -177,6 +183,14 @@ class Grantor:
         deleted = await self._delete_refs(list(refs.values()))
         if deleted:
             logger.info("Deleted %d binding(s) of %s at their expiry.", deleted, key.describe())
+
+    def track(self, key: GrantKey, expires_at: datetime, refs: Sequence[BindingRef]) -> None:
+        """An active grant known from a listing (the start-up sweep): due at `expires_at`,
+        its bindings deleted first then, as for a grant this process made."""
+        if refs and all(ref.uid for ref in refs):
+            self.bound[key] = (expires_at, tuple(refs))
+        self.scheduler.schedule(key, expires_at)
+        self._forget_early(key)
 
     def will_hand_over(self, key: GrantKey) -> None:
         """Something continues `key` when it ends (an extension claimed it)."""
@@ -456,6 +470,37 @@ class Grantor:
             self.bound.pop(key, None)
             self.scheduler.cancel(key)
             await self._delete_refs(refs)
+            # The record of the end (a read, a status write, an Event, the check) runs apart,
+            # a bounded number at once: under an API server that answers slowly, thousands of
+            # them must not hold the scheduler's slots while other deadlines wait to delete.
+            task = asyncio.create_task(self._record_expiry(key, deadline))
+            self._recording.add(task)
+            task.add_done_callback(self._recording.discard)
+            return
+        await self._end_expired(key, deadline, deleted=False)
+
+    async def stop(self) -> None:
+        """Cancel the ends being recorded and the checks, before the client they use is
+        closed; a restart records what was cut short (the sweep finds no binding and an
+        owner past its time)."""
+        for task in list(self._recording):
+            task.cancel()
+        await asyncio.gather(*self._recording, return_exceptions=True)
+        await self.verifier.stop()
+
+    async def _record_expiry(self, key: GrantKey, deadline: datetime) -> None:
+        try:
+            async with self._record_slots:
+                await self._end_expired(key, deadline, deleted=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The access is gone; its record is retried as the scheduler retries an end (the
+            # next try finds no binding to delete and records the end).
+            logger.exception("Recording the end of %s failed; retrying.", key.describe())
+            self.scheduler.schedule(key, self.clock() + RECORD_RETRY)
+
+    async def _end_expired(self, key: GrantKey, deadline: datetime, *, deleted: bool) -> None:
         body = await self.kube.get_owner(key, revoking=True)
         if body is None or not is_same_owner(key, body):
             return

@@ -180,7 +180,7 @@ class Services:
             await self.grantor.activity.flush()
         except Exception:
             logger.exception("Could not write activity records at shutdown")
-        await self.grantor.verifier.stop()
+        await self.grantor.stop()
         # Last, once nothing of this replica acts any more: the standby may take over at once.
         await self.leadership.release()
         await self.kube.close()

@@ -150,7 +150,7 @@ class Sweeper:
                     expires_at = owner.status.expires_at
                     active = owner.status.phase == Phase.ACTIVE and not owner.deleting
                     if active and expires_at is not None and expires_at > now:
-                        self.scheduler.schedule(owner.key, expires_at)
+                        self.grantor.track(owner.key, expires_at, owner.status.bindings)
         else:
             owners = {kind: {} for kind in self._served_kinds}
             for index, (scheduled, deadline) in enumerate(self.scheduler.deadlines().items()):
