@@ -23,6 +23,8 @@ from lapse.core.rbac import Rule
 # At most this many reviews a place: enough to speak for a role whose first permissions the
 # subject also holds elsewhere, without a review per rule of a role of hundreds.
 MAX_CHECKS = 8
+# How the RBAC authorizer's reason names the binding that allowed a review.
+RBAC_ALLOWED = "allowed by "
 VERIFIED = "Verified"
 
 
@@ -100,12 +102,15 @@ def build_access_review(
 def compute_next_check(
     checks: Sequence[AccessCheck], answers: Sequence[tuple[AccessCheck, bool, str]]
 ) -> AccessCheck | None:
-    """The next check worth asking, or None when the answers settle it: a place is settled by
-    its first denial, and a place whose every check was allowed by nothing else."""
-    denied = {check.namespace for check, ok, _ in answers if not ok}
+    """The next check worth asking, or None when the answers settle it. A place is settled
+    by its first denial, or by an allowance the RBAC authorizer attributes to a binding: the
+    grant's own (it survived) or another (the subject holds the access without this grant,
+    which no further review of that place would change). Only an allowance without a named
+    binding (another authorizer, a group like system:masters) leads to the next permission."""
+    settled = {c.namespace for c, ok, reason in answers if not ok or RBAC_ALLOWED in reason}
     asked = {check for check, _, _ in answers}
     for check in checks:
-        if check.namespace not in denied and check not in asked:
+        if check.namespace not in settled and check not in asked:
             return check
     return None
 

@@ -47,8 +47,11 @@ def test_one_denial_a_place_settles_it() -> None:
     # Denied in a: nothing more is asked there; b is next.
     assert compute_next_check(checks, [(first_a, False, "")]) == first_b
     assert compute_next_check(checks, [(first_a, False, ""), (first_b, False, "")]) is None
-    # Allowed (held elsewhere): the next permission of the same place is asked.
-    assert compute_next_check(checks, [(first_a, True, "x")]) == checks[1]
+    # Allowed by no binding the authorizer names: the next permission of the place is asked.
+    assert compute_next_check(checks, [(first_a, True, "")]) == checks[1]
+    # Allowed by a binding (another one, or the grant's own): the place is settled.
+    held = 'RBAC: allowed by RoleBinding "own/a" of ClusterRole "edit" to User "al"'
+    assert compute_next_check(checks, [(first_a, True, held)]) == first_b
 
 
 def test_reviews_ask_as_the_subject_would_be_seen() -> None:
