@@ -501,7 +501,9 @@ class Grantor:
             self.scheduler.schedule(key, self.clock() + RECORD_RETRY)
 
     async def _end_expired(self, key: GrantKey, deadline: datetime, *, deleted: bool) -> None:
-        body = await self.kube.get_owner(key, revoking=True)
+        # Once the bindings are gone the read is the record's, not the revocation's: it must
+        # not take one of the connections kept for the next deletes.
+        body = await self.kube.get_owner(key, revoking=not deleted)
         if body is None or not is_same_owner(key, body):
             return
         self.reporter.note(key, body)
