@@ -167,11 +167,13 @@ class RunResult:
 
 
 def checks_waiting(operator: Operator) -> float:
-    """Ended grants whose check with the API server has not run yet (the operator's gauge)."""
+    """Ended grants whose end is not yet written or whose check with the API server has not
+    run yet (the operator's gauges)."""
+    waiting = 0.0
     for line in operator.metrics_text().splitlines():
-        if line.startswith("lapse_revocation_checks_waiting "):
-            return float(line.split()[1])
-    return 0.0
+        if line.startswith(("lapse_revocation_checks_waiting ", "lapse_ends_recording ")):
+            waiting += float(line.split()[1])
+    return waiting
 
 
 def duration_text(seconds: float) -> str:
@@ -460,10 +462,11 @@ async def run(
         cpu.stop("expiry")
         snapshot = watch.snapshot()
         steady.bindings = {s.key: b for s in steady.sent if (b := snapshot.get(s.key))}
-        # Each grant's life ends when its end was checked with the API server: the count of
-        # requests waits for the last check (deferred while revocations ran, never dropped).
+        # Each grant's life ends when its end was written and checked with the API server:
+        # the count of requests waits for the last record and the last check (deferred while
+        # revocations ran, never dropped).
         checked = await wait_until(
-            "every steady grant's end to be checked",
+            "every steady grant's end to be written and checked",
             lambda: checks_waiting(operator) == 0,
             within=300,
             operator=operator,

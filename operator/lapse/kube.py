@@ -42,6 +42,7 @@ WEBHOOK_CONFIGURATIONS = {
 }
 CONNECTIONS = 64
 REVOCATION_CONNECTIONS = 16
+REAPER_CONNECTIONS = 64
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0
 # Lists come in pages of this many objects, so no single answer holds every grant.
@@ -218,7 +219,10 @@ class KubeApi(Protocol):
 
 
 class KubeClient:
-    def __init__(self, configuration: Any) -> None:
+    def __init__(
+        self, configuration: Any, *, revocation_connections: int = REVOCATION_CONNECTIONS
+    ) -> None:
+        self._configuration = configuration
         self._host = configuration.host.rstrip("/")
         headers = {"Accept": "application/json", "User-Agent": "lapse-operator"}
         token = configuration.get_api_key_with_prefix("authorization") or (
@@ -242,13 +246,18 @@ class KubeClient:
         # grants never delays a revocation.
         self._revocations = aiohttp.ClientSession(
             headers=headers,
-            connector=aiohttp.TCPConnector(ssl=context, limit=REVOCATION_CONNECTIONS),
+            connector=aiohttp.TCPConnector(ssl=context, limit=revocation_connections),
             timeout=timeout,
         )
 
     @classmethod
     def connect(cls) -> KubeClient:
         return cls(load_configuration())
+
+    def twin(self) -> KubeClient:
+        """A client of the same API server and credentials with connections of its own, for
+        another event loop (lapse.reaper): its deletes may all be in flight at once."""
+        return KubeClient(self._configuration, revocation_connections=REAPER_CONNECTIONS)
 
     async def close(self) -> None:
         await self._session.close()

@@ -53,6 +53,11 @@ revocation_checks_waiting = Gauge(
     "Ended grants whose check with the API server has not run yet (they wait while "
     "deadlines are near; none is dropped).",
 )
+ends_recording = Gauge(
+    "lapse_ends_recording",
+    "Grants whose bindings are deleted and whose end (status, Event, audit line) is still "
+    "being written.",
+)
 revocation_checks_deferred_total = Counter(
     "lapse_revocation_checks_deferred_total",
     "Checks of ended grants that waited for a quiet moment before asking the API server.",

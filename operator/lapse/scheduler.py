@@ -112,6 +112,11 @@ class ExpiryScheduler:
             self._pop(kind, key)
         self._on_change()
 
+    def earliest(self) -> datetime | None:
+        """The next deadline of any kind, or None."""
+        self._drop_stale()
+        return self._heap[0][0] if self._heap else None
+
     def busy(self, within: timedelta) -> bool:
         """Whether a deadline is being handled or falls due within `within` from now. One
         already past is not counted: the running scheduler hands it over at once, and one

@@ -25,7 +25,7 @@ from lapse.grantor import Grantor
 from lapse.guard import BindingGuard
 from lapse.index import KINDS as INDEXED_KINDS
 from lapse.index import GrantIndex
-from lapse.kube import ApiError, KubeApi
+from lapse.kube import ApiError, KubeApi, KubeClient
 from lapse.leader import Leadership
 from lapse.ledger import GitOpsLedger
 from lapse.rbac import PLURALS as RBAC_KINDS
@@ -97,6 +97,7 @@ class Services:
             )
 
     def _run_scheduler(self) -> None:
+        self.grantor.start_reaper()
         if not any(task.get_name() == SCHEDULER_TASK for task in self.tasks):
             self.tasks.append(
                 asyncio.create_task(self.grantor.scheduler.run(), name=SCHEDULER_TASK)
@@ -198,7 +199,9 @@ async def build_services(
             kube, settings, server, leading=lambda: leadership.acquired.is_set()
         )
     rbac = RbacIndex()
-    grantor = Grantor(kube, settings, roles=rbac)
+    # A client of the API server's own makes the reaper's deletes, on the reaper's thread.
+    twin = kube.twin if isinstance(kube, KubeClient) else None
+    grantor = Grantor(kube, settings, roles=rbac, reaper_connect=twin)
     exposure = ExposureKeeper(kube, rbac, grantor.reporter, settings)
     uninstaller = Uninstaller(grantor)
     await uninstaller.arm()

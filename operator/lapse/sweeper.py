@@ -114,9 +114,12 @@ class Sweeper:
                     self.grantor.expire_binding(key, compute_binding_ref(binding), expires_at)
                     continue
                 overdue.append(binding)
-        deleted = await self._gather_bounded(
-            [partial(self.grantor.delete_binding, compute_binding_ref(b)) for b in overdue]
-        )
+        refs = [compute_binding_ref(binding) for binding in overdue]
+        deleted = await self.grantor.delete_at_once(refs)
+        if deleted is None:
+            deleted = await self._gather_bounded(
+                [partial(self.grantor.delete_binding, ref) for ref in refs]
+            )
         removed = [b for b, done in zip(overdue, deleted, strict=True) if done]
         metrics.sweep_removed_total.labels(reason=str(SweepReason.EXPIRED)).inc(len(removed))
         return removed

@@ -41,6 +41,7 @@ GAUGES = frozenset(
         "lapse_breakglass_unreviewed",
         "lapse_revocations_unverified",
         "lapse_revocation_checks_waiting",
+        "lapse_ends_recording",
         "lapse_scheduled_grants",
         "lapse_webhook_certificate_expiry_timestamp_seconds",
     }

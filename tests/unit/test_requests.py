@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Coroutine
+import threading
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,13 +21,14 @@ from lapse.config import Settings
 from lapse.core.bindings import format_time
 from lapse.core.grants import GrantKey
 from lapse.core.kinds import ACCESS_REQUEST, API_VERSION
-from lapse.core.models import AccessPolicy, UserInfo
+from lapse.core.models import AccessPolicy, BindingRef, UserInfo
 from lapse.core.requester import build_requester_stamp
 from lapse.decisions import RequestDecisions
 from lapse.exposure import ExposureKeeper
 from lapse.grantor import Grantor
 from lapse.ledger import GitOpsLedger
 from lapse.rbac import RbacIndex
+from lapse.reaper import Deleter
 from lapse.requests import RequestKeeper
 from tests.unit.builders import NOW, make_policy
 from tests.unit.memory_kube import MemoryKube, merge
@@ -102,12 +104,16 @@ class World:
         return None
 
 
-@pytest.fixture
-def world() -> World:
+def make_world(reaper_client: Callable[[MemoryKube], Deleter] | None = None) -> World:
     kube = MemoryKube()
     kube.namespaces["payments"] = {}
     clock = [NOW]
-    grantor = Grantor(kube, Settings(), clock=lambda: clock[0])
+    grantor = Grantor(
+        kube,
+        Settings(),
+        clock=lambda: clock[0],
+        reaper_connect=(lambda: reaper_client(kube)) if reaper_client else None,
+    )
     decisions = RequestDecisions(grantor.reporter, key=KEY, admin_groups=frozenset())
     ledger = GitOpsLedger(kube, "lapse-system", timedelta(days=30))
     # The cluster's RBAC, read: it holds nothing, so nobody can act as anyone.
@@ -116,6 +122,11 @@ def world() -> World:
     exposure = ExposureKeeper(kube, rbac, grantor.reporter, Settings())
     keeper = RequestKeeper(grantor, decisions=decisions, ledger=ledger, exposure=exposure)
     return World(kube=kube, grantor=grantor, decisions=decisions, keeper=keeper, now=clock)
+
+
+@pytest.fixture
+def world() -> World:
+    return make_world()
 
 
 def test_a_request_within_an_auto_policy_is_bound_until_its_expiry(world: World) -> None:
@@ -213,3 +224,64 @@ def test_an_early_expiry_call_changes_nothing(world: World) -> None:
     world.run(world.grantor.expire(key, NOW))
     assert world.kube.owner("AccessRequest", "payments", "fix")["status"]["phase"] == "Active"
     assert len(world.kube.bindings) == 1
+
+
+class ReaperClient:
+    """The reaper's client: the same in-memory API, reached from the reaper's thread."""
+
+    def __init__(self, kube: MemoryKube) -> None:
+        self.kube = kube
+        self.threads: list[str] = []
+
+    async def delete_binding(self, ref: BindingRef) -> bool:
+        self.threads.append(threading.current_thread().name)
+        return await self.kube.delete_binding(ref)
+
+    async def close(self) -> None:
+        pass
+
+
+def test_an_expiry_is_deleted_from_the_reaper_thread_and_recorded_on_the_operator_loop() -> None:
+    clients: list[ReaperClient] = []
+    world = make_world(lambda kube: clients.append(ReaperClient(kube)) or clients[-1])
+    grantor = world.grantor
+    stored = world.ask([make_policy()])
+    key = GrantKey("AccessRequest", "payments", "fix", stored["metadata"]["uid"])
+    assert key in grantor.handed
+
+    async def scenario() -> None:
+        # The fake clock wakes no one: it is past the expiry before the reaper looks.
+        world.now[0] = NOW + timedelta(hours=2, seconds=1)
+        grantor.start_reaper()
+
+        def recorded() -> bool:
+            status = world.kube.owner("AccessRequest", "payments", "fix")["status"]
+            return status["phase"] == "Expired" and not grantor._recording
+
+        for _ in range(3000):
+            if recorded():
+                break
+            await asyncio.sleep(0.01)
+        await grantor.stop()
+
+    world.run(scenario())
+    (client,) = clients
+    assert client.threads == ["lapse-reaper"]
+    assert world.kube.bindings == {}
+    assert world.kube.reasons("fix")[-2:] == ["Granted", "Expired"]
+    assert key not in grantor.handed and key not in grantor.bound
+
+
+def test_a_grant_something_continues_is_taken_back_from_the_reaper() -> None:
+    clients: list[ReaperClient] = []
+    world = make_world(lambda kube: clients.append(ReaperClient(kube)) or clients[-1])
+    grantor = world.grantor
+    stored = world.ask([make_policy()])
+    key = GrantKey("AccessRequest", "payments", "fix", stored["metadata"]["uid"])
+    grantor.will_hand_over(key)
+    assert key not in grantor.handed
+    # Its end reads the owner first, on the operator's loop, and deletes from there.
+    world.now[0] = NOW + timedelta(hours=2, seconds=1)
+    world.run(grantor.expire(key, NOW + timedelta(hours=2)))
+    assert world.kube.bindings == {}
+    assert clients == [], "the reaper never started, nor was it needed"

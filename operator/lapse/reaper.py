@@ -1,0 +1,242 @@
+"""The reaper: bindings deleted at their deadline from a thread and event loop of their own.
+
+Everything else the operator does — kopf's handling of every watch event, status writes,
+Events, checks, the start-up re-listing of every owner — runs on one event loop. Under load a
+deadline's timer there waits behind thousands of ready callbacks, and every step of a delete
+(send, read the answer) waits behind them again: a delete falls due on time and is late by as
+long as the loop is busy. The reaper keeps the deadlines of bindings whose delete needs nothing
+read first and deletes them from its own loop and its own connections, on its own thread. It
+shares only the interpreter lock with the rest, which a waiting thread gets within the switch
+interval (5 ms), so its deletes no longer queue behind the operator's other work.
+
+It knows nothing of owners or records: it is told what to delete when (`reap`), or not to
+(`spare`), and reports each delete back on the operator's loop, where the end is recorded. Its
+state lives on its own loop; the operator's side only posts to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from lapse.core.grants import GrantKey
+from lapse.core.models import BindingRef
+from lapse.scheduler import Clock, ExpiryScheduler
+
+logger = logging.getLogger(__name__)
+
+# Deletes in flight at once: about what kube-apiserver takes before more only queue.
+CONCURRENCY = 64
+
+
+class Deleter(Protocol):
+    async def delete_binding(self, ref: BindingRef) -> bool: ...
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Reaped:
+    """What the reaper did for one `reap`: the ticket it was given, the deadline, when the
+    last binding went and how many were still there to delete."""
+
+    key: GrantKey
+    ticket: int
+    deadline: datetime
+    deleted_at: datetime
+    deleted: int
+
+
+OnReaped = Callable[[Reaped], None]
+
+
+class Reaper:
+    def __init__(
+        self,
+        connect: Callable[[], Deleter],
+        *,
+        clock: Clock,
+        on_reaped: OnReaped,
+        revoking: set[str],
+        concurrency: int = CONCURRENCY,
+    ) -> None:
+        self._connect = connect
+        self._clock = clock
+        self._on_reaped = on_reaped
+        # The operator's set of binding UIDs it is deleting itself (the binding watch must not
+        # take them for an admin's deletes): a set's add is atomic, so the reaper adds to it.
+        self._revoking = revoking
+        self._concurrency = concurrency
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._main: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        # Posted before the thread runs; replayed in order once it does.
+        self._backlog: list[Callable[[], None]] = []
+        # Read from the operator's thread (see busy): plain values, replaced whole.
+        self._earliest: datetime | None = None
+        self._in_flight = 0
+        # Reaper thread only.
+        self._entries: dict[GrantKey, tuple[int, tuple[BindingRef, ...]]] = {}
+        self._scheduler: ExpiryScheduler | None = None
+        self._client: Deleter | None = None
+        self._stopping: asyncio.Event | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def start(self) -> None:
+        """Start the thread; called on the operator's loop, where reports are delivered."""
+        if self._thread is not None:
+            return
+        self._main = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run_thread, name="lapse-reaper", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+
+    def reap(
+        self, key: GrantKey, ticket: int, deadline: datetime, refs: Sequence[BindingRef]
+    ) -> None:
+        """Delete `refs` at `deadline` (replacing whatever was asked for `key` before) and
+        report it with `ticket`."""
+        frozen = tuple(refs)
+        self._post(lambda: self._reap_here(key, ticket, deadline, frozen))
+
+    def spare(self, key: GrantKey) -> None:
+        """Forget `key`: its end is someone else's now. A delete already under way finishes
+        (and is reported); a UID precondition keeps it from touching anything else."""
+        self._post(lambda: self._spare_here(key))
+
+    def busy(self, within: timedelta) -> bool:
+        """Whether a delete is under way or falls due within `within` (or is overdue)."""
+        if self._in_flight:
+            return True
+        earliest = self._earliest
+        return earliest is not None and earliest - self._clock() <= within
+
+    async def delete_now(self, refs: Sequence[BindingRef]) -> list[bool]:
+        """Delete `refs` at once from the reaper's loop and connections, as many at a time as
+        its deadlines; whether each was still there. Every delete is tried even when another
+        fails; then the first failure is raised."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the reaper is not running")
+        future = asyncio.run_coroutine_threadsafe(self._delete_all(tuple(refs)), loop)
+        return await asyncio.wrap_future(future)
+
+    async def stop(self) -> None:
+        thread, loop, stopping = self._thread, self._loop, self._stopping
+        if thread is None or loop is None or stopping is None:
+            return
+        loop.call_soon_threadsafe(stopping.set)
+        await asyncio.to_thread(thread.join)
+        self._thread = None
+
+    # The reaper's own thread -----------------------------------------------------------
+
+    def _post(self, command: Callable[[], None]) -> None:
+        if self._loop is None:
+            self._backlog.append(command)
+            return
+        self._loop.call_soon_threadsafe(command)
+
+    def _run_thread(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._serve(loop))
+        except Exception:
+            logger.exception("The reaper stopped; deadlines fall back to the operator's loop.")
+        finally:
+            loop.close()
+
+    async def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
+        client = self._client = self._connect()
+        self._scheduler = ExpiryScheduler(
+            self._due, self._clock, concurrency=self._concurrency, on_change=self._changed
+        )
+        self._stopping = asyncio.Event()
+        for command in self._backlog:
+            command()
+        self._backlog.clear()
+        self._loop = loop
+        self._ready.set()
+        runner = asyncio.create_task(self._scheduler.run())
+        try:
+            await self._stopping.wait()
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+            await client.close()
+        self._client = None
+
+    def _reap_here(
+        self, key: GrantKey, ticket: int, deadline: datetime, refs: tuple[BindingRef, ...]
+    ) -> None:
+        assert self._scheduler is not None
+        self._entries[key] = (ticket, refs)
+        self._scheduler.schedule(key, deadline)
+
+    def _spare_here(self, key: GrantKey) -> None:
+        assert self._scheduler is not None
+        if self._entries.pop(key, None) is not None:
+            self._scheduler.cancel(key)
+
+    def _changed(self) -> None:
+        assert self._scheduler is not None
+        self._earliest = self._scheduler.earliest()
+
+    async def _due(self, key: GrantKey, deadline: datetime) -> None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return
+        ticket, refs = entry
+        self._in_flight += 1
+        try:
+            deleted = 0
+            for ref in refs:
+                if ref.uid:
+                    self._revoking.add(ref.uid)
+                if await self._delete(ref):
+                    deleted += 1
+        finally:
+            self._in_flight -= 1
+        deleted_at = self._clock()
+        # Failed deletes raise above and are retried by the scheduler with the entry kept.
+        if self._entries.get(key) == entry:
+            del self._entries[key]
+        report = Reaped(key, ticket, deadline, deleted_at, deleted)
+        assert self._main is not None
+        try:
+            self._main.call_soon_threadsafe(self._on_reaped, report)
+        except RuntimeError:
+            # The operator's loop is closing: a restart records the end (no binding, owner due).
+            logger.info("Deleted the bindings of %s as the operator stopped.", key.describe())
+
+    async def _delete_all(self, refs: tuple[BindingRef, ...]) -> list[bool]:
+        slots = asyncio.Semaphore(self._concurrency)
+
+        async def one(ref: BindingRef) -> bool:
+            async with slots:
+                if ref.uid:
+                    self._revoking.add(ref.uid)
+                return await self._delete(ref)
+
+        self._in_flight += 1
+        try:
+            results = await asyncio.gather(*(one(ref) for ref in refs), return_exceptions=True)
+        finally:
+            self._in_flight -= 1
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [bool(result) for result in results]
+
+    async def _delete(self, ref: BindingRef) -> bool:
+        client = self._client
+        assert client is not None
+        return await client.delete_binding(ref)

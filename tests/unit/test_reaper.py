@@ -1,0 +1,140 @@
+"""The reaper deletes from its own thread: a busy operator loop does not hold up a delete.
+
+The deleter here stands in for the reaper's own API client only; what it is asked to delete,
+when, on which thread, and what reaches the operator's loop afterwards is the reaper's own work.
+The e2e and reliability suites run the same reaper against real API servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+from lapse.core.grants import GrantKey
+from lapse.core.models import BindingRef
+from lapse.reaper import Reaped, Reaper
+
+KEY = GrantKey("AccessRequest", "payments", "fix", "uid-fix")
+OTHER = GrantKey("AccessRequest", "payments", "other", "uid-other")
+REF = BindingRef(kind="RoleBinding", name="lapse-fix-1a2b3c", namespace="payments", uid="b-1")
+OTHER_REF = BindingRef(kind="RoleBinding", name="lapse-other-4d5e", namespace="payments", uid="b-2")
+
+
+class RecordingDeleter:
+    """Says where and when each delete ran; `blocked` is set while the operator's loop is
+    stuck in work of its own."""
+
+    def __init__(self, blocked: threading.Event) -> None:
+        self.blocked = blocked
+        self.deletes: list[tuple[BindingRef, str, bool]] = []
+        self.closed = False
+
+    async def delete_binding(self, ref: BindingRef) -> bool:
+        self.deletes.append((ref, threading.current_thread().name, self.blocked.is_set()))
+        return True
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Reports(list[Reaped]):
+    """What reached the operator's loop; `arrived` is set on each report."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived = asyncio.Event()
+
+    def __call__(self, report: Reaped) -> None:
+        self.append(report)
+        self.arrived.set()
+
+    async def first(self) -> None:
+        async with asyncio.timeout(30):
+            await self.arrived.wait()
+
+
+def test_a_delete_goes_at_its_deadline_while_the_operator_loop_is_busy() -> None:
+    blocked = threading.Event()
+    deleter = RecordingDeleter(blocked)
+    reports = Reports()
+    revoking: set[str] = set()
+
+    async def scenario() -> None:
+        reaper = Reaper(lambda: deleter, clock=now, on_reaped=reports, revoking=revoking)
+        reaper.start()
+        reaper.reap(KEY, 7, now() + timedelta(milliseconds=100), [REF])
+        # The operator's loop does three seconds of work of its own without yielding.
+        blocked.set()
+        started = time.monotonic()
+        # Blocking on purpose: the loop is stuck, as under a flood of watch events.
+        while time.monotonic() - started < 3.0 and not deleter.deletes:
+            time.sleep(0.01)  # noqa: ASYNC251
+        time.sleep(0.2)  # noqa: ASYNC251
+        blocked.clear()
+        await reports.first()
+        await reaper.stop()
+
+    asyncio.run(scenario())
+    ((ref, thread, during_block),) = deleter.deletes
+    assert ref == REF
+    assert thread == "lapse-reaper"
+    assert during_block, "the delete waited for the operator's loop"
+    # Marked as Lapse's own before it went, so the binding watch does not call it an admin's.
+    assert revoking == {"b-1"}
+    (report,) = reports
+    assert (report.key, report.ticket, report.deleted) == (KEY, 7, 1)
+    assert deleter.closed
+
+
+def test_a_spared_grant_is_not_deleted_and_a_later_reap_replaces_an_earlier_one() -> None:
+    deleter = RecordingDeleter(threading.Event())
+    reports = Reports()
+
+    async def scenario() -> None:
+        reaper = Reaper(lambda: deleter, clock=now, on_reaped=reports, revoking=set())
+        # Asked before it runs (a standby becoming leader): kept in order until it starts.
+        soon = now() + timedelta(milliseconds=200)
+        reaper.reap(KEY, 1, soon, [REF])
+        reaper.reap(OTHER, 2, soon, [OTHER_REF])
+        reaper.spare(OTHER)
+        reaper.reap(KEY, 3, soon + timedelta(milliseconds=100), [REF])
+        reaper.start()
+        assert reaper.busy(timedelta(seconds=5))
+        await reports.first()
+        await asyncio.sleep(0.5)
+        assert not reaper.busy(timedelta(seconds=5))
+        await reaper.stop()
+
+    asyncio.run(scenario())
+    assert [ref for ref, _, _ in deleter.deletes] == [REF]
+    assert [(r.key, r.ticket) for r in reports] == [(KEY, 3)]
+
+
+def test_a_failed_delete_is_tried_again_and_reported_once() -> None:
+    class Flaky(RecordingDeleter):
+        async def delete_binding(self, ref: BindingRef) -> bool:
+            await super().delete_binding(ref)
+            if len(self.deletes) == 1:
+                raise OSError("connection reset")
+            return True
+
+    deleter = Flaky(threading.Event())
+    reports = Reports()
+
+    async def scenario() -> None:
+        reaper = Reaper(lambda: deleter, clock=now, on_reaped=reports, revoking=set())
+        reaper.start()
+        reaper.reap(KEY, 5, now(), [REF])
+        await reports.first()
+        await asyncio.sleep(0.2)
+        await reaper.stop()
+
+    asyncio.run(scenario())
+    assert len(deleter.deletes) == 2
+    assert [(r.key, r.ticket, r.deleted) for r in reports] == [(KEY, 5, 1)]
