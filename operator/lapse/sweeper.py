@@ -99,28 +99,45 @@ class Sweeper:
         Expired at the expiry its binding carried and never be granted afresh.
         """
         now = self.grantor.clock()
-        overdue: list[Mapping[str, Any]] = []
-        async for page in self.kube.binding_metadata_pages(MANAGED_SELECTOR):
-            for index, binding in enumerate(page):
-                if index % YIELD_EVERY == YIELD_EVERY - 1:
-                    await asyncio.sleep(0)
-                expires_at = binding_expiry(binding)
-                key = compute_owner_key(binding)
-                if expires_at is None or key is None:
-                    continue
-                if expires_at > now:
-                    # Not due yet: it goes at its own time, whether or not its owner has
-                    # been read by then.
-                    self.grantor.expire_binding(key, compute_binding_ref(binding), expires_at)
-                    continue
-                overdue.append(binding)
-        refs = [compute_binding_ref(binding) for binding in overdue]
-        deleted = await self.grantor.delete_at_once(refs)
-        if deleted is None:
-            deleted = await self._gather_bounded(
-                [partial(self.grantor.delete_binding, ref) for ref in refs]
-            )
-        removed = [b for b, done in zip(overdue, deleted, strict=True) if done]
+        # Each page's overdue bindings are being deleted while the next page is read.
+        started: list[tuple[list[Mapping[str, Any]], asyncio.Task[list[bool] | None]]] = []
+        try:
+            async for page in self.kube.binding_metadata_pages(MANAGED_SELECTOR):
+                overdue: list[Mapping[str, Any]] = []
+                for index, binding in enumerate(page):
+                    if index % YIELD_EVERY == YIELD_EVERY - 1:
+                        await asyncio.sleep(0)
+                    expires_at = binding_expiry(binding)
+                    key = compute_owner_key(binding)
+                    if expires_at is None or key is None:
+                        continue
+                    if expires_at > now:
+                        # Not due yet: it goes at its own time, whether or not its owner has
+                        # been read by then.
+                        self.grantor.expire_binding(key, compute_binding_ref(binding), expires_at)
+                        continue
+                    overdue.append(binding)
+                if overdue:
+                    refs = [compute_binding_ref(binding) for binding in overdue]
+                    task = asyncio.create_task(self.grantor.delete_at_once(refs))
+                    started.append((overdue, task))
+        except BaseException:
+            for _, task in started:
+                task.cancel()
+            await asyncio.gather(*(task for _, task in started), return_exceptions=True)
+            raise
+        answers = await asyncio.gather(*(task for _, task in started), return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+        removed: list[Mapping[str, Any]] = []
+        for (overdue, _), answer in zip(started, answers, strict=True):
+            deleted = cast("list[bool] | None", answer)
+            if deleted is None:
+                deleted = await self._gather_bounded(
+                    [partial(self.grantor.delete_binding, compute_binding_ref(b)) for b in overdue]
+                )
+            removed.extend(b for b, done in zip(overdue, deleted, strict=True) if done)
         metrics.sweep_removed_total.labels(reason=str(SweepReason.EXPIRED)).inc(len(removed))
         return removed
 
