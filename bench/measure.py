@@ -32,6 +32,7 @@ from bench.install import GROUP, POLICY, ROLE
 from bench.kube import ApiError, Kube
 from bench.requests import RequestCount, count_requests
 from bench.watch import Binding, BindingWatch, Key
+from bench.wave import Wave, measure_wave
 from bench.windows import measure_windows
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class Config:
     overdue_share: float = 0.5  # of the throughput grants, the share that lapses while down
     margin: float = 10.0  # seconds between the last throughput grant and the first overdue
     windows: int = 100  # scheduled starts and hand-overs measured (0: none)
+    wave: bool = False  # N more grants expiring at one instant (bench.wave), before phase 1
     seed: int = 7
 
     @property
@@ -157,6 +159,7 @@ class RunResult:
     # Per kind (bench.admission.KINDS): p50/p99 without Lapse's webhooks, with, and added (ms).
     admission: dict[str, dict[str, float]]
     windows: dict[str, float] = field(default_factory=dict)
+    wave: Wave | None = None
     # What the restart phase planned and had: without them its figure would measure nothing.
     planned_overdue: int = 0
     live_at_kill: int = 0
@@ -403,6 +406,10 @@ async def run(
                 f"  start lag p99 {windows['start_lag_p99_s']:.3f} s, hand-over lag p99 "
                 f"{windows['handover_lag_p99_s']:.3f} s, gaps {windows['gaps']:.0f}"
             )
+        wave = None
+        if config.wave:
+            log(f"revocation capacity: {config.n:,} grants expiring at one instant")
+            wave = await measure_wave(kube, watch, namespaces, config.n, log)
 
         # 1. Steady grants, then all N active at once.
         log(f"phase 1: {config.n} requests at {config.rate:g}/s over {config.window:.0f}s")
@@ -570,6 +577,7 @@ async def run(
             cpu=cpu.phases,
             admission=webhooks,
             windows=windows,
+            wave=wave,
             planned_overdue=len(short),
             live_at_kill=len(live),
             backend=target.label,

@@ -420,6 +420,13 @@ def table(figures: Figures, result: RunResult, host: dict[str, Any]) -> str:
             f"(overlap max {_fmt(windows.get('overlap_max_s', nan))} s, "
             f"gaps {windows.get('gaps', 0):.0f} of {windows.get('handed_over', 0):.0f})"
         )
+    wave = result.wave
+    if wave is not None:
+        lines.append(
+            f"{'one-instant wave lag p50 / p99 / max (s)':<38}{_fmt(wave.lag_s.p50):>9} / "
+            f"{_fmt(wave.lag_s.p99)} / {_fmt(wave.lag_s.max)}  ({wave.revoked:,} of {wave.n:,} "
+            f"revoked, {_fmt(wave.revocations_per_s)}/s, {wave.early} early)"
+        )
     lines.extend(f"note: {note}" for note in result.notes)
     return "\n".join(lines)
 
@@ -534,6 +541,7 @@ def to_json(figures: Figures, result: RunResult, host: dict[str, Any]) -> dict[s
             },
         },
         "windows": {k: num(v) for k, v in result.windows.items()},
+        "wave": result.wave.to_json() if result.wave is not None else None,
         "machine": host,
         "source": source_version(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

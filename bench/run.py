@@ -25,9 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from bench import backend, cluster, measure, plot, report, sidebyside
+from bench import backend, cluster, measure, plaingrant, plot, report, sidebyside
 from bench.cluster import Credentials
 from bench.kube import Kube
+from bench.wave import Wave
 
 HERE = Path(__file__).resolve().parent
 
@@ -54,6 +55,8 @@ def configs_from_env() -> list[measure.Config]:
                 overdue_share=_env_float("BENCH_OVERDUE_SHARE", base.overdue_share) or 0.0,
                 margin=_env_float("BENCH_MARGIN", base.margin) or base.margin,
                 windows=int(os.environ.get("BENCH_WINDOWS", base.windows)),
+                # The side by side's ratio needs Lapse's rate with every delete due at once.
+                wave=bool(os.environ.get("BENCH_SIDEBYSIDE", "").strip()),
             )
         )
     return configs
@@ -102,7 +105,7 @@ async def main_async(out: Path, workroot: Path, choice: backend.Choice) -> int:
             # On the same API server, in the same run: what a plain client and kube-janitor do
             # with the same number of bindings (bench.sidebyside).
             entries[-1]["side_by_side"] = await side_by_side(
-                choice.kubeconfig, workdir, figures, log
+                choice.kubeconfig, workdir, figures, result.wave, log
             )
         # Written after every size, so a long run interrupted later keeps what it measured.
         report.write_results(out / "results.json", entries, host)
@@ -113,7 +116,11 @@ async def main_async(out: Path, workroot: Path, choice: backend.Choice) -> int:
 
 
 async def side_by_side(
-    kubeconfig: Path, workdir: Path, figures: report.Figures, log: Callable[[str], None]
+    kubeconfig: Path,
+    workdir: Path,
+    figures: report.Figures,
+    wave: Wave | None,
+    log: Callable[[str], None],
 ) -> dict[str, object]:
     scratch = workdir / "sidebyside-credentials"
     scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -121,14 +128,30 @@ async def side_by_side(
     try:
         log(f"side by side: a plain client and kube-janitor, N = {figures.n:,}")
         result = await sidebyside.sidebyside(kube, kubeconfig, figures.n, log=log)
+        try:
+            grants = await plaingrant.plain_grant_rate(kube, figures.n, log=log)
+        finally:
+            await sidebyside.clean(kube, log)
     finally:
         await kube.close()
         shutil.rmtree(scratch, ignore_errors=True)
-    lapse_rate = figures.wave_revocations_per_s
+    # Lapse's rate with every delete due at one instant (bench.wave); else the steady wave's,
+    # which the spread of its expiries bounds.
+    lapse_rate = wave.revocations_per_s if wave is not None else figures.wave_revocations_per_s
     text = sidebyside.lines(result.plain, result.janitor, result.backend, lapse_rate)
     print("\n" + "\n".join(text) + "\n", flush=True)
     share = sidebyside.ratio(lapse_rate, result.plain.deletes_per_s)
+    grant_share = sidebyside.ratio(figures.grants_per_s, grants.grants_per_s)
+    print(
+        f"plain grants (the same five requests a grant makes, no webhook, no operator): "
+        f"{grants.grants_per_s:.1f}/s ({grants.grants_per_s_middle:.1f} middle 80 %); Lapse's "
+        f"burst {figures.grants_per_s:.1f}/s = {grant_share:.2f} of it",
+        flush=True,
+    )
     return result.to_json() | {
+        "plain_grants": grants.to_json(),
+        "lapse_burst_grants_per_s": round(figures.grants_per_s, 2),
+        "lapse_burst_over_plain_grants": None if math.isnan(grant_share) else round(grant_share, 3),
         "lapse_wave_revocations_per_s": None if math.isnan(lapse_rate) else round(lapse_rate, 2),
         "lapse_over_plain": None if math.isnan(share) else round(share, 3),
         "lapse_revocation_lag_s": figures.revocation_lag.to_json(),

@@ -39,6 +39,12 @@ revocation_lag_seconds = Histogram(
 )
 errors_total = Counter("lapse_errors_total", "Errors by kind.", ["error"])
 tamper_total = Counter("lapse_tamper_total", "Answers to tampered bindings.", ["action"])
+webhook_quick_total = Counter(
+    "lapse_webhook_quick_total",
+    "Admission reviews answered before kopf's admission machinery (a caller without a grant, "
+    "an update that changes nothing the webhook judges), by webhook.",
+    ["hook"],
+)
 revocations_verified_total = Counter(
     "lapse_revocations_verified_total",
     "Ended grants checked with the API server: AccessGone, HeldElsewhere, AccessRemains.",

@@ -35,6 +35,7 @@ from typing import Any
 import aiohttp.web
 import kopf
 
+from lapse import metrics
 from lapse.config import Settings, WebhookMode
 from lapse.core.certificates import ServingMaterial, build_authority, build_serving
 
@@ -184,6 +185,7 @@ class WebhookServer(kopf.WebhookServer):
                 # of the object among it), which took half the operator's CPU at 50 grants/s.
                 review = await _review(request)
                 if review is not None and quick(hook, review):
+                    metrics.webhook_quick_total.labels(hook=hook).inc()
                     return aiohttp.web.json_response(build_allowed(review))
             return await super()._serve(fn, request)
         if self.audit is None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from lapse.core.actions import ACTION_ANNOTATIONS, PROTECTED_ANNOTATIONS
 from lapse.core.kinds import FINALIZER
 from lapse.core.models import AccessRequestSpec, SubjectKind, UserInfo
 
@@ -80,3 +81,21 @@ def compute_finalizer_refusal(
         f"finalizer {FINALIZER} is Lapse's: it stays until Lapse has revoked and recorded the "
         "access; delete the AccessRequest instead."
     )
+
+
+def compute_inert_update(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether an UPDATE of a request or break-glass changes nothing its UPDATE webhooks judge:
+    the spec, the annotations Lapse writes or reads as actions, or a finalizer taken off. Such
+    an update (kopf's own finalizer and progress annotations, a label) is allowed unchanged by
+    every one of them, so it is answered before kopf's admission machinery runs."""
+    if (old.get("spec") or {}) != (new.get("spec") or {}):
+        return False
+    old_meta = old.get("metadata") or {}
+    new_meta = new.get("metadata") or {}
+    old_annotations = old_meta.get("annotations") or {}
+    new_annotations = new_meta.get("annotations") or {}
+    for name in (*PROTECTED_ANNOTATIONS, *ACTION_ANNOTATIONS):
+        if old_annotations.get(name) != new_annotations.get(name):
+            return False
+    kept = set(new_meta.get("finalizers") or ())
+    return all(finalizer in kept for finalizer in old_meta.get("finalizers") or ())

@@ -7,6 +7,7 @@ fail closed (failurePolicy Fail): without them no request is admitted at all.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ import kopf
 from lapse import metrics
 from lapse.core.admission import (
     compute_finalizer_refusal,
+    compute_inert_update,
     compute_request_refusal,
     compute_requester,
     compute_update_refusal,
@@ -117,3 +119,20 @@ async def record_actions(
     if not dryrun:
         for record in admission.records:
             metrics.decisions_total.labels(decision=record.action.value).inc()
+
+
+# The UPDATE webhooks of both kinds: kopf's own patch of each request (its finalizer, its
+# progress) passes through them once a grant, and changes nothing they judge.
+INERT_UPDATE_HOOKS = frozenset({"immutable", "actions", "breakglass-actions"})
+
+
+def quick_update(hook: str, review: Mapping[str, Any]) -> bool:
+    """Whether `review` is an UPDATE every one of those webhooks would allow unchanged,
+    decided before kopf builds its admission context (a copy and a diff of the object)."""
+    if hook not in INERT_UPDATE_HOOKS:
+        return False
+    request = review.get("request") or {}
+    old, new = request.get("oldObject"), request.get("object")
+    if request.get("operation") != "UPDATE" or not old or not new:
+        return False
+    return compute_inert_update(old, new)

@@ -13,6 +13,7 @@ import kopf
 from lapse import metrics
 from lapse.activity import AuditBusy, AuditRefused
 from lapse.config import Settings, WebhookMode
+from lapse.handlers.handle_admission import quick_update
 from lapse.handlers.handle_footholds import quick_allow
 from lapse.kube import KubeClient, NotFoundError
 from lapse.notify import Notifier
@@ -88,7 +89,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     logging.getLogger(__name__).info("%d active grant(s) in memory.", held)
     services.follow_grants()
     # The grant index is loaded and kept current: the foothold webhook may answer from it.
-    server.quick = quick_allow(memo)
+    foothold = quick_allow(memo)
+
+    def quick(hook: str, review: Mapping[str, Any]) -> bool:
+        return quick_update(hook, review) or foothold(hook, review)
+
+    server.quick = quick
     services.start()
     if config.notify_url:
         notifier = Notifier(config.notify_url, config.notify_timeout, config.notify_retries)

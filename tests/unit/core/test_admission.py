@@ -1,6 +1,22 @@
 from __future__ import annotations
 
-from lapse.core.admission import compute_request_refusal, compute_requester, compute_update_refusal
+import copy
+from datetime import UTC, datetime
+
+from lapse.core.actions import (
+    ActionAdmission,
+    Authority,
+    ObjectIdentity,
+    compute_action_admission,
+)
+from lapse.core.admission import (
+    compute_finalizer_refusal,
+    compute_inert_update,
+    compute_request_refusal,
+    compute_requester,
+    compute_update_refusal,
+)
+from lapse.core.kinds import FINALIZER
 from lapse.core.models import UserInfo
 
 ALICE = UserInfo(username="alice", groups=["devs"])
@@ -40,3 +56,62 @@ def test_spec_is_immutable() -> None:
     assert refusal is not None and "immutable" in refusal
     stolen = {**SPEC, "requester": {"username": "bob"}}
     assert compute_update_refusal({**SPEC, "requester": {"username": "alice"}}, stolen)
+
+
+def _request(**metadata: object) -> dict[str, object]:
+    return {
+        "apiVersion": "lapse.dev/v1alpha1",
+        "kind": "AccessRequest",
+        "metadata": {"name": "fix", "namespace": "payments", "uid": "u-1", **metadata},
+        "spec": {**SPEC, "requester": {"username": "alice", "groups": ["devs"]}},
+    }
+
+
+def test_kopfs_own_patch_is_an_inert_update() -> None:
+    old = _request(annotations={"lapse.dev/requester-signature": "sig"})
+    new = _request(
+        annotations={"lapse.dev/requester-signature": "sig", "kopf.zalando.org/last-handled": "x"},
+        finalizers=[FINALIZER],
+        labels={"team": "payments"},
+    )
+    assert compute_inert_update(old, new)
+    # What every UPDATE webhook would say of it, the long way: nothing to refuse, nothing to add.
+    assert compute_update_refusal(old["spec"], new["spec"]) is None  # type: ignore[arg-type]
+    assert compute_finalizer_refusal([], [FINALIZER], deleting=False) is None
+    admission = compute_action_admission(
+        {"lapse.dev/requester-signature": "sig"},
+        {"lapse.dev/requester-signature": "sig", "kopf.zalando.org/last-handled": "x"},
+        ALICE,
+        Authority(frozenset(), ALICE, None, None, "no policy"),
+        ObjectIdentity("AccessRequest", "payments", "fix", "u-1"),
+        b"k" * 32,
+        datetime(2030, 1, 1, tzinfo=UTC),
+    )
+    assert admission == ActionAdmission()
+
+
+def test_no_attack_passes_as_an_inert_update() -> None:
+    """Everything the UPDATE webhooks exist to judge goes the long way."""
+    old = _request(annotations={"lapse.dev/requester-signature": "sig"}, finalizers=[FINALIZER])
+    attacks = {
+        "a longer duration": {"spec": {**old["spec"], "duration": "8h"}},  # type: ignore[dict-item]
+        "another role": {"spec": {**old["spec"], "role": {"kind": "ClusterRole", "name": "admin"}}},  # type: ignore[dict-item]
+        "a forged requester": {
+            "spec": {**old["spec"], "requester": {"username": "mallory"}}  # type: ignore[dict-item]
+        },
+        "an approval": {
+            "annotations": {"lapse.dev/requester-signature": "sig", "lapse.dev/approve": "ok"}
+        },
+        "a forged decision": {
+            "annotations": {"lapse.dev/requester-signature": "sig", "lapse.dev/decisions": "[]"}
+        },
+        "a new signature": {"annotations": {"lapse.dev/requester-signature": "other"}},
+        "Lapse's finalizer taken off": {"finalizers": []},
+    }
+    for what, change in attacks.items():
+        new = copy.deepcopy(old)
+        if "spec" in change:
+            new["spec"] = change["spec"]
+        else:
+            new["metadata"].update(change)  # type: ignore[attr-defined]
+        assert not compute_inert_update(old, new), what

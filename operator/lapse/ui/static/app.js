@@ -372,16 +372,20 @@ async function render(focus) {
   counts();
 }
 
+// What can hold the focus across a re-render: fields, and the buttons a keyboard user tabs to.
+const FOCUSABLE = "input, textarea, select, button";
+
 function fieldKey(el) {
   const form = el.closest("form");
-  return `${form ? form.getAttribute("aria-label") : ""}|${el.name || el.id}`;
+  const own = el.name || el.id || (el.tagName === "BUTTON" ? el.textContent.trim() : "");
+  return `${form ? form.getAttribute("aria-label") : ""}|${el.tagName}|${own}`;
 }
 
 function keepFields(main) {
   const values = new Map();
   for (const el of main.querySelectorAll("input, textarea, select")) values.set(fieldKey(el), el.value);
   const active = main.contains(document.activeElement) ? document.activeElement : null;
-  const focused = active && active.matches("input, textarea, select") ? fieldKey(active) : null;
+  const focused = active && active.matches(FOCUSABLE) ? fieldKey(active) : null;
   const caret = focused && typeof active.selectionStart === "number" ? [active.selectionStart, active.selectionEnd] : null;
   return { values, focused, caret };
 }
@@ -396,7 +400,7 @@ function restoreFields(main, kept) {
     if (el.tagName === "SELECT") el.dispatchEvent(new Event("change"));
   }
   if (!kept.focused) return;
-  const again = [...main.querySelectorAll("input, textarea, select")].find((el) => fieldKey(el) === kept.focused);
+  const again = [...main.querySelectorAll(FOCUSABLE)].find((el) => fieldKey(el) === kept.focused);
   if (!again) return;
   again.focus();
   if (kept.caret && again.setSelectionRange) again.setSelectionRange(...kept.caret);
