@@ -106,7 +106,9 @@ async def plain_grant_rate(kube: Kube, n: int, *, concurrency: int = 32, log: Lo
                     "subjects": [{"apiGroup": RBAC, "kind": "User", "name": f"dev-{index % 50}"}],
                 }
             )
-            await kube.create(
+            await kube.call(
+                "POST",
+                f"/api/v1/namespaces/{namespace}/events",
                 {
                     "apiVersion": "v1",
                     "kind": "Event",
@@ -125,7 +127,7 @@ async def plain_grant_rate(kube: Kube, n: int, *, concurrency: int = 32, log: Lo
                     "firstTimestamp": _now(),
                     "lastTimestamp": _now(),
                     "count": 1,
-                }
+                },
             )
             ref = {
                 "kind": "RoleBinding",

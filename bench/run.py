@@ -56,7 +56,10 @@ def configs_from_env() -> list[measure.Config]:
                 margin=_env_float("BENCH_MARGIN", base.margin) or base.margin,
                 windows=int(os.environ.get("BENCH_WINDOWS", base.windows)),
                 # The side by side's ratio needs Lapse's rate with every delete due at once.
-                wave=bool(os.environ.get("BENCH_SIDEBYSIDE", "").strip()),
+                wave=bool(
+                    os.environ.get("BENCH_SIDEBYSIDE", "").strip()
+                    or os.environ.get("BENCH_WAVE", "").strip()
+                ),
             )
         )
     return configs

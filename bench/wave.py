@@ -19,11 +19,14 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.kube import ApiError, Kube
-from bench.report import Stats, stats
 from bench.watch import BindingWatch, Key
+
+if TYPE_CHECKING:
+    # bench.report imports bench.measure, which imports this module.
+    from bench.report import Stats
 
 GROUP = "lapse-bench-devs"
 ROLE = "edit"
@@ -64,6 +67,8 @@ async def measure_wave(
     kube: Kube, watch: BindingWatch, namespaces: list[str], n: int, log: Any
 ) -> Wave:
     """N scheduled requests with one `startAt` and one duration; their lag and rate."""
+    from bench.report import stats
+
     start = math.ceil(time.time() + n / PLANNED_PER_S + MARGIN_S)
     held = math.ceil(n / PLANNED_PER_S + MARGIN_S)
     expiry = float(start + held)
