@@ -10,10 +10,8 @@ beside the keepers and call down into it too.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -47,10 +45,11 @@ from lapse.core.owners import (
 )
 from lapse.core.sweep import SweepReason
 from lapse.crashpoints import crash_point
+from lapse.deadlines import Deadlines
 from lapse.footholds import Footholds
 from lapse.kube import ApiError, ConflictError, KubeApi, NotFoundError, RefusedError
 from lapse.rbac import NoRoles, Roles
-from lapse.reaper import Deleter, Reaped, Reaper
+from lapse.reaper import Deleter
 from lapse.reporting import OUTCOMES, Clock, Reporter
 from lapse.scheduler import ExpiryScheduler
 from lapse.verifier import Verifier
@@ -58,8 +57,6 @@ from lapse.verifier import Verifier
 logger = logging.getLogger(__name__)
 
 EXPIRY_WARNING = "expiry-warning"
-# A binding's own expiry, known from its annotation before its owner is read (at start-up).
-BINDING_EXPIRY = "binding-expiry"
 # Ends recorded at once after their bindings went; and how soon a failed record is retried.
 RECORD_CONCURRENCY = 32
 # While a delete is under way or due within VERIFY_CLEARANCE, ends are recorded only this many
@@ -68,10 +65,6 @@ RECORD_CONCURRENCY_DELETING = 4
 RECORD_RETRY = timedelta(seconds=1)
 # Revocation checks wait while a deadline falls due this soon (see lapse.verifier).
 VERIFY_CLEARANCE = timedelta(seconds=1)
-# A grant handed to the reaper whose delete is not reported this long after its deadline is
-# ended from the operator's own loop instead (a UID precondition makes a second delete a 404).
-REAPER_CHECK = "reaper-check"
-REAPER_GRACE = timedelta(seconds=10)
 
 # Called as a grant of some kind expires, before its bindings go: the owner's keeper binds what
 # continues it (an extension) and says what did, so access passes on with no gap.
@@ -80,16 +73,6 @@ HandOver = Callable[[GrantKey, GrantStatus], Awaitable[str | None]]
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class Handed:
-    """A grant's delete handed to the reaper: under which ticket, for when, and whether it
-    was known from its bindings' own expiry only (before its owner was read)."""
-
-    ticket: int
-    deadline: datetime
-    early: bool = False
 
 
 class Grantor:
@@ -120,45 +103,29 @@ class Grantor:
             roles=self.roles,
         )
         self.scheduler.on(EXPIRY_WARNING, self.expiring_soon)
-        self.scheduler.on(BINDING_EXPIRY, self._binding_due)
-        # Bindings known only from their own annotations so far, by owner (see expire_binding).
-        self.early: dict[GrantKey, dict[str, BindingRef]] = {}
         # Bindings this process is deleting: their DELETED events are ours, not an admin's.
         self.revoking: set[str] = set()
         # What each live binding (by UID) must look like, so an event needs no extra read.
         self.desired: dict[str, dict[str, Any]] = {}
-        # The expiry and bindings of each active grant, so its end deletes them before
-        # reading anything.
-        self.bound: dict[GrantKey, tuple[datetime, tuple[BindingRef, ...]]] = {}
-        # Grants whose end binds what continues them first (an extension): their end must
-        # read the owner before anything is deleted, or access would have a gap.
-        self.continued: set[GrantKey] = set()
+        self.deadlines = Deadlines(
+            self.scheduler,
+            clock=clock,
+            revoking=self.revoking,
+            ended=lambda key: key in self.ended,
+            delete_refs=self._delete_refs,
+            record=self._record_apart,
+            expire=self.expire,
+            reaper_connect=reaper_connect,
+        )
         # Ends recorded after their bindings went, apart from the scheduler (see expire).
         self._recording: set[asyncio.Task[None]] = set()
         self._record_slots = asyncio.Semaphore(RECORD_CONCURRENCY)
         self._record_slots_deleting = asyncio.Semaphore(RECORD_CONCURRENCY_DELETING)
         self._locks: dict[GrantKey, asyncio.Lock] = {}
         self.handovers: dict[str, HandOver] = {}
-        # Deletes that need nothing read first go from the reaper's own thread (lapse.reaper)
-        # when there is one; the grants handed to it, by owner.
-        self.reaper: Reaper | None = None
-        if reaper_connect is not None:
-            self.reaper = Reaper(
-                reaper_connect, clock=clock, on_reaped=self._reaped, revoking=self.revoking
-            )
-        self.handed: dict[GrantKey, Handed] = {}
-        self._tickets = itertools.count(1)
-        self.scheduler.on(REAPER_CHECK, self._reaper_late)
 
     def _deadlines_near(self) -> bool:
-        if self.reaper is not None and self.reaper.busy(VERIFY_CLEARANCE):
-            return True
-        return self.scheduler.busy(VERIFY_CLEARANCE)
-
-    def start_reaper(self) -> None:
-        """Deadlines handed to the reaper are kept from now on (this replica leads)."""
-        if self.reaper is not None:
-            self.reaper.start()
+        return self.deadlines.near(VERIFY_CLEARANCE)
 
     def _update_gauges(self) -> None:
         metrics.scheduled_expiries.set(len(self.scheduler))
@@ -184,137 +151,15 @@ class Grantor:
         grant = compute_status_grant(key, role, status)
         if grant is not None:
             self.remember(grant, status.bindings)
-        self._forget_early(key)
-        self._schedule_end(key, status.expires_at)
+        self.deadlines.forget_early(key)
+        self.deadlines.schedule_end(key, status.expires_at)
         self._warn_before(key, status.expires_at)
 
     def remember(self, grant: Grant, refs: Sequence[BindingRef]) -> None:
         for ref in refs:
             if ref.uid:
                 self.desired[ref.uid] = build_binding(grant, ref.model_copy(update={"uid": None}))
-        if refs and all(ref.uid for ref in refs):
-            self.bound[grant.key] = (grant.expires_at, tuple(refs))
-        self._forget_early(grant.key)
-
-    def _forget_early(self, key: GrantKey) -> None:
-        """The owner is read: its own deadline governs its bindings from now on."""
-        if self.early.pop(key, None) is not None:
-            self.scheduler.cancel(key, BINDING_EXPIRY)
-            handed = self.handed.get(key)
-            if handed is not None and handed.early:
-                self._spare(key)
-
-    def _schedule_end(self, key: GrantKey, expires_at: datetime) -> None:
-        """The grant `key` ends at `expires_at`: its bindings go from the reaper when nothing
-        must be read first (no continuation, every binding's UID known), else from here."""
-        self.scheduler.schedule(key, expires_at)
-        bound = self.bound.get(key)
-        if bound is None or key in self.continued or bound[0] != expires_at:
-            self._spare(key)
-            return
-        handed = self.handed.get(key)
-        if handed is None or handed.early or handed.deadline != expires_at:
-            self._hand(key, expires_at, bound[1])
-
-    def _hand(
-        self, key: GrantKey, deadline: datetime, refs: Sequence[BindingRef], *, early: bool = False
-    ) -> bool:
-        if self.reaper is None or not refs or not all(ref.uid for ref in refs):
-            return False
-        handed = Handed(next(self._tickets), deadline, early)
-        self.handed[key] = handed
-        self.reaper.reap(key, handed.ticket, deadline, refs)
-        return True
-
-    def _spare(self, key: GrantKey) -> None:
-        """Take `key` back from the reaper: its end is decided here now."""
-        if self.handed.pop(key, None) is not None and self.reaper is not None:
-            self.reaper.spare(key)
-            self.scheduler.cancel(key, REAPER_CHECK)
-
-    def _reaped(self, report: Reaped) -> None:
-        """On the operator's loop: the reaper deleted the bindings of `report.key`."""
-        key = report.key
-        handed = self.handed.get(key)
-        if handed is None or handed.ticket != report.ticket:
-            return
-        del self.handed[key]
-        self.scheduler.cancel(key, REAPER_CHECK)
-        if handed.early:
-            self.early.pop(key, None)
-            self.scheduler.cancel(key, BINDING_EXPIRY)
-            if report.deleted:
-                logger.info(
-                    "Deleted %d binding(s) of %s at their expiry.", report.deleted, key.describe()
-                )
-            return
-        self.bound.pop(key, None)
-        self.scheduler.cancel(key)
-        self._record_apart(key, report.deadline, revoked_at=report.deleted_at)
-
-    async def _reaper_late(self, key: GrantKey, deadline: datetime) -> None:
-        handed = self.handed.get(key)
-        if handed is None:
-            return
-        logger.warning(
-            "The reaper has not deleted the bindings of %s %s after their expiry; deleting "
-            "them from here.",
-            key.describe(),
-            REAPER_GRACE,
-        )
-        self._spare(key)
-        if handed.early:
-            await self._binding_due(key, handed.deadline)
-        else:
-            await self.expire(key, handed.deadline)
-
-    def expire_binding(self, key: GrantKey, ref: BindingRef, expires_at: datetime) -> None:
-        """Delete the binding `ref` of `key` at `expires_at`, its own annotation's time, even
-        before its owner is read: after a restart thousands of owners are read and resumed
-        while grants keep falling due, and none may wait for that.
-
-        The annotation is Lapse's (the binding guard restores it if edited), so the owner's
-        `expiresAt` is the same time. Were it edited earlier, the binding goes early: access
-        is only ever taken away on its strength, never kept. Once the owner is read its own
-        deadline governs and this one is dropped. What it cannot do is bind an extension
-        first: a grant continued in the seconds before its owner is read may see a gap."""
-        if key in self.bound or key in self.ended or not ref.uid:
-            return
-        refs = self.early.setdefault(key, {})
-        refs[ref.uid] = ref
-        current = self.scheduler.deadline(key, BINDING_EXPIRY)
-        if current is None or expires_at < current:
-            self.scheduler.schedule(key, expires_at, BINDING_EXPIRY)
-            current = expires_at
-        # The operator's loop keeps the deadline too: if the reaper is late, it deletes.
-        self._hand(key, current, list(refs.values()), early=True)
-
-    async def _binding_due(self, key: GrantKey, deadline: datetime) -> None:
-        handed = self.handed.get(key)
-        if handed is not None and handed.early:
-            # The reaper has it; if it has not reported in a while, this loop deletes.
-            self.scheduler.schedule(key, deadline + REAPER_GRACE, REAPER_CHECK)
-            return
-        refs = self.early.pop(key, {})
-        if key in self.bound or key in self.ended:
-            return
-        deleted = await self._delete_refs(list(refs.values()))
-        if deleted:
-            logger.info("Deleted %d binding(s) of %s at their expiry.", deleted, key.describe())
-
-    def track(self, key: GrantKey, expires_at: datetime, refs: Sequence[BindingRef]) -> None:
-        """An active grant known from a listing (the start-up sweep): due at `expires_at`,
-        its bindings deleted first then, as for a grant this process made."""
-        if refs and all(ref.uid for ref in refs):
-            self.bound[key] = (expires_at, tuple(refs))
-        self._forget_early(key)
-        self._schedule_end(key, expires_at)
-
-    def will_hand_over(self, key: GrantKey) -> None:
-        """Something continues `key` when it ends (an extension claimed it): its end reads
-        the owner first, here, to bind the continuation before the bindings go."""
-        self.continued.add(key)
-        self._spare(key)
+        self.deadlines.remember(grant.key, grant.expires_at, refs)
 
     async def activate(
         self,
@@ -421,7 +266,7 @@ class Grantor:
         crash_point("grant-before-status-write")
         await self.kube.patch_status(key, build_status_patch(new))
         crash_point("grant-after-status-write")
-        self._schedule_end(key, grant.expires_at)
+        self.deadlines.schedule_end(key, grant.expires_at)
         self._warn_before(key, grant.expires_at)
         admitted = parse_time(metadata.annotations.get(ADMITTED_AT_ANNOTATION))
         created_at = metadata.creation_timestamp
@@ -483,12 +328,10 @@ class Grantor:
     async def delete_at_once(self, refs: Sequence[BindingRef]) -> list[bool] | None:
         """Delete many bindings now from the reaper's connections (start-up's overdue
         bindings); None when there is no running reaper and the caller deletes them itself."""
-        if self.reaper is None or not self.reaper.running:
-            return None
         for ref in refs:
             if ref.uid:
                 self.desired.pop(ref.uid, None)
-        return await self.reaper.delete_now(refs)
+        return await self.deadlines.delete_at_once(refs)
 
     async def delete_bindings(self, status: GrantStatus) -> int:
         return await self._delete_refs(status.bindings)
@@ -523,10 +366,7 @@ class Grantor:
         async with self.lock(key):
             if key in self.ended:
                 return
-            self.scheduler.cancel(key)
-            self._spare(key)
-            self.bound.pop(key, None)
-            self.continued.discard(key)
+            self.deadlines.forget(key)
             crash_point("revoke-before-binding-write")
             if not bindings_deleted:
                 await self.delete_bindings(status)
@@ -596,23 +436,16 @@ class Grantor:
         them. Only a grant that something continues reads its owner first, to bind the
         continuation before the access it continues goes.
         """
-        handed = self.handed.get(key)
-        if handed is not None and not handed.early:
-            # The reaper deletes; if it has not reported in a while, this loop does.
-            self.scheduler.schedule(key, handed.deadline + REAPER_GRACE, REAPER_CHECK)
+        if self.deadlines.reaper_deletes(key):
             return
-        expires_at, refs = self.bound.get(key) or (None, ())
-        deleted = bool(refs) and key not in self.continued
-        deleted = deleted and expires_at is not None and expires_at <= self.clock()
-        if deleted:
-            self.bound.pop(key, None)
-            self.scheduler.cancel(key)
+        refs = self.deadlines.take_due(key, self.clock())
+        if refs is not None:
             await self._delete_refs(refs)
-            self._record_apart(key, deadline, revoked_at=self.clock())
+            self._record_apart(key, deadline, self.clock())
             return
         await self._end_expired(key, deadline, deleted=False)
 
-    def _record_apart(self, key: GrantKey, deadline: datetime, *, revoked_at: datetime) -> None:
+    def _record_apart(self, key: GrantKey, deadline: datetime, revoked_at: datetime) -> None:
         """Record the end of a grant whose bindings are gone. The record (a read, a status
         write, an Event, the check) runs apart, a bounded number at once: under an API server
         that answers slowly, thousands of them must not hold the scheduler's slots while other
@@ -630,8 +463,7 @@ class Grantor:
         """Stop the reaper, cancel the ends being recorded and the checks, before the client
         they use is closed; a restart records what was cut short (the sweep finds no binding
         and an owner past its time)."""
-        if self.reaper is not None:
-            await self.reaper.stop()
+        await self.deadlines.stop()
         for task in list(self._recording):
             task.cancel()
         await asyncio.gather(*self._recording, return_exceptions=True)
@@ -681,7 +513,7 @@ class Grantor:
                     format_time(status.expires_at),
                 )
             else:
-                self._schedule_end(key, status.expires_at)
+                self.deadlines.schedule_end(key, status.expires_at)
                 self._warn_before(key, status.expires_at)
                 return
         successor = None if deleted else await self.hand_over(key, status)
@@ -742,8 +574,7 @@ class Grantor:
         self.reporter.note(key, body)
         status = parse_status(kind, body)
         if status.phase != Phase.ACTIVE:
-            self.scheduler.cancel(key)
-            self._spare(key)
+            self.deadlines.forget(key)
             return
         await self.end(
             key,

@@ -119,7 +119,7 @@ class RequestKeeper:
             await self.follow_up(key, body)
             await self.grantor.resume(key, parse_role(body), status)
             if isinstance(status, AccessRequestStatus) and status.extended_by:
-                self.grantor.will_hand_over(key)
+                self.grantor.deadlines.will_hand_over(key)
             self.starts.resume(key, status)
             return
         try:

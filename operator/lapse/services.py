@@ -97,7 +97,7 @@ class Services:
             )
 
     def _run_scheduler(self) -> None:
-        self.grantor.start_reaper()
+        self.grantor.deadlines.start_reaper()
         if not any(task.get_name() == SCHEDULER_TASK for task in self.tasks):
             self.tasks.append(
                 asyncio.create_task(self.grantor.scheduler.run(), name=SCHEDULER_TASK)
@@ -120,7 +120,7 @@ class Services:
         if not self.leadership.acquired.is_set():
             return
         # Deadlines are kept from here on: bindings falling due while the owners are read
-        # go at their time (see Grantor.expire_binding).
+        # go at their time (see Deadlines.expire_binding).
         self._run_scheduler()
         try:
             self.removed_early.extend(await self.sweeper.remove_overdue())

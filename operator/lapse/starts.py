@@ -184,7 +184,7 @@ class StartKeeper:
                 await self.kube.json_patch_status(target, operations)
             except (ConflictError, RefusedError):
                 continue
-            self.grantor.will_hand_over(target)
+            self.grantor.deadlines.will_hand_over(target)
             await self.reporter.event(
                 target,
                 "Normal",

@@ -89,7 +89,7 @@ class Sweeper:
 
     async def remove_overdue(self) -> list[Mapping[str, Any]]:
         """Delete every managed binding whose own expiry has passed, reading nothing else, and
-        have every other one deleted at its own expiry (Grantor.expire_binding).
+        have every other one deleted at its own expiry (Deadlines.expire_binding).
 
         After an outage this ends overdue access before the full sweep lists every owner (a
         parse per owner, seconds at ten thousand grants): deleting a binding past its own
@@ -114,7 +114,9 @@ class Sweeper:
                     if expires_at > now:
                         # Not due yet: it goes at its own time, whether or not its owner has
                         # been read by then.
-                        self.grantor.expire_binding(key, compute_binding_ref(binding), expires_at)
+                        self.grantor.deadlines.expire_binding(
+                            key, compute_binding_ref(binding), expires_at
+                        )
                         continue
                     overdue.append(binding)
                 if overdue:
@@ -170,7 +172,7 @@ class Sweeper:
                     expires_at = owner.status.expires_at
                     active = owner.status.phase == Phase.ACTIVE and not owner.deleting
                     if active and expires_at is not None and expires_at > now:
-                        self.grantor.track(owner.key, expires_at, owner.status.bindings)
+                        self.grantor.deadlines.track(owner.key, expires_at, owner.status.bindings)
         else:
             owners = {kind: {} for kind in self._served_kinds}
             for index, (scheduled, deadline) in enumerate(self.scheduler.deadlines().items()):

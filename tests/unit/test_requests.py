@@ -247,12 +247,12 @@ def test_an_expiry_is_deleted_from_the_reaper_thread_and_recorded_on_the_operato
     grantor = world.grantor
     stored = world.ask([make_policy()])
     key = GrantKey("AccessRequest", "payments", "fix", stored["metadata"]["uid"])
-    assert key in grantor.handed
+    assert key in grantor.deadlines.handed
 
     async def scenario() -> None:
         # The fake clock wakes no one: it is past the expiry before the reaper looks.
         world.now[0] = NOW + timedelta(hours=2, seconds=1)
-        grantor.start_reaper()
+        grantor.deadlines.start_reaper()
 
         def recorded() -> bool:
             status = world.kube.owner("AccessRequest", "payments", "fix")["status"]
@@ -269,7 +269,7 @@ def test_an_expiry_is_deleted_from_the_reaper_thread_and_recorded_on_the_operato
     assert client.threads == ["lapse-reaper"]
     assert world.kube.bindings == {}
     assert world.kube.reasons("fix")[-2:] == ["Granted", "Expired"]
-    assert key not in grantor.handed and key not in grantor.bound
+    assert key not in grantor.deadlines.handed and key not in grantor.deadlines.bound
 
 
 def test_a_grant_something_continues_is_taken_back_from_the_reaper() -> None:
@@ -278,8 +278,8 @@ def test_a_grant_something_continues_is_taken_back_from_the_reaper() -> None:
     grantor = world.grantor
     stored = world.ask([make_policy()])
     key = GrantKey("AccessRequest", "payments", "fix", stored["metadata"]["uid"])
-    grantor.will_hand_over(key)
-    assert key not in grantor.handed
+    grantor.deadlines.will_hand_over(key)
+    assert key not in grantor.deadlines.handed
     # Its end reads the owner first, on the operator's loop, and deletes from there.
     world.now[0] = NOW + timedelta(hours=2, seconds=1)
     world.run(grantor.expire(key, NOW + timedelta(hours=2)))

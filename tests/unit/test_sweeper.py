@@ -16,7 +16,8 @@ from lapse.core.bindings import build_binding, compute_binding_refs, format_time
 from lapse.core.grants import GrantKey, compute_request_grant
 from lapse.core.models import BindingRef, UserInfo
 from lapse.core.owners import parse_role, parse_status
-from lapse.grantor import BINDING_EXPIRY, Grantor
+from lapse.deadlines import BINDING_EXPIRY
+from lapse.grantor import Grantor
 from lapse.kube import KubeClient
 from lapse.sweeper import Sweeper
 from tests.unit.builders import NOW, make_request
@@ -190,7 +191,7 @@ def test_a_restart_deletes_each_binding_at_its_own_expiry_before_reading_its_own
         # An owner read now would come too late: the API must not be asked for it.
         api.owners.clear()
         now[0] = NOW + timedelta(seconds=5)
-        await grantor._binding_due(key, NOW + timedelta(seconds=5))
+        await grantor.deadlines._binding_due(key, NOW + timedelta(seconds=5))
         assert api.calls == ["delete"]
         assert [ref.name for ref in api.deleted][-1] == api.bindings[0]["metadata"]["name"]
 
