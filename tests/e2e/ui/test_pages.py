@@ -131,11 +131,17 @@ def test_an_approver_sees_what_waits_with_its_summary_and_approves_by_keyboard(
 
     card.get_by_label("Message").focus()
     page.keyboard.type("Checked PAY-77")
-    # Another request arrives while bob types: the list grows, his words and focus stay.
+    page.keyboard.press("Tab")
+    # Another request arrives as bob tabs to Approve: the list grows, his words stay and so
+    # does his focus, on the button.
     team.ask("also-waiting", duration="2m")
     page.locator("section.card[data-name='also-waiting']").wait_for(timeout=10 * SECOND)
     assert card.get_by_label("Message").input_value() == "Checked PAY-77"
-    page.keyboard.press("Tab")
+    focused = page.evaluate(
+        "[document.activeElement.tagName, document.activeElement.textContent,"
+        " document.activeElement.closest('section.card')?.dataset.name]"
+    )
+    assert focused == ["BUTTON", "Approve", "needs-bob"], focused
     page.keyboard.press("Enter")
     page.locator("#notice.info").wait_for()
     team.wait_phase("needs-bob", "Active")
