@@ -10,6 +10,7 @@ beside the keepers and call down into it too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -472,10 +473,8 @@ class Grantor:
     async def _record_expiry(self, key: GrantKey, deadline: datetime, revoked_at: datetime) -> None:
         try:
             async with self._record_slots:
-                if self._deadlines_near():
-                    async with self._record_slots_deleting:
-                        await self._end_expired(key, deadline, deleted=True, revoked_at=revoked_at)
-                else:
+                narrow = self._deadlines_near()
+                async with self._record_slots_deleting if narrow else contextlib.nullcontext():
                     await self._end_expired(key, deadline, deleted=True, revoked_at=revoked_at)
         except asyncio.CancelledError:
             raise

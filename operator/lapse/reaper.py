@@ -199,8 +199,6 @@ class Reaper:
         try:
             deleted = 0
             for ref in refs:
-                if ref.uid:
-                    self._revoking.add(ref.uid)
                 if await self._delete(ref):
                     deleted += 1
         finally:
@@ -222,8 +220,6 @@ class Reaper:
 
         async def one(ref: BindingRef) -> bool:
             async with slots:
-                if ref.uid:
-                    self._revoking.add(ref.uid)
                 return await self._delete(ref)
 
         self._in_flight += 1
@@ -237,6 +233,9 @@ class Reaper:
         return [bool(result) for result in results]
 
     async def _delete(self, ref: BindingRef) -> bool:
+        """Delete `ref`, marked as Lapse's own first (see `revoking`)."""
         client = self._client
         assert client is not None
+        if ref.uid:
+            self._revoking.add(ref.uid)
         return await client.delete_binding(ref)
