@@ -30,7 +30,7 @@ from bench.backend import LOCAL, Backend, LocalBackend
 from bench.cluster import CLOCK_TICKS, Operator, usage
 from bench.install import GROUP, POLICY, ROLE
 from bench.kube import ApiError, Kube
-from bench.requests import RequestCount, count_requests
+from bench.requests import RequestCount, count_repeated_deletes, count_requests
 from bench.watch import Binding, BindingWatch, Key
 from bench.wave import Wave, measure_wave
 from bench.windows import measure_windows
@@ -167,6 +167,8 @@ class RunResult:
     backend: str = LOCAL
     # The operator's requests over the steady grants' lives, from the audit log.
     requests: RequestCount | None = None
+    # The operator's binding deletes over the whole run that found the binding gone already.
+    repeated_deletes: int | None = None
 
 
 def checks_waiting(operator: Operator) -> float:
@@ -389,6 +391,7 @@ async def run(
             f"{len(admission.KINDS)} kinds"
         )
         without = await admission.without_lapse(kube, namespaces[0])
+        run_from = time.time()
         operator.start()
         operator.wait_metrics()
         await wait_webhook(kube, operator, namespaces[0], within=120)
@@ -560,6 +563,10 @@ async def run(
         )
         snapshot = watch.snapshot()
         burst.bindings = {s.key: b for s in burst.sent if (b := snapshot.get(s.key))}
+        repeated_deletes = None
+        if target.audit_log is not None:
+            repeated_deletes = count_repeated_deletes(target.audit_log, run_from, time.time())
+            log(f"  binding deletes that found the binding gone: {repeated_deletes}")
         return RunResult(
             config=config,
             steady=steady,
@@ -582,6 +589,7 @@ async def run(
             live_at_kill=len(live),
             backend=target.label,
             requests=requests,
+            repeated_deletes=repeated_deletes,
         )
     finally:
         watch.stop()

@@ -476,6 +476,7 @@ def to_json(figures: Figures, result: RunResult, host: dict[str, Any]) -> dict[s
         "wave_revocations_per_s": num(figures.wave_revocations_per_s),
         "requests_per_grant": num(result.requests.per_grant) if result.requests else None,
         "requests": result.requests.to_json() if result.requests else None,
+        "repeated_deletes": result.repeated_deletes,
         "cpu_idle_percent": num(result.idle.get("cpu_percent", float("nan"))),
         "peak_active_grants": result.peak_active,
         "grants_made": figures.grant_latency.count + figures.burst_grant_latency.count,

@@ -95,3 +95,30 @@ def count_requests(path: Path, since: float, until: float, grants: int) -> Reque
     return RequestCount(
         total=sum(calls.values()), grants=grants, by_call=dict(calls), window=(since, until)
     )
+
+
+def count_repeated_deletes(path: Path, since: float, until: float) -> int:
+    """The operator's binding deletes in [since, until] that found the binding gone already
+    (404, or 409 for a UID precondition that no longer holds): requests that took nothing
+    away, sent at the moment the API server is busiest. Lapse sends none in a benchmark,
+    where nobody else deletes its bindings."""
+    repeated = 0
+    for each in log_files(path):
+        with each.open("r", encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                if '"delete"' not in line or "rolebindings" not in line:
+                    continue
+                if '"lapse-operator' not in line and '"kopf/' not in line:
+                    continue
+                event = json.loads(line)
+                if event.get("stage") != "ResponseComplete" or event.get("verb") != "delete":
+                    continue
+                if (event.get("objectRef") or {}).get("resource") != "rolebindings":
+                    continue
+                if not str(event.get("userAgent") or "").startswith(OPERATOR_AGENTS):
+                    continue
+                code = (event.get("responseStatus") or {}).get("code")
+                received = _stamp(str(event.get("requestReceivedTimestamp")))
+                if code in (404, 409) and since <= received <= until:
+                    repeated += 1
+    return repeated

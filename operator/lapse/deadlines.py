@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 
 from lapse.core.grants import GrantKey
 from lapse.core.models import BindingRef
+from lapse.deletions import Deletions
 from lapse.reaper import Deleter, Reaped, Reaper
 from lapse.scheduler import Clock, ExpiryScheduler, OnDue
 
@@ -54,7 +55,7 @@ class Deadlines:
         scheduler: ExpiryScheduler,
         *,
         clock: Clock,
-        revoking: set[str],
+        deletions: Deletions,
         ended: Callable[[GrantKey], bool],
         delete_refs: DeleteRefs,
         record: Record,
@@ -79,7 +80,7 @@ class Deadlines:
         self.reaper: Reaper | None = None
         if reaper_connect is not None:
             self.reaper = Reaper(
-                reaper_connect, clock=clock, on_reaped=self._reaped, revoking=revoking
+                reaper_connect, clock=clock, on_reaped=self._reaped, deletions=deletions
             )
         self.handed: dict[GrantKey, Handed] = {}
         self._tickets = itertools.count(1)
@@ -154,6 +155,14 @@ class Deadlines:
             return False
         self.scheduler.schedule(key, handed.deadline + REAPER_GRACE, REAPER_CHECK)
         return True
+
+    def in_hand(self, key: GrantKey, now: datetime) -> bool:
+        """Whether `key`'s end is this module's to carry out now: due within the grace just
+        past, here or in the reaper. The sweep leaves such a binding to its deadline rather
+        than send a second delete of it; past the grace it is the sweep's again."""
+        handed = self.handed.get(key)
+        deadline = handed.deadline if handed is not None else self.scheduler.deadline(key)
+        return deadline is not None and deadline <= now < deadline + REAPER_GRACE
 
     def take_due(self, key: GrantKey, now: datetime) -> tuple[BindingRef, ...] | None:
         """The bindings to delete now, before anything is read, if `key` is due and nothing

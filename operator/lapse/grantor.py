@@ -47,6 +47,7 @@ from lapse.core.owners import (
 from lapse.core.sweep import SweepReason
 from lapse.crashpoints import crash_point
 from lapse.deadlines import Deadlines
+from lapse.deletions import Deletions
 from lapse.footholds import Footholds
 from lapse.kube import ApiError, ConflictError, KubeApi, NotFoundError, RefusedError
 from lapse.rbac import NoRoles, Roles
@@ -104,14 +105,16 @@ class Grantor:
             roles=self.roles,
         )
         self.scheduler.on(EXPIRY_WARNING, self.expiring_soon)
-        # Bindings this process is deleting: their DELETED events are ours, not an admin's.
-        self.revoking: set[str] = set()
+        # Bindings this process is deleting or has deleted, from either thread: their DELETED
+        # events are ours, not an admin's, and none is deleted twice.
+        self.deletions = Deletions()
+        self._sending: dict[str, asyncio.Task[bool]] = {}
         # What each live binding (by UID) must look like, so an event needs no extra read.
         self.desired: dict[str, dict[str, Any]] = {}
         self.deadlines = Deadlines(
             self.scheduler,
             clock=clock,
-            revoking=self.revoking,
+            deletions=self.deletions,
             ended=lambda key: key in self.ended,
             delete_refs=self._delete_refs,
             record=self._record_apart,
@@ -320,11 +323,28 @@ class Grantor:
 
     async def delete_binding(self, ref: BindingRef) -> bool:
         """Delete one of our bindings, marked as our own first: the binding watch must not
-        take Lapse's own deletion for an admin's (which would end the grant as Revoked)."""
-        if ref.uid:
-            self.revoking.add(ref.uid)
-            self.desired.pop(ref.uid, None)
-        return await self.kube.delete_binding(ref)
+        take Lapse's own deletion for an admin's (which would end the grant as Revoked). A
+        binding known deleted already (by the reaper, say) is not asked for again."""
+        if not ref.uid:
+            return await self.kube.delete_binding(ref)
+        uid = ref.uid
+        self.desired.pop(uid, None)
+        sending = self._sending.get(uid)
+        if sending is not None:
+            # Another path of this loop (the sweep, say) is deleting it: one request, not two.
+            await asyncio.shield(sending)
+            return False
+        if not self.deletions.start(uid):
+            return False
+        task = asyncio.create_task(self.kube.delete_binding(ref))
+        self._sending[uid] = task
+        try:
+            deleted = await asyncio.shield(task)
+        finally:
+            if self._sending.get(uid) is task:
+                del self._sending[uid]
+        self.deletions.gone(uid)
+        return deleted
 
     async def delete_at_once(self, refs: Sequence[BindingRef]) -> list[bool] | None:
         """Delete many bindings now from the reaper's connections (start-up's overdue

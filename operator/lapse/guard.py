@@ -49,13 +49,12 @@ class BindingGuard:
             await self._warn_lookalike(type_, binding)
             return
         if type_ == "DELETED":
-            if uid in self.grantor.revoking:
-                self.grantor.revoking.discard(uid)
+            if self.grantor.deletions.observed(uid):
                 return
             self.grantor.desired.pop(uid, None)
             await self._binding_deleted(key, uid)
             return
-        if uid in self.grantor.revoking or metadata.get("deletionTimestamp"):
+        if self.grantor.deletions.ours(uid) or metadata.get("deletionTimestamp"):
             return
         desired = self.grantor.desired.get(uid)
         body: Mapping[str, Any] | None = None

@@ -26,6 +26,7 @@ from typing import Protocol
 
 from lapse.core.grants import GrantKey
 from lapse.core.models import BindingRef
+from lapse.deletions import Deletions
 from lapse.scheduler import Clock, ExpiryScheduler
 
 logger = logging.getLogger(__name__)
@@ -61,15 +62,14 @@ class Reaper:
         *,
         clock: Clock,
         on_reaped: OnReaped,
-        revoking: set[str],
+        deletions: Deletions,
         concurrency: int = CONCURRENCY,
     ) -> None:
         self._connect = connect
         self._clock = clock
         self._on_reaped = on_reaped
-        # The operator's set of binding UIDs it is deleting itself (the binding watch must not
-        # take them for an admin's deletes): a set's add is atomic, so the reaper adds to it.
-        self._revoking = revoking
+        # Shared with the operator's loop: what is being and has been deleted, whoever sent it.
+        self._deletions = deletions
         self._concurrency = concurrency
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -85,6 +85,8 @@ class Reaper:
         self._scheduler: ExpiryScheduler | None = None
         self._client: Deleter | None = None
         self._stopping: asyncio.Event | None = None
+        # Deletes under way, by binding UID: a second call for one waits for the first.
+        self._sending: dict[str, asyncio.Task[bool]] = {}
 
     @property
     def running(self) -> bool:
@@ -233,9 +235,25 @@ class Reaper:
         return [bool(result) for result in results]
 
     async def _delete(self, ref: BindingRef) -> bool:
-        """Delete `ref`, marked as Lapse's own first (see `revoking`)."""
+        """Delete `ref` unless it is known gone, once however many ask (a grant handed over
+        again while its delete is under way); True if this delete removed it."""
         client = self._client
         assert client is not None
-        if ref.uid:
-            self._revoking.add(ref.uid)
-        return await client.delete_binding(ref)
+        uid = ref.uid
+        if not uid:
+            return await client.delete_binding(ref)
+        sending = self._sending.get(uid)
+        if sending is not None:
+            await asyncio.shield(sending)
+            return False
+        if not self._deletions.start(uid):
+            return False
+        task = asyncio.create_task(client.delete_binding(ref))
+        self._sending[uid] = task
+        try:
+            deleted = await asyncio.shield(task)
+        finally:
+            if self._sending.get(uid) is task:
+                del self._sending[uid]
+        self._deletions.gone(uid)
+        return deleted

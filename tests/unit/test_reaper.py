@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from lapse.core.grants import GrantKey
 from lapse.core.models import BindingRef
+from lapse.deletions import Deletions
 from lapse.reaper import Reaped, Reaper
 
 KEY = GrantKey("AccessRequest", "payments", "fix", "uid-fix")
@@ -63,10 +64,10 @@ def test_a_delete_goes_at_its_deadline_while_the_operator_loop_is_busy() -> None
     blocked = threading.Event()
     deleter = RecordingDeleter(blocked)
     reports = Reports()
-    revoking: set[str] = set()
+    deletions = Deletions()
 
     async def scenario() -> None:
-        reaper = Reaper(lambda: deleter, clock=now, on_reaped=reports, revoking=revoking)
+        reaper = Reaper(lambda: deleter, clock=now, on_reaped=reports, deletions=deletions)
         reaper.start()
         reaper.reap(KEY, 7, now() + timedelta(milliseconds=100), [REF])
         # The operator's loop does three seconds of work of its own without yielding.
@@ -86,7 +87,8 @@ def test_a_delete_goes_at_its_deadline_while_the_operator_loop_is_busy() -> None
     assert thread == "lapse-reaper"
     assert during_block, "the delete waited for the operator's loop"
     # Marked as Lapse's own before it went, so the binding watch does not call it an admin's.
-    assert revoking == {"b-1"}
+    assert deletions.is_gone("b-1")
+    assert deletions.observed("b-1")
     (report,) = reports
     assert (report.key, report.ticket, report.deleted) == (KEY, 7, 1)
     assert deleter.closed
@@ -97,7 +99,7 @@ def test_a_spared_grant_is_not_deleted_and_a_later_reap_replaces_an_earlier_one(
     reports = Reports()
 
     async def scenario() -> None:
-        reaper = Reaper(lambda: deleter, clock=now, on_reaped=reports, revoking=set())
+        reaper = Reaper(lambda: deleter, clock=now, on_reaped=reports, deletions=Deletions())
         # Asked before it runs (a standby becoming leader): kept in order until it starts.
         soon = now() + timedelta(milliseconds=200)
         reaper.reap(KEY, 1, soon, [REF])
@@ -128,7 +130,7 @@ def test_a_failed_delete_is_tried_again_and_reported_once() -> None:
     reports = Reports()
 
     async def scenario() -> None:
-        reaper = Reaper(lambda: deleter, clock=now, on_reaped=reports, revoking=set())
+        reaper = Reaper(lambda: deleter, clock=now, on_reaped=reports, deletions=Deletions())
         reaper.start()
         reaper.reap(KEY, 5, now(), [REF])
         await reports.first()
@@ -138,3 +140,38 @@ def test_a_failed_delete_is_tried_again_and_reported_once() -> None:
     asyncio.run(scenario())
     assert len(deleter.deletes) == 2
     assert [(r.key, r.ticket, r.deleted) for r in reports] == [(KEY, 5, 1)]
+
+
+def test_a_binding_is_deleted_once_however_often_it_is_handed_over() -> None:
+    """A restart learns of a binding from its own annotation, then from its owner: the grant
+    is handed to the reaper again while the first delete is under way. One request, not two;
+    and a binding the operator's loop deleted already is not asked for again."""
+
+    class Slow(RecordingDeleter):
+        async def delete_binding(self, ref: BindingRef) -> bool:
+            await super().delete_binding(ref)
+            await asyncio.sleep(0.3)
+            return True
+
+    deleter = Slow(threading.Event())
+    reports = Reports()
+    deletions = Deletions()
+    deletions.start("b-2")
+    deletions.gone("b-2")
+
+    async def scenario() -> None:
+        reaper = Reaper(lambda: deleter, clock=now, on_reaped=reports, deletions=deletions)
+        reaper.start()
+        reaper.reap(KEY, 1, now(), [REF])
+        await asyncio.sleep(0.1)
+        reaper.reap(KEY, 2, now(), [REF])
+        reaper.reap(OTHER, 3, now(), [OTHER_REF])
+        async with asyncio.timeout(30):
+            while len(reports) < 3:
+                reports.arrived.clear()
+                await reports.arrived.wait()
+        await reaper.stop()
+
+    asyncio.run(scenario())
+    assert [ref for ref, _, _ in deleter.deletes] == [REF]
+    assert sorted((r.ticket, r.deleted) for r in reports) == [(1, 1), (2, 0), (3, 0)]

@@ -215,3 +215,26 @@ def test_an_owner_read_at_start_up_takes_over_its_bindings_deadline() -> None:
         assert grantor.scheduler.deadline(key) == NOW + timedelta(seconds=5)
 
     asyncio.run(start_up())
+
+
+def sweep_at_due(seconds_after: float) -> RacingApi:
+    """A periodic sweep `seconds_after` a known grant's expiry; its binding still listed."""
+    api = RacingApi([])
+    api.add("due", NOW - timedelta(hours=1), listed=False, expires=NOW)
+    later = NOW + timedelta(seconds=seconds_after)
+    grantor = Grantor(cast(KubeClient, api), Settings(), clock=lambda: later)
+    key = GrantKey("AccessRequest", "payments", "due", "uid-due")
+    grantor.scheduler.schedule(key, NOW)
+    asyncio.run(Sweeper(grantor).sweep(full=False))
+    return api
+
+
+def test_a_sweep_leaves_a_binding_falling_due_this_moment_to_its_deadline() -> None:
+    """The sweep lists a binding a moment before its deadline deletes it: it must not send a
+    second delete in the middle of a wave. Left past the grace, the sweep deletes it."""
+    api = sweep_at_due(0.2)
+    assert api.deleted == []
+    assert api.patched == {}
+    api = sweep_at_due(30)
+    assert [ref.name for ref in api.deleted] == [api.bindings[0]["metadata"]["name"]]
+    assert api.patched["due"]["status"]["phase"] == "Expired"
