@@ -112,8 +112,13 @@ def is_due(status: GrantStatus, now: datetime) -> bool:
 
 
 def build_status_patch(status: GrantStatus) -> dict[str, Any]:
-    """A merge patch for the status subresource carrying the whole status but its footholds
-    and activity: the foothold webhook appends to those while a grant runs, under a
-    resourceVersion precondition, and the activity recorder rewrites its record as audit events
-    arrive; a transition written from an older read must never drop either."""
-    return {"status": status.model_copy(update={"footholds": None, "activity": None}).to_wire()}
+    """A merge patch for the status subresource carrying the whole status but its footholds,
+    activity and trail: the foothold webhook appends to those while a grant runs, under a
+    resourceVersion precondition, the activity recorder rewrites its record as audit events
+    arrive, and the exporter appends to the trail; a transition written from an older read
+    must never drop any of them."""
+    return {
+        "status": status.model_copy(
+            update={"footholds": None, "activity": None, "trail": None}
+        ).to_wire()
+    }

@@ -467,6 +467,27 @@ class ActivityRecord(Model):
     updated_at: datetime | None = Field(default=None, description="When Lapse last wrote this.")
 
 
+class Trail(Model):
+    """The owner's exported audit trail (`lapse.core.trail`), written by Lapse's exporter
+    alone: the signed records not yet delivered to every configured sink, and how far each
+    sink has got. The owner is deleted by retention only once every sink has them all."""
+
+    records: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Signed records (JSON) not yet delivered to every sink, the last `len` of `seq`."
+        ),
+    )
+    seq: int = Field(default=0, ge=0, description="Records in the trail so far.")
+    head: str | None = Field(default=None, description="The hash of the last record.")
+    covered: dict[str, int] = Field(
+        default_factory=dict, description="Facts of the status in the trail, by kind."
+    )
+    delivered: dict[str, int] = Field(
+        default_factory=dict, description="Records each sink has received, by sink name."
+    )
+
+
 class GrantStatus(Model):
     """Status shared by AccessRequest and BreakGlass: one grant machinery, two kinds."""
 
@@ -511,6 +532,13 @@ class GrantStatus(Model):
         description=(
             "What the grantee made under the grant that could outlive it, and what became of "
             "it when the grant ended. Written by Lapse's foothold webhook alone."
+        ),
+    )
+    trail: Trail | None = Field(
+        default=None,
+        description=(
+            "The audit records on their way to the configured sinks, and how far each got. "
+            "Written by Lapse's exporter alone."
         ),
     )
     # Activity (lapse.activity): written by the audit sink's recorder alone.
