@@ -250,6 +250,7 @@ class InClusterOperator:
         workdir: Path,
         identity: Identity | None = None,
         image: str | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.cluster = cluster
         self.workdir = workdir
@@ -263,7 +264,11 @@ class InClusterOperator:
         # Notifications come to the host, where the pods reach it: a receiver listens there.
         self.notify_host = node_address(cluster)
         self.notify_port = free_port()
-        env = {**TEST_ENV, "LAPSE_NOTIFY_URL": f"http://{self.notify_host}:{self.notify_port}/hook"}
+        env = {
+            **TEST_ENV,
+            "LAPSE_NOTIFY_URL": f"http://{self.notify_host}:{self.notify_port}/hook",
+            **(extra_env or {}),
+        }
         self.overlay = overlay(workdir / "overlay", env, image)
         self.logs = PodLogs(cluster, self.audit_path, self.log_path)
         self.installed = False

@@ -102,6 +102,74 @@ def _is_service_name(host: str) -> bool:
 
 
 @dataclass(frozen=True)
+class SyslogSettings:
+    """The syslog sink: RFC 5424 over TCP with TLS (RFC 5425), certificates verified."""
+
+    host: str
+    port: int
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_name: str | None = None
+    max_message: int = 8192
+    timeout: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SyslogSettings | None:
+        address = env.get("LAPSE_TRAIL_SYSLOG_ADDRESS", "").strip()
+        if not address:
+            return None
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"LAPSE_TRAIL_SYSLOG_ADDRESS must be host:port, not {address!r}.")
+        return cls(
+            host=host.strip("[]"),
+            port=int(port),
+            ca_file=_path(env.get("LAPSE_TRAIL_SYSLOG_CA_FILE")),
+            cert_file=_path(env.get("LAPSE_TRAIL_SYSLOG_CERT_FILE")),
+            key_file=_path(env.get("LAPSE_TRAIL_SYSLOG_KEY_FILE")),
+            server_name=env.get("LAPSE_TRAIL_SYSLOG_SERVER_NAME") or None,
+            max_message=_number(env, "LAPSE_TRAIL_SYSLOG_MAX_MESSAGE", cls.max_message),
+            timeout=_seconds(env.get("LAPSE_TRAIL_SYSLOG_TIMEOUT"), cls.timeout),
+        )
+
+
+@dataclass(frozen=True)
+class HttpsSettings:
+    """The HTTPS sink: JSON batches in Splunk HEC's shape, certificates verified."""
+
+    url: str
+    token_file: Path | None = None
+    auth_scheme: str = "Splunk"
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    index: str | None = None
+    timeout: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> HttpsSettings | None:
+        url = env.get("LAPSE_TRAIL_HTTPS_URL", "").strip()
+        if not url:
+            return None
+        if not url.startswith("https://"):
+            raise ConfigError(
+                f"LAPSE_TRAIL_HTTPS_URL must be an https:// URL (the trail is never sent in "
+                f"the clear), not {url!r}."
+            )
+        return cls(
+            url=url,
+            token_file=_path(env.get("LAPSE_TRAIL_HTTPS_TOKEN_FILE")),
+            auth_scheme=env.get("LAPSE_TRAIL_HTTPS_AUTH_SCHEME", cls.auth_scheme),
+            ca_file=_path(env.get("LAPSE_TRAIL_HTTPS_CA_FILE")),
+            cert_file=_path(env.get("LAPSE_TRAIL_HTTPS_CERT_FILE")),
+            key_file=_path(env.get("LAPSE_TRAIL_HTTPS_KEY_FILE")),
+            index=env.get("LAPSE_TRAIL_HTTPS_INDEX") or None,
+            timeout=_seconds(env.get("LAPSE_TRAIL_HTTPS_TIMEOUT"), cls.timeout),
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     # How the API server reaches the webhooks: by URL (a terminal) or through the Service
     # (in a pod; the default there).
@@ -181,6 +249,28 @@ class Settings:
     audit_max_rate: int = 5000
     # How long after a grant's end its late audit events are still taken.
     audit_grace: float = 120.0
+
+    # Ended requests and break-glasses are deleted this long after they end (0 keeps them):
+    # long enough for the people who look back at a grant in the cluster (a week of on-call,
+    # a weekend's sink outage caught up), short enough that etcd holds weeks, not years.
+    # An unreviewed break-glass is kept until reviewed; nothing goes before every sink has it.
+    retention: float = 7 * 24 * 3600.0
+    # How often the leader looks for ended objects past their retention.
+    retention_interval: float = 60.0
+    # The audit trail's sinks (lapse.exporter): syslog over TLS (host:port) and HTTPS JSON
+    # batches (a Splunk HEC-shaped endpoint). Neither set: no trail is written.
+    trail_syslog: SyslogSettings | None = None
+    trail_https: HttpsSettings | None = None
+
+    @property
+    def trail_sinks(self) -> tuple[str, ...]:
+        """The configured sinks' names, the keys of each owner's `status.trail.delivered`."""
+        names = []
+        if self.trail_syslog is not None:
+            names.append("syslog")
+        if self.trail_https is not None:
+            names.append("https")
+        return tuple(names)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -271,4 +361,10 @@ class Settings:
             ),
             audit_grace=_seconds(env.get("LAPSE_AUDIT_GRACE"), default.audit_grace),
             audit_max_rate=_number(env, "LAPSE_AUDIT_MAX_RATE", default.audit_max_rate),
+            retention=_seconds(env.get("LAPSE_RETENTION"), default.retention),
+            retention_interval=_seconds(
+                env.get("LAPSE_RETENTION_INTERVAL"), default.retention_interval
+            ),
+            trail_syslog=SyslogSettings.from_env(env),
+            trail_https=HttpsSettings.from_env(env),
         )

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 import aiohttp
@@ -74,8 +74,14 @@ class _MultiMap(Generic[V]):
             self.drop(owner)
 
 
+Observer = Callable[[str, Mapping[str, Any], bool], None]
+
+
 class GrantIndex:
-    def __init__(self) -> None:
+    def __init__(self, *, also: Observer | None = None) -> None:
+        # Told of every owner this index sees, active or not (the exporter and retention):
+        # one listing and one watch for all of them.
+        self._also = also
         self._grantees: _MultiMap[GranteeGrant] = _MultiMap()
         self._footholds: _MultiMap[GrantKey] = _MultiMap()
         self._roles: _MultiMap[RoleEntry] = _MultiMap()
@@ -95,6 +101,8 @@ class GrantIndex:
     def observe(self, kind: str, body: Mapping[str, Any], *, deleted: bool = False) -> None:
         """One owner as the API server holds it now (`deleted`: it is gone)."""
         owner = f"{kind}/{(body.get('metadata') or {}).get('uid') or ''}"
+        if self._also is not None:
+            self._also(kind, body, deleted)
         if deleted:
             for each in (self._grantees, self._footholds, self._roles):
                 each.drop(owner)

@@ -10,6 +10,7 @@ not forget.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import datetime, timedelta
 from typing import Any
@@ -41,6 +42,7 @@ class GitOpsLedger:
                     return True
                 data: dict[str, str] = dict(current.get("data") or {})
                 if key in data:
+                    await self._renew(data, key, current, now)
                     return False
                 for stale in compute_ledger_prune(data, now, self.retention):
                     del data[stale]
@@ -54,6 +56,29 @@ class GitOpsLedger:
                 # Someone wrote between our read and our write: read again.
                 continue
         raise RuntimeError("The GitOps ledger changed under every attempt to write it.")
+
+    async def _renew(
+        self, data: dict[str, str], key: str, current: dict[str, Any], now: datetime
+    ) -> None:
+        """A consumed approval replayed: remembered from now on for another `retention`.
+
+        Retention deletes ended requests, and a GitOps controller that heals drift creates
+        each one again from Git, every time; were the entry to age out meanwhile, the next
+        replay would be granted. So an approval is forgotten only once nobody has replayed it
+        for a whole `retention`. A failed write only shortens that; the replay is refused."""
+        try:
+            entry = json.loads(data[key])
+            if not isinstance(entry, dict):
+                entry = {}
+        except ValueError:
+            entry = {}
+        entry["replayedAt"] = format_time(now)
+        data[key] = json.dumps(entry)
+        version = (current.get("metadata") or {}).get("resourceVersion")
+        with contextlib.suppress(ConflictError):
+            await self.kube.replace_namespaced(
+                "configmaps", self.namespace, CONFIGMAP_NAME, self._manifest(data, version)
+            )
 
     def _manifest(self, data: dict[str, str], version: str | None) -> dict[str, Any]:
         metadata: dict[str, Any] = {

@@ -163,3 +163,35 @@ extensions_total = Counter(
     "Extensions by outcome: scheduled, refused, handed_over, cancelled.",
     ["outcome"],
 )
+
+# The audit trail (lapse.exporter) and retention (lapse.retention).
+trail_records_total = Counter(
+    "lapse_trail_records_total", "Signed records appended to owners' audit trails."
+)
+trail_delivered_total = Counter(
+    "lapse_trail_delivered_total", "Trail records a sink took, by sink.", ["sink"]
+)
+trail_send_failures_total = Counter(
+    "lapse_trail_send_failures_total",
+    "Batches a sink did not take, by sink and whether trying again may help.",
+    ["sink", "retryable"],
+)
+trail_sink_up = Gauge(
+    "lapse_trail_sink_up", "1 when the sink took the last batch sent to it, else 0.", ["sink"]
+)
+trail_pending = Gauge(
+    "lapse_trail_pending_records", "Trail records waiting for a sink, by sink.", ["sink"]
+)
+trail_oldest_pending_seconds = Gauge(
+    "lapse_trail_oldest_pending_seconds",
+    "Age of the oldest trail record a sink has not taken yet, by sink.",
+    ["sink"],
+)
+retention_deleted_total = Counter(
+    "lapse_retention_deleted_total", "Ended owners deleted by retention, by kind.", ["kind"]
+)
+retention_held = Gauge(
+    "lapse_retention_held",
+    "Ended owners past their retention still kept, by why: undelivered, unreviewed.",
+    ["reason"],
+)

@@ -20,6 +20,7 @@ from lapse.config import Settings, WebhookMode
 from lapse.core.bindings import MANAGED_SELECTOR
 from lapse.decisions import RequestDecisions
 from lapse.drift import RoleDriftWatch
+from lapse.exporter import Exporter
 from lapse.exposure import REFRESH_SECONDS, ExposureKeeper
 from lapse.grantor import Grantor
 from lapse.guard import BindingGuard
@@ -31,7 +32,9 @@ from lapse.ledger import GitOpsLedger
 from lapse.rbac import PLURALS as RBAC_KINDS
 from lapse.rbac import RbacIndex
 from lapse.requests import RequestKeeper
+from lapse.retention import Retention
 from lapse.signing import ensure_signing_key
+from lapse.sinks.configured import build_sinks
 from lapse.sweeper import Sweeper
 from lapse.uninstall import Uninstaller
 from lapse.webhooks import WebhookServer
@@ -59,8 +62,11 @@ class Services:
     rbac: RbacIndex
     exposure: ExposureKeeper
     uninstaller: Uninstaller
-    # The operator's signing key: requesters and decisions carry its MACs.
+    # The operator's signing key: requesters and decisions carry its MACs, trail records too.
     key: bytes
+    # The audit trail to its sinks, and ended owners deleted once they have it.
+    exporter: Exporter
+    retention: Retention
     # Service mode's certificate and webhook configurations (None in url mode).
     certificates: CertificateKeeper | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -159,6 +165,8 @@ class Services:
                 except (ApiError, OSError, TimeoutError) as error:
                     logger.warning("Could not check a binding after taking over: %s", error)
         self.tasks.append(asyncio.create_task(self.sweeper.sweep_forever(), name="lapse-sweep"))
+        self.tasks.append(asyncio.create_task(self.exporter.run(), name="lapse-exporter"))
+        self.tasks.append(asyncio.create_task(self.retention.run(), name="lapse-retention"))
         self.tasks.append(
             asyncio.create_task(
                 self.exposure.run(REFRESH_SECONDS, self.grantor.clock), name="lapse-exposure"
@@ -208,8 +216,25 @@ async def build_services(
     decisions = RequestDecisions(
         grantor.reporter, key=key, admin_groups=settings.admin_groups, exposure=exposure
     )
-    retention = timedelta(seconds=settings.gitops_ledger_retention)
-    ledger = GitOpsLedger(kube, settings.namespace, retention)
+    ledger = GitOpsLedger(
+        kube, settings.namespace, timedelta(seconds=settings.gitops_ledger_retention)
+    )
+    exporter = Exporter(
+        kube,
+        sinks=build_sinks(settings),
+        signing_key=key,
+        clock=grantor.clock,
+        leading=leadership.acquired,
+    )
+    retention = Retention(
+        kube,
+        exporter,
+        keep=timedelta(seconds=settings.retention),
+        interval=timedelta(seconds=settings.retention_interval),
+        clock=grantor.clock,
+        leading=leadership.acquired,
+    )
+    follows = exporter.enabled or retention.enabled
     return Services(
         settings=settings,
         kube=kube,
@@ -221,10 +246,12 @@ async def build_services(
         requests=RequestKeeper(grantor, decisions=decisions, ledger=ledger, exposure=exposure),
         breakglass=BreakGlassKeeper(grantor, key=key),
         leadership=leadership,
-        index=GrantIndex(),
+        index=GrantIndex(also=exporter.observe if follows else None),
         rbac=rbac,
         exposure=exposure,
         uninstaller=uninstaller,
         key=key,
+        exporter=exporter,
+        retention=retention,
         certificates=certificates,
     )

@@ -94,6 +94,12 @@ def crds(cluster: Cluster) -> None:
     cluster.kubectl("apply", "-f", str(SAMPLES / "requester-clusterrole.yaml"))
 
 
+# The session's operator, however it runs: ended owners go RETENTION after they end (long
+# enough for every test to read what it ended; tests/e2e/test_retention.py waits for it).
+RETENTION = 30.0
+SESSION_ENV = {"LAPSE_RETENTION": f"{RETENTION:g}s", "LAPSE_RETENTION_INTERVAL": "2s"}
+
+
 @pytest.fixture(scope="session")
 def installation(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -107,7 +113,7 @@ def installation(
     cluster: Cluster = request.getfixturevalue("cluster")
     request.getfixturevalue("leftovers_removed")
     request.getfixturevalue("crds")
-    pods = InClusterOperator(cluster, tmp_path_factory.mktemp("operator"))
+    pods = InClusterOperator(cluster, tmp_path_factory.mktemp("operator"), extra_env=SESSION_ENV)
     try:
         pods.start()
         yield pods
@@ -151,7 +157,7 @@ def operator(
         tmp_path_factory.mktemp("operator"),
         identity=operator_identity,
         # The API server's audit events come to this operator's /audit (lapse.activity).
-        extra_env=audit_webhook.operator_env() if audit_webhook else None,
+        extra_env={**SESSION_ENV, **(audit_webhook.operator_env() if audit_webhook else {})},
     )
     process.start()
     try:

@@ -199,11 +199,15 @@ def compute_gitops_ledger_key(
 def compute_ledger_prune(
     entries: Mapping[str, str], now: datetime, retention: timedelta
 ) -> list[str]:
-    """Ledger keys whose entry is older than `retention` (or unreadable)."""
+    """Ledger keys whose entry is older than `retention` (or unreadable): consumed, and not
+    replayed since (a replay refused renews the entry, `replayedAt`)."""
     stale: list[str] = []
     for key, value in entries.items():
         try:
-            at = datetime.fromisoformat(json.loads(value)["consumedAt"].replace("Z", "+00:00"))
+            entry = json.loads(value)
+            at = datetime.fromisoformat(
+                (entry.get("replayedAt") or entry["consumedAt"]).replace("Z", "+00:00")
+            )
         except (ValueError, KeyError, TypeError, AttributeError):
             stale.append(key)
             continue

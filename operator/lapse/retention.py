@@ -1,0 +1,112 @@
+"""Retention: ended requests and break-glasses leave the cluster a set time after they end.
+
+Kept forever, ended owners fill etcd (about 10 KB each; at a thousand grants a day the default
+2 GiB quota in months, and then the whole cluster turns read-only) and every start of the
+operator lists them all. History lasts in the audit sinks instead: an owner is deleted only
+once every configured sink has its every record, the last of which says it was retired
+(`lapse.exporter`), so a sink that is down for days holds retention back and loses nothing.
+A break-glass still waiting for its review is kept until it is reviewed: deleting it would
+erase the obligation. Deletion carries the owner's UID as a precondition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from lapse import metrics
+from lapse.exporter import Exporter, Owner
+from lapse.kube import ApiError, ConflictError, KubeApi, NotFoundError, owner_path
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+# Deletes in flight at once: a first run after retention is turned on may face a backlog of
+# tens of thousands, which must not crowd out grants and revocations.
+DELETERS = 4
+
+
+class Retention:
+    def __init__(
+        self,
+        kube: KubeApi,
+        exporter: Exporter,
+        *,
+        keep: timedelta,
+        interval: timedelta,
+        clock: Clock,
+        leading: asyncio.Event,
+    ) -> None:
+        self.kube = kube
+        self.exporter = exporter
+        self.keep = keep
+        self.interval = interval
+        self.clock = clock
+        self._leading = leading
+
+    @property
+    def enabled(self) -> bool:
+        return self.keep > timedelta(0)
+
+    async def run(self) -> None:
+        if not self.enabled:
+            return
+        await self._leading.wait()
+        while True:
+            try:
+                await self.pass_once()
+            except (ApiError, OSError, TimeoutError) as error:
+                logger.warning("Retention could not finish a pass: %s", error)
+            await asyncio.sleep(self.interval.total_seconds())
+
+    async def pass_once(self) -> int:
+        """Delete every owner past its retention whose trail is delivered; ask the exporter
+        to retire those whose trail is not closed yet. Returns how many were deleted."""
+        now = self.clock()
+        due: list[Owner] = []
+        undelivered = unreviewed = 0
+        sinks = self.exporter.sinks
+        for owner in list(self.exporter.owners.values()):
+            if owner.ended_at is None or owner.ended_at + self.keep > now:
+                continue
+            if owner.needs_review:
+                unreviewed += 1
+                continue
+            if sinks and not (owner.retired and owner.complete(sinks)):
+                self.exporter.retire(owner.key.uid)
+                undelivered += 1
+                continue
+            due.append(owner)
+        metrics.retention_held.labels(reason="undelivered").set(undelivered)
+        metrics.retention_held.labels(reason="unreviewed").set(unreviewed)
+        slots = asyncio.Semaphore(DELETERS)
+
+        async def one(owner: Owner) -> bool:
+            async with slots:
+                return await self._delete(owner)
+
+        results = await asyncio.gather(*(one(owner) for owner in due))
+        deleted = sum(results)
+        if deleted:
+            logger.info("Retention deleted %d ended owner(s).", deleted)
+        return deleted
+
+    async def _delete(self, owner: Owner) -> bool:
+        key = owner.key
+        try:
+            await self.kube.delete_object(
+                owner_path(key.kind, key.namespace, key.name), uid=key.uid
+            )
+        except (NotFoundError, ConflictError):
+            self.exporter.owners.pop(key.uid, None)
+            return False
+        except (ApiError, OSError, TimeoutError) as error:
+            # One owner's failure (a 403 where RBAC was narrowed) holds back only that one.
+            logger.warning("Retention could not delete %s: %s", key.describe(), error)
+            return False
+        metrics.retention_deleted_total.labels(kind=key.kind).inc()
+        # Gone from the table now: the watch's DELETED event may come after the next pass.
+        self.exporter.owners.pop(key.uid, None)
+        return True
