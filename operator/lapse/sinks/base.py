@@ -12,11 +12,17 @@ class SinkError(Exception):
 
     `retryable` is False for an answer that repeating will not change (a 4xx other than 408
     and 429: a wrong token, a record refused); the exporter still retries, but slowly, and
-    says so loudly, since records must never be dropped."""
+    says so loudly, since records must never be dropped.
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    `retry_after` is how many seconds the receiver asked to be left alone (an HTTP
+    `Retry-After`), or None when it did not say."""
+
+    def __init__(
+        self, message: str, *, retryable: bool = True, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.retry_after = retry_after
 
 
 class Sink(Protocol):
