@@ -261,6 +261,8 @@ class Settings:
     # batches (a Splunk HEC-shaped endpoint). Neither set: no trail is written.
     trail_syslog: SyslogSettings | None = None
     trail_https: HttpsSettings | None = None
+    # A sink that fails is tried again after 1 s, doubling up to this.
+    trail_retry_max: float = 60.0
 
     @property
     def trail_sinks(self) -> tuple[str, ...]:
@@ -367,4 +369,5 @@ class Settings:
             ),
             trail_syslog=SyslogSettings.from_env(env),
             trail_https=HttpsSettings.from_env(env),
+            trail_retry_max=_seconds(env.get("LAPSE_TRAIL_RETRY_MAX"), default.trail_retry_max),
         )

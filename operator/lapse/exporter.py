@@ -112,9 +112,11 @@ class Exporter:
         signing_key: bytes,
         clock: Clock,
         leading: asyncio.Event,
+        retry_max: float = BACKOFF_MAX,
     ) -> None:
         self.kube = kube
         self.clock = clock
+        self._retry_max = retry_max
         self._key = signing_key
         self._leading = leading
         self.lanes = {sink.name: Lane(sink) for sink in sinks}
@@ -353,7 +355,7 @@ class Exporter:
                 ).inc()
                 wait = getattr(error, "retry_after", None) or backoff
                 if not error.retryable:
-                    wait = max(wait, BACKOFF_MAX)
+                    wait = max(wait, self._retry_max)
                 logger.warning(
                     "The audit sink %s did not take %d record(s): %s; trying again in %.0f s.",
                     name,
@@ -363,7 +365,7 @@ class Exporter:
                 )
                 self._gauges(lane)
                 await asyncio.sleep(wait * random.uniform(0.9, 1.1))
-                backoff = min(BACKOFF_MAX, backoff * 2)
+                backoff = min(self._retry_max, backoff * 2)
                 continue
             backoff = BACKOFF_FIRST
             if not lane.up:

@@ -225,6 +225,7 @@ async def build_services(
         signing_key=key,
         clock=grantor.clock,
         leading=leadership.acquired,
+        retry_max=settings.trail_retry_max,
     )
     retention = Retention(
         kube,

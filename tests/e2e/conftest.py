@@ -41,6 +41,7 @@ from tests.e2e.harness import (
     service_account_identity,
     wait_for,
 )
+from tests.sinks.https.collector import TOKEN, HecServer, build_pki
 
 __all__ = ["Identity", "InClusterOperator", "Operator", "Team", "parse_time", "wait_for"]
 
@@ -101,6 +102,38 @@ SESSION_ENV = {"LAPSE_RETENTION": f"{RETENTION:g}s", "LAPSE_RETENTION_INTERVAL":
 
 
 @pytest.fixture(scope="session")
+def trail_collector(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[HecServer | None]:
+    """The audit trail's sink for the session's operator run as a process: a real HTTPS
+    collector on this host (tests/sinks/https), its authority trusted by the operator."""
+    if operator_backend() == "in-cluster":
+        yield None
+        return
+    root = tmp_path_factory.mktemp("trail")
+    (root / "pki").mkdir()
+    server = HecServer(pki=build_pki(root / "pki"), state=root)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def trail_env(collector: HecServer | None) -> dict[str, str]:
+    if collector is None:
+        return {}
+    token = collector.state / "token"
+    token.write_text(TOKEN)
+    return {
+        "LAPSE_TRAIL_HTTPS_URL": collector.url,
+        "LAPSE_TRAIL_HTTPS_CA_FILE": str(collector.pki.ca),
+        "LAPSE_TRAIL_HTTPS_TOKEN_FILE": str(token),
+        "LAPSE_TRAIL_RETRY_MAX": "2s",
+    }
+
+
+@pytest.fixture(scope="session")
 def installation(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[InClusterOperator | None]:
@@ -145,6 +178,7 @@ def operator(
     operator_identity: Identity,
     tmp_path_factory: pytest.TempPathFactory,
     audit_webhook: AuditWebhook | None,
+    trail_collector: HecServer | None,
 ) -> Iterator[Operator | InClusterOperator]:
     if installation is not None:
         installation.identity = operator_identity
@@ -157,7 +191,11 @@ def operator(
         tmp_path_factory.mktemp("operator"),
         identity=operator_identity,
         # The API server's audit events come to this operator's /audit (lapse.activity).
-        extra_env={**SESSION_ENV, **(audit_webhook.operator_env() if audit_webhook else {})},
+        extra_env={
+            **SESSION_ENV,
+            **trail_env(trail_collector),
+            **(audit_webhook.operator_env() if audit_webhook else {}),
+        },
     )
     process.start()
     try:

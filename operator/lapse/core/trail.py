@@ -138,19 +138,27 @@ def compute_facts(kind: str, status: GrantStatus) -> list[Fact]:
         )
     verified = next((c for c in status.conditions if c.type == VERIFIED), None)
     if verified is not None and verified.status != "Unknown":
+        # The check comes after the end it checks, even when its verdict was reached a moment
+        # before the end was written (it rides on the same status write).
+        checked_at = max(
+            verified.last_transition_time,
+            status.ended_at or datetime.min.replace(tzinfo=verified.last_transition_time.tzinfo),
+        )
         facts.append(
             Fact(
                 VERIFIED_FACT,
                 0,
-                verified.last_transition_time,
+                checked_at,
                 "verified",
                 verified.reason,
                 verified.message,
                 {"accessGone": verified.status == "True"},
             )
         )
-    # Stable: the status's own order within a kind, time across kinds.
-    return sorted(facts, key=lambda f: (f.at, f.kind != APPROVALS, f.kind, f.index))
+    # Stable: the status's own order within a kind, time across kinds, and on a tie an
+    # approval before the phase it brings and a phase before the check of it.
+    rank = {APPROVALS: 0, HISTORY: 1, VERIFIED_FACT: 2, REVIEW: 3}
+    return sorted(facts, key=lambda f: (f.at, rank.get(f.kind, 4), f.index))
 
 
 def compute_new_facts(kind: str, status: GrantStatus, covered: Mapping[str, int]) -> list[Fact]:

@@ -26,7 +26,7 @@ from lapse.core.trail import (
 )
 from lapse.sinks.base import SinkError
 from lapse.sinks.https import HttpsSink, parse_retry_after
-from tests.sinks.https.conftest import TOKEN, HecServer, Pki
+from tests.sinks.https.collector import TOKEN, HecServer, Pki
 
 SIGNING_KEY = b"k" * 32
 OPERATOR_POD = "lapse-operator-7d9f-x2x4q"

@@ -1,0 +1,131 @@
+"""The audit trail: every fact of every grant reaches the sink, signed and chained, whatever
+the sink does; retention waits for it.
+
+The session's operator delivers to a real HTTPS collector on this host (`trail_collector`),
+and keeps ended owners RETENTION seconds. Records are checked as a receiver would: each
+owner's stream from seq 1, each `prev` the hash of the record before, each `sig` made with the
+operator's signing key read from its Secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from lapse.core.trail import (
+    compute_genesis,
+    compute_record_hash,
+    compute_signature,
+    join_parts,
+)
+from tests.e2e.conftest import RETENTION, Operator, Team, wait_for
+from tests.sinks.https.collector import HecServer
+
+
+@pytest.fixture
+def collector(trail_collector: HecServer | None) -> HecServer:
+    if trail_collector is None:
+        pytest.skip("the trail's collector runs on this host: the operator as a process only")
+    return trail_collector
+
+
+def signing_key(team: Team, operator: Operator) -> bytes:
+    secret = json.loads(
+        team.cluster.kubectl(
+            "get", "secret", "lapse-signing-key", "-n", operator.namespace, "-o", "json"
+        ).stdout
+    )
+    return base64.b64decode(secret["data"]["key"])
+
+
+def stream(collector: HecServer, uid: str) -> list[dict[str, Any]]:
+    """The records of one owner as received, repeats dropped by id, in arrival order."""
+    records = join_parts(e["event"] for e in collector.envelopes())
+    seen: dict[str, dict[str, Any]] = {}
+    for record in records:
+        if record.get("uid") == uid:
+            previous = seen.setdefault(record["id"], record)
+            assert previous == record, f"two records with id {record['id']} differ"
+    return list(seen.values())
+
+
+def check_chain(records: list[dict[str, Any]], uid: str, key: bytes) -> None:
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1)), records
+    prev = compute_genesis(uid)
+    for record in records:
+        assert record["prev"] == prev, f"record {record['seq']} does not follow the one before"
+        assert record["sig"] == compute_signature(record, key), f"record {record['seq']} sig"
+        prev = compute_record_hash(record)
+
+
+def test_every_fact_of_a_grant_reaches_the_sink_signed_in_order(
+    team: Team, operator: Operator, collector: HecServer
+) -> None:
+    team.policy(default="3s", maximum="1h")
+    team.ask("traced", duration="3s")
+    uid = team.wait_phase("traced", "Active", timeout=20)["metadata"]["uid"]
+    team.wait_phase("traced", "Expired", timeout=30)
+
+    def arrived() -> list[dict[str, Any]] | None:
+        records = stream(collector, uid)
+        actions = [r["action"] for r in records]
+        return records if "granted" in actions and "expired" in actions else None
+
+    records = wait_for(arrived, timeout=30, what="the grant's records at the collector")
+    check_chain(records, uid, signing_key(team, operator))
+    first = records[0]
+    assert first["action"] == "granted" and first["requester"] == team.user
+    assert first["role"] == "ClusterRole/edit" and first["namespace"] == team.namespace
+    assert records[1]["action"] == "expired"
+
+    # Delivered and written back: the status holds no record every sink has.
+    def written_back() -> dict[str, Any] | None:
+        trail = team.request("traced")["status"].get("trail") or {}
+        done = trail.get("delivered", {}).get("https") == trail.get("seq")
+        return trail if done and not trail.get("records") else None
+
+    trail = wait_for(written_back, timeout=40, what="the delivery written back")
+    assert trail["seq"] >= 2
+
+
+def test_a_sink_down_loses_nothing_and_holds_retention_back(
+    team: Team, operator: Operator, collector: HecServer
+) -> None:
+    team.policy(default="2s", maximum="1h")
+    collector.stop()
+    try:
+        team.ask("held", duration="2s")
+        uid = team.wait_phase("held", "Active", timeout=20)["metadata"]["uid"]
+        team.wait_phase("held", "Expired", timeout=30)
+        # Past its retention, still kept: its trail has not reached the sink.
+        wait_for(
+            lambda: operator.metrics().get('lapse_retention_held{reason="undelivered"}', 0) >= 1,
+            timeout=RETENTION + 30,
+            what="retention held back by the undelivered trail",
+        )
+        assert team.request("held")["status"]["phase"] == "Expired"
+        assert operator.metrics()['lapse_trail_sink_up{sink="https"}'] == 0
+        assert operator.metrics()['lapse_trail_pending_records{sink="https"}'] >= 2
+    finally:
+        collector.start()
+
+    def retired() -> list[dict[str, Any]] | None:
+        records = stream(collector, uid)
+        return records if records and records[-1]["action"] == "retired" else None
+
+    records = wait_for(retired, timeout=60, what="the whole trail, retired last")
+    check_chain(records, uid, signing_key(team, operator))
+    actions = [r["action"] for r in records]
+    assert actions[0] == "granted" and "expired" in actions
+    assert records[-1]["records"] == len(records) - 1
+
+    def deleted() -> bool:
+        found = team.cluster.kubectl(
+            "get", "accessrequest", "held", "-n", team.namespace, check=False
+        )
+        return found.returncode != 0 and "NotFound" in found.stderr
+
+    wait_for(deleted, timeout=30, what="the request deleted once its trail was delivered")
