@@ -96,7 +96,7 @@ def glass_status(
         review=(
             Review(
                 reviewer=UserInfo(username=reviewer),
-                verdict=verdict,  # type: ignore[arg-type]
+                verdict=verdict,
                 comment="runbook followed",
                 at=at(40),
             )

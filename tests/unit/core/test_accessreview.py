@@ -81,11 +81,12 @@ def test_unreviewed_break_glass_is_flagged() -> None:
 
 
 def test_filters() -> None:
-    grants = [request("a"), request("b", user="bob"), glass()]
-    window = {"since": at(-1), "until": at(600)}
+    grants: list[AccessRequest | BreakGlass] = [request("a"), request("b", user="bob"), glass()]
 
     def names(**given: str) -> list[str]:
-        review = build_access_review(grants=grants, filters=ReviewFilters(**given), **window)
+        review = build_access_review(
+            grants=grants, filters=ReviewFilters(**given), since=at(-1), until=at(600)
+        )
         return sorted(r.name for r in review.rows)
 
     assert names(subject="bob") == ["b"]
