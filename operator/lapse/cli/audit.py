@@ -213,7 +213,14 @@ def run_audit_verify(connect: Connect, io: Io, args: Any) -> int:
 
 def _cluster_grants(kube: Kube, io: Io, namespace: str | None) -> list[AccessRequest | BreakGlass]:
     """Every AccessRequest (in `namespace`, or all) and every BreakGlass the user may list."""
-    bodies = kube.list(ACCESS_REQUEST, namespace)
+    try:
+        bodies = kube.list(ACCESS_REQUEST, namespace)
+    except CliError as error:
+        if namespace is not None:
+            raise
+        raise CliError(
+            f"{error.message} (to review one namespace you may read, pass -n NS)"
+        ) from None
     try:
         bodies += kube.list(BREAK_GLASS, None)
     except CliError as error:

@@ -120,9 +120,9 @@ class TrailVerdict(_Out):
 
 
 @dataclass(frozen=True)
-class _Entry:
-    """A record put back together (or never: `missing` then says which parts), in the place
-    of its first part."""
+class Received:
+    """One record as received, put back together from its parts when it came in parts (or
+    never: `missing` then says which parts), in the place of its first part."""
 
     record: Mapping[str, Any] | None
     at: Located
@@ -137,10 +137,10 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def compute_entries(items: Sequence[Located]) -> list[_Entry]:
+def compute_entries(items: Sequence[Located]) -> list[Received]:
     """Records as received, with parts joined; a part carries no signature of its own, so a
     record joined from parts is checked like any other once whole."""
-    out: list[_Entry | tuple[str, int | None, str | None]] = []
+    out: list[Received | tuple[str, int | None, str | None]] = []
     chunks: dict[tuple[str, int | None, str | None], dict[int, str]] = {}
     sizes: dict[tuple[str, int | None, str | None], int] = {}
     first: dict[tuple[str, int | None, str | None], Located] = {}
@@ -150,7 +150,7 @@ def compute_entries(items: Sequence[Located]) -> list[_Entry]:
         if not isinstance(part, Mapping):
             record = located.item
             out.append(
-                _Entry(
+                Received(
                     record,
                     located,
                     _str(record.get("uid")),
@@ -168,20 +168,20 @@ def compute_entries(items: Sequence[Located]) -> list[_Entry]:
             clashed.add(ident)
         chunks[ident][number] = data
         sizes[ident] = max(sizes.get(ident, 0), _int(part.get("parts")) or 0)
-    entries: list[_Entry] = []
+    entries: list[Received] = []
     for entry in out:
-        if isinstance(entry, _Entry):
+        if isinstance(entry, Received):
             entries.append(entry)
             continue
         ident, got, size = entry, chunks[entry], sizes[entry]
         where, (ident_id, seq, uid) = first[ident], ident
         if ident in clashed:
-            entries.append(_Entry(None, where, uid, seq, ident_id, conflict=True))
+            entries.append(Received(None, where, uid, seq, ident_id, conflict=True))
             continue
         absent = [n for n in range(1, size + 1) if n not in got]
         if absent or not size:
             said = ", ".join(str(n) for n in absent) or "all"
-            entries.append(_Entry(None, where, uid, seq, ident_id, missing=f"{said} of {size}"))
+            entries.append(Received(None, where, uid, seq, ident_id, missing=f"{said} of {size}"))
             continue
         data = "".join(got[n] for n in range(1, size + 1))
         try:
@@ -189,11 +189,11 @@ def compute_entries(items: Sequence[Located]) -> list[_Entry]:
         except (binascii.Error, ValueError):
             joined = None
         if not isinstance(joined, Mapping):
-            entries.append(_Entry(None, where, uid, seq, ident_id, missing="none readable"))
+            entries.append(Received(None, where, uid, seq, ident_id, missing="none readable"))
             continue
         # The record's own (signed) fields say whose it is, not the part's envelope.
         entries.append(
-            _Entry(
+            Received(
                 joined,
                 where,
                 _str(joined.get("uid")),
@@ -216,7 +216,7 @@ def _signed(record: Mapping[str, Any], key: bytes) -> bool:
     return isinstance(sig, str) and hmac.compare_digest(sig, compute_signature(record, key))
 
 
-def _break(entry: _Entry, breach: Breach, detail: str) -> Breakage:
+def _break(entry: Received, breach: Breach, detail: str) -> Breakage:
     return Breakage(
         breach=breach,
         detail=detail,
@@ -228,15 +228,15 @@ def _break(entry: _Entry, breach: Breach, detail: str) -> Breakage:
     )
 
 
-def _describe_seq(entry: _Entry) -> str:
+def _describe_seq(entry: Received) -> str:
     return f"seq {entry.seq}" if entry.seq is not None else "a record"
 
 
-def _walk(uid: str, entries: Sequence[_Entry], key: bytes) -> StreamVerdict:
+def _walk(uid: str, entries: Sequence[Received], key: bytes) -> StreamVerdict:
     """One owner's records in the order received: repeats dropped, the rest checked in turn
     until one breaks the stream."""
     seen: dict[str, bytes] = {}
-    by_seq: dict[int, _Entry] = {}
+    by_seq: dict[int, Received] = {}
     for entry in entries:
         if entry.record is not None and entry.seq is not None:
             by_seq.setdefault(entry.seq, entry)
@@ -246,7 +246,7 @@ def _walk(uid: str, entries: Sequence[_Entry], key: bytes) -> StreamVerdict:
     received, repeats = len(set(bodies)), len(bodies) - len(set(bodies))
     expected, prev = 1, compute_genesis(uid)
     last_action: str | None = None
-    retired_at: _Entry | None = None
+    retired_at: Received | None = None
     head = next((e.record for e in entries if e.record is not None), None) or {}
 
     def verdict(state: Verdict, breakage: Breakage | None = None) -> StreamVerdict:
@@ -358,7 +358,7 @@ def _walk(uid: str, entries: Sequence[_Entry], key: bytes) -> StreamVerdict:
 def compute_trail_verdict(items: Sequence[Located], key: bytes) -> TrailVerdict:
     """The verdict on every stream among `items` (records and parts in the order received,
     across files): each stream is complete, open, or broken at its first bad record."""
-    streams: dict[str, list[_Entry]] = {}
+    streams: dict[str, list[Received]] = {}
     strays: list[Breakage] = []
     for entry in compute_entries(items):
         if entry.uid is None:
