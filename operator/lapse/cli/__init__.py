@@ -17,6 +17,13 @@ from typing import Any
 
 from lapse import __version__
 from lapse.cli.actions import VERDICTS, run_approve, run_deny, run_review, run_revoke
+from lapse.cli.audit import (
+    DEFAULT_OPERATOR_NAMESPACE,
+    EXIT_BROKEN,
+    moment,
+    run_audit_report,
+    run_audit_verify,
+)
 from lapse.cli.client import Connection, Kube
 from lapse.cli.errors import EXIT_CODES_HELP, CliError, ExitCode
 from lapse.cli.grants import run_breakglass, run_extend, run_request
@@ -85,6 +92,13 @@ def sentence(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("must not be empty")
     return text
+
+
+def when(text: str) -> datetime | timedelta:
+    try:
+        return moment(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def namespace_list(text: str) -> list[str]:
@@ -385,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     review.add_argument("-m", "--message", required=True, type=sentence, help="review notes")
     _output_flag(review, ("json", "yaml"))
 
+    _audit_commands(commands)
+
     ui = command(
         "ui",
         run_ui,
@@ -407,6 +423,112 @@ def run_ui(kube: Kube, io: Io, args: Any) -> int:
     return serve(kube, io, args)
 
 
+VERIFY_EXIT_CODES = f"""\
+exit codes:
+  0  every stream is whole and unaltered (complete, or still open)
+  {EXIT_BROKEN}  a stream is broken: the first record that breaks each is printed
+  2  nothing was checked: bad command line, unreadable file, no records, no key"""
+
+
+def _audit_commands(commands: Any) -> None:
+    """`audit verify` and `audit report`: they read files and connect to the cluster only when
+    they need it (`connect_later`), so they work with no kubeconfig at all when given files
+    and a key file."""
+    audit = commands.add_parser(
+        "audit",
+        help="Check an exported audit trail; list who held access in a period.",
+        description="Check an exported audit trail; list who held access in a period.",
+        formatter_class=_Formatter,
+    )
+    steps = audit.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
+    verify = steps.add_parser(
+        "verify",
+        help="Check that exported trail records are whole and unaltered.",
+        description=(
+            "Check that the records Lapse exported (syslog, Splunk HEC, JSON lines) are whole "
+            "and unaltered: every owner's stream contiguous, linked and signed with the "
+            "operator's key. Repeats are dropped; parts are joined."
+        ),
+        epilog="examples:\n"
+        "  kubectl lapse audit verify /var/log/lapse/*.log\n"
+        "  kubectl lapse audit verify --key-file lapse.key trail.json\n"
+        "  zcat trail-*.gz | kubectl lapse audit verify - -o json\n\n" + VERIFY_EXIT_CODES,
+        formatter_class=_Formatter,
+    )
+    verify.set_defaults(run=run_audit_verify, connect_later=True)
+    _connection_flags(verify, nested=True, namespace=False)
+    verify.add_argument("files", nargs="+", metavar="FILE", help="trail files; - reads stdin")
+    _key_flags(verify)
+    _output_flag(verify, ("json",))
+
+    report = steps.add_parser(
+        "report",
+        help="Access review: every grant that held access in a period.",
+        description=(
+            "Access review: one row per grant that held access at some moment between --since "
+            "and --until, with who approved it, how it ended, the review of a break-glass and "
+            "what the subject did. From the cluster's objects, or exported trail files "
+            "(--from), or both (--from with --with-cluster)."
+        ),
+        epilog="examples:\n"
+        "  kubectl lapse audit report --since 90d\n"
+        "  kubectl lapse audit report --since 2026-07-01 --until 2026-10-01 -o html > q3.html\n"
+        "  kubectl lapse audit report --since 30d -n payments --role edit -o csv\n"
+        "  kubectl lapse audit report --since 90d --from /var/log/lapse/trail.log -o json",
+        formatter_class=_Formatter,
+    )
+    report.set_defaults(run=run_audit_report, connect_later=True)
+    _connection_flags(report, nested=True, namespace=False)
+    report.add_argument(
+        "--since",
+        type=when,
+        required=True,
+        metavar="T",
+        help="start: RFC 3339 (2026-10-01, 2026-10-01T00:00:00Z) or a span ago (30d, 90d, 12h)",
+    )
+    report.add_argument("--until", type=when, metavar="T", help="end, the same way (default: now)")
+    report.add_argument("--role", help="only this role: edit, or ClusterRole/edit")
+    report.add_argument(
+        "-n",
+        "--namespace",
+        default=argparse.SUPPRESS,
+        help="only access that reached this namespace (cluster-wide grants included)",
+    )
+    report.add_argument("--subject", help="only this subject: alice, or User:alice")
+    report.add_argument(
+        "--from",
+        dest="from_files",
+        action="append",
+        nargs="+",
+        metavar="FILE",
+        help="exported trail files (- reads stdin) instead of the cluster's objects",
+    )
+    report.add_argument(
+        "--with-cluster",
+        action="store_true",
+        help="with --from: read the cluster's objects too (an object wins over its records)",
+    )
+    report.add_argument(
+        "--cluster", help="the cluster's name in the rows (default: the kubeconfig's)"
+    )
+    _output_flag(report, ("table", "csv", "json", "html"))
+
+
+def _key_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--key-file",
+        metavar="PATH",
+        help="the operator's signing key, raw or base64 (default: read from the cluster)",
+    )
+    parser.add_argument(
+        "--operator-namespace",
+        default=os.environ.get("LAPSE_NAMESPACE") or DEFAULT_OPERATOR_NAMESPACE,
+        metavar="NS",
+        help="where Lapse runs and keeps its key (default: $LAPSE_NAMESPACE, else "
+        f"{DEFAULT_OPERATOR_NAMESPACE})",
+    )
+
+
 def _name_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", metavar="NAME", help="NAME (an access request), or bg/NAME")
     parser.add_argument(
@@ -421,7 +543,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out=sys.stdout,
         err=sys.stderr,
         colour=use_colour(sys.stdout, os.environ),
-        machine=getattr(args, "output", None) in ("json", "yaml"),
+        machine=getattr(args, "output", None) in ("json", "yaml", "csv", "html"),
         interactive=sys.stdin.isatty() and sys.stdout.isatty(),
     )
     connection = Connection(
@@ -431,8 +553,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         as_user=args.as_user,
         as_groups=tuple(args.as_groups or ()),
     )
-    run: Command = args.run
     try:
+        if getattr(args, "connect_later", False):
+            return int(args.run(lambda: Kube(connection), io, args))
+        run: Command = args.run
         return int(run(Kube(connection), io, args))
     except CliError as error:
         io.error(error.message)

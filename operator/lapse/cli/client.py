@@ -93,6 +93,8 @@ class Kube:
             chosen = next((c for c in contexts if c.get("name") == connection.context), active)
         from_context = ((chosen or {}).get("context") or {}).get("namespace")
         self.namespace: str = connection.namespace or from_context or "default"
+        # The kubeconfig's name for the cluster: what an access review says its rows are of.
+        self.cluster: str | None = ((chosen or {}).get("context") or {}).get("cluster")
         if connection.as_groups and not connection.as_user:
             raise CliError(
                 "--as-group needs --as: the API server impersonates a user, not groups",
@@ -349,3 +351,25 @@ class Kube:
         if uid:
             items = [e for e in items if (e.get("involvedObject") or {}).get("uid") in (uid, None)]
         return items
+
+    def secret_data(self, namespace: str, name: str) -> dict[str, str]:
+        """A Secret's `data` (base64 values), for a user allowed to read it; a refusal says
+        which Secret and why, in one sentence."""
+        core = kubernetes.client.CoreV1Api(self.api)
+        try:
+            found = core.read_namespaced_secret(
+                name, namespace, _request_timeout=self.connection.request_timeout
+            )
+        except ApiException as error:
+            if error.status == 404:
+                raise NotFound(f'secret "{name}" not found in namespace "{namespace}"') from None
+            if error.status in (401, 403):
+                raise CliError(
+                    f'you may not read secret "{name}" in namespace "{namespace}": '
+                    f"{_status_message(error)}"
+                ) from None
+            raise CliError(_status_message(error)) from None
+        except urllib3.exceptions.HTTPError as error:
+            cause = getattr(error, "reason", None) or error
+            raise CliError(f"cannot reach the Kubernetes API at {self.server}: {cause}") from None
+        return {str(k): str(v) for k, v in (found.data or {}).items()}
