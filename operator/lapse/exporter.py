@@ -30,11 +30,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from lapse import metrics
+from lapse.core.activity import compute_activity_summary
 from lapse.core.bindings import parse_time
+from lapse.core.breakglass import compute_audit_fields
 from lapse.core.grants import GrantKey
 from lapse.core.models import BreakGlassStatus, GrantStatus, Trail
 from lapse.core.owners import key_of, parse_role, parse_status
 from lapse.core.trail import (
+    HISTORY,
     RETIRED,
     Fact,
     build_retired_fact,
@@ -58,6 +61,8 @@ PERSIST_EVERY = timedelta(seconds=30)
 # Retries of a sink that fails: from 1 s, doubling, to at most a minute.
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
+# The records of a grant's end, which carry what was done with it.
+ENDING_ACTIONS = frozenset({"expired", "revoked"})
 
 
 @dataclass
@@ -270,8 +275,19 @@ class Exporter:
         head = trail.head or compute_genesis(owner.key.uid)
         covered = dict(trail.covered)
         records: list[str] = []
+        # A break-glass's incident on each record, so the trail reads incident by incident.
+        fields: dict[str, Any] = {
+            k: v for k, v in compute_audit_fields(owner.key.kind, body).items() if v
+        }
         for fact in facts:
             seq += 1
+            extra = dict(fields)
+            closing = fact.kind == RETIRED or (
+                fact.kind == HISTORY and fact.action in ENDING_ACTIONS
+            )
+            if closing and status.activity is not None:
+                # What was done with the access: final by the time the owner is retired.
+                extra["activity"] = compute_activity_summary(status.activity)
             record = build_trail_record(
                 key=owner.key,
                 status=status,
@@ -280,6 +296,7 @@ class Exporter:
                 seq=seq,
                 prev=head,
                 signing_key=self._key,
+                extra=extra,
             )
             head = compute_record_hash(record)
             records.append(json.dumps(record, sort_keys=True, separators=(",", ":")))

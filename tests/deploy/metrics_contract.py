@@ -29,6 +29,11 @@ COUNTERS = frozenset(
         "lapse_decisions_total",
         "lapse_notifications_total",
         "lapse_extensions_total",
+        # The audit trail (lapse.exporter) and retention.
+        "lapse_trail_records_total",
+        "lapse_trail_delivered_total",
+        "lapse_trail_send_failures_total",
+        "lapse_retention_deleted_total",
     }
 )
 GAUGES = frozenset(
@@ -45,6 +50,10 @@ GAUGES = frozenset(
         "lapse_ends_recording",
         "lapse_scheduled_grants",
         "lapse_webhook_certificate_expiry_timestamp_seconds",
+        "lapse_trail_sink_up",
+        "lapse_trail_pending_records",
+        "lapse_trail_oldest_pending_seconds",
+        "lapse_retention_held",
     }
 )
 HISTOGRAMS = frozenset(

@@ -36,6 +36,8 @@ LAPSE_ENV = {
     "LAPSE_METRICS_PORT",
     "LAPSE_LIVENESS_ENDPOINT",
     "LAPSE_SWEEP_INTERVAL",
+    "LAPSE_RETENTION",
+    "LAPSE_TRAIL_RETRY_MAX",
     "LAPSE_LEADER_ELECTION",
     "LAPSE_LEASE_DURATION",
     "LAPSE_LEASE_RENEW",
@@ -158,8 +160,11 @@ def test_cluster_role_is_what_the_operator_does(base: list[dict[str, Any]]) -> N
             assert ("lapse.dev", resource, verb, "") in granted
         for verb in ("update", "patch"):
             assert ("lapse.dev", f"{resource}/status", verb, "") in granted
-        assert ("lapse.dev", resource, "delete", "") not in granted
         assert ("lapse.dev", resource, "create", "") not in granted
+    # Retention deletes ended requests and break-glasses; never a policy.
+    assert ("lapse.dev", "accessrequests", "delete", "") in granted
+    assert ("lapse.dev", "breakglasses", "delete", "") in granted
+    assert ("lapse.dev", "accesspolicies", "delete", "") not in granted
     for resource in ("rolebindings", "clusterrolebindings"):
         for verb in ("create", "get", "list", "watch", "delete", "patch", "update"):
             assert ("rbac.authorization.k8s.io", resource, verb, "") in granted
@@ -364,6 +369,9 @@ def test_monitoring_component_scrapes_and_alerts(tmp_path: Path) -> None:
         "LapseReconcileErrors",
         "LapseWebhookCertificateExpiring",
         "LapsePolicyExposed",
+        "LapseTrailSinkDown",
+        "LapseTrailBacklog",
+        "LapseRetentionHeld",
     }
     assert "lapse_breakglass_active" in alerts["LapseBreakGlassActive"]
     assert "lapse_breakglass_unreviewed" in alerts["LapseBreakGlassUnreviewed"]
@@ -578,3 +586,51 @@ def test_helm_ports_and_image_follow_values() -> None:
     assert (ports["webhook"], ports["metrics"]) == (10443, 19090)
     metrics = one(chart, "Service", "lapse-metrics")
     assert metrics["spec"]["ports"][0]["port"] == 19090
+
+
+def test_helm_trail_sinks_read_their_secrets_from_mounted_files() -> None:
+    """Each sink's credentials come from a Secret mounted read-only, never from a value in
+    the Deployment: a token in an env value is readable by whoever may read the Deployment."""
+    values = {
+        "retention": "24h",
+        "trail": {
+            "syslog": {
+                "address": "syslog.example.com:6514",
+                "caSecret": "siem-ca",
+                "clientCertSecret": "lapse-syslog-client",
+            },
+            "https": {
+                "url": "https://hec.example.com:8088/services/collector/event",
+                "tokenSecret": "hec-token",
+                "caSecret": "siem-ca",
+            },
+        },
+    }
+    deployment = one(helm_render(values), "Deployment", "lapse-operator")
+    pod = deployment["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["LAPSE_RETENTION"] == "24h"
+    assert env["LAPSE_TRAIL_SYSLOG_ADDRESS"] == "syslog.example.com:6514"
+    assert env["LAPSE_TRAIL_HTTPS_URL"].startswith("https://hec.example.com")
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    for variable, secret in (
+        ("LAPSE_TRAIL_SYSLOG_CA_FILE", "siem-ca"),
+        ("LAPSE_TRAIL_SYSLOG_CERT_FILE", "lapse-syslog-client"),
+        ("LAPSE_TRAIL_SYSLOG_KEY_FILE", "lapse-syslog-client"),
+        ("LAPSE_TRAIL_HTTPS_TOKEN_FILE", "hec-token"),
+        ("LAPSE_TRAIL_HTTPS_CA_FILE", "siem-ca"),
+    ):
+        directory = env[variable].rsplit("/", 1)[0]
+        mount = mounts[directory]
+        assert mount["readOnly"] is True
+        assert secrets[mount["name"]] == secret, variable
+    assert "LAPSE_TRAIL_HTTPS_CERT_FILE" not in env
+    # Without sinks, nothing of the trail is set or mounted.
+    plain = one(helm_render(), "Deployment", "lapse-operator")["spec"]["template"]["spec"]
+    assert not any(
+        e["name"].startswith("LAPSE_TRAIL_") and e["name"] != "LAPSE_TRAIL_RETRY_MAX"
+        for e in plain["containers"][0]["env"]
+    )
+    assert [v["name"] for v in plain["volumes"]] == ["tmp"]

@@ -12,7 +12,7 @@ object is deleted only once every sink has it.
 Each owner's records form one stream: `seq` counts from 1, `prev` is the hash of the record
 before it (of a fixed genesis value for the first), and `sig` is an HMAC over the record with
 the operator's signing key (`lapse.signing`). Whoever holds the key can tell a received stream
-whole and unaltered (`verify_records`); whoever does not cannot forge a record that passes.
+whole and unaltered (`lapse.core.trailcheck`); whoever does not cannot forge one that passes.
 The last record of an owner deleted by retention is `retired`, which says how many came
 before: a stream that ends there is complete.
 

@@ -17,3 +17,26 @@ app.kubernetes.io/component: operator
 {{- define "lapse.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
+
+{{/*
+The Secrets the audit trail's sinks read, by volume name: trail-<what> is mounted at
+/etc/lapse/trail/<what>.
+*/}}
+{{- define "lapse.trailSecrets" -}}
+{{- $t := .Values.trail -}}
+{{- if and $t.syslog.address $t.syslog.caSecret }}
+trail-syslog-ca: {{ $t.syslog.caSecret }}
+{{- end }}
+{{- if and $t.syslog.address $t.syslog.clientCertSecret }}
+trail-syslog-client: {{ $t.syslog.clientCertSecret }}
+{{- end }}
+{{- if and $t.https.url $t.https.tokenSecret }}
+trail-https-token: {{ $t.https.tokenSecret }}
+{{- end }}
+{{- if and $t.https.url $t.https.caSecret }}
+trail-https-ca: {{ $t.https.caSecret }}
+{{- end }}
+{{- if and $t.https.url $t.https.clientCertSecret }}
+trail-https-client: {{ $t.https.clientCertSecret }}
+{{- end }}
+{{- end -}}
