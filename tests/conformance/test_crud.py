@@ -159,6 +159,61 @@ def test_json_patch_with_failed_test_answers_422(
     assert code == 200
 
 
+def test_json_patch_of_the_status_appends_removes_and_tests_as_the_trail_does(
+    cluster: Cluster, namespace: str, widgets: str
+) -> None:
+    """The exporter's writes (lapse.exporter): an object added where none was, guarded by the
+    resourceVersion; then appends at `-`, removals at index 0 (each shifting the rest), all
+    guarded by a `test` of a status field; a failed test is a 422 and changes nothing; the
+    spec is never touched through the status."""
+    api = custom(cluster)
+    created = api.create_namespaced_custom_object(GROUP, VERSION, namespace, widgets, widget("tr"))
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{widgets}/tr/status"
+    json_patch = "application/json-patch+json"
+    rv = created["metadata"]["resourceVersion"]
+    code, first = raw(
+        cluster,
+        "PATCH",
+        path,
+        [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+            {"op": "add", "path": "/status", "value": {}},
+            {"op": "add", "path": "/status/trail", "value": {"records": ["a", "b"], "seq": 2}},
+            {"op": "add", "path": "/spec/size", "value": 99},
+        ],
+        json_patch,
+    )
+    assert code == 200, first
+    assert first["status"]["trail"] == {"records": ["a", "b"], "seq": 2}
+    assert "size" not in (first.get("spec") or {})
+    append = [
+        {"op": "test", "path": "/status/trail/seq", "value": 2},
+        {"op": "remove", "path": "/status/trail/records/0"},
+        {"op": "remove", "path": "/status/trail/records/0"},
+        {"op": "add", "path": "/status/trail/records/-", "value": "c"},
+        {"op": "replace", "path": "/status/trail/seq", "value": 3},
+        {"op": "add", "path": "/status/trail/delivered", "value": {"https": 2}},
+    ]
+    code, second = raw(cluster, "PATCH", path, append, json_patch)
+    assert code == 200, second
+    assert second["status"]["trail"] == {"records": ["c"], "seq": 3, "delivered": {"https": 2}}
+    code, refused = raw(cluster, "PATCH", path, append, json_patch)
+    assert code == 422 and refused["kind"] == "Status", refused
+    code, stale = raw(
+        cluster,
+        "PATCH",
+        path,
+        [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+            {"op": "add", "path": "/status/trail", "value": {}},
+        ],
+        json_patch,
+    )
+    assert code == 422, stale
+    now = api.get_namespaced_custom_object(GROUP, VERSION, namespace, widgets, "tr")
+    assert now["status"]["trail"]["records"] == ["c"]
+
+
 def test_strategic_merge_patch_merges_finalizers_and_deletes_keys(
     cluster: Cluster, namespace: str
 ) -> None:

@@ -21,7 +21,7 @@ from lapse.core.trail import (
     compute_signature,
     join_parts,
 )
-from tests.e2e.conftest import RETENTION, Operator, Team, wait_for
+from tests.e2e.conftest import RETENTION, Operator, Team, parse_time, wait_for
 from tests.sinks.https.collector import HecServer
 
 
@@ -129,3 +129,32 @@ def test_a_sink_down_loses_nothing_and_holds_retention_back(
         return found.returncode != 0 and "NotFound" in found.stderr
 
     wait_for(deleted, timeout=30, what="the request deleted once its trail was delivered")
+
+
+def test_a_sink_that_hangs_holds_up_no_grant_and_no_revocation(
+    team: Team, operator: Operator, collector: HecServer
+) -> None:
+    """The collector takes 30 s to answer each of the next requests (past the sink's own
+    timeout): grants and revocations go on at their pace, and the records arrive later."""
+    team.policy(default="3s", maximum="1h")
+    collector.control(answers=[{"status": 200, "delay": 30}] * 3)
+    team.ask("unblocked", duration="3s")
+    active = team.wait_phase("unblocked", "Active", timeout=20)
+    uid = active["metadata"]["uid"]
+    ended = team.wait_phase("unblocked", "Expired", timeout=30)
+    late = (
+        parse_time(ended["status"]["endedAt"]) - parse_time(ended["status"]["expiresAt"])
+    ).total_seconds()
+    # Far below the collector's 30 s: the end did not wait for the sink.
+    assert late < 10, f"ended {late:.1f}s after its expiry"
+    collector.control(answers=[])
+
+    def arrived() -> list[dict[str, Any]] | None:
+        records = stream(collector, uid)
+        return records if {"granted", "expired"} <= {r["action"] for r in records} else None
+
+    check_chain(
+        wait_for(arrived, timeout=90, what="the records after the hang"),
+        uid,
+        signing_key(team, operator),
+    )
