@@ -29,7 +29,7 @@ import subprocess
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -76,26 +76,25 @@ def node_address(cluster: Cluster) -> str:
     raise AssertionError("no node with an InternalIP: pods could not reach the host")
 
 
-def overlay(directory: Path, env: dict[str, str], image: str | None = None) -> Path:
+def overlay(
+    directory: Path,
+    env: dict[str, str],
+    image: str | None = None,
+    secrets: Mapping[str, tuple[str, Mapping[str, Path]]] | None = None,
+) -> Path:
     """A kustomize overlay of deploy/ that sets `env` on the operator container (and the image,
     if given): the way a user adjusts an installation, without touching deploy/."""
     directory.mkdir(parents=True, exist_ok=True)
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+    }
+    pod: dict[str, Any] = {"containers": [container]}
     patch = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": DEPLOYMENT, "namespace": OPERATOR_NAMESPACE},
-        "spec": {
-            "template": {
-                "spec": {
-                    "containers": [
-                        {
-                            "name": CONTAINER,
-                            "env": [{"name": k, "value": v} for k, v in env.items()],
-                        }
-                    ]
-                }
-            }
-        },
+        "spec": {"template": {"spec": pod}},
     }
     kustomization: dict[str, Any] = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
@@ -104,6 +103,25 @@ def overlay(directory: Path, env: dict[str, str], image: str | None = None) -> P
         "resources": [os.path.relpath(ROOT / "deploy", directory)],
         "patches": [{"target": {"kind": "Deployment", "name": DEPLOYMENT}, "path": "env.yaml"}],
     }
+    # Files the operator reads (a sink's CA, its token): each a generated Secret, mounted
+    # read-only where `env` says, as a user's overlay would.
+    generated = []
+    for volume, (mount, files) in (secrets or {}).items():
+        generated.append(
+            {
+                "name": volume,
+                "namespace": OPERATOR_NAMESPACE,
+                "files": [
+                    f"{key}={os.path.relpath(path, directory)}" for key, path in files.items()
+                ],
+            }
+        )
+        container.setdefault("volumeMounts", []).append(
+            {"name": volume, "mountPath": mount, "readOnly": True}
+        )
+        pod.setdefault("volumes", []).append({"name": volume, "secret": {"secretName": volume}})
+    if generated:
+        kustomization["secretGenerator"] = generated
     if image:
         name, _, tag = image.rpartition(":")
         kustomization["images"] = [
@@ -251,6 +269,7 @@ class InClusterOperator:
         identity: Identity | None = None,
         image: str | None = None,
         extra_env: dict[str, str] | None = None,
+        secrets: Mapping[str, tuple[str, Mapping[str, Path]]] | None = None,
     ) -> None:
         self.cluster = cluster
         self.workdir = workdir
@@ -269,7 +288,7 @@ class InClusterOperator:
             "LAPSE_NOTIFY_URL": f"http://{self.notify_host}:{self.notify_port}/hook",
             **(extra_env or {}),
         }
-        self.overlay = overlay(workdir / "overlay", env, image)
+        self.overlay = overlay(workdir / "overlay", env, image, secrets)
         self.logs = PodLogs(cluster, self.audit_path, self.log_path)
         self.installed = False
         self.running = False

@@ -29,6 +29,7 @@ import pytest
 import yaml
 from kubernetes.client.rest import ApiException
 
+from demo.pods import node_address
 from tests.cluster import AuditWebhook, Cluster, write_token_kubeconfig
 from tests.conftest import backend_of
 from tests.e2e.harness import (
@@ -103,16 +104,19 @@ SESSION_ENV = {"LAPSE_RETENTION": f"{RETENTION:g}s", "LAPSE_RETENTION_INTERVAL":
 
 @pytest.fixture(scope="session")
 def trail_collector(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[HecServer | None]:
-    """The audit trail's sink for the session's operator run as a process: a real HTTPS
-    collector on this host (tests/sinks/https), its authority trusted by the operator."""
-    if operator_backend() == "in-cluster":
-        yield None
-        return
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[HecServer]:
+    """The audit trail's sink for the session's operator: a real HTTPS collector on this host
+    (tests/sinks/https), its authority trusted by the operator; reached on the node's address
+    by the operator's pods."""
     root = tmp_path_factory.mktemp("trail")
     (root / "pki").mkdir()
-    server = HecServer(pki=build_pki(root / "pki"), state=root)
+    listen = address = "127.0.0.1"
+    if operator_backend() == "in-cluster":
+        listen, address = "0.0.0.0", node_address(request.getfixturevalue("cluster"))
+    pki = build_pki(root / "pki", hosts=("localhost", address))
+    server = HecServer(pki=pki, state=root, listen=listen, address=address)
+    (root / "token").write_text(TOKEN)
     server.start()
     try:
         yield server
@@ -120,16 +124,27 @@ def trail_collector(
         server.stop()
 
 
-def trail_env(collector: HecServer | None) -> dict[str, str]:
-    if collector is None:
-        return {}
-    token = collector.state / "token"
-    token.write_text(TOKEN)
+# Where the operator's pods find the collector's authority and token (Secrets the test's
+# overlay generates, mounted read-only).
+POD_TRAIL_CA = "/etc/lapse/trail/https-ca"
+POD_TRAIL_TOKEN = "/etc/lapse/trail/https-token"
+
+
+def trail_env(collector: HecServer, *, in_pods: bool = False) -> dict[str, str]:
+    ca = f"{POD_TRAIL_CA}/ca.crt" if in_pods else str(collector.pki.ca)
+    token = f"{POD_TRAIL_TOKEN}/token" if in_pods else str(collector.state / "token")
     return {
         "LAPSE_TRAIL_HTTPS_URL": collector.url,
-        "LAPSE_TRAIL_HTTPS_CA_FILE": str(collector.pki.ca),
-        "LAPSE_TRAIL_HTTPS_TOKEN_FILE": str(token),
+        "LAPSE_TRAIL_HTTPS_CA_FILE": ca,
+        "LAPSE_TRAIL_HTTPS_TOKEN_FILE": token,
         "LAPSE_TRAIL_RETRY_MAX": "2s",
+    }
+
+
+def trail_secrets(collector: HecServer) -> dict[str, tuple[str, dict[str, Path]]]:
+    return {
+        "trail-https-ca": (POD_TRAIL_CA, {"ca.crt": collector.pki.ca}),
+        "trail-https-token": (POD_TRAIL_TOKEN, {"token": collector.state / "token"}),
     }
 
 
@@ -146,7 +161,13 @@ def installation(
     cluster: Cluster = request.getfixturevalue("cluster")
     request.getfixturevalue("leftovers_removed")
     request.getfixturevalue("crds")
-    pods = InClusterOperator(cluster, tmp_path_factory.mktemp("operator"), extra_env=SESSION_ENV)
+    collector: HecServer = request.getfixturevalue("trail_collector")
+    pods = InClusterOperator(
+        cluster,
+        tmp_path_factory.mktemp("operator"),
+        extra_env={**SESSION_ENV, **trail_env(collector, in_pods=True)},
+        secrets=trail_secrets(collector),
+    )
     try:
         pods.start()
         yield pods
@@ -178,7 +199,7 @@ def operator(
     operator_identity: Identity,
     tmp_path_factory: pytest.TempPathFactory,
     audit_webhook: AuditWebhook | None,
-    trail_collector: HecServer | None,
+    trail_collector: HecServer,
 ) -> Iterator[Operator | InClusterOperator]:
     if installation is not None:
         installation.identity = operator_identity

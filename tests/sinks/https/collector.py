@@ -101,7 +101,18 @@ def build_pki(root: Path, hosts: tuple[str, ...] = ("localhost", "127.0.0.1")) -
 class HecServer:
     """One `hec_server.py` process and its state directory."""
 
-    def __init__(self, *, pki: Pki, state: Path, client_ca: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        pki: Pki,
+        state: Path,
+        client_ca: Path | None = None,
+        listen: str = "127.0.0.1",
+        address: str = "127.0.0.1",
+    ) -> None:
+        # Where it listens, and the address its clients dial (its certificate names both).
+        self.listen = listen
+        self.address = address
         self.pki = pki
         self.state = state
         self.client_ca = client_ca
@@ -110,7 +121,7 @@ class HecServer:
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}/services/collector/event"
+        return f"https://{self.address}:{self.port}/services/collector/event"
 
     def start(self) -> None:
         """Start the collector, on the port it had before if it ran already."""
@@ -124,6 +135,7 @@ class HecServer:
             "--key", str(self.pki.server_key),
             "--token", TOKEN,
             "--port", str(self.port),
+            "--host", self.listen,
         ]  # fmt: skip
         if self.client_ca is not None:
             command += ["--client-ca", str(self.client_ca)]

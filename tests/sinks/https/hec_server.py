@@ -146,7 +146,7 @@ async def serve(args: argparse.Namespace) -> None:
     app.router.add_post(EVENT_PATH, collector.handle)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", args.port, ssl_context=context)
+    site = web.TCPSite(runner, args.host, args.port, ssl_context=context)
     await site.start()
     server = site._server
     assert isinstance(server, asyncio.base_events.Server)
@@ -165,6 +165,8 @@ async def serve(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--state", required=True)
+    # 0.0.0.0 where the operator's pods on this host's node must reach it.
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--cert", required=True)
     parser.add_argument("--key", required=True)
     parser.add_argument("--token", required=True)
