@@ -25,6 +25,7 @@ Exit status: 0 when every check passed, 1 when one failed, 2 on a setup failure.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -183,8 +184,16 @@ def signing_key_file(kubeconfig: Path, namespace: str, target: Path) -> Path:
     """The operator's signing key (Secret lapse-signing-key), base64, in a file for --key-file."""
     kubectl = shutil.which("kubectl", path=str(HERE.parent / ".venv" / "bin")) or "kubectl"
     out = subprocess.run(
-        [kubectl, "get", "secret", "lapse-signing-key", "-n", namespace, "-o",
-         "jsonpath={.data.key}"],
+        [
+            kubectl,
+            "get",
+            "secret",
+            "lapse-signing-key",
+            "-n",
+            namespace,
+            "-o",
+            "jsonpath={.data.key}",
+        ],
         env={**os.environ, "KUBECONFIG": str(kubeconfig)},
         capture_output=True,
         text=True,
@@ -222,13 +231,10 @@ def table(results: Mapping[str, Any]) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
-async def main_async(config: Config, choice: backend.Choice, out: Path, workroot: Path) -> int:
-    from bench import ended, retention  # the parts, each its own module
-
+async def main_async(
+    config: Config, choice: backend.Choice, out: Path, workroot: Path, commit: str
+) -> int:
     host = report.machine()
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=HERE.parent, capture_output=True, text=True
-    ).stdout.strip()
 
     def log(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
@@ -248,7 +254,7 @@ async def main_async(config: Config, choice: backend.Choice, out: Path, workroot
         "machine": host,
         "commit": commit,
         "cluster": target.label,
-        "settings": {k: v for k, v in config.__dict__.items()},
+        "settings": dataclasses.asdict(config),
     }
     status = 0
     try:
@@ -256,9 +262,14 @@ async def main_async(config: Config, choice: backend.Choice, out: Path, workroot
             log(f"part {part}: installing on {target.label}")
             await target.install(kube, NAMESPACES, log)
             await ensure_namespace(kube, OPERATOR_NAMESPACE)
+            # Each part is its own module, imported here: both import this one.
             if part == "retention":
+                from bench import retention
+
                 figures = await retention.run(context)
             else:
+                from bench import ended
+
                 figures = await ended.run(context)
             results[part] = figures
             if not figures.get("passed", True):
@@ -311,7 +322,13 @@ def main() -> int:
     signal.signal(signal.SIGINT, _terminate_as_interrupt)
     status = 2
     try:
-        status = asyncio.run(main_async(config, choice, out, workroot))
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=HERE.parent,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        status = asyncio.run(main_async(config, choice, out, workroot, commit))
     except KeyboardInterrupt:
         print("interrupted; every process started was stopped", file=sys.stderr)
         status = 130

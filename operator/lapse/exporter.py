@@ -65,6 +65,9 @@ BACKOFF_MAX = 60.0
 ENDING_ACTIONS = frozenset({"expired", "revoked"})
 
 
+NO_TRAIL = Trail()
+
+
 @dataclass
 class Owner:
     """What the exporter and retention keep of one owner: small, for every owner there is."""
@@ -72,7 +75,8 @@ class Owner:
     key: GrantKey
     ended_at: datetime | None = None
     needs_review: bool = False
-    trail: Trail = field(default_factory=Trail)
+    # Replaced whole, never changed in place: owners without a trail share one empty one.
+    trail: Trail = field(default_factory=lambda: NO_TRAIL)
     # Delivered to each sink in this process, beyond what the trail says (not written yet).
     sent: dict[str, int] = field(default_factory=dict)
     persisted_at: datetime | None = None
@@ -157,10 +161,13 @@ class Exporter:
             trail = _parse_trail(body)
         except ValidationError:
             return  # an owner the models cannot read ends Invalid elsewhere
+        ended_at = status.ended_at if status.phase and status.phase.ended else None
         owner = self.owners.get(uid)
         if owner is None:
+            if ended_at is None and not self.enabled:
+                return  # retention alone keeps only ended owners: 100,000 cost little
             owner = self.owners[uid] = Owner(key_of(kind, body))
-        owner.ended_at = status.ended_at if status.phase and status.phase.ended else None
+        owner.ended_at = ended_at
         owner.needs_review = (
             isinstance(status, BreakGlassStatus)
             and status.review_deadline is not None
@@ -464,4 +471,4 @@ class Exporter:
 
 def _parse_trail(body: Mapping[str, Any]) -> Trail:
     raw = (body.get("status") or {}).get("trail")
-    return Trail.model_validate(raw) if isinstance(raw, Mapping) else Trail()
+    return Trail.model_validate(raw) if isinstance(raw, Mapping) else NO_TRAIL
