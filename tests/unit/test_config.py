@@ -67,3 +67,25 @@ def test_a_webhook_configuration_name_without_a_dot_stops_with_one_line(value: s
     # Webhooks are named <id>.<configuration>: the API server wants three labels.
     with pytest.raises(ConfigError, match="LAPSE_WEBHOOK_CONFIGURATION must be a domain"):
         Settings.from_env({"LAPSE_WEBHOOK_CONFIGURATION": value})
+
+
+def test_the_trail_sinks_and_retention_are_read_once_with_clear_errors() -> None:
+    settings = Settings.from_env(
+        {
+            "LAPSE_RETENTION": "36h",
+            "LAPSE_TRAIL_SYSLOG_ADDRESS": "siem.example.com:6514",
+            "LAPSE_TRAIL_HTTPS_URL": "https://hec.example.com:8088/services/collector/event",
+            "LAPSE_TRAIL_HTTPS_TOKEN_FILE": "/etc/lapse/trail/https-token/token",
+        }
+    )
+    assert settings.retention == 36 * 3600
+    assert settings.trail_sinks == ("syslog", "https")
+    assert settings.trail_syslog is not None and settings.trail_syslog.port == 6514
+    assert Settings.from_env({}).trail_sinks == ()
+    assert Settings.from_env({}).retention == 7 * 24 * 3600
+    assert Settings.from_env({"LAPSE_RETENTION": "0"}).retention == 0
+    with pytest.raises(ConfigError, match="host:port"):
+        Settings.from_env({"LAPSE_TRAIL_SYSLOG_ADDRESS": "siem.example.com"})
+    # The trail never goes in the clear.
+    with pytest.raises(ConfigError, match="https://"):
+        Settings.from_env({"LAPSE_TRAIL_HTTPS_URL": "http://hec.example.com/collector"})
