@@ -1,4 +1,5 @@
-"""The page's HTTP server: static files, the live event stream and the actions, as the user.
+"""The page's HTTP server: static files, the live event stream, the actions and the access
+review, as the user.
 
 Reads and actions go through the CLI's `Kube` (the user's kubeconfig, context and
 impersonation flags), in a worker thread since that client is synchronous. An action is the
