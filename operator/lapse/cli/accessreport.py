@@ -118,31 +118,40 @@ def _duration(row: ReviewRow) -> str:
     return short_duration(timedelta(seconds=row.duration_seconds))
 
 
+def row_cells(row: ReviewRow, *, with_cluster: bool = False) -> tuple[str, ...]:
+    """A row as people read it, one text per TABLE_COLUMNS: the terminal's table, the HTML
+    report and the web page all show these very words."""
+    name = _name(row) + (f" ({row.cluster})" if with_cluster and row.cluster else "")
+    return (
+        row.kind,
+        name,
+        row.subject or "?",
+        row.requester or "?",
+        row.role or "?",
+        _targets(row),
+        timestamp(row.granted_at),
+        timestamp(row.ended_at) if row.ended_at else "-",
+        _ended(row),
+        _duration(row),
+        row.policy or "-",
+        _approval(row),
+        _review(row) or "-",
+        _activity(row),
+    )
+
+
+def summary_text(review: AccessReview) -> str:
+    s = review.summary
+    return (
+        f"{s.grants} grant(s), {s.subjects} distinct subject(s), "
+        f"{s.break_glasses} break-glass(es), {s.unreviewed} unreviewed"
+    )
+
+
 def render_table(review: AccessReview) -> str:
     if not review.rows:
         return "No grant held access in this period."
-    rows = [
-        Row(
-            (
-                row.kind,
-                _name(row),
-                row.subject or "?",
-                row.requester or "?",
-                row.role or "?",
-                _targets(row),
-                timestamp(row.granted_at),
-                timestamp(row.ended_at) if row.ended_at else "-",
-                _ended(row),
-                _duration(row),
-                row.policy or "-",
-                _approval(row),
-                _review(row) or "-",
-                _activity(row),
-            ),
-            row.ended or "Active",
-        )
-        for row in review.rows
-    ]
+    rows = [Row(row_cells(row), row.ended or "Active") for row in review.rows]
     return table(TABLE_COLUMNS, rows)
 
 
@@ -229,37 +238,21 @@ def _cell(text: str, flag: bool = False) -> str:
 
 def render_html(review: AccessReview, *, generated: datetime, sources: Sequence[str]) -> str:
     """A standalone page: the period, the filters, a summary and every row."""
-    s = review.summary
     period = f"{timestamp(review.since)} to {timestamp(review.until)}"
-    summary = (
-        f"{s.grants} grant(s), {s.subjects} distinct subject(s), "
-        f"{s.break_glasses} break-glass(es), {s.unreviewed} unreviewed"
-    )
     facts = [
         ("Period", period),
         ("Filters", _filters_text(review)),
         ("Sources", ", ".join(sources) or "none"),
-        ("Summary", summary),
+        ("Summary", summary_text(review)),
         ("Generated", timestamp(generated)),
     ]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in TABLE_COLUMNS)
+    review_column = TABLE_COLUMNS.index("REVIEW")
     body = []
     for row in review.rows:
         cells = [
-            _cell(row.kind),
-            _cell(_name(row) + (f" ({row.cluster})" if row.cluster else "")),
-            _cell(row.subject or "?"),
-            _cell(row.requester or "?"),
-            _cell(row.role or "?"),
-            _cell(_targets(row)),
-            _cell(timestamp(row.granted_at)),
-            _cell(timestamp(row.ended_at) if row.ended_at else "-"),
-            _cell(_ended(row)),
-            _cell(_duration(row)),
-            _cell(row.policy or "-"),
-            _cell(_approval(row)),
-            _cell(_review(row) or "-", flag=row.unreviewed),
-            _cell(_activity(row)),
+            _cell(text, flag=row.unreviewed and i == review_column)
+            for i, text in enumerate(row_cells(row, with_cluster=True))
         ]
         css = ' class="unreviewed"' if row.unreviewed else ""
         body.append(f"<tr{css}>{''.join(cells)}</tr>")

@@ -17,6 +17,7 @@ import binascii
 import json
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -211,27 +212,46 @@ def run_audit_verify(connect: Connect, io: Io, args: Any) -> int:
 # report ----------------------------------------------------------------------------------
 
 
-def _cluster_grants(kube: Kube, io: Io, namespace: str | None) -> list[AccessRequest | BreakGlass]:
-    """Every AccessRequest (in `namespace`, or all) and every BreakGlass the user may list."""
+@dataclass(frozen=True)
+class ClusterGrants:
+    """The grants read from the cluster as the user, and what had to be left out."""
+
+    grants: list[AccessRequest | BreakGlass]
+    # Why something is missing (break-glasses not listable, an object unreadable): said to
+    # the reader of the review, never fatal.
+    warnings: list[str]
+    # The kubeconfig's name for the cluster, which the rows carry, and the source a report names.
+    cluster: str | None
+    source: str
+
+
+def read_cluster_grants(
+    kube: Kube, namespace: str | None, *, cluster: str | None = None, narrowing: str
+) -> ClusterGrants:
+    """Every AccessRequest (in `namespace`, or all) and every BreakGlass the user may list:
+    what `audit report` and the web page's access review both read. `narrowing` tells whoever
+    may not list requests everywhere how to name one namespace."""
     try:
         bodies = kube.list(ACCESS_REQUEST, namespace)
     except CliError as error:
         if namespace is not None:
             raise
         raise CliError(
-            f"{error.message} (to review one namespace you may read, pass -n NS)"
+            f"{error.message} (to review one namespace you may read, {narrowing})"
         ) from None
+    warnings: list[str] = []
     try:
         bodies += kube.list(BREAK_GLASS, None)
     except CliError as error:
-        io.progress(f"warning: break-glasses left out: {error.message}")
+        warnings.append(f"break-glasses left out: {error.message}")
     grants: list[AccessRequest | BreakGlass] = []
     for body in bodies:
         try:
             grants.append(parse_grant(body))
         except CliError as error:
-            io.progress(f"warning: left out: {error.message}")
-    return grants
+            warnings.append(f"left out: {error.message}")
+    named = cluster or kube.cluster
+    return ClusterGrants(grants, warnings, named, f"cluster {named or kube.server}")
 
 
 def run_audit_report(connect: Connect, io: Io, args: Any) -> int:
@@ -248,10 +268,13 @@ def run_audit_report(connect: Connect, io: Io, args: Any) -> int:
     cluster = args.cluster
     sources = []
     if not files or args.with_cluster:
-        kube = connect()
-        grants = _cluster_grants(kube, io, namespace)
-        cluster = cluster or kube.cluster
-        sources.append(f"cluster {cluster or kube.server}")
+        found_in_cluster = read_cluster_grants(
+            connect(), namespace, cluster=cluster, narrowing="pass -n NS"
+        )
+        for warning in found_in_cluster.warnings:
+            io.progress(f"warning: {warning}")
+        grants, cluster = found_in_cluster.grants, found_in_cluster.cluster
+        sources.append(found_in_cluster.source)
     records: list[dict[str, Any]] = []
     if files:
         found = _read(files)

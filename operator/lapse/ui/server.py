@@ -1,4 +1,5 @@
-"""The page's HTTP server: static files, the live event stream and the actions, as the user.
+"""The page's HTTP server: static files, the live event stream, the actions and the access
+review, as the user.
 
 Reads and actions go through the CLI's `Kube` (the user's kubeconfig, context and
 impersonation flags), in a worker thread since that client is synchronous. An action is the
@@ -22,12 +23,22 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from lapse.cli.actions import APPROVE, DENY, REVIEW, REVOKE, VERDICTS, review_value
+from lapse.cli.audit import read_cluster_grants
 from lapse.cli.client import Kube
 from lapse.cli.errors import AlreadyExists, CliError
 from lapse.cli.grants import breakglass_manifest, incident_name, request_manifest
+from lapse.core.accessreview import build_access_review
 from lapse.core.durations import DurationError, parse_duration
 from lapse.core.kinds import ACCESS_POLICY, ACCESS_REQUEST, BREAK_GLASS, Kind
 from lapse.core.models import AccessPolicy, UserInfo
+from lapse.ui.accessreview import (
+    FORMATS,
+    NARROWING,
+    BadQuery,
+    parse_report_query,
+    render_download,
+    review_view,
+)
 from lapse.ui.feed import Change, Feed
 from lapse.ui.guard import Gate, guarded, stamp_headers
 from lapse.ui.views import grant_view, offers, parse_grant_body, stamp, story
@@ -93,6 +104,7 @@ class Server:
         app.router.add_get(base + "api/stream", self.stream)
         app.router.add_get(base + "api/story", self.story)
         app.router.add_get(base + "api/offers", self.offers)
+        app.router.add_get(base + "api/report", self.report)
         app.router.add_post(base + "api/request", self.request)
         app.router.add_post(base + "api/breakglass", self.breakglass)
         app.router.add_post(base + "api/act", self.act)
@@ -192,6 +204,39 @@ class Server:
             except ValidationError:
                 continue
         return web.json_response({**offers(policies, self.scope.me), "refused": None})
+
+    async def report(self, request: web.Request) -> web.StreamResponse:
+        """The access review of a period, as `kubectl lapse audit report` makes it from the
+        cluster: the page's table (no `format`), or a download in the command's format."""
+        now = datetime.now(UTC)
+        try:
+            query = parse_report_query(request.query, now=now)
+        except BadQuery as error:
+            return web.json_response({"error": str(error)}, status=400)
+        namespace = query.filters.namespace
+        try:
+            found = await self._call(
+                lambda: read_cluster_grants(self.kube, namespace, narrowing=NARROWING)
+            )
+        except CliError as error:
+            return web.json_response({"error": error.message}, status=422)
+        review = build_access_review(
+            grants=found.grants,
+            since=query.since,
+            until=query.until,
+            filters=query.filters,
+            cluster=found.cluster,
+        )
+        sources = [found.source]
+        if query.format is None:
+            return web.json_response(review_view(review, warnings=found.warnings, sources=sources))
+        media, extension = FORMATS[query.format]
+        body = render_download(review, query.format, generated=now, sources=sources)
+        # The name is built from dates and a fixed extension: nothing in it needs quoting.
+        disposition = f'attachment; filename="{query.filename(extension)}"'
+        return web.Response(
+            text=body, headers={"Content-Type": media, "Content-Disposition": disposition}
+        )
 
     async def _json(self, request: web.Request) -> dict[str, Any]:
         try:

@@ -337,6 +337,109 @@ async function grantPage(kindShort, namespace, name) {
   ];
 }
 
+// ---- access review --------------------------------------------------------------------------
+// The period and filters live in `state.review`, not only in the form: the live stream redraws
+// the page many times a minute, and the review is read from the API only when asked.
+
+const REVIEW_FORMATS = [["csv", "CSV"], ["json", "JSON"], ["html", "HTML report"]];
+let reviewAsk = 0;
+
+function utcDay(offsetDays) {
+  return new Date(now() + offsetDays * 86400000).toISOString().slice(0, 10);
+}
+
+function reviewState() {
+  // Today, by the server's clock, is known once the stream said hello.
+  if (!state.review && state.hello) {
+    state.review = {
+      query: { since: utcDay(-30), until: utcDay(0), role: "", namespace: state.hello.namespace || "", subject: "" },
+      shown: null, data: null, error: null, loading: false, asked: false,
+    };
+  }
+  return state.review;
+}
+
+function reviewUrl(query, format) {
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(query)) if (value) params.set(key, value);
+  if (format) params.set("format", format);
+  return `api/report?${params}`;
+}
+
+async function loadReview(query) {
+  const review = reviewState();
+  const ask = ++reviewAsk;
+  Object.assign(review, { query, loading: true });
+  if (current.page === "review") render(false);
+  try {
+    const data = await getJson(reviewUrl(query));
+    if (ask !== reviewAsk) return;
+    Object.assign(review, { data, shown: { ...query }, error: null });
+    notice("");
+  } catch (error) {
+    if (ask !== reviewAsk) return;
+    Object.assign(review, { data: null, shown: null, error: error.message });
+    notice(error.message, "error");
+  } finally {
+    if (ask === reviewAsk) review.loading = false;
+  }
+  if (current.page === "review") render(false);
+}
+
+function reviewCell(row, column, text) {
+  if (column === "NAME" && row.source === "cluster") return h("a", { href: storyHref(row) }, text);
+  if (column === "REVIEW" && row.unreviewed) return h("span", { class: "flag", "data-unreviewed": "" }, text);
+  return text;
+}
+
+function reviewTable(data) {
+  return h("div", { class: "scroll", tabindex: "0", role: "region", "aria-label": "Grants in the period" },
+    h("table", { class: "review" },
+      h("thead", {}, h("tr", {}, data.columns.map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, data.rows.map((row) => h("tr", { "data-name": row.name, "data-kind": row.kind, class: row.unreviewed ? "unreviewed" : null },
+        row.cells.map((text, i) => h("td", { "data-column": data.columns[i] }, reviewCell(row, data.columns[i], text))))))));
+}
+
+function reviewPage() {
+  const review = reviewState();
+  if (!review) return [h("h1", {}, "Access review"), h("p", { class: "muted" }, "Connecting…")];
+  // The first visit shows the last 30 days at once.
+  if (!review.asked) {
+    review.asked = true;
+    setTimeout(() => loadReview(review.query), 0);
+  }
+  const q = review.query;
+  const input = (name, type, extra) => h("input", { name, type, value: q[name], autocomplete: "off", ...extra });
+  const since = input("since", "date");
+  const until = input("until", "date");
+  const role = input("role", "text", { placeholder: "edit, or ClusterRole/edit" });
+  const namespace = input("namespace", "text", { placeholder: state.hello.namespace ? "" : "every namespace" });
+  const subject = input("subject", "text", { placeholder: "alice, or User:alice" });
+  const show = h("button", { type: "submit" }, "Show");
+  const data = review.data;
+  return [
+    h("h1", {}, "Access review"),
+    h("p", { class: "muted" }, "Every grant that held access in the period, as ",
+      h("code", {}, "kubectl lapse audit report"), " lists it, read as you."),
+    h("form", { class: "filters", "aria-label": "Access review period", onsubmit: (e) => {
+        e.preventDefault();
+        loadReview({ since: since.value, until: until.value, role: role.value.trim(), namespace: namespace.value.trim(), subject: subject.value.trim() });
+      } },
+      field("Since", since, "first day, UTC"), field("Until", until, "last day, UTC"),
+      field("Role", role), field("Namespace", namespace), field("Subject", subject),
+      h("div", { class: "buttons" }, show)),
+    review.loading ? h("p", { class: "muted", "data-loading": "" }, "Reading grants as you…") : null,
+    review.error ? h("p", { class: "empty", "data-review-error": "" }, review.error) : null,
+    data ? [
+      h("p", { class: "summary", "data-summary": "" }, `${data.since} to ${data.until}: ${data.summaryText}`),
+      data.warnings.map((w) => h("p", { class: "warning" }, `Left out: ${w}`)),
+      h("div", { class: "buttons downloads" }, REVIEW_FORMATS.map(([format, label]) =>
+        h("a", { class: "download", href: reviewUrl(review.shown, format), download: "" }, `Download ${label}`))),
+      data.rows.length ? reviewTable(data) : h("p", { class: "empty" }, "No grant held access in this period."),
+    ] : null,
+  ];
+}
+
 // ---- routing and rendering ------------------------------------------------------------------
 
 let current = { page: "mine", args: [] };
@@ -355,12 +458,14 @@ async function render(focus) {
   else if (current.page === "waiting") content = waiting();
   else if (current.page === "oncall") content = oncall();
   else if (current.page === "ask") content = ask();
+  else if (current.page === "review") content = reviewPage();
   else content = mine();
   if (id !== renderId) return;
   // A live update must not wipe what a person is typing: on the same page, the new fields
   // get the old fields' values back, and the focus stays where it was.
   const kept = focus ? null : keepFields(main);
   main.replaceChildren(...[content].flat(3).filter(Boolean));
+  main.dataset.page = current.page;
   if (kept) restoreFields(main, kept);
   for (const link of document.querySelectorAll("nav a")) {
     if (link.dataset.page === current.page) link.setAttribute("aria-current", "page");
