@@ -235,6 +235,12 @@ class Exporter:
         if owner is None:
             return
         body = owner.body
+        if body is None and owner.retire and not owner.retired:
+            # Nothing was waiting, so the last body was not kept: retiring needs it now.
+            body = await self.kube.get_owner(owner.key)
+            if body is None:
+                self.owners.pop(uid, None)
+                return
         if body is not None:
             for _attempt in range(5):
                 facts = self._new_facts(owner, body)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Account, Operator, Team
+from tests.e2e.conftest import RETENTION, Account, Operator, Team, wait_for
 
 CONTROLLER = "argocd-application-controller"
 PR = "https://git.example.com/platform/access/pull/42"
@@ -139,3 +139,36 @@ def test_reapplying_after_expiry_never_grants_again(team: Team, gitops: str) -> 
     assert body["status"]["phase"] == "Expired"
     assert [h["phase"] for h in body["status"]["history"]] == ["Active", "Expired"]
     assert not team.can_i("create", "deployments", user="bob")
+
+
+def test_a_request_retention_deleted_comes_back_from_git_refused_and_stays_refused(
+    team: Team, gitops: str, operator: Operator
+) -> None:
+    """Retention deletes the ended request; the controller, healing drift, applies it again
+    from Git. It is refused, and the refusal renews the ledger's memory of the approval, so
+    no later replay is ever granted because the ledger forgot."""
+    yaml = manifest(team, "kept-out", "2s")
+    assert argocd(team, "apply", "-f", "-", input=yaml).returncode == 0
+    uid = team.wait_phase("kept-out", "Active")["metadata"]["uid"]
+    team.wait_phase("kept-out", "Expired", timeout=10)
+
+    def deleted() -> bool:
+        found = team.cluster.kubectl(
+            "get", "accessrequest", "kept-out", "-n", team.namespace, check=False
+        )
+        return found.returncode != 0 and "NotFound" in found.stderr
+
+    wait_for(deleted, timeout=RETENTION + 40, what="the ended request deleted by retention")
+    assert argocd(team, "apply", "-f", "-", input=yaml).returncode == 0
+    body = team.wait_phase("kept-out", "Denied")
+    assert body["metadata"]["uid"] != uid
+    assert body["status"]["reason"] == "GitOpsApprovalConsumed"
+    assert not team.can_i("create", "deployments", user="bob")
+    ledger = json.loads(
+        team.cluster.kubectl(
+            "get", "configmap", "lapse-gitops-ledger", "-n", operator.namespace, "-o", "json"
+        ).stdout
+    )
+    entries = [json.loads(v) for v in ledger["data"].values()]
+    (entry,) = [e for e in entries if e.get("object") == uid]
+    assert entry.get("replayedAt"), entry

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from lapse.core.actions import Action, ObjectIdentity, build_record
@@ -14,6 +15,7 @@ from lapse.core.approvals import (
     compute_gitops_ledger_key,
     compute_ledger_prune,
 )
+from lapse.core.bindings import format_time
 from lapse.core.models import AccessPolicy, AccessRequest, Phase, Subject, SubjectKind, UserInfo
 from lapse.core.policy import Outcome, compute_decision
 
@@ -185,3 +187,17 @@ def test_only_trusted_appliers_name_a_subject() -> None:
 def test_the_requester_of_an_approvers_policy_waits() -> None:
     decision = compute_decision(gitops_request(ALICE, None), [gitops_policy()])
     assert decision.outcome == Outcome.PENDING
+
+
+def test_a_replayed_approval_is_kept_a_whole_retention_after_the_last_replay() -> None:
+    """Retention deletes ended requests and a GitOps controller creates them again from Git,
+    each time refused: the ledger must not forget the approval while that goes on, or the
+    replay after it forgot would be granted."""
+    consumed = format_time(NOW - timedelta(days=40))
+    entries = {
+        "replayed": json.dumps({"consumedAt": consumed, "replayedAt": format_time(NOW)}),
+        "forgotten": json.dumps(
+            {"consumedAt": consumed, "replayedAt": format_time(NOW - timedelta(days=31))}
+        ),
+    }
+    assert compute_ledger_prune(entries, NOW, timedelta(days=30)) == ["forgotten"]
