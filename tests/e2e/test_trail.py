@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from lapse.core.trail import (
     join_parts,
 )
 from tests.e2e.conftest import RETENTION, Operator, Team, parse_time, wait_for
+from tests.e2e.test_cli import lapse
 from tests.sinks.https.collector import HecServer
 
 
@@ -157,3 +159,48 @@ def test_a_sink_that_hangs_holds_up_no_grant_and_no_revocation(
         uid,
         signing_key(team, operator),
     )
+
+
+def test_the_received_trail_verifies_complete_and_reports_until_tampered(
+    team: Team, operator: Operator, collector: HecServer, tmp_path: Path
+) -> None:
+    """What the collector received, as it wrote it, checked with `kubectl lapse audit verify`
+    and listed by `audit report --from`: one complete stream (closed by `retired` once
+    retention deleted the request); one altered character and it is broken, named."""
+    team.policy(default="2s", maximum="1h")
+    team.ask("exported", duration="2s")
+    uid = team.wait_phase("exported", "Active", timeout=20)["metadata"]["uid"]
+    team.wait_phase("exported", "Expired", timeout=30)
+
+    def retired() -> list[dict[str, Any]] | None:
+        records = stream(collector, uid)
+        return records if records and records[-1]["action"] == "retired" else None
+
+    wait_for(retired, timeout=RETENTION + 60, what="the trail closed by retention")
+    mine = [
+        json.dumps(envelope)
+        for envelope in collector.envelopes()
+        if envelope["event"].get("uid") == uid
+    ]
+    received = tmp_path / "received.jsonl"
+    received.write_text("\n".join(mine) + "\n")
+    key_file = tmp_path / "key"
+    key_file.write_bytes(base64.b64encode(signing_key(team, operator)))
+    verify = ("audit", "verify", "--key-file", str(key_file))
+    whole = lapse(team, *verify, str(received))
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    assert "whole and unaltered" in whole.stdout and "1 complete" in whole.stdout, whole.stdout
+
+    report = lapse(team, "audit", "report", "--since", "1h", "--from", str(received), "-o", "json")
+    assert report.returncode == 0, report.stderr
+    (row,) = [r for r in json.loads(report.stdout) if r.get("name") == "exported"]
+    assert row["requester"] == team.user and row["role"].endswith("edit")
+
+    altered = mine[1].replace('"Expired', '"Revoked', 1) if '"Expired' in mine[1] else None
+    lines = list(mine)
+    lines[1] = altered or mine[1].replace('"message":"', '"message":"x', 1)
+    tampered = tmp_path / "tampered.jsonl"
+    tampered.write_text("\n".join(lines) + "\n")
+    broken = lapse(team, *verify, str(tampered))
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    assert f"{tampered}:2 (seq 2): altered" in broken.stdout, broken.stdout
