@@ -178,7 +178,10 @@ class HecServer:
         path = self.state / name
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line]
+        text = path.read_text()
+        # Read while the collector writes: a last line without its newline is not whole yet.
+        lines = text.split("\n")[:-1]
+        return [json.loads(line) for line in lines if line]
 
     def envelopes(self) -> list[dict[str, Any]]:
         """Every envelope accepted, in the order it arrived."""
