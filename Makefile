@@ -171,6 +171,10 @@ crds: $(STAMP) ## Regenerate crds/ from the pydantic models.
 bench: $(STAMP) ## Benchmark grant latency, revocation lag, throughput, restart recovery (BENCH_N=1000,10000).
 	$(BIN)/python -m bench.run
 
+.PHONY: bench-history
+bench-history: $(STAMP) ## On BENCH_KUBECONFIG's cluster: retention through a 5-min syslog outage, start-up with 100,000 ended requests.
+	$(BIN)/python -m bench.history
+
 .PHONY: plugin
 plugin: $(STAMP) ## Build the krew archives of kubectl lapse and their manifest in dist/.
 	$(BIN)/python -m plugins.krew --dist dist

@@ -250,11 +250,13 @@ async def main_async(
     context = Context(
         config, choice.kubeconfig, credentials, kube, workroot, out, etcd_url_env(), log
     )
-    results: dict[str, Any] = {
+    # A run replaces the parts it ran and keeps the others' last figures.
+    previous = out / "history.json"
+    results: dict[str, Any] = json.loads(previous.read_text()) if previous.is_file() else {}
+    results |= {
         "machine": host,
         "commit": commit,
         "cluster": target.label,
-        "settings": dataclasses.asdict(config),
     }
     status = 0
     try:
@@ -271,7 +273,14 @@ async def main_async(
                 from bench import ended
 
                 figures = await ended.run(context)
-            results[part] = figures
+            # Each part says where and how it ran: a later run may replace the other.
+            results[part] = {
+                "commit": commit,
+                "cluster": target.label,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "settings": dataclasses.asdict(config),
+                **figures,
+            }
             if not figures.get("passed", True):
                 status = 1
             (out / "history.json").write_text(json.dumps(results, indent=2, default=str) + "\n")

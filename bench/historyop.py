@@ -35,6 +35,7 @@ class HistoryOperator(Operator):
         super().__init__(workdir, kubeconfig)
         self.namespace = namespace
         self.settings = dict(settings)
+        self.log_offset = 0
 
     def start(self) -> float:
         """Spawn the operator with the run's namespace and settings; the wall-clock spawn."""
@@ -62,12 +63,16 @@ class HistoryOperator(Operator):
             self.process = _spawn(command, cwd=ROOT, env=env, stdout=out, stderr=err)
         return self.started_at
 
-    def log_since_start(self) -> str:
+    def log_has(self, text: str) -> bool:
+        """Whether this start's log has said `text` yet (read on from where it was left)."""
         if not self.log_path.exists():
-            return ""
+            return False
         with self.log_path.open("rb") as log:
-            log.seek(getattr(self, "log_offset", 0))
-            return log.read().decode(errors="replace")
+            log.seek(self.log_offset)
+            chunk = log.read()
+        # Keep the tail: a line may be cut where the last read ended.
+        self.log_offset += max(0, len(chunk) - len(text.encode()))
+        return text.encode() in chunk
 
     def metric(self, name: str) -> float:
         """The sum of a metric's samples (every label set); NaN when the endpoint is down."""
