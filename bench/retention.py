@@ -65,12 +65,15 @@ def delivered(body: dict[str, Any]) -> bool:
     status = body.get("status") or {}
     trail = status.get("trail") or {}
     seq = int(trail.get("seq") or 0)
+    covered = trail.get("covered") or {}
     return (
         status.get("phase") == "Expired"
+        # The end is in the trail too, not only in the status.
+        and int(covered.get("history") or 0) >= len(status.get("history") or [])
         and seq > 0
         and all(int(v) >= seq for v in (trail.get("delivered") or {}).values())
         and bool(trail.get("delivered"))
-        and not (trail.get("covered") or {}).get("retired")
+        and not covered.get("retired")
         and not body["metadata"].get("deletionTimestamp")
     )
 
