@@ -75,6 +75,8 @@ class Owner:
     key: GrantKey
     ended_at: datetime | None = None
     needs_review: bool = False
+    # Its finalizers as last seen: retention takes Lapse's off once it has deleted it.
+    finalizers: tuple[str, ...] = ()
     # Replaced whole, never changed in place: owners without a trail share one empty one.
     trail: Trail = field(default_factory=lambda: NO_TRAIL)
     # Delivered to each sink in this process, beyond what the trail says (not written yet).
@@ -168,6 +170,7 @@ class Exporter:
                 return  # retention alone keeps only ended owners: 100,000 cost little
             owner = self.owners[uid] = Owner(key_of(kind, body))
         owner.ended_at = ended_at
+        owner.finalizers = tuple(metadata.get("finalizers") or ())
         owner.needs_review = (
             isinstance(status, BreakGlassStatus)
             and status.review_deadline is not None

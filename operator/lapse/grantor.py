@@ -103,6 +103,7 @@ class Grantor:
             clock,
             busy=self._deadlines_near,
             roles=self.roles,
+            keep_every_verdict=bool(settings.trail_sinks),
         )
         self.scheduler.on(EXPIRY_WARNING, self.expiring_soon)
         # Bindings this process is deleting or has deleted, from either thread: their DELETED

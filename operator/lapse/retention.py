@@ -17,8 +17,16 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from lapse import metrics
+from lapse.core.uninstall import compute_finalizer_removal
 from lapse.exporter import Exporter, Owner
-from lapse.kube import ApiError, ConflictError, KubeApi, NotFoundError, owner_path
+from lapse.kube import (
+    ApiError,
+    ConflictError,
+    KubeApi,
+    NotFoundError,
+    RefusedError,
+    owner_path,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +114,18 @@ class Retention:
             # One owner's failure (a 403 where RBAC was narrowed) holds back only that one.
             logger.warning("Retention could not delete %s: %s", key.describe(), error)
             return False
+        # Deleting only marks it while Lapse's finalizer is on, and kopf takes that off in
+        # its own time, behind every other object's events: tens of thousands of them when
+        # retention first runs. The owner has ended; nothing is left to revoke on its
+        # deletion, so the finalizer comes off now (the patch tests it is still where seen).
+        removal = compute_finalizer_removal({"metadata": {"finalizers": list(owner.finalizers)}})
+        if removal is not None:
+            try:
+                await self.kube.json_patch_owner(key, removal)
+            except (NotFoundError, RefusedError):
+                pass  # gone already, or its finalizers changed: kopf takes it off
+            except (ApiError, OSError, TimeoutError) as error:
+                logger.warning("Could not release %s after deleting it: %s", key.describe(), error)
         metrics.retention_deleted_total.labels(kind=key.kind).inc()
         # Gone from the table now: the watch's DELETED event may come after the next pass.
         self.exporter.owners.pop(key.uid, None)

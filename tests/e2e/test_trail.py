@@ -73,14 +73,17 @@ def test_every_fact_of_a_grant_reaches_the_sink_signed_in_order(
     def arrived() -> list[dict[str, Any]] | None:
         records = stream(collector, uid)
         actions = [r["action"] for r in records]
-        return records if "granted" in actions and "expired" in actions else None
+        # The check that access is gone is a fact of the trail too, however it was checked.
+        wanted = {"granted", "expired", "verified"}
+        return records if wanted <= set(actions) else None
 
     records = wait_for(arrived, timeout=30, what="the grant's records at the collector")
     check_chain(records, uid, signing_key(team, operator))
     first = records[0]
     assert first["action"] == "granted" and first["requester"] == team.user
     assert first["role"] == "ClusterRole/edit" and first["namespace"] == team.namespace
-    assert records[1]["action"] == "expired"
+    assert [r["action"] for r in records[:3]] == ["granted", "expired", "verified"]
+    assert records[2]["accessGone"] is True
 
     # Delivered and written back: the status holds no record every sink has.
     def written_back() -> dict[str, Any] | None:
