@@ -107,15 +107,13 @@ def overlay(
     # read-only where `env` says, as a user's overlay would.
     generated = []
     for volume, (mount, files) in (secrets or {}).items():
-        generated.append(
-            {
-                "name": volume,
-                "namespace": OPERATOR_NAMESPACE,
-                "files": [
-                    f"{key}={os.path.relpath(path, directory)}" for key, path in files.items()
-                ],
-            }
-        )
+        # kustomize reads files only from within the overlay: each is copied in.
+        sources = []
+        for key, path in files.items():
+            copy = directory / f"{volume}-{key}"
+            copy.write_bytes(path.read_bytes())
+            sources.append(f"{key}={copy.name}")
+        generated.append({"name": volume, "namespace": OPERATOR_NAMESPACE, "files": sources})
         container.setdefault("volumeMounts", []).append(
             {"name": volume, "mountPath": mount, "readOnly": True}
         )
