@@ -14,8 +14,10 @@ own, not an admin's (which would end the grant as Revoked).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 
 # UIDs remembered as deleted: a repeat comes within seconds of the first delete, so the last
 # tens of thousands are plenty (about 100 bytes each).
@@ -67,3 +69,31 @@ class Deletions:
                 self._ours.discard(uid)
                 return True
             return False
+
+
+class Sender:
+    """One event loop's deletes under way, by UID: a second call for a binding waits for the
+    first instead of sending again; a binding known gone is not sent at all."""
+
+    def __init__(self, deletions: Deletions) -> None:
+        self._deletions = deletions
+        self._sending: dict[str, asyncio.Task[bool]] = {}
+
+    async def delete(self, uid: str, send: Callable[[], Awaitable[bool]]) -> bool:
+        """`send` the delete of `uid` unless it is under way or done; True if this call's
+        delete removed it."""
+        sending = self._sending.get(uid)
+        if sending is not None:
+            await asyncio.shield(sending)
+            return False
+        if not self._deletions.start(uid):
+            return False
+        task = asyncio.ensure_future(send())
+        self._sending[uid] = task
+        try:
+            deleted = await asyncio.shield(task)
+        finally:
+            if self._sending.get(uid) is task:
+                del self._sending[uid]
+        self._deletions.gone(uid)
+        return deleted

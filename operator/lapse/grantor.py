@@ -47,7 +47,7 @@ from lapse.core.owners import (
 from lapse.core.sweep import SweepReason
 from lapse.crashpoints import crash_point
 from lapse.deadlines import Deadlines
-from lapse.deletions import Deletions
+from lapse.deletions import Deletions, Sender
 from lapse.footholds import Footholds
 from lapse.kube import ApiError, ConflictError, KubeApi, NotFoundError, RefusedError
 from lapse.rbac import NoRoles, Roles
@@ -109,7 +109,8 @@ class Grantor:
         # Bindings this process is deleting or has deleted, from either thread: their DELETED
         # events are ours, not an admin's, and none is deleted twice.
         self.deletions = Deletions()
-        self._sending: dict[str, asyncio.Task[bool]] = {}
+        # This loop's deletes under way (the reaper's thread has its own).
+        self._sender = Sender(self.deletions)
         # What each live binding (by UID) must look like, so an event needs no extra read.
         self.desired: dict[str, dict[str, Any]] = {}
         self.deadlines = Deadlines(
@@ -328,24 +329,8 @@ class Grantor:
         binding known deleted already (by the reaper, say) is not asked for again."""
         if not ref.uid:
             return await self.kube.delete_binding(ref)
-        uid = ref.uid
-        self.desired.pop(uid, None)
-        sending = self._sending.get(uid)
-        if sending is not None:
-            # Another path of this loop (the sweep, say) is deleting it: one request, not two.
-            await asyncio.shield(sending)
-            return False
-        if not self.deletions.start(uid):
-            return False
-        task = asyncio.create_task(self.kube.delete_binding(ref))
-        self._sending[uid] = task
-        try:
-            deleted = await asyncio.shield(task)
-        finally:
-            if self._sending.get(uid) is task:
-                del self._sending[uid]
-        self.deletions.gone(uid)
-        return deleted
+        self.desired.pop(ref.uid, None)
+        return await self._sender.delete(ref.uid, lambda: self.kube.delete_binding(ref))
 
     async def delete_at_once(self, refs: Sequence[BindingRef]) -> list[bool] | None:
         """Delete many bindings now from the reaper's connections (start-up's overdue

@@ -26,7 +26,7 @@ from typing import Protocol
 
 from lapse.core.grants import GrantKey
 from lapse.core.models import BindingRef
-from lapse.deletions import Deletions
+from lapse.deletions import Deletions, Sender
 from lapse.scheduler import Clock, ExpiryScheduler
 
 logger = logging.getLogger(__name__)
@@ -68,8 +68,6 @@ class Reaper:
         self._connect = connect
         self._clock = clock
         self._on_reaped = on_reaped
-        # Shared with the operator's loop: what is being and has been deleted, whoever sent it.
-        self._deletions = deletions
         self._concurrency = concurrency
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -85,8 +83,8 @@ class Reaper:
         self._scheduler: ExpiryScheduler | None = None
         self._client: Deleter | None = None
         self._stopping: asyncio.Event | None = None
-        # Deletes under way, by binding UID: a second call for one waits for the first.
-        self._sending: dict[str, asyncio.Task[bool]] = {}
+        # Deletes under way on the reaper's loop: a second call for one waits for the first.
+        self._sender = Sender(deletions)
 
     @property
     def running(self) -> bool:
@@ -242,18 +240,4 @@ class Reaper:
         uid = ref.uid
         if not uid:
             return await client.delete_binding(ref)
-        sending = self._sending.get(uid)
-        if sending is not None:
-            await asyncio.shield(sending)
-            return False
-        if not self._deletions.start(uid):
-            return False
-        task = asyncio.create_task(client.delete_binding(ref))
-        self._sending[uid] = task
-        try:
-            deleted = await asyncio.shield(task)
-        finally:
-            if self._sending.get(uid) is task:
-                del self._sending[uid]
-        self._deletions.gone(uid)
-        return deleted
+        return await self._sender.delete(uid, lambda: client.delete_binding(ref))

@@ -123,7 +123,8 @@ class Retention:
             try:
                 await self.kube.json_patch_owner(key, removal)
             except (NotFoundError, RefusedError):
-                pass  # gone already, or its finalizers changed: kopf takes it off
+                # Gone already, or its finalizers changed since seen: kopf takes it off.
+                logger.debug("%s left without Lapse releasing it.", key.describe())
             except (ApiError, OSError, TimeoutError) as error:
                 logger.warning("Could not release %s after deleting it: %s", key.describe(), error)
         metrics.retention_deleted_total.labels(kind=key.kind).inc()
