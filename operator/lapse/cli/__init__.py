@@ -26,6 +26,7 @@ from lapse.cli.audit import (
 )
 from lapse.cli.client import Connection, Kube
 from lapse.cli.errors import EXIT_CODES_HELP, CliError, ExitCode
+from lapse.cli.fleet import DEFAULT_CLUSTER_TIMEOUT, context_list
 from lapse.cli.grants import run_breakglass, run_extend, run_request
 from lapse.cli.objects import Io
 from lapse.cli.render import use_colour
@@ -131,6 +132,29 @@ def _connection_flags(parser: argparse.ArgumentParser, nested: bool, namespace: 
         metavar="GROUP",
         default=default,
         help="group to impersonate; repeat for several",
+    )
+
+
+def _fleet_flags(parser: argparse.ArgumentParser) -> None:
+    """`--contexts a,b` and `--all-contexts`: the same command on several clusters at once."""
+    group = parser.add_argument_group("across clusters")
+    group.add_argument(
+        "--contexts",
+        type=context_list,
+        action="extend",
+        metavar="CTX[,CTX…]",
+        help="run on these kubeconfig contexts at once (comma-separated or repeated)",
+    )
+    group.add_argument(
+        "--all-contexts", action="store_true", help="run on every context of the kubeconfig"
+    )
+    group.add_argument(
+        "--cluster-timeout",
+        type=seconds,
+        default=DEFAULT_CLUSTER_TIMEOUT,
+        metavar="DURATION",
+        help=f"how long to wait for each cluster to answer (default {DEFAULT_CLUSTER_TIMEOUT:g}s);"
+        " one that does not is named unreachable",
     )
 
 
@@ -409,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  kubectl lapse ui -n payments --port 8765 --no-browser",
     )
     ui.add_argument("--port", type=int, default=0, help="the loopback port (default: a free one)")
+    _fleet_flags(ui)
     ui.add_argument(
         "--no-browser", dest="open", action="store_false", help="print the URL; open nothing"
     )

@@ -18,6 +18,9 @@ class ExitCode(IntEnum):
     # Lapse decided against the grant: Denied, Invalid, or Revoked before it could be used.
     REFUSED = 3
     TIMEOUT = 4
+    # A command across clusters (--contexts, --all-contexts): some did not answer in time; the
+    # answers of the others were shown.
+    UNREACHABLE = 5
     INTERRUPTED = 130
 
 
@@ -27,7 +30,9 @@ exit codes:
   1  the Kubernetes API refused or failed (not found, forbidden, admission webhook, no server)
   2  the command line is wrong (unknown flag, bad duration, missing --reason)
   3  Lapse denied the request, found it Invalid, or it was revoked
-  4  timed out waiting for Lapse to decide (the object stays; see `kubectl lapse explain`)"""
+  4  timed out waiting for Lapse to decide (the object stays; see `kubectl lapse explain`)
+  5  across clusters (--contexts, --all-contexts): a cluster did not answer; the others' answers
+     are shown"""
 
 
 class CliError(Exception):
