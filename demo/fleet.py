@@ -75,6 +75,9 @@ NOT_INHERITED = (
     "EXTRA_KCM_ARGS",
 )
 COMPONENTS = ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
+# Seconds a stopped kube-apiserver is given to exit before SIGKILL: it closes its port within
+# milliseconds of SIGTERM, then drains its open watches for 15 s and more.
+STOP_GRACE = 3.0
 
 
 class Plane(Protocol):
@@ -270,7 +273,8 @@ class RealPlane:
         pid = self._pid("kube-apiserver")
         assert pid is not None, f"no kube-apiserver of {self.state} runs"
         self._apiserver_argv = _cmdline(pid)
-        _terminate([pid], lambda p: self._ours(p))
+        # It stops listening at once on SIGTERM, then drains for a while: not waited for.
+        _terminate([pid], self._ours, grace=STOP_GRACE)
         if self._apiserver is not None:
             self._apiserver.wait(timeout=5)
             self._apiserver = None
@@ -308,7 +312,7 @@ class RealPlane:
         files: what up.sh would otherwise hand to down.sh."""
         pids = {pid for c in COMPONENTS if (pid := self._pid(c)) is not None}
         pids |= {pid for pid in _all_pids() if self._ours(pid) and pid != os.getpid()}
-        _terminate(sorted(pids), self._ours)
+        _terminate(sorted(pids), self._ours, grace=5)
         run = self.state / "run"
         for leftover in [*run.glob("*.pid"), run / "sig"]:
             leftover.unlink(missing_ok=True)
@@ -446,8 +450,7 @@ class Fleet:
         for member in self:
             if member.operator is not None:
                 member.operator.stop()
-        for member in self:
-            member.plane.shutdown()
+        _each(self, lambda member: member.plane.shutdown())
         if self.lock is not None:
             self.lock.close()
             self.lock = None
