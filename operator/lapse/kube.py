@@ -177,6 +177,7 @@ class KubeApi(Protocol):
     async def json_patch_owner(
         self, key: GrantKey, operations: Sequence[Mapping[str, Any]]
     ) -> dict[str, Any]: ...
+    async def delete_events_about(self, namespace: str, uid: str) -> None: ...
     async def get_namespace(self, name: str) -> dict[str, Any] | None: ...
     async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     async def create_access_review(self, review: Mapping[str, Any]) -> dict[str, Any]: ...
@@ -599,6 +600,14 @@ class KubeClient:
             "count": 1,
         }
         await self._call("POST", f"/api/v1/namespaces/{namespace}/events", body=event)
+
+    async def delete_events_about(self, namespace: str, uid: str) -> None:
+        """Every Event in `namespace` about the object with `uid`, in one request."""
+        await self._call(
+            "DELETE",
+            f"/api/v1/namespaces/{namespace}/events",
+            params={"fieldSelector": f"involvedObject.uid={uid}"},
+        )
 
     # The operator's own objects in its namespace ------------------------------------------
 

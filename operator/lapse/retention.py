@@ -7,6 +7,11 @@ once every configured sink has its every record, the last of which says it was r
 (`lapse.exporter`), so a sink that is down for days holds retention back and loses nothing.
 A break-glass still waiting for its review is kept until it is reviewed: deleting it would
 erase the obligation. Deletion carries the owner's UID as a precondition.
+
+The owner's Events go with it. They said what the trail says, which every sink now holds;
+kube-apiserver would keep them its `--event-ttl` (an hour by default) about an object that no
+longer exists, and in etcd they weigh more than the owner did. One request per owner (a
+collection delete selected by the owner's UID) removes them.
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ from lapse.exporter import Exporter, Owner
 from lapse.kube import (
     ApiError,
     ConflictError,
+    ForbiddenError,
     KubeApi,
     NotFoundError,
     RefusedError,
     owner_path,
 )
+from lapse.reporting import CLUSTER_EVENTS_NAMESPACE
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +60,7 @@ class Retention:
         self.interval = interval
         self.clock = clock
         self._leading = leading
+        self._events_forbidden = False
 
     @property
     def enabled(self) -> bool:
@@ -101,6 +109,20 @@ class Retention:
             logger.info("Retention deleted %d ended owner(s).", deleted)
         return deleted
 
+    async def _delete_events(self, owner: Owner) -> None:
+        key = owner.key
+        if self._events_forbidden or not key.uid:
+            return
+        try:
+            await self.kube.delete_events_about(key.namespace or CLUSTER_EVENTS_NAMESPACE, key.uid)
+        except ForbiddenError as error:
+            # RBAC without `deletecollection` on Events (narrowed, or an older chart's): the
+            # Events expire by themselves; said once, not for every owner.
+            self._events_forbidden = True
+            logger.warning("Retention leaves Events to expire: %s", error)
+        except (ApiError, OSError, TimeoutError) as error:
+            logger.info("Events about %s left to expire: %s", key.describe(), error)
+
     async def _delete(self, owner: Owner) -> bool:
         key = owner.key
         try:
@@ -127,6 +149,7 @@ class Retention:
                 logger.debug("%s left without Lapse releasing it.", key.describe())
             except (ApiError, OSError, TimeoutError) as error:
                 logger.warning("Could not release %s after deleting it: %s", key.describe(), error)
+        await self._delete_events(owner)
         metrics.retention_deleted_total.labels(kind=key.kind).inc()
         # Gone from the table now: the watch's DELETED event may come after the next pass.
         self.exporter.owners.pop(key.uid, None)

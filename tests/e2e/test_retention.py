@@ -1,8 +1,8 @@
 """Retention: ended requests leave the cluster a set time after they end, and no sooner.
 
 The session's operator keeps ended owners RETENTION seconds (tests/e2e/conftest.py). What a
-grant leaves behind once it is deleted is nothing: no binding, no request; its Events stay
-for the API server's own time.
+grant leaves behind once it is deleted is nothing: no binding, no request, none of its
+Events (every other Event in the namespace stays).
 """
 
 from __future__ import annotations
@@ -25,7 +25,18 @@ def test_an_ended_request_is_deleted_after_its_retention_and_not_before(
 ) -> None:
     team.policy(default="3s", maximum="1h")
     team.ask("short", duration="3s")
-    team.wait_phase("short", "Active", timeout=20)
+    uid = team.wait_phase("short", "Active", timeout=20)["metadata"]["uid"]
+    bystander = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": "bystander", "namespace": team.namespace},
+        "involvedObject": {"kind": "ConfigMap", "name": "other", "namespace": team.namespace,
+                           "uid": "0b7a4a4e-0000-4000-8000-000000000001"},
+        "reason": "Other",
+        "message": "An Event about something else.",
+        "type": "Normal",
+    }  # fmt: skip
+    team.cluster.kubectl("apply", "-f", "-", input=json.dumps(bystander))
     ended = team.wait_phase("short", "Expired", timeout=30)
     ended_at = parse_time(ended["status"]["endedAt"])
     assert team.binding_count() == 0
@@ -36,6 +47,12 @@ def test_an_ended_request_is_deleted_after_its_retention_and_not_before(
     deleted_after = time.time() - ended_at.timestamp()
     assert deleted_after >= RETENTION, f"deleted {deleted_after:.1f}s after it ended"
     assert operator.metrics().get('lapse_retention_deleted_total{kind="AccessRequest"}', 0) >= 1
+    events = json.loads(
+        team.cluster.kubectl("get", "events", "-n", team.namespace, "-o", "json").stdout
+    )["items"]
+    about = [e for e in events if (e.get("involvedObject") or {}).get("uid") == uid]
+    assert about == [], f"Events about the deleted request stayed: {about}"
+    assert "bystander" in {e["metadata"]["name"] for e in events}
 
 
 def test_a_live_or_pending_request_is_never_deleted_by_retention(

@@ -165,6 +165,9 @@ class MemoryKube:
     async def delete_object(self, path: str, *, uid: str, grace_seconds: int | None = None) -> None:
         raise NotFoundError(404, "NotFound", f"{path} not found")
 
+    async def delete_events_about(self, namespace: str, uid: str) -> None:
+        return None
+
     async def get_role_rules(
         self, kind: str, name: str, namespace: str | None
     ) -> list[dict[str, Any]] | None:

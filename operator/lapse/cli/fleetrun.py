@@ -323,6 +323,8 @@ def run_approve_across(connection: Connection, contexts: list[str], io: Io, args
             gives = f": {answer.value.gives}" if answer.value.gives else ""
             io.progress(f"{answer.context}: {ref.name} is {answer.value.state}{gives}")
     if not found:
+        if any(a.error is not None and not a.unreachable for a in seen):
+            raise CliError(f"accessrequest/{ref.name} approved nowhere (see above)")
         if any(a.unreachable for a in seen):
             return ExitCode.UNREACHABLE
         raise NotFound(f'accessrequest "{ref.name}" not found in any of {", ".join(contexts)}')
