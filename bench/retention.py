@@ -104,8 +104,10 @@ class Sampler:
                 self.remaining = await count_requests(kube, NAMESPACES)
             except (OSError, TimeoutError) as error:
                 log(f"  sampler: {error}")
+            # Every second until the sample is full: with the sink back after a long outage, an
+            # owner is delivered and retired within one retention interval.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=5)
+                await asyncio.wait_for(stop.wait(), timeout=1 if len(self.sizes) < SAMPLE else 5)
 
 
 async def outage(
@@ -341,7 +343,7 @@ def summarise(
         "etcd_end_events_removed": after_events.to_json() if after_events else None,
         "etcd_ratio": round(ratio, 4),
         "etcd_ratio_events_removed": round(ratio_events, 4),
-        "object_bytes_mean": round(object_mean),
+        "object_bytes_mean": round(object_mean) if sampler.sizes else None,
         "object_sample": len(sampler.sizes),
         "record_bytes_mean": round(record_mean),
         "records_per_grant": round(records_per, 2),
@@ -381,7 +383,9 @@ def summarise(
         ("etcd in use: start → end (ratio)", etcd_line),
         (
             "an ended grant in etcd (Expired, delivered)",
-            f"{object_mean:,.0f} bytes (mean of {len(sampler.sizes)})",
+            f"{object_mean:,.0f} bytes (mean of {len(sampler.sizes)})"
+            if sampler.sizes
+            else "not sampled (none seen between delivery and retirement)",
         ),
         (
             "its trail in the SIEM",
