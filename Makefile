@@ -128,6 +128,12 @@ test-real: $(STAMP) ## Run the end-to-end suite against KUBECONFIG's real cluste
 test-real-pods: $(STAMP) ## Run the end-to-end suite against KUBECONFIG's real cluster, Lapse installed in pods (image on its node).
 	LAPSE_TEST_CLUSTER=kubeconfig LAPSE_TEST_OPERATOR=in-cluster $(BIN)/pytest tests/e2e -q
 
+# Two more control planes (no node) in their own state dirs under /tmp/lapse-fleet, ports 26xxx
+# and 27xxx: never beside a node cluster of the same kit in CI (.ci/run runs it before its own).
+.PHONY: test-fleet-real
+test-fleet-real: $(STAMP) ## Run the fleet tests on two real control planes of the kit in $$REALK8S (up.sh --no-node), an operator on each.
+	LAPSE_TEST_FLEET=realk8s REALK8S=$(REALK8S) $(BIN)/pytest tests/fleet -v
+
 .PHONY: constraints
 constraints: $(STAMP) ## Pin the image's dependencies (release/constraints.txt) to the versions in .venv.
 	$(BIN)/python -m release.constraints
@@ -174,6 +180,10 @@ bench: $(STAMP) ## Benchmark grant latency, revocation lag, throughput, restart 
 .PHONY: bench-history
 bench-history: $(STAMP) ## On BENCH_KUBECONFIG's cluster: retention through a 5-min syslog outage, start-up with 100,000 ended requests.
 	$(BIN)/python -m bench.history
+
+.PHONY: bench-fleet
+bench-fleet: $(STAMP) ## Two real control planes of $$REALK8S, 1,000 grants each: time `kubectl lapse list --all-contexts -A`, also with one cluster down.
+	REALK8S=$(REALK8S) $(BIN)/python -m bench.fleet
 
 .PHONY: plugin
 plugin: $(STAMP) ## Build the krew archives of kubectl lapse and their manifest in dist/.

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from lapse import __version__
@@ -20,19 +19,39 @@ from lapse.cli.actions import VERDICTS, run_approve, run_deny, run_review, run_r
 from lapse.cli.audit import (
     DEFAULT_OPERATOR_NAMESPACE,
     EXIT_BROKEN,
-    moment,
+    FleetSource,
     run_audit_report,
     run_audit_verify,
 )
 from lapse.cli.client import Connection, Kube
 from lapse.cli.errors import EXIT_CODES_HELP, CliError, ExitCode
-from lapse.cli.fleet import DEFAULT_CLUSTER_TIMEOUT, context_list
+from lapse.cli.flags import (
+    Across,
+    Formatter,
+    connection_flags,
+    duration,
+    fleet_flags,
+    namespace_list,
+    output_flag,
+    sentence,
+    start_time,
+    wait_flags,
+    when,
+)
+from lapse.cli.fleetrun import (
+    fleet_contexts,
+    run_across,
+    run_approve_across,
+    run_breakglass_across,
+    run_list_across,
+    run_request_across,
+)
 from lapse.cli.grants import run_breakglass, run_extend, run_request
 from lapse.cli.objects import Io
+from lapse.cli.policydiff import POLICY_DIFF_EXIT_CODES, run_policy_diff
 from lapse.cli.render import use_colour
 from lapse.cli.report import run_report
 from lapse.cli.views import run_explain, run_get, run_list
-from lapse.core.durations import DurationError, parse_duration
 
 __all__ = ["build_parser", "main"]
 
@@ -40,148 +59,15 @@ PROG = "kubectl lapse"
 Command = Callable[[Kube, Io, Any], int]
 
 
-def duration(text: str) -> str:
-    """An access window as the API spells it (`30m`, `2h`, `1h30m`), checked before sending."""
-    try:
-        parse_duration(text)
-    except DurationError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration such as 30m, 2h or 1h30m (hours, minutes, seconds)"
-        ) from None
-    return text
-
-
-def seconds(text: str) -> float:
-    """A wait: `60s`, `2m`, or a plain number of seconds."""
-    if text.replace(".", "", 1).isdigit():
-        value = float(text)
-        if value > 0:
-            return value
-    else:
-        try:
-            return parse_duration(text).total_seconds()
-        except DurationError:
-            pass
-    raise argparse.ArgumentTypeError(f"{text!r} is not a wait such as 60s or 2m")
-
-
-def start_time(text: str, now: datetime | None = None) -> str:
-    """When access should begin, as RFC 3339 in UTC: `02:00` (the next 02:00 on this machine's
-    clock), `+30m` (from now), or a full RFC 3339 time."""
-    now = now or datetime.now().astimezone()
-    text = text.strip()
-    try:
-        if text.startswith("+"):
-            moment = now + parse_duration(text[1:])
-        elif re.fullmatch(r"\d{1,2}:\d{2}", text):
-            hour, minute = (int(part) for part in text.split(":"))
-            moment = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
-            if moment <= now:
-                moment += timedelta(days=1)
-        else:
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=now.tzinfo)
-    except (ValueError, DurationError):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a start such as 02:00, +30m or 2026-12-05T02:00:00Z"
-        ) from None
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def sentence(text: str) -> str:
-    if not text.strip():
-        raise argparse.ArgumentTypeError("must not be empty")
-    return text
-
-
-def when(text: str) -> datetime | timedelta:
-    try:
-        return moment(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def namespace_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    def __init__(self, prog: str) -> None:
-        super().__init__(prog, max_help_position=30)
-
-
-def _connection_flags(parser: argparse.ArgumentParser, nested: bool, namespace: bool) -> None:
-    """kubectl's connection flags; on subcommands they default to "not given" (SUPPRESS), so a
-    flag typed before the subcommand is not reset by the subcommand's own default."""
-    default: Any = argparse.SUPPRESS if nested else None
-    group = parser.add_argument_group("kubectl options")
-    group.add_argument("--kubeconfig", default=default, help="path to the kubeconfig file")
-    group.add_argument("--context", default=default, help="the kubeconfig context to use")
-    if namespace:
-        group.add_argument(
-            "-n", "--namespace", default=default, help="namespace (default: the context's)"
-        )
-    group.add_argument(
-        "--as", dest="as_user", default=default, metavar="USER", help="user to impersonate"
-    )
-    group.add_argument(
-        "--as-group",
-        dest="as_groups",
-        action="append",
-        metavar="GROUP",
-        default=default,
-        help="group to impersonate; repeat for several",
-    )
-
-
-def _fleet_flags(parser: argparse.ArgumentParser) -> None:
-    """`--contexts a,b` and `--all-contexts`: the same command on several clusters at once."""
-    group = parser.add_argument_group("across clusters")
-    group.add_argument(
-        "--contexts",
-        type=context_list,
-        action="extend",
-        metavar="CTX[,CTX…]",
-        help="run on these kubeconfig contexts at once (comma-separated or repeated)",
-    )
-    group.add_argument(
-        "--all-contexts", action="store_true", help="run on every context of the kubeconfig"
-    )
-    group.add_argument(
-        "--cluster-timeout",
-        type=seconds,
-        default=DEFAULT_CLUSTER_TIMEOUT,
-        metavar="DURATION",
-        help=f"how long to wait for each cluster to answer (default {DEFAULT_CLUSTER_TIMEOUT:g}s);"
-        " one that does not is named unreachable",
-    )
-
-
-def _output_flag(parser: argparse.ArgumentParser, choices: Sequence[str]) -> None:
-    parser.add_argument(
-        "-o", "--output", choices=choices, default=None, help=f"output format: {'|'.join(choices)}"
-    )
-
-
-def _wait_flags(parser: argparse.ArgumentParser, default: str) -> None:
-    parser.add_argument(
-        "--no-wait", action="store_true", help="return once created; do not wait for Lapse"
-    )
-    parser.add_argument(
-        "--timeout",
-        type=seconds,
-        default=seconds(default),
-        metavar="DURATION",
-        help=f"how long to wait for Lapse (default {default})",
-    )
+def _each(command: Command) -> Across:
+    return partial(run_across, command)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Temporary Kubernetes access with Lapse: ask, approve, break glass, revoke.",
-        formatter_class=_Formatter,
+        formatter_class=Formatter,
         epilog=(
             "examples:\n"
             "  kubectl lapse request edit -n payments --for 2h --reason 'Fix stuck retries'\n"
@@ -193,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    _connection_flags(parser, nested=False, namespace=True)
+    connection_flags(parser, nested=False, namespace=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(
@@ -214,10 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
             help=summary,
             description=summary,
             epilog=epilog,
-            formatter_class=_Formatter,
+            formatter_class=Formatter,
         )
         sub.set_defaults(run=run)
-        _connection_flags(sub, nested=True, namespace=namespace)
+        connection_flags(sub, nested=True, namespace=namespace)
         return sub
 
     request = command(
@@ -227,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
         "  kubectl lapse request edit -n payments --for 2h --reason 'Fix stuck retries'\n"
         "  kubectl lapse request deployer --role-kind Role -n payments --for 30m \\\n"
         "      --reason 'Roll back release 42' --ticket PAY-1234\n"
-        "  kubectl lapse request view -n payments --reason 'Look at logs' --no-wait",
+        "  kubectl lapse request view -n payments --reason 'Look at logs' --no-wait\n"
+        "  kubectl lapse request edit -n payments --for 1h --reason 'Failover drill' \\\n"
+        "      --contexts prod-eu,prod-us          # one request per cluster, one name",
         exit_codes=True,
     )
     request.add_argument("role", metavar="ROLE", help="the ClusterRole (or Role) to ask for")
@@ -257,8 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="begin later: 02:00 (next 02:00 local time), +30m, or an RFC 3339 time; decided "
         "and approved now, bound then, and the duration counts from then",
     )
-    _wait_flags(request, "60s")
-    _output_flag(request, ("json", "yaml"))
+    wait_flags(request, "60s")
+    output_flag(request, ("json", "yaml"))
+    fleet_flags(request, partial(run_request_across, run_request))
 
     extend = command(
         "extend",
@@ -275,8 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--reason", required=True, type=sentence, help="why more time is needed (audited)"
     )
     extend.add_argument("--ticket", help="a ticket or change reference (default: the original's)")
-    _wait_flags(extend, "60s")
-    _output_flag(extend, ("json", "yaml"))
+    wait_flags(extend, "60s")
+    output_flag(extend, ("json", "yaml"))
 
     breakglass = command(
         "breakglass",
@@ -285,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
         "  kubectl lapse breakglass cluster-admin --incident INC-4711 --for 30m \\\n"
         "      --reason 'Payments database down'\n"
         "  kubectl lapse breakglass edit --incident INC-4711 --for 15m -n payments,ledger \\\n"
-        "      --reason 'Restart stuck workers'",
+        "      --reason 'Restart stuck workers'\n"
+        "  kubectl lapse breakglass cluster-admin --incident INC-4711 --for 30m \\\n"
+        "      --reason 'Region failover' --contexts prod-eu,prod-us",
         aliases=("bg",),
         namespace=False,
         exit_codes=True,
@@ -311,8 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the break-glass name (default: the incident, e.g. inc-4711; a second break-glass "
         "of the same incident gets a suffix; without an incident, ROLE- plus a suffix)",
     )
-    _wait_flags(breakglass, "60s")
-    _output_flag(breakglass, ("json", "yaml"))
+    wait_flags(breakglass, "60s")
+    output_flag(breakglass, ("json", "yaml"))
+    fleet_flags(breakglass, partial(run_breakglass_across, run_breakglass))
 
     listing = command(
         "list",
@@ -320,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
         "List access requests (and break-glasses) with the time they have left.",
         "  kubectl lapse list                  # requests in the current namespace\n"
         "  kubectl lapse list -n payments --breakglass\n"
-        "  kubectl lapse list -A -o wide       # everything, break-glasses included",
+        "  kubectl lapse list -A -o wide       # everything, break-glasses included\n"
+        "  kubectl lapse list -A --all-contexts  # every cluster of the kubeconfig",
         aliases=("ls",),
     )
     listing.add_argument(
@@ -331,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="include break-glasses (those reaching this namespace, unless -A)",
     )
-    _output_flag(listing, ("json", "yaml", "wide"))
+    output_flag(listing, ("json", "yaml", "wide"))
+    fleet_flags(listing, run_list_across)
 
     get = command(
         "get",
@@ -343,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
         aliases=("describe",),
     )
     _name_argument(get)
-    _output_flag(get, ("json", "yaml"))
+    output_flag(get, ("json", "yaml"))
+    fleet_flags(get, _each(run_get))
 
     explain = command(
         "explain",
@@ -353,13 +248,15 @@ def build_parser() -> argparse.ArgumentParser:
         aliases=("why",),
     )
     _name_argument(explain)
+    fleet_flags(explain, _each(run_explain))
 
     approve = command(
         "approve",
         run_approve,
         "Approve someone else's access request (Lapse records who you are).",
         "  kubectl lapse approve edit-x7k2p -n payments\n"
-        "  kubectl lapse approve edit-x7k2p -n payments -m 'Checked PAY-1234'",
+        "  kubectl lapse approve edit-x7k2p -n payments -m 'Checked PAY-1234'\n"
+        "  kubectl lapse approve edit-x7k2p -n payments --all-contexts  # where it exists",
     )
     approve.add_argument("name", metavar="NAME", help="the access request")
     approve.add_argument("-m", "--message", default="", help="an optional comment")
@@ -369,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not ask for confirmation at a terminal (what the grant gives is still printed)",
     )
-    _output_flag(approve, ("json", "yaml"))
+    output_flag(approve, ("json", "yaml"))
+    fleet_flags(approve, run_approve_across)
 
     deny = command(
         "deny",
@@ -379,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     deny.add_argument("name", metavar="NAME", help="the access request")
     deny.add_argument("-m", "--message", required=True, type=sentence, help="why it is denied")
-    _output_flag(deny, ("json", "yaml"))
+    output_flag(deny, ("json", "yaml"))
+    fleet_flags(deny, _each(run_deny))
 
     revoke = command(
         "revoke",
@@ -393,8 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument(
         "--breakglass", action="store_true", help="NAME is a break-glass (same as bg/NAME)"
     )
-    _wait_flags(revoke, "30s")
-    _output_flag(revoke, ("json", "yaml"))
+    wait_flags(revoke, "30s")
+    output_flag(revoke, ("json", "yaml"))
+    fleet_flags(revoke, _each(run_revoke))
 
     report = command(
         "report",
@@ -407,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
         aliases=("activity",),
     )
     _name_argument(report)
-    _output_flag(report, ("json", "yaml"))
+    output_flag(report, ("json", "yaml"))
+    fleet_flags(report, _each(run_report))
 
     review = command(
         "review",
@@ -421,9 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--verdict", required=True, type=str.lower, choices=sorted(VERDICTS), help="the verdict"
     )
     review.add_argument("-m", "--message", required=True, type=sentence, help="review notes")
-    _output_flag(review, ("json", "yaml"))
+    output_flag(review, ("json", "yaml"))
 
     _audit_commands(commands)
+    _policy_commands(commands)
 
     ui = command(
         "ui",
@@ -433,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  kubectl lapse ui -n payments --port 8765 --no-browser",
     )
     ui.add_argument("--port", type=int, default=0, help="the loopback port (default: a free one)")
-    _fleet_flags(ui)
+    fleet_flags(ui)
     ui.add_argument(
         "--no-browser", dest="open", action="store_false", help="print the URL; open nothing"
     )
@@ -463,7 +365,7 @@ def _audit_commands(commands: Any) -> None:
         "audit",
         help="Check an exported audit trail; list who held access in a period.",
         description="Check an exported audit trail; list who held access in a period.",
-        formatter_class=_Formatter,
+        formatter_class=Formatter,
     )
     steps = audit.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
     verify = steps.add_parser(
@@ -478,13 +380,13 @@ def _audit_commands(commands: Any) -> None:
         "  kubectl lapse audit verify /var/log/lapse/*.log\n"
         "  kubectl lapse audit verify --key-file lapse.key trail.json\n"
         "  zcat trail-*.gz | kubectl lapse audit verify - -o json\n\n" + VERIFY_EXIT_CODES,
-        formatter_class=_Formatter,
+        formatter_class=Formatter,
     )
     verify.set_defaults(run=run_audit_verify, connect_later=True)
-    _connection_flags(verify, nested=True, namespace=False)
+    connection_flags(verify, nested=True, namespace=False)
     verify.add_argument("files", nargs="+", metavar="FILE", help="trail files; - reads stdin")
     _key_flags(verify)
-    _output_flag(verify, ("json",))
+    output_flag(verify, ("json",))
 
     report = steps.add_parser(
         "report",
@@ -500,10 +402,10 @@ def _audit_commands(commands: Any) -> None:
         "  kubectl lapse audit report --since 2026-07-01 --until 2026-10-01 -o html > q3.html\n"
         "  kubectl lapse audit report --since 30d -n payments --role edit -o csv\n"
         "  kubectl lapse audit report --since 90d --from /var/log/lapse/trail.log -o json",
-        formatter_class=_Formatter,
+        formatter_class=Formatter,
     )
     report.set_defaults(run=run_audit_report, connect_later=True)
-    _connection_flags(report, nested=True, namespace=False)
+    connection_flags(report, nested=True, namespace=False)
     report.add_argument(
         "--since",
         type=when,
@@ -536,7 +438,42 @@ def _audit_commands(commands: Any) -> None:
     report.add_argument(
         "--cluster", help="the cluster's name in the rows (default: the kubeconfig's)"
     )
-    _output_flag(report, ("table", "csv", "json", "html"))
+    output_flag(report, ("table", "csv", "json", "html"))
+    fleet_flags(report, _audit_report_across)
+
+
+def _audit_report_across(connection: Connection, contexts: list[str], io: Io, args: Any) -> int:
+    return run_audit_report(
+        lambda: Kube(connection), io, args, fleet=FleetSource(connection, contexts)
+    )
+
+
+def _policy_commands(commands: Any) -> None:
+    """`policy diff`: the clusters' AccessPolicies compared."""
+    policy = commands.add_parser(
+        "policy",
+        help="Compare the AccessPolicies of several clusters.",
+        description="Compare the AccessPolicies of several clusters.",
+        formatter_class=Formatter,
+    )
+    steps = policy.add_subparsers(dest="policy_command", metavar="COMMAND", required=True)
+    diff = steps.add_parser(
+        "diff",
+        help="Show how the clusters' AccessPolicies differ.",
+        description=(
+            "Show how the AccessPolicies of several clusters differ: a policy missing from a "
+            "cluster, or whose spec differs (as a unified diff of the specs, each side named "
+            "by the clusters holding it). Metadata is not compared."
+        ),
+        epilog="examples:\n"
+        "  kubectl lapse policy diff --contexts prod-eu,prod-us\n"
+        "  kubectl lapse policy diff --all-contexts -o json\n\n" + POLICY_DIFF_EXIT_CODES,
+        formatter_class=Formatter,
+    )
+    diff.set_defaults(policy_diff=run_policy_diff)
+    connection_flags(diff, nested=True, namespace=False)
+    fleet_flags(diff)
+    output_flag(diff, ("json", "yaml"))
 
 
 def _key_flags(parser: argparse.ArgumentParser) -> None:
@@ -579,6 +516,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         as_groups=tuple(args.as_groups or ()),
     )
     try:
+        if getattr(args, "policy_diff", None) is not None:
+            if not args.contexts and not args.all_contexts:
+                raise CliError(
+                    "policy diff compares clusters: name them with --contexts "
+                    "a,b or --all-contexts",
+                    ExitCode.USAGE,
+                )
+            return int(args.policy_diff(connection, io, args))
+        contexts = fleet_contexts(args) if getattr(args, "across", None) else None
+        if contexts is not None:
+            return int(args.across(connection, contexts, io, args))
         if getattr(args, "connect_later", False):
             return int(args.run(lambda: Kube(connection), io, args))
         run: Command = args.run

@@ -148,9 +148,14 @@ def summary_text(review: AccessReview) -> str:
     )
 
 
-def render_table(review: AccessReview) -> str:
+def render_table(review: AccessReview, *, with_cluster: bool = False) -> str:
     if not review.rows:
         return "No grant held access in this period."
+    if with_cluster:
+        rows = [
+            Row((row.cluster or "?", *row_cells(row)), row.ended or "Active") for row in review.rows
+        ]
+        return table(("CLUSTER", *TABLE_COLUMNS), rows)
     rows = [Row(row_cells(row), row.ended or "Active") for row in review.rows]
     return table(TABLE_COLUMNS, rows)
 

@@ -22,8 +22,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from lapse.cli.accessreport import render_csv, render_html, render_json, render_table
-from lapse.cli.client import Kube
+from lapse.cli.client import Connection, Kube
 from lapse.cli.errors import CliError, ExitCode
+from lapse.cli.fleet import across
 from lapse.cli.objects import Io, parse_grant
 from lapse.cli.trailinput import STDIN, STDIN_NAME, TrailInput, read_trail
 from lapse.core.accessreview import ReviewFilters, build_access_review
@@ -254,7 +255,17 @@ def read_cluster_grants(
     return ClusterGrants(grants, warnings, named, f"cluster {named or kube.server}")
 
 
-def run_audit_report(connect: Connect, io: Io, args: Any) -> int:
+@dataclass(frozen=True)
+class FleetSource:
+    """`audit report --contexts …`: the clusters whose objects the review reads."""
+
+    connection: Connection
+    contexts: list[str]
+
+
+def run_audit_report(
+    connect: Connect, io: Io, args: Any, *, fleet: FleetSource | None = None
+) -> int:
     now = datetime.now(UTC)
     since, until = resolve(args.since, now), resolve(args.until or timedelta(), now)
     if since > until:
@@ -267,7 +278,29 @@ def run_audit_report(connect: Connect, io: Io, args: Any) -> int:
     grants: list[AccessRequest | BreakGlass] = []
     cluster = args.cluster
     sources = []
-    if not files or args.with_cluster:
+    per_cluster: dict[str, list[AccessRequest | BreakGlass]] = {}
+    unreachable = False
+    if fleet is not None and (not files or args.with_cluster):
+        answers = across(
+            fleet.contexts,
+            fleet.connection,
+            lambda kube: read_cluster_grants(kube, namespace, narrowing="pass -n NS"),
+            timeout=float(args.cluster_timeout),
+        )
+        for answer in answers:
+            if answer.value is not None:
+                per_cluster[answer.context] = answer.value.grants
+                sources.append(f"context {answer.context}")
+                for warning in answer.value.warnings:
+                    io.progress(f"warning: context {answer.context}: {warning}")
+            else:
+                unreachable = unreachable or answer.unreachable
+                state = "unreachable: " if answer.unreachable else ""
+                why = answer.error.message if answer.error else "no answer"
+                print(f"warning: context {answer.context}: {state}{why}", file=io.err)
+        if not per_cluster:
+            raise CliError("no cluster answered: " + ", ".join(fleet.contexts))
+    elif not files or args.with_cluster:
         found_in_cluster = read_cluster_grants(
             connect(), namespace, cluster=cluster, narrowing="pass -n NS"
         )
@@ -288,6 +321,7 @@ def run_audit_report(connect: Connect, io: Io, args: Any) -> int:
         until=until,
         filters=ReviewFilters(role=args.role, namespace=namespace, subject=args.subject),
         cluster=cluster,
+        fleet=per_cluster,
     )
     output = args.output or "table"
     if output == "json":
@@ -299,7 +333,7 @@ def run_audit_report(connect: Connect, io: Io, args: Any) -> int:
         io.out.write(render_html(review, generated=now, sources=sources))
         io.out.flush()
     else:
-        io.result(render_table(review))
+        io.result(render_table(review, with_cluster=fleet is not None))
         if review.summary.unreviewed:
             io.progress(f"{review.summary.unreviewed} break-glass(es) still unreviewed.")
-    return ExitCode.OK
+    return ExitCode.UNREACHABLE if unreachable else ExitCode.OK

@@ -120,7 +120,7 @@ def across(
             answer = Answer(context, value=work(kube))
         except CliError as error:
             answer = Answer(context, error=error, unreachable=unreachable_error(error))
-        except Exception as error:  # noqa: BLE001 — one cluster's surprise is its own answer
+        except Exception as error:  # one cluster's surprise is its own answer
             answer = Answer(context, error=CliError(f"{type(error).__name__}: {error}"))
         with lock:
             results[context] = answer
@@ -131,6 +131,8 @@ def across(
     ]
     for thread in threads:
         thread.start()
+    # A second of grace past the requests' own timeout: reading the kubeconfig and the TLS
+    # handshake come before the first request is timed.
     ends = time.monotonic() + (deadline if deadline is not None else timeout + 1.0)
     for thread in threads:
         thread.join(max(0.0, ends - time.monotonic()))
@@ -139,19 +141,19 @@ def across(
             results.get(c)
             or Answer(
                 c,
-                error=CliError(f"no answer within {(deadline or timeout + 1.0):g}s"),
+                error=CliError(f"no answer within {deadline or timeout:g}s"),
                 unreachable=True,
             )
             for c in contexts
         ]
 
 
-def overall_code(codes: Sequence[int], answers: Sequence[Answer[object]]) -> int:
+def overall_code(codes: Sequence[int], *, unreachable: bool) -> int:
     """One exit code for a fleet: the first failure among the clusters that answered (in the
     contexts' order), else UNREACHABLE when a cluster did not answer, else OK."""
     for code in codes:
         if code != ExitCode.OK:
             return code
-    if any(a.unreachable for a in answers):
+    if unreachable:
         return ExitCode.UNREACHABLE
     return ExitCode.OK

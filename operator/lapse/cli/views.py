@@ -6,6 +6,7 @@ how much time is left, how many approvals are in, and why something is the way i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,22 +52,35 @@ def _policies(kube: Kube) -> dict[str, AccessPolicy]:
     return found
 
 
-def _parse_all(io: Io, bodies: list[dict[str, Any]]) -> list[Grant]:
+def _parse_all(bodies: list[dict[str, Any]], warnings: list[str]) -> list[Grant]:
     grants: list[Grant] = []
     for body in bodies:
         try:
             grants.append(parse_grant(body))
         except CliError as error:
-            print(f"warning: skipped: {error.message}", file=io.err)
+            warnings.append(f"skipped: {error.message}")
     return grants
 
 
-def run_list(kube: Kube, io: Io, args: Any) -> int:
-    namespace = None if args.all_namespaces else kube.namespace
+@dataclass(frozen=True)
+class Listing:
+    """What `list` read from one cluster: the grants to show, in order, their bodies, the
+    policies that decided them (those the user may read) and what was left out."""
+
+    namespace: str | None
+    grants: list[Grant]
+    raw: list[dict[str, Any]]
+    policies: dict[str, AccessPolicy]
+    glasses_asked: bool
+    warnings: list[str]
+
+
+def read_listing(kube: Kube, *, all_namespaces: bool, breakglass: bool) -> Listing:
+    namespace = None if all_namespaces else kube.namespace
     bodies = kube.list(ACCESS_REQUEST, namespace)
-    if args.breakglass:
+    if breakglass:
         glasses = kube.list(BREAK_GLASS, None)
-    elif args.all_namespaces:
+    elif all_namespaces:
         # Break-glasses are cluster-scoped, so "all" includes them — when the user may see them.
         try:
             glasses = kube.list(BREAK_GLASS, None)
@@ -74,27 +88,34 @@ def run_list(kube: Kube, io: Io, args: Any) -> int:
             glasses = []
     else:
         glasses = []
-    requests = _parse_all(io, bodies)
-    breaks = [g for g in _parse_all(io, glasses) if isinstance(g, BreakGlass)]
+    warnings: list[str] = []
+    requests = _parse_all(bodies, warnings)
+    breaks = [g for g in _parse_all(glasses, warnings) if isinstance(g, BreakGlass)]
     if namespace is not None:
         breaks = [g for g in breaks if covers(g, namespace)]
     grants: list[Grant] = sorted(requests, key=sort_key) + sorted(breaks, key=sort_key)
+    shown = {g.metadata.uid for g in grants}
+    raw = [b for b in bodies + glasses if (b.get("metadata") or {}).get("uid") in shown]
+    policies = _policies(kube) if requests else {}
+    return Listing(namespace, grants, raw, policies, bool(glasses) or breakglass, warnings)
+
+
+def run_list(kube: Kube, io: Io, args: Any) -> int:
+    listing = read_listing(kube, all_namespaces=args.all_namespaces, breakglass=args.breakglass)
+    for warning in listing.warnings:
+        print(f"warning: {warning}", file=io.err)
     if args.output in ("json", "yaml"):
-        shown = {g.metadata.uid for g in grants}
-        raw = [b for b in bodies + glasses if (b.get("metadata") or {}).get("uid") in shown]
-        io.result(dump(as_list(raw), args.output))
+        io.result(dump(as_list(listing.raw), args.output))
         return ExitCode.OK
-    if not grants:
+    if not listing.grants:
+        namespace = listing.namespace
         where = "in any namespace" if namespace is None else f"in namespace {namespace}"
-        what = (
-            "access requests or break-glasses" if glasses or args.breakglass else "access requests"
-        )
+        what = "access requests or break-glasses" if listing.glasses_asked else "access requests"
         print(f"No {what} found {where}.", file=io.err)
         return ExitCode.OK
     now = datetime.now(UTC)
-    policies = _policies(kube) if requests else {}
     wide = args.output == "wide"
-    rows = [row(g, policies.get(g.status.policy or ""), now, wide) for g in grants]
+    rows = [row(g, listing.policies.get(g.status.policy or ""), now, wide) for g in listing.grants]
     io.result(table(WIDE_COLUMNS if wide else COLUMNS, rows, io.colour))
     return ExitCode.OK
 

@@ -366,9 +366,11 @@ def build_access_review(
     until: datetime,
     filters: ReviewFilters | None = None,
     cluster: str | None = None,
+    fleet: Mapping[str, Iterable[AccessRequest | BreakGlass]] | None = None,
 ) -> AccessReview:
     """Every grant that held access at some moment of [since, until], from the objects and
-    from trail records (grouped by owner); an owner found in both is the object's row."""
+    from trail records (grouped by owner); an owner found in both is the object's row.
+    `fleet` adds the objects of more clusters, each row named by its cluster."""
     filters = filters or ReviewFilters()
     rows: dict[str, ReviewRow] = {}
     by_owner: dict[str, list[Mapping[str, Any]]] = {}
@@ -380,13 +382,16 @@ def build_access_review(
         row = build_trail_row(owned, until=until, cluster=cluster)
         if row is not None:
             rows[uid] = row
-    for grant in grants:
-        row = build_object_row(grant, until=until, cluster=cluster)
-        if row is not None:
-            rows[row.uid or f"{row.kind}/{row.namespace}/{row.name}"] = row
+    sources = [(cluster, grants), *((name, found) for name, found in (fleet or {}).items())]
+    for named, objects in sources:
+        for grant in objects:
+            row = build_object_row(grant, until=until, cluster=named)
+            if row is not None:
+                key = row.uid or f"{named}/{row.kind}/{row.namespace}/{row.name}"
+                rows[key] = row
     kept = sorted(
         (r for r in rows.values() if _overlaps(r, since, until) and _matches(r, filters)),
-        key=lambda r: (r.granted_at, r.kind, r.namespace or "", r.name),
+        key=lambda r: (r.granted_at, r.cluster or "", r.kind, r.namespace or "", r.name),
     )
     return AccessReview(
         since=since,
