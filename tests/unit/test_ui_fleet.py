@@ -51,7 +51,13 @@ class FakeKube:
         self.created: list[dict[str, Any]] = []
         self.items: list[dict[str, Any]] = []
         self.down = False
+        # Each outage cuts the watches open at the time, however short it is.
+        self.cuts = 0
         self.listed = threading.Event()
+
+    def go_away(self) -> None:
+        self.down = True
+        self.cuts += 1
 
     def _answer(self) -> None:
         if self.down:
@@ -84,9 +90,10 @@ class FakeKube:
         self, resource: Kind, namespace: str | None, version: str | None, timeout: int
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         # A watch that lasts until the cluster goes away, as a cut connection ends it.
-        while not self.down:
+        cuts = self.cuts
+        while self.cuts == cuts:
             time.sleep(0.01)
-        self._answer()
+        raise CliError(f"cannot reach the Kubernetes API at {self.server}: connection reset")
         yield from ()
 
 
@@ -230,7 +237,7 @@ def test_a_feed_shows_its_cluster_unreachable_keeps_what_it_said_and_comes_back(
         feed.follow(BREAK_GLASS, None)
         wait_until(lambda: feed.state == CONNECTED and "uid-1" in feed.objects, "first list")
 
-        kube.down = True
+        kube.go_away()
         wait_until(lambda: feed.state == UNREACHABLE, "unreachable state")
         assert feed.why is not None and feed.why.startswith("cannot reach the Kubernetes API")
         assert "uid-1" in feed.objects, "what the cluster said last stays"

@@ -165,7 +165,6 @@ function decisionForm(g) {
 
 function summary(g) {
   return h("dl", {},
-    fleet() ? [h("dt", {}, "Cluster"), h("dd", {}, clusterChip(g))] : null,
     h("dt", {}, "Requester"), h("dd", {}, g.requester || "—"),
     h("dt", {}, "Role"), h("dd", {}, g.role),
     h("dt", {}, "Where"), h("dd", {}, where(g)),

@@ -59,16 +59,16 @@ function clusterBar(waitingBy) {
   bar.hidden = !fleet();
   if (!fleet()) return;
   const focused = bar.contains(document.activeElement) ? document.activeElement.dataset.filter : null;
-  const chip = (name, label, extra) => h("button", {
+  const chip = (name, ...content) => h("button", {
     type: "button", class: "chip", "data-filter": name, "aria-pressed": String(state.filter === name),
     onclick: () => { state.filter = name; render(false); },
-  }, label, extra);
+  }, ...content);
   const all = [...state.clusters.values()];
   bar.replaceChildren(h("span", { class: "muted" }, "Clusters"),
     chip("", "All"),
-    all.map((c) => chip(c.name, c.name,
+    ...all.map((c) => chip(c.name, c.name,
       h("span", { class: `state state-${c.state}`, "data-state": c.state, title: c.why || "" }, STATE_WORDS[c.state] || c.state),
-      waitingBy.get(c.name) ? h("span", { class: "count" }, String(waitingBy.get(c.name))) : null)));
+      waitingBy.get(c.name) ? h("span", { class: "count", title: "waiting for you" }, String(waitingBy.get(c.name))) : null)));
   if (focused !== null && focused !== undefined) {
     const again = bar.querySelector(`[data-filter="${CSS.escape(focused)}"]`);
     if (again) again.focus();
@@ -116,7 +116,7 @@ function who() {
   if (!fleet()) return;
   el.textContent = names.length ? names.join(", ") : "unknown user";
   document.getElementById("scope").textContent = [...state.clusters.values()]
-    .map((c) => `${c.name}: ${c.server} · ${!c.scoped ? c.state : c.namespace ? `namespace ${c.namespace}` : "all namespaces"}`).join("   ");
+    .map((c) => `${c.name}: ${c.server} · ${!c.scoped ? c.state : c.namespace ? `namespace ${c.namespace}` : "all namespaces"}`).join(" | ");
 }
 
 // A form holding only the cluster picker: where a cluster offers nothing, another may.
