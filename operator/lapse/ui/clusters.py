@@ -85,7 +85,8 @@ class Member:
         delay = RETRY_SECONDS
         while not self.feed.stopped:
             try:
-                scope = probe_scope(self.kube, explicit_namespace)
+                # The feed's client: the probe lists as much as the feed does.
+                scope = probe_scope(self.feed.kube, explicit_namespace)
             except CliError as error:
                 self.feed.lost(PROBE, error.message)
                 self.settled.set()

@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from lapse.cli.client import Kube
+from lapse.cli.client import Connection, Kube
 from lapse.cli.errors import CliError, ExitCode
 from lapse.cli.fleet import DEFAULT_CLUSTER_TIMEOUT, resolve_contexts
 from lapse.cli.objects import Io
@@ -83,15 +83,20 @@ async def _one(kube: Kube) -> tuple[Clusters, str]:
     return Clusters.single(kube, scope, feed), f"Lapse for {who} ({where})"
 
 
+# How long the feed of a cluster in a fleet waits for a whole list: the client's default.
+LIST_SECONDS = Connection().request_timeout
+
+
 async def _many(kube: Kube, contexts: list[str], cluster_timeout: float) -> tuple[Clusters, str]:
     loop = asyncio.get_running_loop()
     members = []
     for context in contexts:
         # Each cluster's requests give up after --cluster-timeout: one that hangs shows as
-        # unreachable instead of holding a click or a list.
+        # unreachable instead of holding a click. Its feed's whole lists may take longer on a
+        # big cluster that answers well; a cluster gone away refuses or cuts at once anyway.
         connection = replace(kube.connection, context=context, request_timeout=cluster_timeout)
-        one = Kube(connection)
-        members.append(Member(context, one, Feed(one, loop, cluster=context)))
+        lists = replace(connection, request_timeout=max(cluster_timeout, LIST_SECONDS))
+        members.append(Member(context, Kube(connection), Feed(Kube(lists), loop, cluster=context)))
     clusters = Clusters(members, many=True)
     explicit = bool(kube.connection.namespace)
     for member in members:
