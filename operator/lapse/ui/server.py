@@ -2,7 +2,10 @@
 review, as the user.
 
 Reads and actions go through the CLI's `Kube` (the user's kubeconfig, context and
-impersonation flags), in a worker thread since that client is synchronous. An action is the
+impersonation flags), in a worker thread since that client is synchronous. Across clusters
+(`--contexts`, `--all-contexts`) each object the page gets names its cluster and every read
+and action names the one it is for: the server sends it to that cluster's client, and refuses
+one that names none rather than pick a cluster for an approval. An action is the
 same API request its `kubectl lapse` command sends, so an admission webhook's refusal — a
 requester approving their own request, say — comes back as the API's own sentence and the
 page shows it as it is.
@@ -14,7 +17,6 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, TypeVar
@@ -30,7 +32,7 @@ from lapse.cli.grants import breakglass_manifest, incident_name, request_manifes
 from lapse.core.accessreview import build_access_review
 from lapse.core.durations import DurationError, parse_duration
 from lapse.core.kinds import ACCESS_POLICY, ACCESS_REQUEST, BREAK_GLASS, Kind
-from lapse.core.models import AccessPolicy, UserInfo
+from lapse.core.models import AccessPolicy
 from lapse.ui.accessreview import (
     FORMATS,
     NARROWING,
@@ -39,7 +41,8 @@ from lapse.ui.accessreview import (
     render_download,
     review_view,
 )
-from lapse.ui.feed import Change, Feed
+from lapse.ui.clusters import Clusters, Member, Scope, user_view
+from lapse.ui.feed import Change, Feed, Reach
 from lapse.ui.guard import Gate, guarded, stamp_headers
 from lapse.ui.views import grant_view, offers, parse_grant_body, stamp, story
 
@@ -49,6 +52,7 @@ logger = logging.getLogger(__name__)
 STATIC = {
     "": ("index.html", "text/html"),
     "app.js": ("app.js", "text/javascript"),
+    "clusters.js": ("clusters.js", "text/javascript"),
     "app.css": ("app.css", "text/css"),
     "favicon.svg": ("favicon.svg", "image/svg+xml"),
 }
@@ -57,16 +61,6 @@ ACTIONS = {"approve": APPROVE, "deny": DENY, "revoke": REVOKE, "review": REVIEW}
 # An idle stream still sends a comment now and then, so a proxy or the browser keeps it open
 # and the page learns the server's clock (countdowns tick against it, not the laptop's).
 HEARTBEAT_SECONDS = 10.0
-
-
-@dataclass(frozen=True)
-class Scope:
-    """Where the page looks: the user's identity and the namespace of its requests
-    (None: every namespace, when the user may list them there)."""
-
-    me: UserInfo | None
-    namespace: str | None
-    default_namespace: str
 
 
 def _static(name: str, content_type: str) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -88,13 +82,21 @@ def _now() -> str:
 
 
 class Server:
-    """The routes of one run of `kubectl lapse ui`."""
+    """The routes of one run of `kubectl lapse ui`: one cluster (`kube`, `scope`, `feed`), or
+    the `clusters` of a page across contexts."""
 
-    def __init__(self, kube: Kube, gate: Gate, scope: Scope, feed: Feed) -> None:
-        self.kube = kube
+    def __init__(
+        self, kube: Kube, gate: Gate, scope: Scope, feed: Feed, clusters: Clusters | None = None
+    ) -> None:
         self.gate = gate
-        self.scope = scope
-        self.feed = feed
+        self.clusters = clusters or Clusters.single(kube, scope, feed)
+
+    @classmethod
+    def of(cls, gate: Gate, clusters: Clusters) -> Server:
+        """The server of `clusters` (one, or several contexts)."""
+        first = clusters.first()
+        scope = first.scope or Scope(None, None, first.kube.namespace)
+        return cls(first.kube, gate, scope, first.feed, clusters)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[guarded(self.gate)], client_max_size=64 * 1024)
@@ -113,26 +115,39 @@ class Server:
     async def _call(self, work: Callable[[], T]) -> T:
         return await asyncio.to_thread(work)
 
+    def _member(self, name: Any) -> Member:
+        member = self.clusters.find(_text(name))
+        if member is not None:
+            return member
+        if not _text(name):
+            raise Refused("name the cluster: this page spans several")
+        shown = ", ".join(self.clusters.members)
+        raise Refused(f"no cluster {name!r} on this page; it shows {shown}")
+
     def hello(self) -> dict[str, Any]:
-        me = self.scope.me
+        first = self.clusters.first().info()
         return {
-            "me": {"username": me.username, "groups": me.groups} if me else None,
-            "namespace": self.scope.namespace,
-            "defaultNamespace": self.scope.default_namespace,
-            "server": self.kube.server,
+            "me": user_view(self.clusters.me()),
+            "namespace": first["namespace"],
+            "defaultNamespace": first["defaultNamespace"],
+            "server": first["server"],
             "now": _now(),
-            "refused": dict(self.feed.refused),
+            "refused": first["refused"],
+            "fleet": self.clusters.many,
+            "clusters": [member.info() for member in self.clusters.members.values()],
         }
 
-    def _view(self, change: Change) -> tuple[str, dict[str, Any]]:
+    def _view(self, change: Change | Reach) -> tuple[str, dict[str, Any]]:
+        member = self.clusters.members[change.cluster]
+        if isinstance(change, Reach):
+            return "cluster", member.info()
         if change.gone:
-            return "gone", {"uid": change.uid}
-        if change.body is None:
-            return "refused", dict(self.feed.refused)
-        grant = parse_grant_body(change.body)
+            return "gone", {"uid": change.uid, "cluster": change.cluster}
+        grant = parse_grant_body(change.body or {})
         if grant is None:
-            return "gone", {"uid": change.uid}
-        return "grant", grant_view(grant, self.scope.me)
+            return "gone", {"uid": change.uid, "cluster": change.cluster}
+        me = member.scope.me if member.scope else None
+        return "grant", {**grant_view(grant, me), "cluster": change.cluster}
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
@@ -140,16 +155,20 @@ class Server:
         )
         stamp_headers(response)
         await response.prepare(request)
-        queue: asyncio.Queue[Change | None] = asyncio.Queue()
-        self.feed.listeners.add(queue.put_nowait)
+        queue: asyncio.Queue[Change | Reach | None] = asyncio.Queue()
+        feeds = [member.feed for member in self.clusters.members.values()]
+        for feed in feeds:
+            feed.listeners.add(queue.put_nowait)
 
         async def send(event: str, data: dict[str, Any]) -> None:
             await response.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
 
         try:
             await send("hello", self.hello())
-            for uid, body in list(self.feed.objects.items()):
-                await send(*self._view(Change(str(body.get("kind")), uid, body)))
+            for feed in feeds:
+                for uid, body in list(feed.objects.items()):
+                    kind = str(body.get("kind"))
+                    await send(*self._view(Change(kind, uid, body, cluster=feed.cluster)))
             await send("ready", {"now": _now()})
             while True:
                 try:
@@ -163,7 +182,8 @@ class Server:
             # The page closed its stream (a tab closed or reloaded): nothing is owed to it.
             logger.debug("An event stream ended: the page went away.")
         finally:
-            self.feed.listeners.discard(queue.put_nowait)
+            for feed in feeds:
+                feed.listeners.discard(queue.put_nowait)
         return response
 
     async def story(self, request: web.Request) -> web.StreamResponse:
@@ -173,7 +193,12 @@ class Server:
         if resource is None or not name:
             return web.json_response({"error": "name a kind and a name"}, status=400)
         try:
-            body = await self._call(lambda: self.kube.get(resource, name, namespace))
+            member = self._member(request.query.get("cluster"))
+        except Refused as error:
+            return web.json_response({"error": str(error)}, status=400)
+        kube = member.kube
+        try:
+            body = await self._call(lambda: kube.get(resource, name, namespace))
         except CliError as error:
             return web.json_response({"error": error.message}, status=404)
         body.setdefault("kind", resource.kind)
@@ -182,10 +207,11 @@ class Server:
             return web.json_response({"error": f"{name} cannot be read"}, status=422)
         # Lapse posts the Events of a cluster-scoped break-glass in `default`.
         where = grant.metadata.namespace or "default"
-        events = await self._call(lambda: self.kube.events(where, name, grant.metadata.uid))
+        events = await self._call(lambda: kube.events(where, name, grant.metadata.uid))
+        me = member.scope.me if member.scope else None
         return web.json_response(
             {
-                "grant": grant_view(grant, self.scope.me),
+                "grant": {**grant_view(grant, me), "cluster": member.name},
                 "timeline": story(grant, events),
                 "eventsReadable": events is not None,
                 "now": _now(),
@@ -194,7 +220,12 @@ class Server:
 
     async def offers(self, request: web.Request) -> web.StreamResponse:
         try:
-            bodies = await self._call(lambda: self.kube.list(ACCESS_POLICY, None))
+            member = self._member(request.query.get("cluster"))
+        except Refused as error:
+            return web.json_response({"error": str(error)}, status=400)
+        kube = member.kube
+        try:
+            bodies = await self._call(lambda: kube.list(ACCESS_POLICY, None))
         except CliError as error:
             return web.json_response({"requests": [], "breakGlass": [], "refused": error.message})
         policies = []
@@ -203,7 +234,8 @@ class Server:
                 policies.append(AccessPolicy.model_validate(body))
             except ValidationError:
                 continue
-        return web.json_response({**offers(policies, self.scope.me), "refused": None})
+        me = member.scope.me if member.scope else None
+        return web.json_response({**offers(policies, me), "refused": None})
 
     async def report(self, request: web.Request) -> web.StreamResponse:
         """The access review of a period, as `kubectl lapse audit report` makes it from the
@@ -211,12 +243,13 @@ class Server:
         now = datetime.now(UTC)
         try:
             query = parse_report_query(request.query, now=now)
-        except BadQuery as error:
+            kube = self._member(request.query.get("cluster")).kube
+        except (BadQuery, Refused) as error:
             return web.json_response({"error": str(error)}, status=400)
         namespace = query.filters.namespace
         try:
             found = await self._call(
-                lambda: read_cluster_grants(self.kube, namespace, narrowing=NARROWING)
+                lambda: read_cluster_grants(kube, namespace, narrowing=NARROWING)
             )
         except CliError as error:
             return web.json_response({"error": error.message}, status=422)
@@ -269,9 +302,10 @@ class Server:
                 _text(data.get("ticket")),
                 None,
             )
+            kube = self._member(data.get("cluster")).kube
         except Refused as error:
             return web.json_response({"error": str(error)}, status=400)
-        return await self._answer(lambda: self.kube.create(ACCESS_REQUEST, manifest))
+        return await self._answer(lambda: kube.create(ACCESS_REQUEST, manifest))
 
     async def breakglass(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -287,6 +321,7 @@ class Server:
                 incident,
                 None,
             )
+            kube = self._member(data.get("cluster")).kube
         except Refused as error:
             return web.json_response({"error": str(error)}, status=400)
         slug = incident_name(incident)
@@ -294,12 +329,12 @@ class Server:
         def create() -> dict[str, Any]:
             # As `kubectl lapse breakglass`: a second one for the incident gets a suffix.
             try:
-                return self.kube.create(BREAK_GLASS, manifest)
+                return kube.create(BREAK_GLASS, manifest)
             except AlreadyExists:
                 if not slug:
                     raise
                 taken = {**manifest, "metadata": {"generateName": f"{slug}-"}}
-                return self.kube.create(BREAK_GLASS, taken)
+                return kube.create(BREAK_GLASS, taken)
 
         return await self._answer(create)
 
@@ -312,12 +347,11 @@ class Server:
             namespace = _text(data.get("namespace")) if resource.namespaced else None
             message = _text(data.get("message")) or ""
             value = _action_value(action, resource, data, message)
+            kube = self._member(data.get("cluster")).kube
         except Refused as error:
             return web.json_response({"error": str(error)}, status=400)
         annotations = {ACTIONS[action]: value}
-        return await self._answer(
-            lambda: self.kube.annotate(resource, name, annotations, namespace)
-        )
+        return await self._answer(lambda: kube.annotate(resource, name, annotations, namespace))
 
 
 def _action_value(action: str, resource: Kind, data: dict[str, Any], message: str) -> str:

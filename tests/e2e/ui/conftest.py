@@ -12,7 +12,7 @@ import json
 import re
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,18 +64,29 @@ class PageServer:
 
 
 def start_page_server(
-    cluster: Cluster, user: str, groups: tuple[str, ...], namespace: str | None
+    cluster: Cluster,
+    user: str,
+    groups: tuple[str, ...],
+    namespace: str | None,
+    *,
+    flags: Sequence[str] = (),
+    kubeconfig: Path | None = None,
 ) -> PageServer:
-    command = [kubectl_binary(), "lapse", "ui", "--no-browser", f"--as={user}"]
+    """`kubectl lapse ui` as `user`; `flags` such as `--all-contexts`, and `kubeconfig` for a
+    page over the contexts of another kubeconfig than the cluster's."""
+    command = [kubectl_binary(), "lapse", "ui", "--no-browser", f"--as={user}", *flags]
     command += [f"--as-group={g}" for g in groups]
     if namespace:
         command += ["-n", namespace]
+    env = cluster.env()
+    if kubeconfig is not None:
+        env["KUBECONFIG"] = str(kubeconfig)
     process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=cluster.env(),
+        env=env,
     )
     assert process.stdout is not None
     output: list[str] = []

@@ -3,7 +3,11 @@
 // one POST that the server turns into the same API request kubectl lapse sends.
 "use strict";
 
-const state = { me: null, grants: new Map(), offset: 0, refused: {}, offers: null, hello: null };
+const state = {
+  me: null, grants: new Map(), offset: 0, refused: {}, offers: null, hello: null,
+  // Across clusters (clusters.js): each cluster's news, the filter, each cluster's offers.
+  clusters: new Map(), filter: "", formCluster: "", offersBy: new Map(),
+};
 const ENDED = new Set(["Expired", "Denied", "Revoked", "Invalid"]);
 
 function h(tag, attrs, ...children) {
@@ -65,7 +69,8 @@ function where(g) {
 
 function storyHref(g) {
   const kind = g.kind === "BreakGlass" ? "bg" : "ar";
-  return `#/grant/${kind}/${encodeURIComponent(g.namespace || "-")}/${encodeURIComponent(g.name)}`;
+  const there = fleet() && g.cluster ? `/${encodeURIComponent(g.cluster)}` : "";
+  return `#/grant/${kind}/${encodeURIComponent(g.namespace || "-")}/${encodeURIComponent(g.name)}${there}`;
 }
 
 function notice(text, kind) {
@@ -107,35 +112,38 @@ async function perform(button, work, done) {
 }
 
 function act(g, action, message, verdict) {
-  return post("act", { action, kind: g.kind, namespace: g.namespace, name: g.name, message, verdict });
+  return post("act", { action, kind: g.kind, namespace: g.namespace, name: g.name, message, verdict, cluster: g.cluster });
 }
 
 // ---- pages ----------------------------------------------------------------------------------
 
 function grantsWhere(test) {
-  return [...state.grants.values()].filter(test).sort((a, b) => (b.created || "").localeCompare(a.created || ""));
+  return [...state.grants.values()].filter((g) => shown(g) && test(g)).sort((a, b) => (b.created || "").localeCompare(a.created || ""));
 }
 
 function table(rows, columns) {
   if (!rows.length) return null;
   return h("table", {},
     h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c[0])))),
-    h("tbody", {}, rows.map((g) => h("tr", { "data-name": g.name, "data-kind": g.kind }, columns.map((c) => h("td", {}, c[1](g)))))));
+    h("tbody", {}, rows.map((g) => h("tr", { "data-name": g.name, "data-kind": g.kind, "data-cluster": fleet() ? g.cluster : null, class: away(g.cluster) ? "stale" : null },
+      columns.map((c) => h("td", {}, c[1](g)))))));
 }
+
+// Across clusters, a table says where each row is.
+const withCluster = (columns) => (fleet() ? [columns[0], ["Cluster", clusterChip], ...columns.slice(1)] : columns);
 
 const nameCell = (g) => h("a", { href: storyHref(g) }, g.name);
 
 function mine() {
   const rows = grantsWhere((g) => g.mine);
-  const refused = state.refused.AccessRequest;
   return [
     h("h1", {}, "My access"),
-    refused ? h("p", { class: "empty" }, `Access requests cannot be listed as you: ${refused}`) : null,
-    table(rows, [
+    refusals("AccessRequest", "Access requests"),
+    table(rows, withCluster([
       ["Name", nameCell], ["Kind", (g) => g.kind], ["Role", (g) => g.role], ["Where", where],
       ["State", (g) => phaseBadge(g.phase)], ["Time left", (g) => countdown(g.expiresAt, g.phase)],
       ["Reason", (g) => g.justification], ["Ticket / incident", (g) => g.ticket || g.incident || ""],
-    ]) || h("p", { class: "empty" }, "Nothing yet. ", h("a", { href: "#/ask" }, "Ask for access"), "."),
+    ])) || h("p", { class: "empty" }, "Nothing yet. ", h("a", { href: "#/ask" }, "Ask for access"), "."),
   ];
 }
 
@@ -147,11 +155,11 @@ function riskBlock(g) {
 }
 
 function decisionForm(g) {
-  const id = `msg-${g.uid}`;
+  const id = idOf("msg", g);
   const message = h("textarea", { id, name: "message", placeholder: "A message for the requester (required to deny)" });
-  const approve = h("button", { type: "button", onclick: () => perform(approve, () => act(g, "approve", message.value), `${g.name} approved.`) }, "Approve");
-  const deny = h("button", { type: "button", class: "danger", onclick: () => perform(deny, () => act(g, "deny", message.value), `${g.name} denied.`) }, "Deny");
-  return h("form", { onsubmit: (e) => e.preventDefault(), "aria-label": `Decide on ${g.name}` },
+  const approve = h("button", { type: "button", disabled: away(g.cluster), onclick: () => perform(approve, () => act(g, "approve", message.value), `${g.name} approved.`) }, "Approve");
+  const deny = h("button", { type: "button", class: "danger", disabled: away(g.cluster), onclick: () => perform(deny, () => act(g, "deny", message.value), `${g.name} denied.`) }, "Deny");
+  return h("form", { onsubmit: (e) => e.preventDefault(), "aria-label": `Decide on ${g.name}${suffix(g)}` },
     h("label", { for: id }, "Message"), message, h("div", { class: "buttons" }, approve, deny));
 }
 
@@ -175,25 +183,25 @@ function waiting() {
   return [
     h("h1", {}, "Waiting for me"),
     rows.length
-      ? h("div", { class: "cards" }, rows.map((g) => h("section", { class: "card", "data-name": g.name, "aria-label": g.name },
-          h("h3", {}, h("a", { href: storyHref(g) }, `${g.namespace}/${g.name}`), " ", phaseBadge(g.phase)),
-          summary(g), riskBlock(g), decisionForm(g))))
+      ? h("div", { class: "cards" }, rows.map((g) => h("section", { class: `card${away(g.cluster) ? " stale" : ""}`, "data-name": g.name, "data-cluster": fleet() ? g.cluster : null, "aria-label": `${g.name}${suffix(g)}` },
+          h("h3", {}, clusterChip(g), fleet() ? " " : null, h("a", { href: storyHref(g) }, `${g.namespace}/${g.name}`), " ", phaseBadge(g.phase)),
+          staleNote(g), summary(g), riskBlock(g), decisionForm(g))))
       : h("p", { class: "empty" }, "No request waits for you."),
   ];
 }
 
 function reviewForm(g) {
-  const notes = h("textarea", { id: `notes-${g.uid}`, name: "notes", required: true, placeholder: "What happened, and was it right to break glass?" });
-  const verdict = h("select", { id: `verdict-${g.uid}`, name: "verdict" },
+  const notes = h("textarea", { id: idOf("notes", g), name: "notes", required: true, placeholder: "What happened, and was it right to break glass?" });
+  const verdict = h("select", { id: idOf("verdict", g), name: "verdict" },
     h("option", { value: "justified" }, "Justified"), h("option", { value: "unjustified" }, "Unjustified"));
-  const send = h("button", { type: "submit" }, "Record review");
-  return h("form", { "aria-label": `Review ${g.name}`, onsubmit: (e) => { e.preventDefault(); perform(send, () => act(g, "review", notes.value, verdict.value), `${g.name} reviewed.`); } },
-    h("label", { for: `verdict-${g.uid}` }, "Verdict"), verdict,
-    h("label", { for: `notes-${g.uid}` }, "Notes"), notes, h("div", { class: "buttons" }, send));
+  const send = h("button", { type: "submit", disabled: away(g.cluster) }, "Record review");
+  return h("form", { "aria-label": `Review ${g.name}${suffix(g)}`, onsubmit: (e) => { e.preventDefault(); perform(send, () => act(g, "review", notes.value, verdict.value), `${g.name} reviewed.`); } },
+    h("label", { for: idOf("verdict", g) }, "Verdict"), verdict,
+    h("label", { for: idOf("notes", g) }, "Notes"), notes, h("div", { class: "buttons" }, send));
 }
 
 function revokeButton(g) {
-  const button = h("button", { type: "button", class: "danger", onclick: () => perform(button, () => act(g, "revoke", "Ended from the Lapse page"), `Revocation of ${g.name} sent.`) }, "Revoke now");
+  const button = h("button", { type: "button", class: "danger", disabled: away(g.cluster), onclick: () => perform(button, () => act(g, "revoke", "Ended from the Lapse page"), `Revocation of ${g.name} sent.`) }, "Revoke now");
   return button;
 }
 
@@ -201,26 +209,26 @@ function oncall() {
   const glasses = grantsWhere((g) => g.kind === "BreakGlass");
   const active = glasses.filter((g) => !ENDED.has(g.phase));
   const due = glasses.filter((g) => g.reviewDue && g.phase !== "Invalid" && g.phase !== "Denied");
-  const refused = state.refused.BreakGlass;
+  const offers = currentOffers();
   return [
     h("h1", {}, "On call"),
-    refused ? h("p", { class: "empty" }, `Break-glasses cannot be listed as you: ${refused}`) : null,
+    refusals("BreakGlass", "Break-glasses"),
     h("h2", {}, "Active break-glasses"),
-    table(active, [
+    table(active, withCluster([
       ["Name", nameCell], ["Incident", (g) => g.incident || ""], ["Who", (g) => g.requester || ""], ["Role", (g) => g.role],
       ["Where", where], ["State", (g) => phaseBadge(g.phase)], ["Time left", (g) => countdown(g.expiresAt, g.phase)],
       ["", (g) => (g.mine && g.phase === "Active" ? revokeButton(g) : "")],
-    ]) || h("p", { class: "empty" }, "No glass is broken."),
+    ])) || h("p", { class: "empty" }, "No glass is broken."),
     h("h2", {}, "Reviews due"),
     due.length
-      ? h("div", { class: "cards" }, due.map((g) => h("section", { class: "card", "data-name": g.name, "aria-label": `Review ${g.name}` },
-          h("h3", {}, h("a", { href: storyHref(g) }, g.name), " ", phaseBadge(g.phase)),
-          summary(g), h("p", {}, "Review due in ", countdown(g.reviewDeadline, "Pending")), riskBlock(g), reviewForm(g))))
+      ? h("div", { class: "cards" }, due.map((g) => h("section", { class: `card${away(g.cluster) ? " stale" : ""}`, "data-name": g.name, "data-cluster": fleet() ? g.cluster : null, "aria-label": `Review ${g.name}${suffix(g)}` },
+          h("h3", {}, clusterChip(g), fleet() ? " " : null, h("a", { href: storyHref(g) }, g.name), " ", phaseBadge(g.phase)),
+          staleNote(g), summary(g), h("p", {}, "Review due in ", countdown(g.reviewDeadline, "Pending")), riskBlock(g), reviewForm(g))))
       : h("p", { class: "empty" }, "No review is due."),
     h("h2", {}, "Break glass"),
     // The form, unless the policies (when readable) name you for no break-glass at all.
-    state.offers && !state.offers.refused && !state.offers.breakGlass.length
-      ? h("p", { class: "empty" }, "No AccessPolicy lets you break glass.")
+    offers && !offers.refused && !offers.breakGlass.length
+      ? [clusterForm("Break glass"), h("p", { class: "empty" }, `No AccessPolicy lets you break glass${fleet() ? ` in ${formCluster()}` : ""}.`)]
       : breakGlassForm(),
   ];
 }
@@ -234,7 +242,7 @@ function datalist(id, values) {
 }
 
 function breakGlassForm() {
-  const offers = (state.offers && state.offers.breakGlass) || [];
+  const offers = (currentOffers() && currentOffers().breakGlass) || [];
   const roles = [...new Set(offers.flatMap((o) => o.roles))];
   const durations = [...new Set(offers.flatMap((o) => o.durations))];
   const role = h("input", { name: "role", required: true, list: "bg-roles", value: roles[0] || "", autocomplete: "off" });
@@ -245,23 +253,25 @@ function breakGlassForm() {
   const send = h("button", { type: "submit", class: "danger" }, "Break glass");
   return h("form", { "aria-label": "Break glass", onsubmit: async (e) => {
       e.preventDefault();
-      const made = await perform(send, () => post("breakglass", { role: role.value, duration: duration.value, namespaces: namespaces.value, incident: incident.value, reason: reason.value }), "Glass broken.");
-      if (made) location.hash = storyHref({ kind: "BreakGlass", name: made.name });
+      const cluster = formCluster();
+      const made = await perform(send, () => post("breakglass", { role: role.value, duration: duration.value, namespaces: namespaces.value, incident: incident.value, reason: reason.value, cluster }), "Glass broken.");
+      if (made) location.hash = storyHref({ kind: "BreakGlass", name: made.name, cluster });
     } },
-    datalist("bg-roles", roles), datalist("bg-durations", durations),
+    clusterField(), datalist("bg-roles", roles), datalist("bg-durations", durations),
     field("ClusterRole", role, roles.length ? `offered to you: ${roles.join(", ")}` : null),
     field("Namespaces", namespaces, "comma-separated"), field("Duration", duration),
     field("Incident", incident), field("Reason", reason), h("div", { class: "buttons" }, send));
 }
 
 function ask() {
-  const offers = (state.offers && state.offers.requests) || [];
+  const offers = (currentOffers() && currentOffers().requests) || [];
   const roleOptions = [];
   for (const o of offers) for (const r of o.roles) roleOptions.push({ ...r, policy: o });
   const role = roleOptions.length
     ? h("select", { name: "role" }, roleOptions.map((r, i) => h("option", { value: String(i) }, `${r.name} (${r.kind}) — ${r.policy.policy}, ${r.policy.approval === "Auto" ? "self-service" : "needs approval"}, up to ${r.policy.maxDuration}`)))
     : h("input", { name: "role", required: true, placeholder: "edit", autocomplete: "off" });
-  const namespace = h("input", { name: "namespace", required: true, list: "ask-namespaces", autocomplete: "off", value: state.hello ? state.hello.defaultNamespace : "" });
+  const home = fleet() ? (state.clusters.get(formCluster()) || {}).defaultNamespace : state.hello && state.hello.defaultNamespace;
+  const namespace = h("input", { name: "namespace", required: true, list: "ask-namespaces", autocomplete: "off", value: home || "" });
   const duration = h("input", { name: "duration", list: "ask-durations", placeholder: "the policy's default", autocomplete: "off" });
   const lists = h("div", {});
   const chosen = () => (roleOptions.length ? roleOptions[Number(role.value)] : null);
@@ -278,26 +288,28 @@ function ask() {
   const send = h("button", { type: "submit" }, "Ask");
   return [
     h("h1", {}, "Ask for access"),
-    state.offers && state.offers.refused ? h("p", { class: "muted" }, "Policies are not readable as you; type the role and namespace.") : null,
+    currentOffers() && currentOffers().refused ? h("p", { class: "muted" }, "Policies are not readable as you; type the role and namespace.") : null,
     h("form", { "aria-label": "Ask for access", onsubmit: async (e) => {
         e.preventDefault();
         const pick = chosen();
         const body = pick
           ? { role: pick.name, roleKind: pick.kind, namespace: namespace.value, duration: duration.value, reason: reason.value, ticket: ticket.value }
           : { role: role.value, roleKind: "ClusterRole", namespace: namespace.value, duration: duration.value, reason: reason.value, ticket: ticket.value };
-        const made = await perform(send, () => post("request", body), "Asked.");
-        if (made) location.hash = storyHref({ kind: "AccessRequest", namespace: made.namespace, name: made.name });
+        const cluster = formCluster();
+        const made = await perform(send, () => post("request", { ...body, cluster }), "Asked.");
+        if (made) location.hash = storyHref({ kind: "AccessRequest", namespace: made.namespace, name: made.name, cluster });
       } },
-      lists, field("Role", role), field("Namespace", namespace), field("Duration", duration),
+      clusterField(), lists, field("Role", role), field("Namespace", namespace), field("Duration", duration),
       field("Reason", reason, "kept in the audit trail"), field("Ticket", ticket, "optional"),
       h("div", { class: "buttons" }, send)),
   ];
 }
 
-async function grantPage(kindShort, namespace, name) {
+async function grantPage(kindShort, namespace, name, cluster) {
   const kind = kindShort === "bg" ? "BreakGlass" : "AccessRequest";
   const query = new URLSearchParams({ kind, name });
   if (namespace !== "-") query.set("namespace", namespace);
+  if (cluster) query.set("cluster", cluster);
   let data;
   try {
     data = await getJson(`api/story?${query}`);
@@ -311,7 +323,7 @@ async function grantPage(kindShort, namespace, name) {
   if (!ENDED.has(g.phase) && g.phase !== "New") actions.push(h("h2", {}, "End it"), h("div", { class: "buttons" }, revokeButton(g)));
   if (g.kind === "BreakGlass" && g.reviewDue) actions.push(h("h2", {}, "Review"), h("div", { class: "card" }, reviewForm(g)));
   return [
-    h("h1", {}, `${g.kind === "BreakGlass" ? "Break-glass" : "Access request"} ${g.name} `, phaseBadge(g.phase)),
+    h("h1", {}, `${g.kind === "BreakGlass" ? "Break-glass" : "Access request"} ${g.name} `, phaseBadge(g.phase), fleet() ? " " : null, clusterChip(g)),
     g.message ? h("p", { "data-status-message": "" }, g.message) : null,
     h("div", { class: "cards" },
       h("section", { class: "card", "aria-label": "Summary" },
@@ -352,7 +364,7 @@ function reviewState() {
   // Today, by the server's clock, is known once the stream said hello.
   if (!state.review && state.hello) {
     state.review = {
-      query: { since: utcDay(-30), until: utcDay(0), role: "", namespace: state.hello.namespace || "", subject: "" },
+      query: { since: utcDay(-30), until: utcDay(0), role: "", namespace: state.hello.namespace || "", subject: "", cluster: fleet() ? formCluster() : "" },
       shown: null, data: null, error: null, loading: false, asked: false,
     };
   }
@@ -374,7 +386,7 @@ async function loadReview(query) {
   try {
     const data = await getJson(reviewUrl(query));
     if (ask !== reviewAsk) return;
-    Object.assign(review, { data, shown: { ...query }, error: null });
+    Object.assign(review, { data: { ...data, cluster: query.cluster }, shown: { ...query }, error: null });
     notice("");
   } catch (error) {
     if (ask !== reviewAsk) return;
@@ -386,8 +398,8 @@ async function loadReview(query) {
   if (current.page === "review") render(false);
 }
 
-function reviewCell(row, column, text) {
-  if (column === "NAME" && row.source === "cluster") return h("a", { href: storyHref(row) }, text);
+function reviewCell(row, column, text, cluster) {
+  if (column === "NAME" && row.source === "cluster") return h("a", { href: storyHref({ ...row, cluster }) }, text);
   if (column === "REVIEW" && row.unreviewed) return h("span", { class: "flag", "data-unreviewed": "" }, text);
   return text;
 }
@@ -397,7 +409,7 @@ function reviewTable(data) {
     h("table", { class: "review" },
       h("thead", {}, h("tr", {}, data.columns.map((c) => h("th", { scope: "col" }, c)))),
       h("tbody", {}, data.rows.map((row) => h("tr", { "data-name": row.name, "data-kind": row.kind, class: row.unreviewed ? "unreviewed" : null },
-        row.cells.map((text, i) => h("td", { "data-column": data.columns[i] }, reviewCell(row, data.columns[i], text))))))));
+        row.cells.map((text, i) => h("td", { "data-column": data.columns[i] }, reviewCell(row, data.columns[i], text, data.cluster))))))));
 }
 
 function reviewPage() {
@@ -415,6 +427,8 @@ function reviewPage() {
   const role = input("role", "text", { placeholder: "edit, or ClusterRole/edit" });
   const namespace = input("namespace", "text", { placeholder: state.hello.namespace ? "" : "every namespace" });
   const subject = input("subject", "text", { placeholder: "alice, or User:alice" });
+  // Across clusters the review reads one cluster at a time, the one picked here.
+  const cluster = fleet() ? h("select", { name: "cluster" }, [...state.clusters.keys()].map((c) => h("option", { value: c, selected: c === q.cluster }, c))) : null;
   const show = h("button", { type: "submit" }, "Show");
   const data = review.data;
   return [
@@ -423,9 +437,9 @@ function reviewPage() {
       h("code", {}, "kubectl lapse audit report"), " lists it, read as you."),
     h("form", { class: "filters", "aria-label": "Access review period", onsubmit: (e) => {
         e.preventDefault();
-        loadReview({ since: since.value, until: until.value, role: role.value.trim(), namespace: namespace.value.trim(), subject: subject.value.trim() });
+        loadReview({ since: since.value, until: until.value, role: role.value.trim(), namespace: namespace.value.trim(), subject: subject.value.trim(), cluster: cluster ? cluster.value : "" });
       } },
-      field("Since", since, "first day, UTC"), field("Until", until, "last day, UTC"),
+      cluster ? field("Cluster", cluster) : null, field("Since", since, "first day, UTC"), field("Until", until, "last day, UTC"),
       field("Role", role), field("Namespace", namespace), field("Subject", subject),
       h("div", { class: "buttons" }, show)),
     review.loading ? h("p", { class: "muted", "data-loading": "" }, "Reading grants as you…") : null,
@@ -475,6 +489,7 @@ async function render(focus) {
   if (focus) main.focus();
   tick();
   counts();
+  banners();
 }
 
 // What can hold the focus across a re-render: fields, and the buttons a keyboard user tabs to.
@@ -516,6 +531,9 @@ function counts() {
   const due = grantsWhere((g) => g.kind === "BreakGlass" && g.reviewDue && g.phase !== "Invalid" && g.phase !== "Denied").length;
   document.getElementById("waiting-count").textContent = waitingCount ? String(waitingCount) : "";
   document.getElementById("oncall-count").textContent = due ? String(due) : "";
+  const waitingBy = new Map();
+  for (const g of state.grants.values()) if (g.waitsForMe) waitingBy.set(g.cluster, (waitingBy.get(g.cluster) || 0) + 1);
+  clusterBar(waitingBy);
 }
 
 let pending = null;
@@ -524,6 +542,9 @@ function soon() {
   if (pending) return;
   pending = requestAnimationFrame(() => { pending = null; render(false); });
 }
+
+let saidHello = null;
+const helloSeen = new Promise((resolve) => { saidHello = resolve; });
 
 function connect() {
   const live = document.getElementById("live");
@@ -534,19 +555,23 @@ function connect() {
     state.me = hello.me;
     state.refused = hello.refused || {};
     state.grants.clear();
+    state.clusters.clear();
+    for (const cluster of hello.clusters || []) clusterNews(cluster);
     syncClock(hello.now);
     document.getElementById("who").textContent = hello.me ? `${hello.me.username}` : "unknown user";
     document.getElementById("who").title = hello.me ? hello.me.groups.join(", ") : "";
     document.getElementById("scope").textContent = `${hello.server} · ${hello.namespace ? `namespace ${hello.namespace}` : "all namespaces"}`;
+    who();
+    saidHello();
   });
   source.addEventListener("grant", (e) => {
     const g = JSON.parse(e.data);
-    state.grants.set(g.uid, g);
-    if (current.page === "grant" && current.args[2] === g.name) render(false);
+    state.grants.set(keyOf(g), g);
+    if (current.page === "grant" && current.args[2] === g.name && (current.args[3] || "") === (fleet() ? g.cluster : "")) render(false);
     else soon();
   });
-  source.addEventListener("gone", (e) => { state.grants.delete(JSON.parse(e.data).uid); soon(); });
-  source.addEventListener("refused", (e) => { state.refused = JSON.parse(e.data); soon(); });
+  source.addEventListener("gone", (e) => { state.grants.delete(keyOf(JSON.parse(e.data))); soon(); });
+  source.addEventListener("cluster", (e) => { clusterNews(JSON.parse(e.data)); soon(); });
   source.addEventListener("ready", (e) => {
     syncClock(JSON.parse(e.data).now);
     live.textContent = "live"; live.className = "live on";
@@ -558,6 +583,9 @@ function connect() {
 }
 
 async function loadOffers() {
+  // Across clusters, each cluster's offers are read as it connects (clusters.js).
+  await helloSeen;
+  if (fleet()) return;
   try { state.offers = await getJson("api/offers"); } catch { state.offers = null; }
   if (current.page === "ask" || current.page === "oncall") render(false);
 }
