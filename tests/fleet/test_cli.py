@@ -385,3 +385,22 @@ def test_a_stopped_cluster_is_named_and_the_other_keeps_working(
         what="west to answer again",
     )
     assert "unreachable" not in back.stderr
+
+
+def test_a_kubeconfig_without_a_current_context_serves_across_contexts(
+    fleet: Fleet, fleet_team: FleetTeam, tmp_path: Path
+) -> None:
+    """`--all-contexts` needs no current context: nothing is asked of a cluster not named."""
+    config: dict[str, Any] = yaml.safe_load(fleet.kubeconfig.read_text())
+    config.pop("current-context", None)
+    bare = tmp_path / "kubeconfig"
+    bare.write_text(yaml.safe_dump(config))
+    fleet_team["west"].ask("no-current", duration="10m")
+    wait_phase(fleet_team, "west", "no-current", "Active")
+
+    listed = lapse(
+        fleet, fleet_team, "list", "-n", fleet_team.namespace, "--all-contexts", kubeconfig=bare
+    )
+
+    assert listed.returncode == 0, listed.stderr
+    assert [(r["CLUSTER"], r["NAME"]) for r in rows(listed.stdout)] == [("west", "no-current")]

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -524,9 +525,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ExitCode.USAGE,
                 )
             return int(args.policy_diff(connection, io, args))
-        contexts = fleet_contexts(args) if getattr(args, "across", None) else None
-        if contexts is not None:
+        contexts = fleet_contexts(args)
+        if contexts is not None and getattr(args, "across", None):
             return int(args.across(connection, contexts, io, args))
+        if contexts:
+            # A command that spans the clusters itself (the page) starts from the first named:
+            # a kubeconfig without a current context serves as well.
+            connection = replace(connection, context=contexts[0])
         if getattr(args, "connect_later", False):
             return int(args.run(lambda: Kube(connection), io, args))
         run: Command = args.run

@@ -20,6 +20,7 @@ from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.client.rest import RESTClientObject
 from kubernetes.config.config_exception import ConfigException
+from kubernetes.config.kube_config import KUBE_CONFIG_DEFAULT_LOCATION, KubeConfigMerger
 
 from lapse.cli.errors import AlreadyExists, CliError, ExitCode, NotFound
 from lapse.core.kinds import GROUP, VERSION, Kind
@@ -73,6 +74,22 @@ def _status_message(error: ApiException) -> str:
     return f"the Kubernetes API answered {error.status} {reason}".rstrip()
 
 
+def kubeconfig_contexts(path: str | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The kubeconfig's contexts (`$KUBECONFIG`'s files merged, as kubectl does) and the
+    current one, or None when it names none: a kubeconfig made for `--context` alone is
+    valid (the client library's own listing refuses it)."""
+    merged = KubeConfigMerger(path or KUBE_CONFIG_DEFAULT_LOCATION)  # type: ignore[no-untyped-call]
+    if merged.config is None:
+        raise ConfigException("no configuration found")
+    config = merged.config.value
+    # Entries merged from several files come wrapped (ConfigNode); a single file's are dicts.
+    entries = [getattr(c, "value", c) for c in config.get("contexts") or []]
+    contexts = [dict(c) for c in entries if isinstance(c, dict)]
+    current = config.get("current-context")
+    active = next((c for c in contexts if c.get("name") == current), None)
+    return contexts, active
+
+
 class Kube:
     """The few API calls `kubectl lapse` makes, with errors turned into `CliError`."""
 
@@ -80,10 +97,16 @@ class Kube:
         self.connection = connection
         path = connection.kubeconfig or None
         try:
+            contexts, active = kubeconfig_contexts(path)
+            if connection.context is None and active is None:
+                raise CliError(
+                    "the kubeconfig names no current context: pass --context (or "
+                    "--contexts/--all-contexts)",
+                    ExitCode.USAGE,
+                )
             self.api = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
                 config_file=path, context=connection.context, persist_config=False
             )
-            contexts, active = kubernetes.config.list_kube_config_contexts(path)  # type: ignore[no-untyped-call]
         except ConfigException as error:
             raise CliError(f"cannot load kubeconfig: {error}") from None
         except OSError as error:

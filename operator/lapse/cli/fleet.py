@@ -16,10 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
-import kubernetes.config
 from kubernetes.config.config_exception import ConfigException
 
-from lapse.cli.client import Connection, Kube
+from lapse.cli.client import Connection, Kube, kubeconfig_contexts
 from lapse.cli.errors import CliError, ExitCode
 
 T = TypeVar("T")
@@ -33,12 +32,12 @@ DEFAULT_CLUSTER_TIMEOUT = 5.0
 def context_names(kubeconfig: str | None) -> tuple[list[str], str | None]:
     """The kubeconfig's contexts in its own order, and the current one."""
     try:
-        contexts, active = kubernetes.config.list_kube_config_contexts(kubeconfig or None)  # type: ignore[no-untyped-call]
+        contexts, active = kubeconfig_contexts(kubeconfig or None)
     except ConfigException as error:
         raise CliError(f"cannot load kubeconfig: {error}") from None
     except OSError as error:
         raise CliError(f"cannot read kubeconfig: {error}") from None
-    names = [str(c["name"]) for c in contexts or [] if c.get("name")]
+    names = [str(c["name"]) for c in contexts if c.get("name")]
     return names, (active or {}).get("name")
 
 
