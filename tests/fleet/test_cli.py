@@ -404,3 +404,47 @@ def test_a_kubeconfig_without_a_current_context_serves_across_contexts(
 
     assert listed.returncode == 0, listed.stderr
     assert [(r["CLUSTER"], r["NAME"]) for r in rows(listed.stdout)] == [("west", "no-current")]
+
+
+def test_every_command_across_a_stopped_cluster_answers_for_the_other(
+    fleet: Fleet, fleet_team: FleetTeam, oncall: str
+) -> None:
+    """West down: each command does its part in east, names west unreachable, exits 5."""
+    leads = readers_of_requests(fleet_team["east"].cluster, fleet_team["east"])
+    east = fleet_team["east"]
+    east.policy(
+        roles=("admin",),
+        mode="Approvers",
+        suffix="-approved",
+        approval={"approvers": {"groups": [leads]}},
+    )
+    east.ask("held", role="admin", duration="10m")
+    wait_phase(fleet_team, "east", "held", "Pending")
+    east.ask("seen", duration="10m")
+    wait_phase(fleet_team, "east", "seen", "Active")
+    fleet.stop("west")
+    ns = fleet_team.namespace
+
+    def across(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        done = lapse(fleet, fleet_team, *args, "--all-contexts", **kwargs)
+        assert done.returncode == UNREACHABLE, f"{args}: {done.stdout}{done.stderr}"
+        assert "west: unreachable" in done.stdout + done.stderr, args
+        return done
+
+    approved = across("approve", "held", "-n", ns, "--yes", user="bob", groups=(leads,))
+    assert "east: accessrequest/held approved" in approved.stdout
+    wait_phase(fleet_team, "east", "held", "Active")
+    for command in ("get", "explain", "report"):
+        shown = across(command, "seen", "-n", ns)
+        assert "── east ──" in shown.stdout and "seen" in shown.stdout, command
+    broke = across(
+        "breakglass", "edit", "--incident", ns, "--for", "10m", "-n", ns,
+        "--reason", "West is down", user="sre", groups=(oncall,),
+    )  # fmt: skip
+    assert "── east ──" in broke.stdout
+    body = json.loads(east.cluster.kubectl("get", "breakglass", ns, "-o", "json").stdout)
+    assert body["status"]["phase"] == "Active"
+    diff = across("policy", "diff", user=None)
+    assert "1 of 2 clusters compared (east)" in diff.stdout
+    review = across("audit", "report", "--since", "1h", "-n", ns, "-o", "csv", user=None)
+    assert {line.split(",")[0] for line in review.stdout.splitlines()[1:]} == {"east"}
