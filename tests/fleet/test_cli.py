@@ -8,9 +8,13 @@ stopped in the middle: the other keeps answering and the tools name the one that
 from __future__ import annotations
 
 import json
+import os
+import pty
 import re
+import select
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -448,3 +452,74 @@ def test_every_command_across_a_stopped_cluster_answers_for_the_other(
     assert "1 of 2 clusters compared (east)" in diff.stdout
     review = across("audit", "report", "--since", "1h", "-n", ns, "-o", "csv", user=None)
     assert {line.split(",")[0] for line in review.stdout.splitlines()[1:]} == {"east"}
+
+
+def at_a_terminal(
+    fleet: Fleet, team: FleetTeam, args: list[str], answer: str, *, user: str, groups: list[str]
+) -> tuple[int, str]:
+    """`kubectl lapse ARGS` with a terminal for stdin and stdout (a pty), answering `answer`
+    to its question; its exit code and everything it wrote."""
+    primary, secondary = pty.openpty()
+    command = [
+        kubectl_binary(), "lapse", *args, f"--kubeconfig={fleet.kubeconfig}", f"--as={user}",
+        *(f"--as-group={g}" for g in groups),
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, stdin=secondary, stdout=secondary, stderr=secondary,
+        env=team["east"].cluster.env(), close_fds=True,
+    )  # fmt: skip
+    os.close(secondary)
+    seen = b""
+    answered = False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([primary], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        if not answered and b"[y/N]" in seen:
+            os.write(primary, answer.encode() + b"\n")
+            answered = True
+        if process.poll() is not None and not ready:
+            break
+    code = process.wait(30)
+    os.close(primary)
+    return code, seen.decode(errors="replace")
+
+
+def test_approve_across_at_a_terminal_shows_every_cluster_then_asks_once(
+    fleet: Fleet, fleet_team: FleetTeam
+) -> None:
+    """An approver approves what they have seen: what it gives in each cluster is printed,
+    one question is asked, and "no" leaves every cluster unapproved."""
+    leads = f"{fleet_team.namespace}-leads"
+    for team in fleet_team:
+        readers_of_requests(team.cluster, team)
+        team.policy(
+            roles=("admin",), mode="Approvers", suffix="-approved",
+            approval={"approvers": {"groups": [leads]}},
+        )  # fmt: skip
+        team.ask("careful", role="admin", duration="10m")
+    for member in ("east", "west"):
+        wait_phase(fleet_team, member, "careful", "Pending")
+    args = ["approve", "careful", "-n", fleet_team.namespace, "--all-contexts"]
+
+    code, said = at_a_terminal(fleet, fleet_team, args, "n", user="bob", groups=[leads])
+
+    assert code == 130, said
+    assert said.count("[y/N]") == 1, said
+    assert "east: careful is Pending: ClusterRole admin" in said, said
+    assert "west: careful is Pending: ClusterRole admin" in said, said
+    for member in ("east", "west"):
+        assert phase(fleet_team, member, "careful") == "Pending"
+
+    code, said = at_a_terminal(fleet, fleet_team, args, "y", user="bob", groups=[leads])
+
+    assert code == 0, said
+    for member in ("east", "west"):
+        wait_phase(fleet_team, member, "careful", "Active")
