@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from demo.fleet import Fleet, Member, start_fleet
+from demo.fleet import Fleet, Member, requesters_binding, start_fleet
 from demo.harness import ROOT, VENV_BIN
 
 HERE = Path(__file__).resolve().parent
@@ -86,17 +86,7 @@ def prepare(member: Member) -> None:
     cluster = member.cluster
     cluster.kubectl("create", "namespace", NAMESPACE)
     objects = [
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": "lapse-requesters", "namespace": NAMESPACE},
-            "subjects": [{"kind": "Group", "name": GROUP, "apiGroup": "rbac.authorization.k8s.io"}],
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "lapse-requester",
-            },
-        },
+        requesters_binding(NAMESPACE, GROUP),
         {
             "apiVersion": "lapse.dev/v1alpha1",
             "kind": "AccessPolicy",

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from demo.fleet import BACKENDS, Fleet, Member, start_fleet
+from demo.fleet import BACKENDS, Fleet, Member, requesters_binding, start_fleet
 from tests.conftest import _namespace_name
 from tests.e2e.conftest import Team
 
@@ -73,20 +73,6 @@ class FleetTeam:
 
     def __iter__(self) -> Iterator[Team]:
         return iter(self.teams.values())
-
-
-def requesters_binding(namespace: str, group: str) -> dict[str, object]:
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": "lapse-requesters", "namespace": namespace},
-        "subjects": [{"kind": "Group", "name": group, "apiGroup": "rbac.authorization.k8s.io"}],
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": "lapse-requester",
-        },
-    }
 
 
 @pytest.fixture

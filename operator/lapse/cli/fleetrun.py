@@ -107,6 +107,22 @@ def _codes(answers: Sequence[Answer[Said]]) -> list[int]:
     return codes
 
 
+def _entry(answer: Answer[Any], result: Any) -> dict[str, Any]:
+    """One cluster's part of a machine-readable answer that read or acted, not printed."""
+    code = ExitCode.OK
+    if answer.unreachable:
+        code = ExitCode.UNREACHABLE
+    elif answer.error is not None:
+        code = answer.error.code
+    return {
+        "context": answer.context,
+        "exitCode": int(code),
+        "unreachable": answer.unreachable,
+        "result": result,
+        "error": answer.error.message if answer.error else None,
+    }
+
+
 def _unreachable_line(answer: Answer[Any]) -> str:
     why = answer.error.message if answer.error else "no answer"
     return f"context {answer.context}: unreachable: {why}"
@@ -203,18 +219,7 @@ def run_list_across(connection: Connection, contexts: list[str], io: Io, args: A
                 print(f"warning: context {answer.context}: {warning}", file=io.err)
     if args.output in ("json", "yaml"):
         clusters = [
-            {
-                "context": a.context,
-                "exitCode": 0
-                if a.ok
-                else int(
-                    ExitCode.UNREACHABLE if a.unreachable else (a.error.code if a.error else 1)
-                ),
-                "unreachable": a.unreachable,
-                "result": as_list(a.value.raw) if a.value is not None else None,
-                "error": a.error.message if a.error else None,
-            }
-            for a in answers
+            _entry(a, as_list(a.value.raw) if a.value is not None else None) for a in answers
         ]
         io.result(dump({"clusters": clusters}, args.output))
         return overall_code(
@@ -342,20 +347,7 @@ def run_approve_across(connection: Connection, contexts: list[str], io: Io, args
     done = across(where, connection, approve, timeout=timeout)
     codes: list[int] = []
     if args.output in ("json", "yaml"):
-        clusters = [
-            {
-                "context": a.context,
-                "exitCode": 0
-                if a.ok
-                else int(
-                    ExitCode.UNREACHABLE if a.unreachable else (a.error.code if a.error else 1)
-                ),
-                "unreachable": a.unreachable,
-                "result": a.value,
-                "error": a.error.message if a.error else None,
-            }
-            for a in done
-        ]
+        clusters = [_entry(a, a.value) for a in done]
         io.result(dump({"clusters": clusters}, args.output))
     for result in done:
         if result.ok:
