@@ -77,6 +77,7 @@ NOT_INHERITED = (
 COMPONENTS = ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
 # Seconds a stopped kube-apiserver is given to exit before SIGKILL: it closes its port within
 # milliseconds of SIGTERM, then drains its open watches for 15 s and more.
+LAUNCH_ATTEMPTS = 3
 STOP_GRACE = 3.0
 
 
@@ -250,23 +251,33 @@ class RealPlane:
         return env
 
     def launch(self) -> None:
-        """`up.sh --fresh --no-node`, after whatever an earlier run left here was stopped."""
+        """`up.sh --fresh --no-node`, after whatever an earlier run left here was stopped.
+
+        Tried up to LAUNCH_ATTEMPTS times: up.sh checks a component's pid right after forking
+        it, and on a loaded machine the child may not have exec'd yet, so up.sh reports a live
+        etcd as exited (seen in CI with two planes starting at once). What a failed try
+        left running is stopped before the next."""
         self._refuse_a_node()
-        self.kill_all()
         self.state.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            result = subprocess.run(
-                [str(self.kit / "up.sh"), "--fresh", "--no-node"],
-                env=self.env(),
-                stdout=subprocess.PIPE,
-                stderr=log,
-                timeout=900,
-                check=False,
-            )
-        if result.returncode != 0:
-            tail = self.log_path.read_text()[-3000:]
-            raise RuntimeError(f"realk8s up.sh failed in {self.state}:\n{tail}")
-        self.running = True
+        for attempt in range(1, LAUNCH_ATTEMPTS + 1):
+            self.kill_all()
+            with self.log_path.open("ab") as log:
+                result = subprocess.run(
+                    [str(self.kit / "up.sh"), "--fresh", "--no-node"],
+                    env=self.env(),
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    timeout=900,
+                    check=False,
+                )
+            if result.returncode == 0:
+                self.running = True
+                return
+            with self.log_path.open("a") as log:
+                log.write(f"[fleet] up.sh failed (try {attempt} of {LAUNCH_ATTEMPTS})\n")
+        self.kill_all()
+        tail = self.log_path.read_text()[-3000:]
+        raise RuntimeError(f"realk8s up.sh failed {LAUNCH_ATTEMPTS} times in {self.state}:\n{tail}")
 
     def stop(self) -> None:
         """Kill this plane's kube-apiserver (and only it); etcd keeps the data."""
