@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -127,7 +128,11 @@ class Grantor:
         self._recording: set[asyncio.Task[None]] = set()
         self._record_slots = asyncio.Semaphore(RECORD_CONCURRENCY)
         self._record_slots_deleting = asyncio.Semaphore(RECORD_CONCURRENCY_DELETING)
-        self._locks: dict[GrantKey, asyncio.Lock] = {}
+        # A lock lives while someone holds or awaits it: one kept per grant ever seen would
+        # grow the operator by a few hundred bytes a grant for as long as it runs.
+        self._locks: weakref.WeakValueDictionary[GrantKey, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
         self.handovers: dict[str, HandOver] = {}
 
     def _deadlines_near(self) -> bool:

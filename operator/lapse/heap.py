@@ -1,15 +1,33 @@
-"""How the operator's garbage collector is set, once, before the event loop starts.
+"""How the operator's memory is kept: the garbage collector's settings, set once before the
+event loop starts, and the C heap given back to the system while the operator runs.
 
 CPython's default thresholds collect the youngest generation every 700 net allocations, so the
 objects of requests in flight (coroutines, futures, parsed bodies) survive two young collections
 and land in the oldest generation, whose collections traverse the whole heap: with a thousand
 grants in memory that is a pause of a quarter of a second every second of a burst, and the
 pauses grow with the number of grants. Objects in flight should die young instead, and what
-was built at import time (kopf, pydantic's schemas, the handlers) never needs traversing."""
+was built at import time (kopf, pydantic's schemas, the handlers) never needs traversing.
+
+What the operator frees goes back to the C allocator, not to the system: every body the
+watches deliver is a short-lived string and dict above pymalloc's small-object size, and glibc
+keeps the freed space of its heap (one per thread by default) until told. Measured on
+kube-apiserver with 10,000 grants made at 50 a second: 367 MB resident at the end of the
+burst, of which 50 MB were free heap that `malloc_trim` handed back in 3 ms, and in the
+minutes after, between trims, the resident size climbed again by 15-30 MB. So the arenas are
+capped at start-up (before the reaper's thread makes its own) and the heap is trimmed every
+TRIM_INTERVAL seconds, a few milliseconds each; a full collection (0.4-0.7 s at 10,000
+grants, every thread paused) gave nothing more back and is not done.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
+import functools
 import gc
+import logging
+
+logger = logging.getLogger(__name__)
 
 # Young collections every 50,000 net allocations instead of 700 (kopf's bodies and patches are
 # cyclic: about 450 objects of garbage per grant that only a collection frees; a young
@@ -17,11 +35,47 @@ import gc
 # them: ~150 ms at 10,000 grants, where fifty took 880 ms); the whole heap only after a hundred
 # middle ones, and then only once it has grown by a quarter (CPython's own rule).
 THRESHOLDS = (50_000, 10, 100)
+# glibc's mallopt parameter number for the arena cap (malloc.h: M_ARENA_MAX).
+M_ARENA_MAX = -8
+# Two heaps: the event loop's and the reaper's thread (and the short-lived others share them).
+ARENAS = 2
+TRIM_INTERVAL = 30.0
 
 
 def tune_collector() -> None:
     """Freeze what exists now (imports, configuration) out of every future collection, and
-    collect young objects less often."""
+    collect young objects less often; cap the C heap's arenas while one thread runs."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*THRESHOLDS)
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(M_ARENA_MAX, ARENAS)
+
+
+def give_back() -> bool:
+    """Return the C heap's free pages to the system; False where the allocator is not glibc's."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
+async def keep_giving_back(interval: float = TRIM_INTERVAL) -> None:
+    """`give_back` every `interval` seconds for as long as the operator runs."""
+    if _glibc() is None:
+        logger.info("Not glibc: the C heap's free pages are left to the allocator.")
+        return
+    while True:
+        await asyncio.sleep(interval)
+        give_back()
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None

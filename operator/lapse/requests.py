@@ -10,6 +10,7 @@ grant machinery's (`lapse.grantor`), which this module calls and which never cal
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -90,7 +91,9 @@ class RequestKeeper:
         self._pending: set[GrantKey] = set()
         # Approvals already said not to count, so each is said once.
         self._forged: set[tuple[GrantKey, str]] = set()
-        self._locks: dict[GrantKey, asyncio.Lock] = {}
+        self._locks: weakref.WeakValueDictionary[GrantKey, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
         self.scheduler.on(APPROVAL_TIMEOUT, self.timeout)
 
     def remember(self, policies: Sequence[AccessPolicy]) -> dict[str, AccessPolicy]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from lapse import heap
 from lapse.breakglass import BreakGlassKeeper
 from lapse.certificates import CertificateKeeper
 from lapse.config import Settings, WebhookMode
@@ -97,6 +98,7 @@ class Services:
         """Elect (or just take) the lead, then `lead`."""
         self.tasks.append(asyncio.create_task(self.leadership.run(), name="lapse-leader-election"))
         self.tasks.append(asyncio.create_task(self.lead(), name="lapse-lead"))
+        self.tasks.append(asyncio.create_task(heap.keep_giving_back(), name="lapse-heap"))
         if self.grantor.activity.enabled:
             self.tasks.append(
                 asyncio.create_task(self.grantor.activity.run(), name="lapse-activity")

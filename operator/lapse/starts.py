@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -58,7 +59,9 @@ class StartKeeper:
         self.kube = grantor.kube
         self.reporter = grantor.reporter
         self.scheduler = grantor.scheduler
-        self._locks: dict[GrantKey, asyncio.Lock] = {}
+        self._locks: weakref.WeakValueDictionary[GrantKey, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
         self.scheduler.on(START, self.due)
         grantor.handovers[KIND] = self.hand_over
 
