@@ -98,7 +98,11 @@ class Services:
         """Elect (or just take) the lead, then `lead`."""
         self.tasks.append(asyncio.create_task(self.leadership.run(), name="lapse-leader-election"))
         self.tasks.append(asyncio.create_task(self.lead(), name="lapse-lead"))
-        self.tasks.append(asyncio.create_task(heap.keep_giving_back(), name="lapse-heap"))
+        self.tasks.append(
+            asyncio.create_task(
+                heap.keep_giving_back(busy=self.grantor.deadlines.near), name="lapse-heap"
+            )
+        )
         if self.grantor.activity.enabled:
             self.tasks.append(
                 asyncio.create_task(self.grantor.activity.run(), name="lapse-activity")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -33,7 +35,7 @@ def test_free_heap_pages_go_back_to_the_system() -> None:
 
 def test_the_operator_keeps_giving_back_while_it_runs() -> None:
     async def run() -> float:
-        task = asyncio.create_task(heap.keep_giving_back(interval=0.05))
+        task = asyncio.create_task(heap.keep_giving_back(busy=lambda _: True, interval=0.05))
         kept = _fragment()
         before = _resident_mb()
         await asyncio.sleep(0.5)
@@ -45,3 +47,41 @@ def test_the_operator_keeps_giving_back_while_it_runs() -> None:
     if not heap.give_back():
         pytest.skip("not glibc")
     assert asyncio.run(run()) > 100
+
+
+def _churn() -> None:
+    # Enough short-lived containers for several middle-generation collections.
+    for _ in range(20):
+        junk = [[i] for i in range(100_000)]
+        del junk
+
+
+def _full_collections() -> int:
+    return int(gc.get_stats()[2]["collections"])
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_a_full_collection_runs_only_when_no_delete_is_near(busy: bool) -> None:
+    asked: list[timedelta] = []
+
+    def near(within: timedelta) -> bool:
+        asked.append(within)
+        return busy
+
+    async def run() -> int:
+        task = asyncio.create_task(heap.keep_giving_back(busy=near, interval=0.02, full_every=0))
+        await asyncio.sleep(0.05)
+        before = _full_collections()
+        _churn()
+        await asyncio.sleep(0.2)
+        task.cancel()
+        return _full_collections() - before
+
+    thresholds = gc.get_threshold()
+    gc.set_threshold(*heap.THRESHOLDS)
+    try:
+        full = asyncio.run(run())
+    finally:
+        gc.set_threshold(*thresholds)
+    assert asked and all(within >= timedelta(seconds=1) for within in asked)
+    assert (full == 0) if busy else (full >= 1)
