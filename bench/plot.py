@@ -42,6 +42,8 @@ def write_samples(path: Path, figures: Sequence[Figures]) -> dict[str, Any]:
             "expiry_offset_s": [round(v, 3) for v in f.lag_expiry_offsets],
             "grant_latency_s": [round(v, 4) for v in f.latency_samples],
             "sent_offset_s": [round(v, 3) for v in f.latency_send_offsets],
+            "after_restart_lag_s": [round(v, 4) for v in f.restart_lag_samples],
+            "after_restart_due_s": [round(v, 3) for v in f.restart_due_offsets],
         }
     path.write_text(json.dumps(samples, separators=(",", ":")) + "\n")
     return samples

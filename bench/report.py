@@ -174,6 +174,9 @@ class Figures:
     latency_samples: list[float]
     latency_send_offsets: list[float]
     unmeasured: list[str] = field(default_factory=list)
+    # Each grant due after the restart: its lag, and when it fell due after the spawn.
+    restart_lag_samples: list[float] = field(default_factory=list)
+    restart_due_offsets: list[float] = field(default_factory=list)
     backend: str = LOCAL
     # Steady grants revoked / (last deletion - first expiry): with a short BENCH_SPREAD, how
     # fast Lapse revokes when everything falls due at once (bench.sidebyside compares it).
@@ -217,7 +220,7 @@ def compute(result: RunResult) -> Figures:
     steady_rate = len(answered) / span if answered and span > 0 else float("nan")
 
     overdue = set(result.overdue)
-    burst_latency, added, after_restart, per_binding = [], [], [], []
+    burst_latency, added, after_restart, per_binding, due_after = [], [], [], [], []
     for sent in burst.sent:
         binding = burst.bindings.get(sent.key)
         if binding is None or binding.added is None:
@@ -232,6 +235,7 @@ def compute(result: RunResult) -> Figures:
             per_binding.append(binding.deleted - result.restart_at)
         elif binding.expires_at > result.restart_at:
             after_restart.append(binding.deleted - binding.expires_at)
+            due_after.append(binding.expires_at - result.restart_at)
 
     grants_per_s = middle = float("nan")
     if added:
@@ -269,6 +273,8 @@ def compute(result: RunResult) -> Figures:
         lag_expiry_offsets=offsets,
         latency_samples=latency,
         latency_send_offsets=sent_offsets,
+        restart_lag_samples=after_restart,
+        restart_due_offsets=due_after,
         backend=result.backend,
     )
 
