@@ -72,7 +72,9 @@ class BindingWatch:
         loop, task = self._loop, self._task
         if loop is not None and task is not None and not loop.is_closed():
             loop.call_soon_threadsafe(task.cancel)
-        self._thread.join(timeout=10)
+        # A run refused before the watch started (a foreign Lapse installed) stops it too.
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
 
     def snapshot(self) -> dict[Key, Binding]:
         with self._lock:
