@@ -33,11 +33,6 @@ logger = logging.getLogger(__name__)
 
 # Deletes in flight at once: about what kube-apiserver takes before more only queue.
 CONCURRENCY = 64
-# Of those, never taken by a backlog (start-up's overdue bindings, page by page): a deadline
-# falling due meanwhile finds a connection free instead of queueing behind every page's deletes
-# (measured at 10,000 grants on kube-apiserver: grants due in the first seconds after a restart
-# were 0.5-2.5 s late behind 5,000 overdue ones).
-RESERVED = 16
 
 
 class Deleter(Protocol):
@@ -88,8 +83,6 @@ class Reaper:
         self._scheduler: ExpiryScheduler | None = None
         self._client: Deleter | None = None
         self._stopping: asyncio.Event | None = None
-        # `delete_now`'s deletes in flight over all its calls at once (see RESERVED).
-        self._bulk_slots: asyncio.Semaphore | None = None
         # Deletes under way on the reaper's loop: a second call for one waits for the first.
         self._sender = Sender(deletions)
 
@@ -127,9 +120,9 @@ class Reaper:
         return earliest is not None and earliest - self._clock() <= within
 
     async def delete_now(self, refs: Sequence[BindingRef]) -> list[bool]:
-        """Delete `refs` at once from the reaper's loop and connections, at most
-        CONCURRENCY - RESERVED at a time over every such call; whether each was still there.
-        Every delete is tried even when another fails; then the first failure is raised."""
+        """Delete `refs` at once from the reaper's loop and connections, as many at a time as
+        its deadlines; whether each was still there. Every delete is tried even when another
+        fails; then the first failure is raised."""
         loop = self._loop
         if loop is None:
             raise RuntimeError("the reaper is not running")
@@ -167,7 +160,6 @@ class Reaper:
             self._due, self._clock, concurrency=self._concurrency, on_change=self._changed
         )
         self._stopping = asyncio.Event()
-        self._bulk_slots = asyncio.Semaphore(max(1, self._concurrency - RESERVED))
         for command in self._backlog:
             command()
         self._backlog.clear()
@@ -224,8 +216,7 @@ class Reaper:
             logger.info("Deleted the bindings of %s as the operator stopped.", key.describe())
 
     async def _delete_all(self, refs: tuple[BindingRef, ...]) -> list[bool]:
-        slots = self._bulk_slots
-        assert slots is not None
+        slots = asyncio.Semaphore(self._concurrency)
 
         async def one(ref: BindingRef) -> bool:
             async with slots:

@@ -12,7 +12,6 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from lapse import reaper as reaper_module
 from lapse.core.grants import GrantKey
 from lapse.core.models import BindingRef
 from lapse.deletions import Deletions
@@ -176,59 +175,3 @@ def test_a_binding_is_deleted_once_however_often_it_is_handed_over() -> None:
     asyncio.run(scenario())
     assert [ref for ref, _, _ in deleter.deletes] == [REF]
     assert sorted((r.ticket, r.deleted) for r in reports) == [(1, 1), (2, 0), (3, 0)]
-
-
-class PooledDeleter:
-    """A client with CONCURRENCY connections, each delete holding one for a while, waiters
-    served in order: as the reaper's aiohttp connector is."""
-
-    def __init__(self) -> None:
-        self.pool: asyncio.Semaphore | None = None
-        self.order: list[str] = []
-
-    async def delete_binding(self, ref: BindingRef) -> bool:
-        if self.pool is None:
-            self.pool = asyncio.Semaphore(reaper_module.CONCURRENCY)
-        async with self.pool:
-            await asyncio.sleep(0.01)
-        self.order.append(ref.name)
-        return True
-
-    async def close(self) -> None:
-        pass
-
-
-def test_a_deadline_falling_due_during_a_backlog_does_not_queue_behind_it() -> None:
-    # After a restart the overdue bindings are deleted page by page, many calls at once;
-    # a grant falling due meanwhile must find a connection, not wait behind every page.
-    deleter = PooledDeleter()
-    reports = Reports()
-    pages = [
-        [
-            BindingRef(
-                kind="RoleBinding", name=f"overdue-{p}-{i}", namespace="ns", uid=f"o-{p}-{i}"
-            )
-            for i in range(100)
-        ]
-        for p in range(10)
-    ]
-
-    done_before: list[int] = []
-
-    async def scenario() -> None:
-        reaper = Reaper(lambda: deleter, clock=now, on_reaped=reports, deletions=Deletions())
-        reaper.start()
-        backlog = [asyncio.create_task(reaper.delete_now(page)) for page in pages]
-        await asyncio.sleep(0.05)
-        done_before.append(len(deleter.order))
-        reaper.reap(KEY, 1, now(), [REF])
-        await reports.first()
-        await asyncio.gather(*backlog)
-        await reaper.stop()
-
-    asyncio.run(scenario())
-    behind = deleter.order.index(REF.name) - done_before[0]
-    assert len(deleter.order) == 1001
-    assert done_before[0] < 900, "the backlog was not under way when the deadline fell due"
-    # Behind at most what was in flight when it fell due, not everything queued.
-    assert behind < 2 * reaper_module.CONCURRENCY, behind
