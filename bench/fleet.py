@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from demo.fleet import Fleet, Member, requesters_binding, start_fleet
-from demo.harness import ROOT, VENV_BIN
+from demo.fleet import Fleet, Member, start_fleet
+from demo.harness import ROOT, VENV_BIN, requesters_binding
 
 HERE = Path(__file__).resolve().parent
 NAMESPACE = "fleet-bench"

@@ -548,21 +548,6 @@ def _bring_up(member: Member, workdir: Path, operator_env: Mapping[str, str]) ->
     member.operator.start()
 
 
-def requesters_binding(namespace: str, group: str) -> dict[str, Any]:
-    """`group` bound to the sample `lapse-requester` ClusterRole in `namespace`."""
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": "lapse-requesters", "namespace": namespace},
-        "subjects": [{"kind": "Group", "name": group, "apiGroup": "rbac.authorization.k8s.io"}],
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": "lapse-requester",
-        },
-    }
-
-
 def install_lapse_kinds(cluster: Cluster) -> None:
     """Lapse's CRDs, waited for, and the sample `lapse-requester` ClusterRole."""
     cluster.kubectl("apply", "-f", str(ROOT / "crds"))

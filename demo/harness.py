@@ -435,3 +435,18 @@ class Operator:
                 name, _, value = line.rpartition(" ")
                 values[name] = float(value)
         return values
+
+
+def requesters_binding(namespace: str, group: str) -> dict[str, Any]:
+    """`group` bound to the sample `lapse-requester` ClusterRole in `namespace`."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "lapse-requesters", "namespace": namespace},
+        "subjects": [{"kind": "Group", "name": group, "apiGroup": "rbac.authorization.k8s.io"}],
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "lapse-requester",
+        },
+    }

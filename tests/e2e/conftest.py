@@ -29,6 +29,7 @@ import pytest
 import yaml
 from kubernetes.client.rest import ApiException
 
+from demo.harness import requesters_binding
 from demo.pods import node_address
 from tests.cluster import AuditWebhook, Cluster, write_token_kubeconfig
 from tests.conftest import backend_of
@@ -420,17 +421,7 @@ class Team:
 @pytest.fixture
 def team(cluster: Cluster, namespace: str, operator: Operator) -> Iterator[Team]:
     group = f"{namespace}-devs"
-    members = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": "lapse-requesters", "namespace": namespace},
-        "subjects": [{"kind": "Group", "name": group, "apiGroup": "rbac.authorization.k8s.io"}],
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": "lapse-requester",
-        },
-    }
+    members = requesters_binding(namespace, group)
     cluster.kubectl("apply", "-f", "-", input=json.dumps(members))
     crew = Team(cluster, namespace, group=group)
     try:

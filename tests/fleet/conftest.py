@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from demo.fleet import BACKENDS, Fleet, Member, requesters_binding, start_fleet
+from demo.fleet import BACKENDS, Fleet, Member, start_fleet
+from demo.harness import requesters_binding
 from tests.conftest import _namespace_name
 from tests.e2e.conftest import Team
 

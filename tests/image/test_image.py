@@ -33,7 +33,14 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from demo.harness import IDENTITY_KINDS, OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, free_port, wait_for
+from demo.harness import (
+    IDENTITY_KINDS,
+    OPERATOR_ACCOUNT,
+    OPERATOR_NAMESPACE,
+    free_port,
+    requesters_binding,
+    wait_for,
+)
 from lapse.core.bindings import MANAGED_SELECTOR
 from tests.cluster import ROOT, Cluster
 from tests.image.conftest import FIGURES, IMAGE_VARIABLE
@@ -310,17 +317,7 @@ def test_a_request_is_granted_then_lapses(
     cluster: Cluster, container: Container, namespace: str
 ) -> None:
     group = f"{namespace}-devs"
-    requesters = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": "lapse-requesters", "namespace": namespace},
-        "subjects": [{"kind": "Group", "name": group, "apiGroup": "rbac.authorization.k8s.io"}],
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": "lapse-requester",
-        },
-    }
+    requesters = requesters_binding(namespace, group)
     policy = {
         "apiVersion": "lapse.dev/v1alpha1",
         "kind": "AccessPolicy",
