@@ -59,6 +59,7 @@ from lapse.core.policy import Outcome
 from lapse.core.requester import compute_requester_verified
 from lapse.core.sentences import compute_quoted, compute_sentence
 from lapse.grantor import Grantor
+from lapse.policies import PolicyReader
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +75,9 @@ def parse_glass_status(body: Mapping[str, Any]) -> BreakGlassStatus:
 
 
 class BreakGlassKeeper:
-    def __init__(self, grantor: Grantor, *, key: bytes) -> None:
+    def __init__(self, grantor: Grantor, *, key: bytes, policies: PolicyReader) -> None:
         self.grantor = grantor
+        self.policies = policies
         self.kube = grantor.kube
         self.reporter = grantor.reporter
         # The operator's signing key (lapse.signing): requesters and decisions carry its MACs.
@@ -279,7 +281,7 @@ class BreakGlassKeeper:
 
     # Actions --------------------------------------------------------------------------------
 
-    def admit(
+    async def admit(
         self,
         old: Mapping[str, Any],
         new: Mapping[str, Any],
@@ -298,6 +300,8 @@ class BreakGlassKeeper:
             glass = BreakGlass.model_validate(old or new)
         except ValidationError:
             return ActionAdmission(refusal="This break-glass cannot be read; delete it instead.")
+        # Judged by the granting policy even when the policy index lags (lapse.policies).
+        policies = await self.policies.complete(policies, glass.status.policy)
         authority = compute_authority(glass, policies, self.grantor.settings.admin_groups)
         target = ObjectIdentity(KIND, None, glass.metadata.name, glass.metadata.uid or "")
         return compute_action_admission(

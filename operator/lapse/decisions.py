@@ -34,6 +34,7 @@ from lapse.core.models import AccessPolicy, AccessRequest, AccessRequestStatus, 
 from lapse.core.owners import parse_role, parse_status
 from lapse.core.policy import compute_decision
 from lapse.exposure import ExposureKeeper
+from lapse.policies import PolicyReader
 from lapse.reporting import Reporter
 
 
@@ -54,15 +55,17 @@ class RequestDecisions:
         *,
         key: bytes,
         admin_groups: frozenset[str],
+        policies: PolicyReader,
         exposure: ExposureKeeper | None = None,
     ) -> None:
         self.reporter = reporter
+        self.policies = policies
         self.key = key
         self.admin_groups = admin_groups
         self.exposure = exposure
         self._warned: set[tuple[GrantKey, str]] = set()
 
-    def admit(
+    async def admit(
         self,
         old: Mapping[str, Any],
         new: Mapping[str, Any],
@@ -82,7 +85,9 @@ class RequestDecisions:
             compute_subject(requester, request.spec.subject) if request and requester else None
         )
         known = {p.metadata.name: p for p in policies}
-        policy = known.get(status.policy) if status.policy else None
+        # A request decided under a policy the index has not seen yet (it lags after an API
+        # server restart) is judged by that policy read afresh, never refused for the lag.
+        policy = await self.policies.named(policies, status.policy)
         if policy is None and status.phase is None and request is not None:
             decided = compute_decision(request, policies)
             policy = known.get(decided.policy) if decided.policy else None

@@ -167,6 +167,7 @@ class KubeApi(Protocol):
         self, key: GrantKey, *, revoking: bool = False
     ) -> dict[str, Any] | None: ...
     async def list_owners(self, kind: str) -> list[dict[str, Any]] | None: ...
+    async def get_policy(self, name: str) -> dict[str, Any] | None: ...
     async def patch_status(self, key: GrantKey, patch: Mapping[str, Any]) -> dict[str, Any]: ...
     async def json_patch_status(
         self, key: GrantKey, operations: Sequence[Mapping[str, Any]]
@@ -485,6 +486,13 @@ class KubeClient:
             return await self._call(
                 "GET", owner_path(key.kind, key.namespace, key.name), session=session
             )
+        except NotFoundError:
+            return None
+
+    async def get_policy(self, name: str) -> dict[str, Any] | None:
+        """The AccessPolicy `name`, or None when there is none."""
+        try:
+            return await self._call("GET", f"/apis/{GROUP}/{VERSION}/accesspolicies/{name}")
         except NotFoundError:
             return None
 

@@ -96,6 +96,13 @@ class RequestKeeper:
         )
         self.scheduler.on(APPROVAL_TIMEOUT, self.timeout)
 
+    async def _policy(self, name: str | None) -> AccessPolicy | None:
+        """The policy a status names: as last seen in the index, else read afresh."""
+        policy = await self.decisions.policies.named(list(self.policies.values()), name)
+        if policy is not None:
+            self.policies.setdefault(policy.metadata.name, policy)
+        return policy
+
     def remember(self, policies: Sequence[AccessPolicy]) -> dict[str, AccessPolicy]:
         self.policies = {p.metadata.name: p for p in policies}
         return self.policies
@@ -348,7 +355,7 @@ class RequestKeeper:
         authority = build_request_authority(
             status.phase, key.name, None, status.requester, status.subject, self.admin_groups
         )
-        policy = self.policies.get(status.policy or "")
+        policy = await self._policy(status.policy)
         if policy is not None:
             authority = build_request_authority(
                 status.phase,
@@ -408,7 +415,7 @@ class RequestKeeper:
         except ValidationError:
             return
         requester = request.spec.requester
-        policy = self.policies.get(status.policy or "")
+        policy = await self._policy(status.policy)
         if requester is None or policy is None:
             return
         records = await self.decisions.verified(key, body)

@@ -30,6 +30,7 @@ from lapse.index import GrantIndex
 from lapse.kube import ApiError, KubeApi, KubeClient
 from lapse.leader import Leadership
 from lapse.ledger import GitOpsLedger
+from lapse.policies import PolicyReader
 from lapse.rbac import PLURALS as RBAC_KINDS
 from lapse.rbac import RbacIndex
 from lapse.requests import RequestKeeper
@@ -219,8 +220,13 @@ async def build_services(
     exposure = ExposureKeeper(kube, rbac, grantor.reporter, settings)
     uninstaller = Uninstaller(grantor)
     await uninstaller.arm()
+    policies = PolicyReader(kube)
     decisions = RequestDecisions(
-        grantor.reporter, key=key, admin_groups=settings.admin_groups, exposure=exposure
+        grantor.reporter,
+        key=key,
+        admin_groups=settings.admin_groups,
+        policies=policies,
+        exposure=exposure,
     )
     ledger = GitOpsLedger(
         kube, settings.namespace, timedelta(seconds=settings.gitops_ledger_retention)
@@ -251,7 +257,7 @@ async def build_services(
         sweeper=Sweeper(grantor),
         decisions=decisions,
         requests=RequestKeeper(grantor, decisions=decisions, ledger=ledger, exposure=exposure),
-        breakglass=BreakGlassKeeper(grantor, key=key),
+        breakglass=BreakGlassKeeper(grantor, key=key, policies=policies),
         leadership=leadership,
         index=GrantIndex(also=exporter.observe if follows else None),
         rbac=rbac,

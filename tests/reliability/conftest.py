@@ -25,6 +25,7 @@ from tests.e2e.conftest import (  # noqa: F401  (shared)
     Team,
     crds,
     installation,
+    leads,
     operator_identity,
     team,
 )

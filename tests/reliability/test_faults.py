@@ -170,3 +170,42 @@ def test_outage_while_grants_fall_due(team: Team, operator: Operator, faults: An
     team.wait_phase("during-outage", "Active", timeout=20)
     check_bindings(team)
     drain(team)
+
+
+def test_an_approver_is_heard_while_the_operators_policy_watch_is_refused(
+    team: Team, leads: str, operator: Operator, faults: Any
+) -> None:
+    """Restarted, kube-apiserver answers watches 429 "storage is (re)initializing" for a while,
+    and kopf's policy watch backs off for many seconds: a policy created then is in the API
+    but not in the operator's index. A request it leaves pending names it; the approver's
+    approval must be admitted and counted by it, not refused for the index's lag."""
+    faults.set(
+        error_rate=1.0,
+        error_codes=[429],
+        match={
+            "user_agents": OPERATOR_AGENTS,
+            "verbs": ["watch"],
+            "resources": ["accesspolicies"],
+        },
+    )
+    faults.cut_watches()
+    try:
+        team.policy(
+            roles=("edit",),
+            mode="Approvers",
+            suffix="-lagging",
+            approval={"approvers": {"groups": [leads]}, "required": 1},
+        )
+        team.ask("lagging", duration="1m")
+        team.wait_phase("lagging", "Pending", timeout=20)
+        approved = team.cluster.kubectl(
+            "annotate", "accessrequest", "lagging", "-n", team.namespace,
+            "lapse.dev/approve=looks right", as_user="bob", groups=(leads,), check=False,
+        )  # fmt: skip
+        assert approved.returncode == 0, approved.stderr
+        team.wait_phase("lagging", "Active", timeout=20)
+        refused = faults.state()["counters"]["errors"]
+        assert sum(refused.values()) > 0, "the policy watch was never refused"
+    finally:
+        faults.reset()
+    drain(team)

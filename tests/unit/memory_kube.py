@@ -114,6 +114,10 @@ class MemoryKube:
         found = self.owners.get((key.kind, key.namespace, key.name))
         return copy.deepcopy(found) if found else None
 
+    async def get_policy(self, name: str) -> dict[str, Any] | None:
+        found = self.owners.get(("AccessPolicy", None, name))
+        return copy.deepcopy(found) if found else None
+
     async def list_owners(self, kind: str) -> list[dict[str, Any]] | None:
         return [copy.deepcopy(o) for (k, _, _), o in self.owners.items() if k == kind]
 

@@ -16,6 +16,7 @@ from lapse.core.kinds import API_VERSION, BREAK_GLASS
 from lapse.core.models import AccessPolicy, UserInfo
 from lapse.core.requester import build_requester_stamp
 from lapse.grantor import Grantor
+from lapse.policies import PolicyReader
 from tests.unit.builders import NOW
 from tests.unit.memory_kube import MemoryKube, merge
 
@@ -47,7 +48,9 @@ def kube() -> MemoryKube:
 
 @pytest.fixture
 def keeper(kube: MemoryKube) -> BreakGlassKeeper:
-    return BreakGlassKeeper(Grantor(kube, Settings(), clock=lambda: NOW), key=KEY)
+    return BreakGlassKeeper(
+        Grantor(kube, Settings(), clock=lambda: NOW), key=KEY, policies=PolicyReader(kube)
+    )
 
 
 def break_glass(kube: MemoryKube, **spec: Any) -> dict[str, Any]:
@@ -102,8 +105,8 @@ def test_the_sre_cannot_review_their_own_break_glass(
     stored = kube.owner("BreakGlass", None, "inc-4711")
     new = copy.deepcopy(stored)
     new["metadata"].setdefault("annotations", {})["lapse.dev/review"] = "Justified: all fine"
-    assert keeper.admit(stored, new, SRE, [POLICY]).refusal is not None
-    admitted = keeper.admit(stored, new, LEAD, [POLICY])
+    assert asyncio.run(keeper.admit(stored, new, SRE, [POLICY])).refusal is not None
+    admitted = asyncio.run(keeper.admit(stored, new, LEAD, [POLICY]))
     assert admitted.refusal is None
     annotations = stored["metadata"].setdefault("annotations", {})
     for key, value in admitted.annotations.items():
@@ -112,3 +115,19 @@ def test_the_sre_cannot_review_their_own_break_glass(
     asyncio.run(keeper.act(copy.deepcopy(stored), [POLICY]))
     review = kube.owner("BreakGlass", None, "inc-4711")["status"]["review"]
     assert (review["reviewer"]["username"], review["verdict"]) == ("lee", "Justified")
+
+
+def test_a_review_is_judged_by_the_granting_policy_while_the_index_lags(
+    kube: MemoryKube, keeper: BreakGlassKeeper
+) -> None:
+    body = break_glass(kube)
+    asyncio.run(keeper.reconcile(copy.deepcopy(body), [POLICY]))
+    stored = kube.owner("BreakGlass", None, "inc-4711")
+    new = copy.deepcopy(stored)
+    new["metadata"].setdefault("annotations", {})["lapse.dev/review"] = "Justified: all fine"
+    # The index has not seen the policy; the API has it.
+    kube.owners[("AccessPolicy", None, POLICY.metadata.name)] = POLICY.to_wire()
+    assert asyncio.run(keeper.admit(stored, new, LEAD, [])).refusal is None
+    # Gone from both: nobody reviews under it.
+    del kube.owners[("AccessPolicy", None, POLICY.metadata.name)]
+    assert asyncio.run(keeper.admit(stored, new, LEAD, [])).refusal is not None

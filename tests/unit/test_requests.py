@@ -27,6 +27,7 @@ from lapse.decisions import RequestDecisions
 from lapse.exposure import ExposureKeeper
 from lapse.grantor import Grantor
 from lapse.ledger import GitOpsLedger
+from lapse.policies import PolicyReader
 from lapse.rbac import RbacIndex
 from lapse.reaper import Deleter
 from lapse.requests import RequestKeeper
@@ -92,7 +93,7 @@ class World:
         """An UPDATE adding `annotations`, as the mutating webhook answers it; the refusal."""
         new = copy.deepcopy(body)
         new["metadata"].setdefault("annotations", {}).update(annotations)
-        admission = self.decisions.admit(body, new, actor, policies, self.now[0])
+        admission = self.run(self.decisions.admit(body, new, actor, policies, self.now[0]))
         if admission.refusal is not None:
             return admission.refusal
         stored = body["metadata"].setdefault("annotations", {})
@@ -114,7 +115,9 @@ def make_world(reaper_client: Callable[[MemoryKube], Deleter] | None = None) -> 
         clock=lambda: clock[0],
         reaper_connect=(lambda: reaper_client(kube)) if reaper_client else None,
     )
-    decisions = RequestDecisions(grantor.reporter, key=KEY, admin_groups=frozenset())
+    decisions = RequestDecisions(
+        grantor.reporter, key=KEY, admin_groups=frozenset(), policies=PolicyReader(kube)
+    )
     ledger = GitOpsLedger(kube, "lapse-system", timedelta(days=30))
     # The cluster's RBAC, read: it holds nothing, so nobody can act as anyone.
     rbac = RbacIndex()
@@ -181,6 +184,26 @@ def test_an_approver_approves_and_the_grant_follows(world: World) -> None:
         "Approved",
         "Granted",
     ]
+
+
+def test_an_approval_counts_while_the_policy_index_lags_behind_the_api(world: World) -> None:
+    """After an API server restart kopf's policy watch can lag: the policy a pending request
+    names is in the API but not in the index. Its approver is judged by it all the same."""
+    policy = make_policy(approval=FOUR_EYES)
+    pending = world.ask([policy])
+    assert world.annotate(pending, BOB, [], **{"lapse.dev/approve": "looks fine"}) is None
+    stored = world.reconcile(pending, [])
+    assert stored["status"]["phase"] == "Active"
+    assert [a["user"]["username"] for a in stored["status"]["approvals"]] == ["bob"]
+
+
+def test_a_policy_gone_from_index_and_api_lets_nobody_approve(world: World) -> None:
+    policy = make_policy(approval=FOUR_EYES)
+    pending = world.ask([policy])
+    del world.kube.owners[("AccessPolicy", None, policy.metadata.name)]
+    refusal = world.annotate(pending, BOB, [], **{"lapse.dev/approve": "looks fine"})
+    assert refusal == "bob is not an approver of any AccessPolicy."
+    assert world.kube.bindings == {}
 
 
 def test_the_requester_cannot_approve_their_own_request(world: World) -> None:

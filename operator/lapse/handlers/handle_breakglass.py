@@ -74,7 +74,7 @@ async def record_actions(
     lapse_policies: kopf.Index[str, AccessPolicy] | None = None,
     **_: Any,
 ) -> None:
-    admission = services_of(memo).breakglass.admit(
+    admission = await services_of(memo).breakglass.admit(
         plain(old or {}),
         plain(body),
         compute_requester(dict(userinfo)),
