@@ -88,6 +88,11 @@ sweep_removed_total = Counter(
 )
 scheduled_expiries = Gauge("lapse_scheduled_expiries", "Expiries the scheduler is waiting for.")
 pending_requests = Gauge("lapse_pending_requests", "AccessRequests waiting for approval.")
+policy_info = Gauge(
+    "lapse_policy_info",
+    "1 for each AccessPolicy in the operator's policy index: what it judges requests by.",
+    ["policy"],
+)
 policy_exposures = Gauge(
     "lapse_policy_exposures",
     "Ways someone besides administrators can act as a policy's appliers or approvers "

@@ -30,7 +30,7 @@ from lapse.index import GrantIndex
 from lapse.kube import ApiError, KubeApi, KubeClient
 from lapse.leader import Leadership
 from lapse.ledger import GitOpsLedger
-from lapse.policies import PolicyReader
+from lapse.policies import PolicyIndex, PolicyReader
 from lapse.rbac import PLURALS as RBAC_KINDS
 from lapse.rbac import RbacIndex
 from lapse.requests import RequestKeeper
@@ -62,6 +62,8 @@ class Services:
     index: GrantIndex
     # Every Role and binding: who can act as an applier or approver, and as a pod's account.
     rbac: RbacIndex
+    # Every AccessPolicy, as the API holds them now (see lapse.policies).
+    policies: PolicyIndex
     exposure: ExposureKeeper
     uninstaller: Uninstaller
     # The operator's signing key: requesters and decisions carry its MACs, trail records too.
@@ -94,6 +96,9 @@ class Services:
             self.tasks.append(
                 asyncio.create_task(self.rbac.follow(self.kube, kind), name=f"lapse-rbac-{kind}")
             )
+        self.tasks.append(
+            asyncio.create_task(self.policies.follow(self.kube), name="lapse-policy-index")
+        )
 
     def start(self) -> None:
         """Elect (or just take) the lead, then `lead`."""
@@ -261,6 +266,7 @@ async def build_services(
         leadership=leadership,
         index=GrantIndex(also=exporter.observe if follows else None),
         rbac=rbac,
+        policies=PolicyIndex(),
         exposure=exposure,
         uninstaller=uninstaller,
         key=key,

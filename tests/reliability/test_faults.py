@@ -19,7 +19,7 @@ import pytest
 
 from tests.cluster import Cluster
 from tests.e2e.conftest import Team
-from tests.e2e.harness import Identity, Operator
+from tests.e2e.harness import Identity, Operator, wait_for
 from tests.reliability.conftest import (
     OPERATOR_AGENTS,
     Operators,
@@ -175,10 +175,10 @@ def test_outage_while_grants_fall_due(team: Team, operator: Operator, faults: An
 def test_an_approver_is_heard_while_the_operators_policy_watch_is_refused(
     team: Team, leads: str, operator: Operator, faults: Any
 ) -> None:
-    """Restarted, kube-apiserver answers watches 429 "storage is (re)initializing" for a while,
-    and kopf's policy watch backs off for many seconds: a policy created then is in the API
-    but not in the operator's index. A request it leaves pending names it; the approver's
-    approval must be admitted and counted by it, not refused for the index's lag."""
+    """Restarted, kube-apiserver answers watches 429 "storage is (re)initializing" for a while:
+    a policy created then is in the API but not yet in the operator's policy index. A request
+    it leaves pending names it; the approver's approval must be admitted and counted by it, not
+    refused for the index's lag."""
     faults.set(
         error_rate=1.0,
         error_codes=[429],
@@ -208,4 +208,41 @@ def test_an_approver_is_heard_while_the_operators_policy_watch_is_refused(
         assert sum(refused.values()) > 0, "the policy watch was never refused"
     finally:
         faults.reset()
+    drain(team)
+
+
+def indexed(operator: Operator, policy: str) -> bool:
+    """Whether the operator's policy index holds `policy` (its `lapse_policy_info` metric)."""
+    return operator.metrics().get(f'lapse_policy_info{{policy="{policy}"}}') == 1.0
+
+
+def test_a_policy_deleted_while_the_operator_could_not_watch_grants_nothing_after(
+    team: Team, operator: Operator, faults: Any
+) -> None:
+    """A policy is deleted while the operator's policy watch is refused, and the history it
+    would resume from is gone (410): the operator lists again. What that listing no longer
+    holds must leave its index; a request the deleted policy would have granted is denied."""
+    policy = team.policy(roles=("edit",), suffix="-doomed")
+    wait_for(lambda: indexed(operator, policy), 20, 0.2, "the operator to index the policy")
+    faults.set(
+        error_rate=1.0,
+        error_codes=[429],
+        match={
+            "user_agents": OPERATOR_AGENTS,
+            "verbs": ["watch"],
+            "resources": ["accesspolicies"],
+        },
+    )
+    faults.cut_watches()
+    try:
+        team.cluster.kubectl("delete", "accesspolicy", policy)
+        faults.forget_history()
+    finally:
+        faults.reset()
+    wait_for(
+        lambda: not indexed(operator, policy), 30, 0.3, "the operator to drop the deleted policy"
+    )
+    team.ask("after-delete", duration="10m")
+    team.wait_phase("after-delete", "Denied", timeout=20)
+    assert not team.can_i("create", "deployments")
     drain(team)

@@ -7,8 +7,6 @@ from typing import Any
 
 import kopf
 
-from lapse.core.models import AccessPolicy
-
 
 def plain(value: Any) -> Any:
     if isinstance(value, Mapping):
@@ -16,11 +14,6 @@ def plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [plain(v) for v in value]
     return value
-
-
-def policies_of(index: kopf.Index[str, AccessPolicy] | None) -> list[AccessPolicy]:
-    """Every readable AccessPolicy, from the `lapse_policies` index."""
-    return list(index.get("all", [])) if index is not None else []
 
 
 def merge_patch(patch: kopf.Patch, addition: Mapping[str, Mapping[str, Any]]) -> None:

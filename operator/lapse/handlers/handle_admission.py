@@ -22,12 +22,11 @@ from lapse.core.admission import (
     compute_update_refusal,
 )
 from lapse.core.kinds import ACCESS_REQUEST
-from lapse.core.models import AccessPolicy
 from lapse.core.owners import parse_status
 from lapse.core.policy import is_trusted_applier
 from lapse.core.requester import build_requester_stamp
-from lapse.handlers.bodies import merge_patch, plain, policies_of
-from lapse.handlers.leading import services_of
+from lapse.handlers.bodies import merge_patch, plain
+from lapse.handlers.leading import policies_in, services_of
 
 RESOURCE = ACCESS_REQUEST.resource
 
@@ -55,11 +54,12 @@ async def stamp_requester(
 async def validate_create(
     spec: kopf.Spec,
     userinfo: kopf.UserInfo,
-    lapse_policies: kopf.Index[str, AccessPolicy] | None = None,
+    memo: kopf.Memo,
     **_: Any,
 ) -> None:
     requester = compute_requester(dict(userinfo))
-    trusted = any(is_trusted_applier(p, requester) for p in policies_of(lapse_policies))
+    policies = await policies_in(memo, webhook=True)
+    trusted = any(is_trusted_applier(p, requester) for p in policies)
     refusal = compute_request_refusal(plain(spec), requester, trusted_applier=trusted)
     if refusal is not None:
         metrics.errors_total.labels(error="webhook").inc()
@@ -101,14 +101,13 @@ async def record_actions(
     memo: kopf.Memo,
     old: Any = None,
     dryrun: bool = False,
-    lapse_policies: kopf.Index[str, AccessPolicy] | None = None,
     **_: Any,
 ) -> None:
     admission = await services_of(memo).decisions.admit(
         plain(old or {}),
         plain(body),
         compute_requester(dict(userinfo)),
-        policies_of(lapse_policies),
+        await policies_in(memo, webhook=True),
         datetime.now(UTC),
     )
     if admission.refusal is not None:

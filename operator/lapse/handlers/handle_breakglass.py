@@ -16,10 +16,9 @@ from lapse import metrics
 from lapse.core.admission import compute_requester
 from lapse.core.breakglass import compute_breakglass_refusal
 from lapse.core.kinds import BREAK_GLASS
-from lapse.core.models import AccessPolicy
 from lapse.core.requester import build_requester_stamp
-from lapse.handlers.bodies import merge_patch, plain, policies_of
-from lapse.handlers.leading import leading, services_of
+from lapse.handlers.bodies import merge_patch, plain
+from lapse.handlers.leading import leading, policies_in, services_of
 
 RESOURCE = BREAK_GLASS.resource
 
@@ -48,13 +47,15 @@ async def validate_create(
     spec: kopf.Spec,
     userinfo: kopf.UserInfo,
     memo: kopf.Memo,
-    lapse_policies: kopf.Index[str, AccessPolicy] | None = None,
     **_: Any,
 ) -> None:
     asked = [str(n) for n in spec.get("namespaces") or []]
     existing = await services_of(memo).kube.existing_namespaces(asked)
     refusal = compute_breakglass_refusal(
-        plain(spec), compute_requester(dict(userinfo)), policies_of(lapse_policies), existing
+        plain(spec),
+        compute_requester(dict(userinfo)),
+        await policies_in(memo, webhook=True),
+        existing,
     )
     if refusal is not None:
         metrics.errors_total.labels(error="webhook").inc()
@@ -71,14 +72,13 @@ async def record_actions(
     patch: kopf.Patch,
     memo: kopf.Memo,
     old: Any = None,
-    lapse_policies: kopf.Index[str, AccessPolicy] | None = None,
     **_: Any,
 ) -> None:
     admission = await services_of(memo).breakglass.admit(
         plain(old or {}),
         plain(body),
         compute_requester(dict(userinfo)),
-        policies_of(lapse_policies),
+        await policies_in(memo, webhook=True),
     )
     if admission.refusal is not None:
         metrics.errors_total.labels(error="webhook").inc()
@@ -93,10 +93,9 @@ async def record_actions(
 async def reconcile(
     body: kopf.Body,
     memo: kopf.Memo,
-    lapse_policies: kopf.Index[str, AccessPolicy] | None = None,
     **_: Any,
 ) -> None:
-    await services_of(memo).breakglass.reconcile(plain(body), policies_of(lapse_policies))
+    await services_of(memo).breakglass.reconcile(plain(body), await policies_in(memo))
 
 
 @kopf.on.update(*RESOURCE, field="metadata.annotations")
@@ -104,10 +103,9 @@ async def reconcile(
 async def act(
     body: kopf.Body,
     memo: kopf.Memo,
-    lapse_policies: kopf.Index[str, AccessPolicy] | None = None,
     **_: Any,
 ) -> None:
-    await services_of(memo).breakglass.act(plain(body), policies_of(lapse_policies))
+    await services_of(memo).breakglass.act(plain(body), await policies_in(memo))
 
 
 @kopf.on.delete(*RESOURCE)

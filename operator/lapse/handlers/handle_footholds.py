@@ -27,9 +27,8 @@ from lapse.core.footholds import (
     compute_covering_grant,
     compute_foothold_verdict,
 )
-from lapse.core.models import AccessPolicy
 from lapse.footholds import FootholdNotRecorded
-from lapse.handlers.bodies import plain, policies_of
+from lapse.handlers.bodies import plain
 from lapse.handlers.leading import services_of
 from lapse.services import Services
 from lapse.webhooks import QuickAllow, admission_target
@@ -73,7 +72,6 @@ async def check_foothold(
     subresource: str | None = None,
     old: Any = None,
     dryrun: bool = False,
-    lapse_policies: kopf.Index[str, AccessPolicy] | None = None,
     **_: Any,
 ) -> None:
     username = str(userinfo.get("username", ""))
@@ -103,7 +101,7 @@ async def check_foothold(
         name=name,
         body=plain(body),
         grant=covering,
-        policies={p.metadata.name: p for p in policies_of(lapse_policies)},
+        policies={p.metadata.name: p for p in services_of(memo).policies.all()},
         now=now,
         old=plain(old) if old is not None else None,
         connection=connection,

@@ -13,10 +13,10 @@ import kopf
 
 from lapse.core.bindings import RBAC_GROUP
 from lapse.core.grants import GrantKey
-from lapse.core.models import AccessPolicy, RiskSummary
+from lapse.core.models import RiskSummary
 from lapse.core.risk import role_index_key
-from lapse.handlers.bodies import plain, policies_of
-from lapse.handlers.leading import leading, services_of
+from lapse.handlers.bodies import plain
+from lapse.handlers.leading import leading, policies_in, services_of
 
 Entry = tuple[GrantKey, RiskSummary]
 
@@ -26,7 +26,6 @@ async def _changed(
     type: str | None,
     body: kopf.Body,
     memo: kopf.Memo,
-    policies: kopf.Index[str, AccessPolicy] | None,
 ) -> None:
     metadata = body.get("metadata") or {}
     name, namespace = str(metadata.get("name") or ""), metadata.get("namespace")
@@ -35,7 +34,7 @@ async def _changed(
     if not grants:
         return
     rules = None if type == "DELETED" else list(plain(body).get("rules") or [])
-    by_name = {p.metadata.name: p for p in policies_of(policies)}
+    by_name = {p.metadata.name: p for p in await policies_in(memo)}
     await services.drift.role_changed(f"{kind} {name}", grants, rules, by_name)
 
 
@@ -45,10 +44,9 @@ async def clusterrole_changed(
     type: str | None,
     body: kopf.Body,
     memo: kopf.Memo,
-    lapse_policies: kopf.Index[str, AccessPolicy] | None = None,
     **_: Any,
 ) -> None:
-    await _changed("ClusterRole", type, body, memo, lapse_policies)
+    await _changed("ClusterRole", type, body, memo)
 
 
 @kopf.on.event(RBAC_GROUP, "v1", "roles")
@@ -57,7 +55,6 @@ async def role_changed(
     type: str | None,
     body: kopf.Body,
     memo: kopf.Memo,
-    lapse_policies: kopf.Index[str, AccessPolicy] | None = None,
     **_: Any,
 ) -> None:
-    await _changed("Role", type, body, memo, lapse_policies)
+    await _changed("Role", type, body, memo)

@@ -83,6 +83,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     try:
         held = await services.index.load(kube)
         await services.rbac.load(kube)
+        await services.policies.load(kube)
     except BaseException:
         await kube.close()
         raise

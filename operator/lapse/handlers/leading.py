@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 import kopf
 
+from lapse.core.models import AccessPolicy
+from lapse.policies import WEBHOOK_WAIT_SECONDS
 from lapse.services import Services
 
 T = TypeVar("T")
@@ -26,6 +28,13 @@ def services_of(memo: Any) -> Services:
     if not isinstance(services, Services):
         raise kopf.AdmissionError(STARTING, code=503)
     return services
+
+
+async def policies_in(memo: Any, *, webhook: bool = False) -> list[AccessPolicy]:
+    """Every readable AccessPolicy (lapse.policies), once the first listing is in; a webhook
+    waits only a few seconds for it, then answers from what there is (which grants nothing)."""
+    wait = WEBHOOK_WAIT_SECONDS if webhook else None
+    return await services_of(memo).policies.current(wait=wait)
 
 
 def object_path(resource: Any, body: Any) -> str:
