@@ -68,6 +68,12 @@ class Config:
     def expiry_spread(self) -> float:
         return self.spread if self.spread is not None else max(10.0, self.window / 2)
 
+    @property
+    def after_restart_spread(self) -> float:
+        """Seconds over which the burst grants still active after the restart lapse: as many
+        a second as in phase 2's wave."""
+        return self.expiry_spread * (1 - self.overdue_share)
+
 
 @dataclass
 class Sent:
@@ -314,10 +320,14 @@ async def burst_phase(
 
     Every other request is short: it is meant to lapse while the operator is down. Its duration
     is chosen when it is sent, from the rate observed so far, so that all short ones lapse
-    shortly after the last grant; the rest (sent first) lapse after the restart.
+    shortly after the last grant; the rest (sent first) lapse after the restart, staggered at
+    the rate of phase 2's wave (`after_restart_spread`): what is measured is a restarted
+    operator keeping the deadlines of an ordinary wave while it catches up, not a second,
+    denser wave made by every long grant being planned to lapse at the same predicted moment.
     """
     result = PhaseResult()
     short: list[Key] = []
+    rng = random.Random(config.seed + 1)
     queue: asyncio.Queue[int] = asyncio.Queue()
     share_every = max(1, round(1 / config.overdue_share)) if config.overdue_share > 0 else 0
     # The long ones first: a pessimistic early estimate only makes them last longer, and the
@@ -357,7 +367,7 @@ async def burst_phase(
             if share_every and i % share_every == 0:
                 short.append(result.sent[i].key)
             else:
-                lapse_at += downtime + config.hold
+                lapse_at += downtime + config.hold + rng.uniform(0, config.after_restart_spread)
             await create_request(kube, result.sent[i], i, duration_text(lapse_at - time.time()))
             done += 1
 
@@ -557,7 +567,7 @@ async def run(
         await wait_until(
             "every burst grant to lapse",
             count_done(watch, base, config.n - len(failed), 1),
-            within=downtime + config.hold + config.margin + 300,
+            within=downtime + config.hold + config.after_restart_spread + config.margin + 300,
             operator=operator,
             progress=lambda: f"{watch.counts()[1] - base[1]}/{config.n} revoked",
         )

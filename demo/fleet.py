@@ -46,9 +46,13 @@ from typing import Any, Protocol
 import yaml
 
 from demo.harness import ROOT, Cluster, Operator, free_port, service_account_identity, wait_for
+from kubeapi.faults import FaultsClient
 from kubeapi.process import LocalServer, server_of
 
 MEMBERS = ("east", "west")
+# How long a local member, started again, answers lists and watches 429 as a restarted
+# kube-apiserver does while its watch caches fill.
+RESTART_INITIALIZING_SECONDS = 3.0
 BACKENDS = ("local", "realk8s")
 # A real member's ports: its base (26000 for the first, 27000 for the second, ...) plus realk8s's
 # own default offsets (16443 -> 26443, ...), far from the defaults a cluster with a node uses.
@@ -178,13 +182,19 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 class LocalPlane:
-    """`python -m kubeapi` behind a `Gate`; the member's kubeconfig names the gate."""
+    """`python -m kubeapi` behind a `Gate`; the member's kubeconfig names the gate.
+
+    Stopped, the gate is shut; started again, the local API behaves as a restarted
+    kube-apiserver does for its first seconds (`Faults.restart`: lists and watches answered
+    429 "storage is (re)initializing"), so that the local fleet meets what a real one does.
+    """
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.server = LocalServer(workdir / "kubeapi")
         self.kubeconfig = workdir / "admin.kubeconfig"
         self.gate: Gate | None = None
+        self._faults: FaultsClient | None = None
 
     @property
     def up(self) -> bool:
@@ -196,6 +206,7 @@ class LocalPlane:
         self.gate = Gate(url.hostname, url.port)
         self.gate.open()
         config = yaml.safe_load(self.server.kubeconfig.read_text())
+        self._faults = FaultsClient(url.geturl(), config["users"][0]["user"]["token"])
         for entry in config["clusters"]:
             entry["cluster"]["server"] = f"{url.scheme}://127.0.0.1:{self.gate.port}"
         self.kubeconfig.write_text(yaml.safe_dump(config))
@@ -206,7 +217,8 @@ class LocalPlane:
         self.gate.close()
 
     def start(self) -> None:
-        assert self.gate is not None
+        assert self.gate is not None and self._faults is not None
+        self._faults.restart(RESTART_INITIALIZING_SECONDS)
         self.gate.open()
 
     def shutdown(self) -> None:

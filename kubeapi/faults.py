@@ -5,6 +5,10 @@ A test turns faults on through a small control endpoint (`/_faults`, admin only)
 times out, every answer is delayed, open watches are cut, history is forgotten so that resuming
 a watch gets 410 Gone, or the whole server goes dark for an outage and comes back. Filters aim
 the faults at some requests only (say, the operator's RoleBinding writes).
+
+`restart` is what kube-apiserver does right after it starts again: every open watch has ended
+with the old process, and while its watch caches fill it answers lists and watches 429
+"storage is (re)initializing" (Retry-After 1) for a few seconds, to everyone.
 """
 
 from __future__ import annotations
@@ -218,6 +222,7 @@ class Faults:
         self._up.set()
         self._outage_started: float | None = None
         self._outage_timer: asyncio.TimerHandle | None = None
+        self._initializing_until: float | None = None
         self.counters: dict[str, Any] = {}
         self._reset_counters()
 
@@ -233,6 +238,8 @@ class Faults:
             "outages": 0,
             "watches_cut": 0,
             "history_forgotten": 0,
+            "restarts": 0,
+            "initializing": 0,
         }
 
     # state changes (also usable in-process)
@@ -257,6 +264,7 @@ class Faults:
         self.settings = Settings()
         if was_out:
             self._end_outage()
+        self._initializing_until = None
         self._reset_counters()
 
     def cut_watches(self) -> int:
@@ -267,6 +275,27 @@ class Faults:
     def forget_history(self) -> None:
         self._target.forget_history()
         self.counters["history_forgotten"] += 1
+
+    def restart(self, seconds: float) -> None:
+        """As a restarted kube-apiserver: open watches end, and lists and watches answer 429
+        "storage is (re)initializing" for `seconds`."""
+        self.counters["restarts"] += 1
+        self._initializing_until = time.monotonic() + seconds
+        self.cut_watches()
+
+    def _initializing(self, request: web.Request) -> web.Response | None:
+        if self._initializing_until is None:
+            return None
+        if time.monotonic() >= self._initializing_until:
+            self._initializing_until = None
+            return None
+        verb, _, _ = request_verb(request.method, request.path, request.query)
+        if verb not in ("list", "watch"):
+            return None
+        self.counters["initializing"] += 1
+        return _status_response(
+            errors.too_many_requests("storage is (re)initializing"), {"Retry-After": "1"}
+        )
 
     def _start_outage(self) -> None:
         self._up.clear()
@@ -331,6 +360,9 @@ class Faults:
         if request.path == CONTROL_PATH or request.path.startswith(CONTROL_PATH + "/"):
             return await handler(request)
         self.counters["requests"] += 1
+        initializing = self._initializing(request)
+        if initializing is not None:
+            return initializing
         if not self._matches(request):
             return await handler(request)
         self.counters["matched"] += 1
@@ -369,6 +401,7 @@ class Faults:
         app.router.add_delete(CONTROL_PATH, self._delete)
         app.router.add_post(CONTROL_PATH + "/cut-watches", self._post_cut)
         app.router.add_post(CONTROL_PATH + "/forget-history", self._post_forget)
+        app.router.add_post(CONTROL_PATH + "/restart", self._post_restart)
 
     def _refused(self, request: web.Request) -> web.Response | None:
         if self._is_admin(request.headers):
@@ -415,6 +448,19 @@ class Faults:
             return refused
         closed = self.cut_watches()
         return web.json_response({"closed": closed, **self.state()})
+
+    async def _post_restart(self, request: web.Request) -> web.Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        try:
+            seconds = float((await request.json()).get("seconds", 3))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise errors.bad_request(f'restart takes {{"seconds": number}}: {exc}') from exc
+        if not 0 <= seconds <= 600:
+            raise errors.bad_request("restart seconds must be between 0 and 600")
+        self.restart(seconds)
+        return self._json()
 
     async def _post_forget(self, request: web.Request) -> web.Response:
         refused = self._refused(request)
@@ -468,6 +514,11 @@ class FaultsClient:
 
     def forget_history(self) -> dict[str, Any]:
         return self._call("POST", "/forget-history")
+
+    def restart(self, seconds: float = 3.0) -> dict[str, Any]:
+        """As a restarted kube-apiserver: watches end, lists and watches answer 429
+        "storage is (re)initializing" for `seconds`."""
+        return self._call("POST", "/restart", {"seconds": seconds})
 
     def outage(self, seconds: float | None = None, mode: str = "hang") -> dict[str, Any]:
         """Start an outage; it ends after `seconds`, or at `end_outage()`/`reset()`."""

@@ -9,6 +9,12 @@ read first and deletes them from its own loop and its own connections, on its ow
 shares only the interpreter lock with the rest, which a waiting thread gets within the switch
 interval (5 ms), so its deletes no longer queue behind the operator's other work.
 
+Its connections are shared by two kinds of delete: those at a deadline, and the batches of
+`delete_now` (start-up's overdue bindings, thousands after an outage). Each waits for a
+connection at a gate (`PriorityGate`) that lets a deadline's delete in before any batch's, so a
+grant falling due while the backlog is deleted waits for the next free connection, not for the
+whole backlog; the backlog keeps every connection the deadlines do not need.
+
 It knows nothing of owners or records: it is told what to delete when (`reap`), or not to
 (`spare`), and reports each delete back on the operator's loop, where the end is recorded. Its
 state lives on its own loop; the operator's side only posts to it.
@@ -17,9 +23,12 @@ state lives on its own loop; the operator's side only posts to it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
+import itertools
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -33,6 +42,51 @@ logger = logging.getLogger(__name__)
 
 # Deletes in flight at once: about what kube-apiserver takes before more only queue.
 CONCURRENCY = 64
+# Who goes first at the gate to a connection: lower first.
+AT_DEADLINE = 0
+BACKLOG = 1
+
+
+class PriorityGate:
+    """At most `capacity` holders at once; waiters are let in by priority (lower first), then
+    in the order they came. Used from one event loop."""
+
+    def __init__(self, capacity: int) -> None:
+        self._free = capacity
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    @contextlib.asynccontextmanager
+    async def slot(self, priority: int) -> AsyncIterator[None]:
+        await self._acquire(priority)
+        try:
+            yield
+        finally:
+            self._release()
+
+    async def _acquire(self, priority: int) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (priority, next(self._order), future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            # Let in just as it was cancelled: the slot goes to the next waiter.
+            if future.done() and not future.cancelled():
+                self._release()
+            else:
+                future.cancel()
+            raise
+
+    def _release(self) -> None:
+        while self._waiters:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)
+                return
+        self._free += 1
 
 
 class Deleter(Protocol):
@@ -85,6 +139,8 @@ class Reaper:
         self._stopping: asyncio.Event | None = None
         # Deletes under way on the reaper's loop: a second call for one waits for the first.
         self._sender = Sender(deletions)
+        # Reaper thread only: made on its loop.
+        self._gate: PriorityGate | None = None
 
     @property
     def running(self) -> bool:
@@ -156,6 +212,7 @@ class Reaper:
 
     async def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
         client = self._client = self._connect()
+        self._gate = PriorityGate(self._concurrency)
         self._scheduler = ExpiryScheduler(
             self._due, self._clock, concurrency=self._concurrency, on_change=self._changed
         )
@@ -199,7 +256,7 @@ class Reaper:
         try:
             deleted = 0
             for ref in refs:
-                if await self._delete(ref):
+                if await self._delete(ref, AT_DEADLINE):
                     deleted += 1
         finally:
             self._in_flight -= 1
@@ -220,7 +277,7 @@ class Reaper:
 
         async def one(ref: BindingRef) -> bool:
             async with slots:
-                return await self._delete(ref)
+                return await self._delete(ref, BACKLOG)
 
         self._in_flight += 1
         try:
@@ -232,12 +289,17 @@ class Reaper:
                 raise result
         return [bool(result) for result in results]
 
-    async def _delete(self, ref: BindingRef) -> bool:
+    async def _delete(self, ref: BindingRef, priority: int) -> bool:
         """Delete `ref` unless it is known gone, once however many ask (a grant handed over
         again while its delete is under way); True if this delete removed it."""
-        client = self._client
-        assert client is not None
+        client, gate = self._client, self._gate
+        assert client is not None and gate is not None
+
+        async def send() -> bool:
+            async with gate.slot(priority):
+                return await client.delete_binding(ref)
+
         uid = ref.uid
         if not uid:
-            return await client.delete_binding(ref)
-        return await self._sender.delete(uid, lambda: client.delete_binding(ref))
+            return await send()
+        return await self._sender.delete(uid, send)

@@ -143,3 +143,29 @@ def test_outage_ends_by_itself(cluster: Cluster, namespace: str, faults: Any) ->
 def test_control_endpoint_refuses_non_admins(cluster: Cluster, faults: Any) -> None:
     result = cluster.kubectl("get", "--raw", "/_faults", as_user="alice", check=False)
     assert result.returncode != 0
+
+
+def test_a_restart_answers_lists_and_watches_429_while_storage_initializes(
+    cluster: Cluster, namespace: str, faults: Any
+) -> None:
+    """What kube-apiserver v1.36 answered Lapse's operator right after a restart, mirrored:
+    lists and watches 429 "storage is (re)initializing" with Retry-After 1, for a few seconds;
+    a read by name is served."""
+    api = core(cluster)
+    faults.restart(2.0)
+    with pytest.raises(ApiException) as caught:
+        api.list_namespaced_config_map(namespace)
+    assert caught.value.status == 429
+    assert caught.value.headers["Retry-After"] == "1"
+    assert "storage is (re)initializing" in str(caught.value.body)
+    api.read_namespace(namespace)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            api.list_namespaced_config_map(namespace, _request_timeout=5)
+            break
+        except ApiException as exc:
+            assert exc.status == 429 and time.monotonic() < deadline, exc
+            time.sleep(0.2)
+    state = faults.state()["counters"]
+    assert state["restarts"] == 1 and state["initializing"] >= 1

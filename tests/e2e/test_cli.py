@@ -460,3 +460,21 @@ def test_breakglass_is_active_at_once_then_reviewed_and_revoked(team: Team) -> N
         assert revoked.stdout.strip() == f"breakglass/{name} revoked; its access is gone"
     finally:
         team.cluster.kubectl("delete", "breakglass", name, "--ignore-not-found", check=False)
+
+
+@pytest.mark.faults
+def test_list_right_after_an_api_server_restart_waits_as_kubectl_does(
+    cluster: Cluster, team: Team
+) -> None:
+    """A restarted kube-apiserver answers lists 429 "storage is (re)initializing" with
+    Retry-After while its caches fill (mirrored by the local API's `restart`); kubectl waits
+    and asks again, and so does `kubectl lapse`, instead of failing the command."""
+    team.policy()
+    team.ask("before-restart", duration="1h")
+    team.wait_phase("before-restart", "Active")
+    assert cluster.faults is not None
+    cluster.faults.restart(4.0)
+    listed = lapse(team, "list", "-n", team.namespace)
+    assert listed.returncode == 0, listed.stderr
+    assert "before-restart" in listed.stdout
+    assert cluster.faults.state()["counters"]["initializing"] >= 1

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from lapse.core.grants import GrantKey
 from lapse.core.models import BindingRef
 from lapse.deletions import Deletions
-from lapse.reaper import Reaped, Reaper
+from lapse.reaper import AT_DEADLINE, BACKLOG, PriorityGate, Reaped, Reaper
 
 KEY = GrantKey("AccessRequest", "payments", "fix", "uid-fix")
 OTHER = GrantKey("AccessRequest", "payments", "other", "uid-other")
@@ -175,3 +175,95 @@ def test_a_binding_is_deleted_once_however_often_it_is_handed_over() -> None:
     asyncio.run(scenario())
     assert [ref for ref, _, _ in deleter.deletes] == [REF]
     assert sorted((r.ticket, r.deleted) for r in reports) == [(1, 1), (2, 0), (3, 0)]
+
+
+def test_a_deadline_during_a_backlog_takes_the_next_free_connection() -> None:
+    """Start-up deletes thousands of overdue bindings in pages, all through the reaper's
+    connections; a grant falling due meanwhile is deleted with the next connection that frees
+    up, not after every page queued before it."""
+    connections = 4
+
+    class Pooled(RecordingDeleter):
+        """As the API client: `connections` requests at once, the rest queue in order."""
+
+        def __init__(self, blocked: threading.Event) -> None:
+            super().__init__(blocked)
+            self.pool: asyncio.Semaphore | None = None
+            self.under_way = threading.Event()  # set once 20 deletes went
+
+        async def delete_binding(self, ref: BindingRef) -> bool:
+            self.pool = self.pool or asyncio.Semaphore(connections)
+            async with self.pool:
+                await super().delete_binding(ref)
+                if len(self.deletes) >= 20:
+                    self.under_way.set()
+                await asyncio.sleep(0.005)
+                return True
+
+    deleter = Pooled(threading.Event())
+    reports = Reports()
+    pages = [
+        [
+            BindingRef(
+                kind="RoleBinding", name=f"old-{p}-{i}", namespace="payments", uid=f"{p}-{i}"
+            )
+            for i in range(50)
+        ]
+        for p in range(8)
+    ]
+
+    async def scenario() -> tuple[int, list[list[bool]]]:
+        reaper = Reaper(
+            lambda: deleter,
+            clock=now,
+            on_reaped=reports,
+            deletions=Deletions(),
+            concurrency=connections,
+        )
+        reaper.start()
+        backlog = [asyncio.create_task(reaper.delete_now(page)) for page in pages]
+        assert await asyncio.to_thread(deleter.under_way.wait, 30)
+        reaper.reap(KEY, 1, now(), [REF])
+        await reports.first()
+        results = await asyncio.gather(*backlog)
+        await reaper.stop()
+        return [ref for ref, _, _ in deleter.deletes].index(REF), results
+
+    position, results = asyncio.run(scenario())
+    assert all(all(page) for page in results), "every overdue binding deleted"
+    # Asked for after about 20 of 400 went: in at the next free connection, give or take the
+    # few that were let in while it was being scheduled.
+    assert position < 20 + 3 * connections, position
+
+
+def test_the_gate_lets_the_urgent_in_first_and_loses_no_slot_to_a_cancelled_waiter() -> None:
+    async def scenario() -> list[str]:
+        gate = PriorityGate(1)
+        order: list[str] = []
+        held = asyncio.Event()
+        release = asyncio.Event()
+
+        async def holder() -> None:
+            async with gate.slot(BACKLOG):
+                held.set()
+                await release.wait()
+
+        async def waiter(name: str, priority: int) -> None:
+            async with gate.slot(priority):
+                order.append(name)
+
+        first = asyncio.create_task(holder())
+        await held.wait()
+        tasks = [asyncio.create_task(waiter(f"backlog-{i}", BACKLOG)) for i in range(3)]
+        cancelled = asyncio.create_task(waiter("cancelled", AT_DEADLINE))
+        urgent = asyncio.create_task(waiter("urgent", AT_DEADLINE))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        release.set()
+        await asyncio.gather(first, urgent, *tasks)
+        # The slot is free again: someone new gets it at once.
+        async with asyncio.timeout(1), gate.slot(BACKLOG):
+            order.append("after")
+        return order
+
+    assert asyncio.run(scenario()) == ["urgent", "backlog-0", "backlog-1", "backlog-2", "after"]

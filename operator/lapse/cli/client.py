@@ -123,6 +123,10 @@ class Kube:
                 "--as-group needs --as: the API server impersonates a user, not groups",
                 ExitCode.USAGE,
             )
+        # As kubectl (client-go) does: a read refused with Retry-After (API priority and
+        # fairness, or a restarted API server whose storage is still initializing) goes
+        # again after that wait, up to ten times.
+        self.api.configuration.client_go_retries = True
         if connection.as_user:
             self.api.rest_client = _ImpersonatingRESTClient(
                 self.api.configuration, connection.as_user, connection.as_groups
