@@ -473,7 +473,7 @@ def test_list_right_after_an_api_server_restart_waits_as_kubectl_does(
     team.ask("before-restart", duration="1h")
     team.wait_phase("before-restart", "Active")
     assert cluster.faults is not None
-    cluster.faults.restart(4.0)
+    cluster.faults.restart(6.0)
     listed = lapse(team, "list", "-n", team.namespace)
     assert listed.returncode == 0, listed.stderr
     assert "before-restart" in listed.stdout
