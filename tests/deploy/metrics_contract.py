@@ -43,6 +43,7 @@ GAUGES = frozenset(
         "lapse_scheduled_expiries",
         "lapse_pending_requests",
         "lapse_policy_exposures",
+        "lapse_policy_info",
         "lapse_breakglass_active",
         "lapse_breakglass_unreviewed",
         "lapse_revocations_unverified",

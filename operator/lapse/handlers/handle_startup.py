@@ -41,6 +41,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # kopf waits this long to coalesce bursts of events per object; a grant should not wait
     # a tenth of a second for that.
     settings.batching.batch_window = 0.01
+    # kopf retries a failed call (a watch included) with these waits, then gives up on it. Its
+    # default grows to 21 s a wait: a restarted kube-apiserver answers watches 429 "storage is
+    # (re)initializing" for a few seconds, and kopf then heard of new requests up to 21 s after
+    # the server was back. Never more than 5 s a wait here; as long in all (about a minute).
+    settings.networking.error_backoffs = (1, 1, 1, 2, 2, 2, 3, 3, 3, 5, 5, 5, 5, 5, 5, 5)
     # A dropped watch must be noticed and re-established, not hang silently.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
