@@ -137,8 +137,8 @@ class PolicyReader:
         body = await self.kube.get_policy(name)
         read = parse_policy(body) if body is not None else None
         logger.info(
-            f"AccessPolicy {name} was not in the policy index yet; read from the API: "
-            f"{'found' if read is not None else 'none that can be read'}."
+            f"AccessPolicy {name} is not in the policy index; read from the API: "
+            f"{'there' if read is not None else 'none there that can be read'}."
         )
         return read
 
