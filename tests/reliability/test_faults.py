@@ -172,13 +172,9 @@ def test_outage_while_grants_fall_due(team: Team, operator: Operator, faults: An
     drain(team)
 
 
-def test_an_approver_is_heard_while_the_operators_policy_watch_is_refused(
-    team: Team, leads: str, operator: Operator, faults: Any
-) -> None:
-    """Restarted, kube-apiserver answers watches 429 "storage is (re)initializing" for a while:
-    a policy created then is in the API but not yet in the operator's policy index. A request
-    it leaves pending names it; the approver's approval must be admitted and counted by it, not
-    refused for the index's lag."""
+def refuse_policy_watch(faults: Any) -> None:
+    """The operator's watch of AccessPolicies ended and answered 429 from now on, as a
+    restarted kube-apiserver answers while its caches fill; everything else is served."""
     faults.set(
         error_rate=1.0,
         error_codes=[429],
@@ -189,6 +185,16 @@ def test_an_approver_is_heard_while_the_operators_policy_watch_is_refused(
         },
     )
     faults.cut_watches()
+
+
+def test_an_approver_is_heard_while_the_operators_policy_watch_is_refused(
+    team: Team, leads: str, operator: Operator, faults: Any
+) -> None:
+    """Restarted, kube-apiserver answers watches 429 "storage is (re)initializing" for a while:
+    a policy created then is in the API but not yet in the operator's policy index. A request
+    it leaves pending names it; the approver's approval must be admitted and counted by it, not
+    refused for the index's lag."""
+    refuse_policy_watch(faults)
     try:
         team.policy(
             roles=("edit",),
@@ -224,16 +230,7 @@ def test_a_policy_deleted_while_the_operator_could_not_watch_grants_nothing_afte
     holds must leave its index; a request the deleted policy would have granted is denied."""
     policy = team.policy(roles=("edit",), suffix="-doomed")
     wait_for(lambda: indexed(operator, policy), 20, 0.2, "the operator to index the policy")
-    faults.set(
-        error_rate=1.0,
-        error_codes=[429],
-        match={
-            "user_agents": OPERATOR_AGENTS,
-            "verbs": ["watch"],
-            "resources": ["accesspolicies"],
-        },
-    )
-    faults.cut_watches()
+    refuse_policy_watch(faults)
     try:
         team.cluster.kubectl("delete", "accesspolicy", policy)
         faults.forget_history()

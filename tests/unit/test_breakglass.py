@@ -97,14 +97,22 @@ def test_break_glass_longer_than_policy_is_denied_not_shortened(
     assert kube.bindings == {}
 
 
-def test_the_sre_cannot_review_their_own_break_glass(
+def reviewed_break_glass(
     kube: MemoryKube, keeper: BreakGlassKeeper
-) -> None:
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An active break-glass as stored, and the same with a review annotation added."""
     body = break_glass(kube)
     asyncio.run(keeper.reconcile(copy.deepcopy(body), [POLICY]))
     stored = kube.owner("BreakGlass", None, "inc-4711")
     new = copy.deepcopy(stored)
     new["metadata"].setdefault("annotations", {})["lapse.dev/review"] = "Justified: all fine"
+    return stored, new
+
+
+def test_the_sre_cannot_review_their_own_break_glass(
+    kube: MemoryKube, keeper: BreakGlassKeeper
+) -> None:
+    stored, new = reviewed_break_glass(kube, keeper)
     assert asyncio.run(keeper.admit(stored, new, SRE, [POLICY])).refusal is not None
     admitted = asyncio.run(keeper.admit(stored, new, LEAD, [POLICY]))
     assert admitted.refusal is None
@@ -120,11 +128,7 @@ def test_the_sre_cannot_review_their_own_break_glass(
 def test_a_review_is_judged_by_the_granting_policy_while_the_index_lags(
     kube: MemoryKube, keeper: BreakGlassKeeper
 ) -> None:
-    body = break_glass(kube)
-    asyncio.run(keeper.reconcile(copy.deepcopy(body), [POLICY]))
-    stored = kube.owner("BreakGlass", None, "inc-4711")
-    new = copy.deepcopy(stored)
-    new["metadata"].setdefault("annotations", {})["lapse.dev/review"] = "Justified: all fine"
+    stored, new = reviewed_break_glass(kube, keeper)
     # The index has not seen the policy; the API has it.
     kube.owners[("AccessPolicy", None, POLICY.metadata.name)] = POLICY.to_wire()
     assert asyncio.run(keeper.admit(stored, new, LEAD, [])).refusal is None
