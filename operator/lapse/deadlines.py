@@ -13,6 +13,8 @@ the calls that delete, record an end and expire a grant the long way.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -78,9 +80,16 @@ class Deadlines:
         # Deletes that need nothing read first go from the reaper's own thread when there is
         # one; the grants handed to it, by owner.
         self.reaper: Reaper | None = None
+        # Set while the reaper keeps up with what is due (see lapse.reaper, "pressed").
+        self._caught_up = asyncio.Event()
+        self._caught_up.set()
         if reaper_connect is not None:
             self.reaper = Reaper(
-                reaper_connect, clock=clock, on_reaped=self._reaped, deletions=deletions
+                reaper_connect,
+                clock=clock,
+                on_reaped=self._reaped,
+                deletions=deletions,
+                on_pressure=self._pressure,
             )
         self.handed: dict[GrantKey, Handed] = {}
         self._tickets = itertools.count(1)
@@ -92,6 +101,20 @@ class Deadlines:
         if self.reaper is not None and self.reaper.busy(within):
             return True
         return self.scheduler.busy(within)
+
+    async def deletes_first(self, at_most: float) -> None:
+        """Wait while more deletes are due than the reaper has connections for, at most
+        `at_most` seconds: what can wait (the record of an end) gives way to what cannot."""
+        if self._caught_up.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._caught_up.wait(), timeout=at_most)
+
+    def _pressure(self, pressed: bool) -> None:
+        if pressed:
+            self._caught_up.clear()
+        else:
+            self._caught_up.set()
 
     def start_reaper(self) -> None:
         """Deadlines handed to the reaper are kept from now on (this replica leads)."""

@@ -65,6 +65,11 @@ RECORD_CONCURRENCY = 32
 # While a delete is under way or due within VERIFY_CLEARANCE, ends are recorded only this many
 # at once: the API server's time goes to the deletes first, and the records still move.
 RECORD_CONCURRENCY_DELETING = 4
+# While the reaper has more deletes due than connections (an expiry wave, start-up's backlog),
+# ends are not recorded at all, for at most this long: each record is a read, a status write
+# and an Event, and each write an event the operator's own watch then handles; under a wave
+# they took the interpreter lock and the API server's time from the deletes.
+RECORD_DEFER_AT_MOST = 5.0
 RECORD_RETRY = timedelta(seconds=1)
 # Revocation checks wait while a deadline falls due this soon (see lapse.verifier).
 VERIFY_CLEARANCE = timedelta(seconds=1)
@@ -484,6 +489,7 @@ class Grantor:
     async def _record_expiry(self, key: GrantKey, deadline: datetime, revoked_at: datetime) -> None:
         try:
             async with self._record_slots:
+                await self.deadlines.deletes_first(RECORD_DEFER_AT_MOST)
                 narrow = self._deadlines_near()
                 async with self._record_slots_deleting if narrow else contextlib.nullcontext():
                     await self._end_expired(key, deadline, deleted=True, revoked_at=revoked_at)

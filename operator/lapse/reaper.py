@@ -15,6 +15,12 @@ connection at a gate (`PriorityGate`) that lets a deadline's delete in before an
 grant falling due while the backlog is deleted waits for the next free connection, not for the
 whole backlog; the backlog keeps every connection the deadlines do not need.
 
+When more deletes are due than it has connections (an expiry wave, start-up's backlog) it is
+*pressed*: it holds the garbage collector's pauses off (`lapse.heap.hold`) and says so on the
+operator's loop (`on_pressure`), where the records of ends wait until it has caught up. A
+delete then competes with nothing the operator could put off, neither for the API server nor
+for the interpreter lock.
+
 It knows nothing of owners or records: it is told what to delete when (`reap`), or not to
 (`spare`), and reports each delete back on the operator's loop, where the end is recorded. Its
 state lives on its own loop; the operator's side only posts to it.
@@ -33,6 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from lapse import heap
 from lapse.core.grants import GrantKey
 from lapse.core.models import BindingRef
 from lapse.deletions import Deletions, Sender
@@ -45,6 +52,10 @@ CONCURRENCY = 64
 # Who goes first at the gate to a connection: lower first.
 AT_DEADLINE = 0
 BACKLOG = 1
+# Pressed once at least this many deletes per connection are due and not done, relieved when
+# down to the lower share: apart enough that the end of a wave does not flap between the two.
+PRESSED_FROM = 1.0
+RELIEVED_AT = 0.125
 
 
 class PriorityGate:
@@ -52,9 +63,15 @@ class PriorityGate:
     in the order they came. Used from one event loop."""
 
     def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
         self._free = capacity
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
+
+    @property
+    def in_use(self) -> int:
+        """Slots held now."""
+        return self.capacity - self._free
 
     @contextlib.asynccontextmanager
     async def slot(self, priority: int) -> AsyncIterator[None]:
@@ -107,6 +124,8 @@ class Reaped:
 
 
 OnReaped = Callable[[Reaped], None]
+# Told on the operator's loop when the reaper becomes pressed (True) and relieved (False).
+OnPressure = Callable[[bool], None]
 
 
 class Reaper:
@@ -118,10 +137,16 @@ class Reaper:
         on_reaped: OnReaped,
         deletions: Deletions,
         concurrency: int = CONCURRENCY,
+        on_pressure: OnPressure | None = None,
     ) -> None:
         self._connect = connect
         self._clock = clock
         self._on_reaped = on_reaped
+        self._on_pressure = on_pressure
+        # Reaper thread only: whether more deletes are due than connections are free, and the
+        # deletes of `delete_now` batches not done yet.
+        self._pressed = False
+        self._batched = 0
         self._concurrency = concurrency
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -214,7 +239,11 @@ class Reaper:
         client = self._client = self._connect()
         self._gate = PriorityGate(self._concurrency)
         self._scheduler = ExpiryScheduler(
-            self._due, self._clock, concurrency=self._concurrency, on_change=self._changed
+            self._due,
+            self._clock,
+            concurrency=self._concurrency,
+            on_change=self._changed,
+            on_settled=self._weigh,
         )
         self._stopping = asyncio.Event()
         for command in self._backlog:
@@ -229,6 +258,8 @@ class Reaper:
             runner.cancel()
             await asyncio.gather(runner, return_exceptions=True)
             await client.close()
+            self._press(False)
+            heap.release()
         self._client = None
 
     def _reap_here(
@@ -246,6 +277,7 @@ class Reaper:
     def _changed(self) -> None:
         assert self._scheduler is not None
         self._earliest = self._scheduler.earliest()
+        self._weigh()
 
     async def _due(self, key: GrantKey, deadline: datetime) -> None:
         entry = self._entries.get(key)
@@ -276,9 +308,15 @@ class Reaper:
         slots = asyncio.Semaphore(self._concurrency)
 
         async def one(ref: BindingRef) -> bool:
-            async with slots:
-                return await self._delete(ref, BACKLOG)
+            try:
+                async with slots:
+                    return await self._delete(ref, BACKLOG)
+            finally:
+                self._batched -= 1
+                self._weigh()
 
+        self._batched += len(refs)
+        self._weigh()
         self._in_flight += 1
         try:
             results = await asyncio.gather(*(one(ref) for ref in refs), return_exceptions=True)
@@ -303,3 +341,29 @@ class Reaper:
         if not uid:
             return await send()
         return await self._sender.delete(uid, send)
+
+    def _weigh(self) -> None:
+        """Pressed or relieved, by how many deletes are due and not done."""
+        scheduler = self._scheduler
+        backlog = self._batched + (scheduler.running() if scheduler is not None else 0)
+        if not self._pressed and backlog >= max(1, self._concurrency * PRESSED_FROM):
+            self._press(True)
+        elif self._pressed and backlog <= self._concurrency * RELIEVED_AT:
+            self._press(False)
+        if not backlog and not self._pressed:
+            # The collection the hold put off takes what those seconds left (a few hundred
+            # milliseconds after a wave of 1,000): only once no delete is due.
+            heap.release()
+
+    def _press(self, pressed: bool) -> None:
+        if pressed == self._pressed:
+            return
+        self._pressed = pressed
+        if pressed:
+            heap.hold()
+        main, report = self._main, self._on_pressure
+        if main is None or report is None:
+            return
+        with contextlib.suppress(RuntimeError):
+            # The operator's loop is closing: nothing waits for the news any more.
+            main.call_soon_threadsafe(report, pressed)

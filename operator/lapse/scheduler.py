@@ -38,6 +38,7 @@ class ExpiryScheduler:
         clock: Clock,
         concurrency: int = 64,
         on_change: Callable[[], None] | None = None,
+        on_settled: Callable[[], None] | None = None,
     ) -> None:
         self._clock = clock
         self._heap: list[tuple[datetime, str, GrantKey]] = []
@@ -48,6 +49,8 @@ class ExpiryScheduler:
         self._slots = asyncio.Semaphore(concurrency)
         self._running: set[asyncio.Task[None]] = set()
         self._on_change = on_change or (lambda: None)
+        # Called each time a deadline that fell due has been handled.
+        self._on_settled = on_settled or (lambda: None)
         # Deadlines per (kind, owner kind), kept as they change: gauges read them on every
         # change, and counting the deadlines each time would cost a walk over every grant.
         self._counts: Counter[tuple[str, str]] = Counter()
@@ -112,6 +115,11 @@ class ExpiryScheduler:
             self._pop(kind, key)
         self._on_change()
 
+    def running(self) -> int:
+        """Deadlines due and not yet handled: those being handled and those waiting for a
+        slot."""
+        return len(self._running)
+
     def earliest(self) -> datetime | None:
         """The next deadline of any kind, or None."""
         self._drop_stale()
@@ -167,8 +175,12 @@ class ExpiryScheduler:
             self._pop(kind, key)
             task = asyncio.create_task(self._revoke(key, deadline, kind))
             self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            task.add_done_callback(self._settled)
         self._on_change()
+
+    def _settled(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._on_settled()
 
     async def _revoke(self, key: GrantKey, deadline: datetime, kind: str = EXPIRY) -> None:
         async with self._slots:

@@ -20,6 +20,7 @@ import pytest
 from tests.cluster import Cluster
 from tests.e2e.conftest import Team
 from tests.e2e.harness import Identity, Operator, wait_for
+from tests.e2e.test_revocation import STILL_IN_FLIGHT, WAVE, deleted_after_the_first_record
 from tests.reliability.conftest import (
     OPERATOR_AGENTS,
     Operators,
@@ -243,3 +244,19 @@ def test_a_policy_deleted_while_the_operator_could_not_watch_grants_nothing_afte
     team.wait_phase("after-delete", "Denied", timeout=20)
     assert not team.can_i("create", "deployments")
     drain(team)
+
+
+def test_a_wave_of_ends_on_a_slow_api_server_deletes_before_it_records(
+    team: Team, operator: Operator, faults: Any
+) -> None:
+    """Every binding delete takes 0.4 s, so a wave of more grants than the reaper has
+    connections takes two rounds of deletes: the records of the first round's ends wait for
+    the second round (without the wait, they are written while it is under way)."""
+    faults.set(latency_ms=400, match={"verbs": ["delete"], "resources": ["rolebindings"]})
+    try:
+        after = deleted_after_the_first_record(team)
+    finally:
+        faults.reset()
+    assert len(after) <= STILL_IN_FLIGHT, (
+        f"{len(after)} of {WAVE} bindings were deleted after the first end was recorded"
+    )
