@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from lapse import metrics
 from lapse.core.grants import GrantKey
 from lapse.core.models import BindingRef
 from lapse.deletions import Deletions
@@ -111,6 +112,7 @@ class Deadlines:
             await asyncio.wait_for(self._caught_up.wait(), timeout=at_most)
 
     def _pressure(self, pressed: bool) -> None:
+        metrics.reaper_pressed.set(1 if pressed else 0)
         if pressed:
             self._caught_up.clear()
         else:

@@ -64,6 +64,11 @@ ends_recording = Gauge(
     "Grants whose bindings are deleted and whose end (status, Event, audit line) is still "
     "being written.",
 )
+reaper_pressed = Gauge(
+    "lapse_reaper_pressed",
+    "1 while more binding deletes are due than the reaper has connections (an expiry wave, "
+    "start-up's overdue bindings): the records of ends wait, collections are held off.",
+)
 revocation_checks_deferred_total = Counter(
     "lapse_revocation_checks_deferred_total",
     "Checks of ended grants that waited for a quiet moment before asking the API server.",

@@ -49,6 +49,7 @@ GAUGES = frozenset(
         "lapse_revocations_unverified",
         "lapse_revocation_checks_waiting",
         "lapse_ends_recording",
+        "lapse_reaper_pressed",
         "lapse_scheduled_grants",
         "lapse_webhook_certificate_expiry_timestamp_seconds",
         "lapse_trail_sink_up",
