@@ -150,6 +150,7 @@ class KubeApi(Protocol):
     async def role_exists(self, kind: str, name: str, namespace: str | None) -> bool | None: ...
     async def get_binding(self, ref: BindingRef) -> dict[str, Any] | None: ...
     async def delete_binding(self, ref: BindingRef) -> bool: ...
+    async def warm_revocations(self, connections: int) -> int: ...
     async def patch_binding(self, ref: BindingRef, patch: Mapping[str, Any]) -> dict[str, Any]: ...
     async def list_bindings(self, selector: str) -> list[dict[str, Any]]: ...
     def binding_metadata_pages(self, selector: str) -> AsyncIterator[list[dict[str, Any]]]: ...
@@ -373,6 +374,20 @@ class KubeClient:
         except (NotFoundError, ConflictError):
             return False
         return True
+
+    async def warm_revocations(self, connections: int) -> int:
+        """Open up to `connections` of the connections deletes use, ahead of a wave: one cheap
+        read each (the server's version, which every client may read), all at once so that
+        each takes a connection of its own; how many answered. One that failed is only a
+        connection opened later, by a delete."""
+        results = await asyncio.gather(
+            *(
+                self._call("GET", "/version", session=self._revocations, retry=False)
+                for _ in range(connections)
+            ),
+            return_exceptions=True,
+        )
+        return sum(1 for result in results if not isinstance(result, BaseException))
 
     async def patch_binding(self, ref: BindingRef, patch: Mapping[str, Any]) -> dict[str, Any]:
         return await self._call("PATCH", binding_path(ref), body=patch, content_type=MERGE_PATCH)

@@ -115,6 +115,15 @@ class ExpiryScheduler:
             self._pop(kind, key)
         self._on_change()
 
+    def due_by(self, until: datetime, limit: int) -> int:
+        """How many deadlines fall due by `until`, counting at most `limit` (a look at the
+        `limit` earliest, not a walk over every deadline)."""
+        return sum(
+            1
+            for deadline, kind, key in heapq.nsmallest(limit, self._heap)
+            if deadline <= until and self._deadlines.get((kind, key)) == deadline
+        )
+
     def running(self) -> int:
         """Deadlines due and not yet handled: those being handled and those waiting for a
         slot."""

@@ -88,6 +88,9 @@ class MemoryKube:
         del self.bindings[key]
         return True
 
+    async def warm_revocations(self, connections: int) -> int:
+        return connections
+
     async def patch_binding(self, ref: BindingRef, patch: Mapping[str, Any]) -> dict[str, Any]:
         found = self.bindings.get((ref.kind, ref.namespace, ref.name))
         if found is None:

@@ -31,11 +31,17 @@ class RecordingDeleter:
     def __init__(self, blocked: threading.Event) -> None:
         self.blocked = blocked
         self.deletes: list[tuple[BindingRef, str, bool]] = []
+        # (connections asked for, deletes made before)
+        self.warmed: list[tuple[int, int]] = []
         self.closed = False
 
     async def delete_binding(self, ref: BindingRef) -> bool:
         self.deletes.append((ref, threading.current_thread().name, self.blocked.is_set()))
         return True
+
+    async def warm_revocations(self, connections: int) -> int:
+        self.warmed.append((connections, len(self.deletes)))
+        return connections
 
     async def close(self) -> None:
         self.closed = True
@@ -355,3 +361,40 @@ def test_a_few_deletes_at_once_do_not_press_the_reaper() -> None:
     asyncio.run(scenario())
     assert told == []
     assert gc.isenabled()
+
+
+def test_the_connections_of_a_wave_are_opened_before_it_falls_due() -> None:
+    deleter = RecordingDeleter(threading.Event())
+    reports = Reports()
+    keys = [GrantKey("AccessRequest", "payments", f"w{i}", f"uid-w{i}") for i in range(30)]
+
+    async def scenario() -> None:
+        reaper = Reaper(lambda: deleter, clock=now, on_reaped=reports, deletions=Deletions())
+        reaper.start()
+        due = now() + timedelta(seconds=1.5)
+        for i, key in enumerate(keys):
+            ref = BindingRef(kind="RoleBinding", name=f"w{i}", namespace="payments", uid=f"w-{i}")
+            reaper.reap(key, i, due, [ref])
+        async with asyncio.timeout(30):
+            await reports.all(len(keys))
+        await reaper.stop()
+
+    asyncio.run(scenario())
+    # Once, before the first delete, as many as were coming.
+    assert deleter.warmed == [(len(keys), 0)]
+
+
+def test_a_few_deletes_coming_open_nothing_ahead() -> None:
+    deleter = RecordingDeleter(threading.Event())
+    reports = Reports()
+
+    async def scenario() -> None:
+        reaper = Reaper(lambda: deleter, clock=now, on_reaped=reports, deletions=Deletions())
+        reaper.start()
+        reaper.reap(KEY, 1, now() + timedelta(seconds=1.5), [REF])
+        async with asyncio.timeout(30):
+            await reports.all(1)
+        await reaper.stop()
+
+    asyncio.run(scenario())
+    assert deleter.warmed == []

@@ -260,6 +260,9 @@ class ReaperClient:
         self.threads.append(threading.current_thread().name)
         return await self.kube.delete_binding(ref)
 
+    async def warm_revocations(self, connections: int) -> int:
+        return connections
+
     async def close(self) -> None:
         pass
 
