@@ -71,15 +71,9 @@ class PriorityGate:
     in the order they came. Used from one event loop."""
 
     def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
         self._free = capacity
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
-
-    @property
-    def in_use(self) -> int:
-        """Slots held now."""
-        return self.capacity - self._free
 
     @contextlib.asynccontextmanager
     async def slot(self, priority: int) -> AsyncIterator[None]:
