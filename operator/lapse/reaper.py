@@ -313,22 +313,29 @@ class Reaper:
 
     async def _delete_all(self, refs: tuple[BindingRef, ...]) -> list[bool]:
         slots = asyncio.Semaphore(self._concurrency)
+        # This batch's deletes not done yet: a cancelled batch (its caller gone) must not
+        # leave the reaper pressed by deletes that will never run.
+        waiting = len(refs)
 
         async def one(ref: BindingRef) -> bool:
+            nonlocal waiting
             try:
                 async with slots:
                     return await self._delete(ref, BACKLOG)
             finally:
+                waiting -= 1
                 self._batched -= 1
                 self._weigh()
 
-        self._batched += len(refs)
+        self._batched += waiting
         self._weigh()
         self._in_flight += 1
         try:
             results = await asyncio.gather(*(one(ref) for ref in refs), return_exceptions=True)
         finally:
             self._in_flight -= 1
+            self._batched -= waiting
+            self._weigh()
         for result in results:
             if isinstance(result, BaseException):
                 raise result

@@ -398,3 +398,50 @@ def test_a_few_deletes_coming_open_nothing_ahead() -> None:
 
     asyncio.run(scenario())
     assert deleter.warmed == []
+
+
+def test_a_cancelled_batch_leaves_the_reaper_relieved() -> None:
+    """Start-up's batch given up half-way (its caller stopped): the deletes it will never make
+    must not keep the reaper pressed, nor collections held off."""
+    release = threading.Event()
+
+    class Stuck(RecordingDeleter):
+        async def delete_binding(self, ref: BindingRef) -> bool:
+            await asyncio.to_thread(release.wait, 30)
+            return await super().delete_binding(ref)
+
+    deleter = Stuck(threading.Event())
+    told: list[bool] = []
+    refs = [
+        BindingRef(kind="RoleBinding", name=f"old-{i}", namespace="payments", uid=f"old-{i}")
+        for i in range(10)
+    ]
+
+    async def scenario() -> None:
+        relieved, pressed_now = asyncio.Event(), asyncio.Event()
+
+        def tell(pressed: bool) -> None:
+            told.append(pressed)
+            (pressed_now if pressed else relieved).set()
+
+        reaper = Reaper(
+            lambda: deleter,
+            clock=now,
+            on_reaped=Reports(),
+            deletions=Deletions(),
+            concurrency=2,
+            on_pressure=tell,
+        )
+        reaper.start()
+        batch = asyncio.create_task(reaper.delete_now(refs))
+        async with asyncio.timeout(30):
+            await pressed_now.wait()
+            assert not gc.isenabled()
+            batch.cancel()
+            release.set()
+            await relieved.wait()
+        await reaper.stop()
+
+    asyncio.run(scenario())
+    assert told == [True, False]
+    assert gc.isenabled()
