@@ -11,12 +11,14 @@ import asyncio
 import gc
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from lapse.core.grants import GrantKey
 from lapse.core.models import BindingRef
 from lapse.deletions import Deletions
-from lapse.reaper import AT_DEADLINE, BACKLOG, PriorityGate, Reaped, Reaper
+from lapse.reaper import AT_DEADLINE, BACKLOG, Deleter, PriorityGate, Reaped, Reaper
 
 KEY = GrantKey("AccessRequest", "payments", "fix", "uid-fix")
 OTHER = GrantKey("AccessRequest", "payments", "other", "uid-other")
@@ -51,6 +53,25 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def running_reaper(
+    deleter: Deleter,
+    on_reaped: Callable[[Reaped], None],
+    *,
+    deletions: Deletions | None = None,
+    **options: Any,
+) -> Reaper:
+    """A running reaper deleting through `deleter` (called on the operator's loop)."""
+    reaper = Reaper(
+        lambda: deleter,
+        clock=now,
+        on_reaped=on_reaped,
+        deletions=deletions or Deletions(),
+        **options,
+    )
+    reaper.start()
+    return reaper
+
+
 class Reports(list[Reaped]):
     """What reached the operator's loop; `arrived` is set on each report."""
 
@@ -79,8 +100,7 @@ def test_a_delete_goes_at_its_deadline_while_the_operator_loop_is_busy() -> None
     deletions = Deletions()
 
     async def scenario() -> None:
-        reaper = Reaper(lambda: deleter, clock=now, on_reaped=reports, deletions=deletions)
-        reaper.start()
+        reaper = running_reaper(deleter, reports, deletions=deletions)
         reaper.reap(KEY, 7, now() + timedelta(milliseconds=100), [REF])
         # The operator's loop does three seconds of work of its own without yielding.
         blocked.set()
@@ -142,8 +162,7 @@ def test_a_failed_delete_is_tried_again_and_reported_once() -> None:
     reports = Reports()
 
     async def scenario() -> None:
-        reaper = Reaper(lambda: deleter, clock=now, on_reaped=reports, deletions=Deletions())
-        reaper.start()
+        reaper = running_reaper(deleter, reports)
         reaper.reap(KEY, 5, now(), [REF])
         await reports.first()
         await asyncio.sleep(0.2)
@@ -172,8 +191,7 @@ def test_a_binding_is_deleted_once_however_often_it_is_handed_over() -> None:
     deletions.gone("b-2")
 
     async def scenario() -> None:
-        reaper = Reaper(lambda: deleter, clock=now, on_reaped=reports, deletions=deletions)
-        reaper.start()
+        reaper = running_reaper(deleter, reports, deletions=deletions)
         reaper.reap(KEY, 1, now(), [REF])
         await asyncio.sleep(0.1)
         reaper.reap(KEY, 2, now(), [REF])
@@ -225,14 +243,7 @@ def test_a_deadline_during_a_backlog_takes_the_next_free_connection() -> None:
     ]
 
     async def scenario() -> tuple[int, list[list[bool]]]:
-        reaper = Reaper(
-            lambda: deleter,
-            clock=now,
-            on_reaped=reports,
-            deletions=Deletions(),
-            concurrency=connections,
-        )
-        reaper.start()
+        reaper = running_reaper(deleter, reports, concurrency=connections)
         backlog = [asyncio.create_task(reaper.delete_now(page)) for page in pages]
         assert await asyncio.to_thread(deleter.under_way.wait, 30)
         reaper.reap(KEY, 1, now(), [REF])
@@ -311,15 +322,7 @@ def test_a_wave_presses_the_reaper_until_it_has_caught_up() -> None:
             if not pressed:
                 relieved.set()
 
-        reaper = Reaper(
-            lambda: deleter,
-            clock=now,
-            on_reaped=reports,
-            deletions=Deletions(),
-            concurrency=connections,
-            on_pressure=tell,
-        )
-        reaper.start()
+        reaper = running_reaper(deleter, reports, concurrency=connections, on_pressure=tell)
         due = now()
         for i, key in enumerate(keys):
             ref = BindingRef(kind="RoleBinding", name=f"b{i}", namespace="payments", uid=f"b-{i}")
@@ -344,14 +347,7 @@ def test_a_few_deletes_at_once_do_not_press_the_reaper() -> None:
     told: list[bool] = []
 
     async def scenario() -> None:
-        reaper = Reaper(
-            lambda: deleter,
-            clock=now,
-            on_reaped=reports,
-            deletions=Deletions(),
-            on_pressure=told.append,
-        )
-        reaper.start()
+        reaper = running_reaper(deleter, reports, on_pressure=told.append)
         reaper.reap(KEY, 1, now(), [REF])
         reaper.reap(OTHER, 2, now(), [OTHER_REF])
         async with asyncio.timeout(30):
@@ -369,8 +365,7 @@ def test_the_connections_of_a_wave_are_opened_before_it_falls_due() -> None:
     keys = [GrantKey("AccessRequest", "payments", f"w{i}", f"uid-w{i}") for i in range(30)]
 
     async def scenario() -> None:
-        reaper = Reaper(lambda: deleter, clock=now, on_reaped=reports, deletions=Deletions())
-        reaper.start()
+        reaper = running_reaper(deleter, reports)
         due = now() + timedelta(seconds=1.5)
         for i, key in enumerate(keys):
             ref = BindingRef(kind="RoleBinding", name=f"w{i}", namespace="payments", uid=f"w-{i}")
@@ -389,8 +384,7 @@ def test_a_few_deletes_coming_open_nothing_ahead() -> None:
     reports = Reports()
 
     async def scenario() -> None:
-        reaper = Reaper(lambda: deleter, clock=now, on_reaped=reports, deletions=Deletions())
-        reaper.start()
+        reaper = running_reaper(deleter, reports)
         reaper.reap(KEY, 1, now() + timedelta(seconds=1.5), [REF])
         async with asyncio.timeout(30):
             await reports.all(1)
@@ -424,15 +418,7 @@ def test_a_cancelled_batch_leaves_the_reaper_relieved() -> None:
             told.append(pressed)
             (pressed_now if pressed else relieved).set()
 
-        reaper = Reaper(
-            lambda: deleter,
-            clock=now,
-            on_reaped=Reports(),
-            deletions=Deletions(),
-            concurrency=2,
-            on_pressure=tell,
-        )
-        reaper.start()
+        reaper = running_reaper(deleter, Reports(), concurrency=2, on_pressure=tell)
         batch = asyncio.create_task(reaper.delete_now(refs))
         async with asyncio.timeout(30):
             await pressed_now.wait()
