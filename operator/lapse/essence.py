@@ -15,7 +15,7 @@ older one stored).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import kopf
@@ -26,12 +26,12 @@ KEPT_METADATA = ("labels", "annotations")
 
 
 def compute_lean_body(
-    body: Mapping[str, Any], extra_fields: Iterable[dicts.FieldSpec] | None
+    body: Mapping[str, Any], extra_fields: Sequence[dicts.FieldSpec] | None
 ) -> dict[str, Any]:
     """`body` less what kopf's essence never holds: the status (unless a handler asks for
     fields of it) and the metadata other than labels and annotations. Shallow: nothing is
     copied here; kopf's builder copies what it keeps."""
-    wanted_status = extra_fields is not None and any(True for _ in extra_fields)
+    wanted_status = bool(extra_fields)
     lean = {
         key: value
         for key, value in body.items()
