@@ -513,7 +513,18 @@ def held_by(holdings: Holdings, username: str, groups: Iterable[str]) -> list[He
     found = Identity.of_username(username)
     actors = [Actor(found.kind, found.name, found.namespace)] if username else []
     actors += [Actor("Group", g) for g in groups]
-    return [h for actor in actors for g in holdings.get(actor, ()) for h in g.expand()]
+    # A subject holding one role many times over (a user with hundreds of grants of `edit`)
+    # holds its rules once: the bindings of one role share one tuple of rules, and what a
+    # holding gives depends on nothing else but its scope. The first binding names it.
+    seen: set[tuple[int, str | None, bool]] = set()
+    held: list[Held] = []
+    for actor in actors:
+        for holding in holdings.get(actor, ()):
+            key = (id(holding.rules), holding.scope, holding.temporary)
+            if key not in seen:
+                seen.add(key)
+                held += holding.expand()
+    return held
 
 
 def can_act_as(paths: Iterable[Path], username: str, groups: Iterable[str]) -> list[Path]:

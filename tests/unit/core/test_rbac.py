@@ -10,6 +10,8 @@ from lapse.core.rbac import (
     Trusted,
     can_act_as,
     compute_exposure,
+    compute_holdings,
+    held_by,
     parse_binding,
     parse_role,
     role_key,
@@ -220,3 +222,20 @@ def test_an_administrator_by_grant_is_still_named() -> None:
     temporary["metadata"]["labels"] = {"app.kubernetes.io/managed-by": "lapse"}
     state = snapshot({"ClusterRole/cluster-admin": ADMIN}, [temporary])
     assert "impersonate it" in {p.way for p in compute_exposure(state, APPLIER, Trusted())}
+
+
+def test_a_role_held_many_times_over_is_held_once_per_namespace() -> None:
+    """A user with hundreds of grants of one role holds its rules once in each namespace."""
+    bindings = [
+        binding("RoleBinding", f"grant-{i}", "ClusterRole/edit", [user("dev")], "team-a")
+        for i in range(300)
+    ]
+    bindings.append(binding("RoleBinding", "grant-b", "ClusterRole/edit", [user("dev")], "team-b"))
+    state = snapshot({"ClusterRole//edit": EDIT}, bindings)
+
+    held = held_by(compute_holdings(state), "dev", [])
+
+    assert [(h.scope, h.through) for h in held] == [
+        *[("team-a", "RoleBinding team-a/grant-0 (ClusterRole edit)")] * len(EDIT),
+        *[("team-b", "RoleBinding team-b/grant-b (ClusterRole edit)")] * len(EDIT),
+    ]
