@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from celpy import celtypes
 
-from . import endpoints, errors, goerrors, patch
+from . import cel, endpoints, errors, goerrors, patch
 from .identity import UserInfo
 from .selectors import label_selector_matches
 
@@ -226,7 +227,48 @@ class Admission:
                 or (old is not None and label_selector_matches(selector, old))
             ):
                 return False
+        if not self._conditions_match(hook, req, version):
+            return False
         return version
+
+    @staticmethod
+    def _conditions_match(
+        hook: Mapping[str, Any], req: AdmissionAttributes, version: str | None
+    ) -> bool:
+        """`matchConditions`, as kube-apiserver's matcher: any condition false skips the
+        webhook; otherwise an error skips it under `failurePolicy: Ignore` and refuses the
+        request (403) under `Fail`; all true calls it."""
+        conditions = hook.get("matchConditions") or ()
+        if not conditions:
+            return True
+        review = _review(req, version)["request"]
+        activation = {
+            "object": cel.to_cel(review.get("object"), None),
+            "oldObject": cel.to_cel(review.get("oldObject"), None),
+            "request": cel.to_cel(review, None),
+        }
+        failed: list[str] = []
+        for condition in conditions:
+            expression = str(condition.get("expression") or "")
+            try:
+                result = cel.evaluate(expression, activation)
+            except (cel.CompileError, cel.EvalError) as error:
+                failed.append(f"expression '{expression}' resulted in error: {error}")
+                continue
+            if not isinstance(result, celtypes.BoolType):
+                failed.append(f"expression '{expression}' did not evaluate to a bool")
+            elif not result:
+                return False
+        if not failed:
+            return True
+        if (hook.get("failurePolicy") or "Fail") == "Ignore":
+            return False
+        raise errors.forbidden_object(
+            str(req.resource.get("resource") or ""),
+            str(req.resource.get("group") or ""),
+            req.name,
+            "; ".join(failed),
+        )
 
     def _namespace_matches(
         self, selector: Mapping[str, Any] | None, req: AdmissionAttributes

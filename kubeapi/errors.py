@@ -139,6 +139,14 @@ def forbidden(
     return ApiError(403, "Forbidden", message, _details(name, group, resource))
 
 
+def forbidden_object(resource: str, group: str, name: str, why: str) -> ApiError:
+    """403 for an object, not a user's permission: `configmaps "a" is forbidden: why`."""
+    subject = f'{_qualified(resource, group)} "{name}"' if name else _qualified(resource, group)
+    return ApiError(
+        403, "Forbidden", f"{subject} is forbidden: {why}", _details(name, group, resource)
+    )
+
+
 def gone(message: str = "too old resource version") -> ApiError:
     return ApiError(410, "Expired", message)
 

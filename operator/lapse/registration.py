@@ -16,10 +16,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from kopf._core.engines.admission import build_webhooks
+from kopf._core.engines import admission as kopf_admission
 from kopf._core.intents.registries import get_default_registry
 
 from lapse.config import Settings
+from lapse.core.admission import INERT_UPDATE_HOOKS, build_relevant_update_condition
 
 KINDS = {
     "mutating": "MutatingWebhookConfiguration",
@@ -28,6 +29,32 @@ KINDS = {
 RULE_FIELDS = ("apiGroups", "apiVersions", "resources", "operations", "scope")
 # cert-manager's cainjector fills caBundle from the Certificate this annotation names.
 INJECT_CA_ANNOTATION = "cert-manager.io/inject-ca-from"
+
+
+_build_kopf_webhooks = kopf_admission.build_webhooks
+# The UPDATE webhooks are called only for an update they judge (see
+# build_relevant_update_condition): kopf's own patches of every grant never reach them.
+MATCH_CONDITIONS = {
+    hook: [{"name": "judged-update", "expression": build_relevant_update_condition()}]
+    for hook in INERT_UPDATE_HOOKS
+}
+
+
+def build_webhooks(*args: Any, name_suffix: str, **kwargs: Any) -> list[dict[str, Any]]:
+    """kopf's webhooks for its handlers, with Lapse's match conditions, which kopf cannot
+    express."""
+    webhooks: list[dict[str, Any]] = _build_kopf_webhooks(*args, name_suffix=name_suffix, **kwargs)
+    for hook in webhooks:
+        conditions = MATCH_CONDITIONS.get(str(hook["name"]).removesuffix(f".{name_suffix}"))
+        if conditions is not None:
+            hook["matchConditions"] = copy.deepcopy(conditions)
+    return webhooks
+
+
+def use_in_kopf() -> None:
+    """In url mode kopf writes the configurations itself, from its own module's builder: it
+    builds them with Lapse's, so both modes write the same webhooks."""
+    kopf_admission.build_webhooks = build_webhooks
 
 
 def _resources(handlers: list[Any]) -> list[kopf.Resource]:
@@ -65,7 +92,7 @@ def build_webhook_entries(settings: Settings, reason: str, ca_bundle: bytes | No
         handlers,
         resources=_resources(handlers),
         name_suffix=settings.webhook_configuration,
-        client_config=client,  # type: ignore[arg-type]
+        client_config=client,
     )
 
 

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from kubeapi import tls
+from lapse.core.admission import build_relevant_update_condition
 from tests.cluster import Cluster
 
 CERTS = tls.generate()
@@ -252,3 +253,54 @@ def test_failure_policy_when_the_webhook_is_down(
     )
     cluster.kubectl("apply", "-f", "-", input=json.dumps(ignore))
     cluster.kubectl("create", "configmap", "a", "-n", namespace)
+
+
+def test_match_conditions_decide_whether_the_webhook_is_called(
+    cluster: Cluster, namespace: str, configured: list[tuple[str, str]]
+) -> None:
+    """Lapse's own condition for its UPDATE webhooks (called only for an update they judge),
+    in front of a webhook that is down and fails closed: whatever is refused was sent to it."""
+    cluster.kubectl("create", "configmap", "judged", "-n", namespace)
+    cluster.kubectl(
+        "annotate", "configmap", "judged", "lapse.dev/decisions=x", "other=1", "-n", namespace
+    )
+    finalizer = '{"metadata":{"finalizers":["lapse.dev/f"]}}'
+    cluster.kubectl(
+        "patch", "configmap", "judged", "--type=merge", "-p", finalizer, "-n", namespace
+    )
+    down = f"https://127.0.0.1:{free_port()}/guard"
+    condition = {"name": "judged", "expression": build_relevant_update_condition()}
+    hook = webhook("judged.lapse.dev", down, namespace, failurePolicy="Fail")
+    hook["matchConditions"] = [condition]
+    apply(cluster, configured, configuration("ValidatingWebhookConfiguration", namespace, hook))
+
+    def sent(*args: str) -> bool:
+        result = cluster.kubectl(*args, "-n", namespace, check=False)
+        if result.returncode == 0:
+            return False
+        assert 'failed calling webhook "judged.lapse.dev"' in result.stderr
+        return True
+
+    assert sent("create", "configmap", "another")
+    assert not sent("label", "configmap", "judged", "x=1")
+    assert not sent("annotate", "configmap", "judged", "other=2", "--overwrite")
+    assert not sent("patch", "configmap", "judged", "--type=merge", "-p", '{"data":{"k":"v"}}')
+    two = '{"metadata":{"finalizers":["lapse.dev/f","other.dev/g"]}}'
+    assert not sent("patch", "configmap", "judged", "--type=merge", "-p", two)
+    assert sent("annotate", "configmap", "judged", "lapse.dev/decisions=y", "--overwrite")
+    assert sent("annotate", "configmap", "judged", "lapse.dev/decisions-")
+    assert sent("annotate", "configmap", "judged", "lapse.dev/approve=yes")
+    one = '{"metadata":{"finalizers":["other.dev/g"]}}'
+    assert sent("patch", "configmap", "judged", "--type=merge", "-p", one)
+    # A condition that cannot be evaluated fails closed, and open under Ignore.
+    broken = {"name": "broken", "expression": "object.metadata.labels['absent'] == 'x'"}
+    for policy, refused in (("Fail", True), ("Ignore", False)):
+        hook = webhook("judged.lapse.dev", down, namespace, failurePolicy=policy)
+        hook["matchConditions"] = [broken]
+        apply(cluster, configured, configuration("ValidatingWebhookConfiguration", namespace, hook))
+        result = cluster.kubectl(
+            "label", "configmap", "judged", f"y={policy}", "-n", namespace, check=False
+        )
+        assert (result.returncode != 0) is refused, result.stderr
+        if refused:
+            assert 'configmaps "judged" is forbidden' in result.stderr

@@ -83,6 +83,43 @@ def compute_finalizer_refusal(
     )
 
 
+# The UPDATE webhooks of both kinds: kopf's own patch of each request (its finalizer, its
+# progress) would reach them once a grant or more, and changes nothing they judge.
+INERT_UPDATE_HOOKS = frozenset({"immutable", "actions", "breakglass-actions"})
+
+
+def _cel_annotation_same(name: str) -> str:
+    new = f"(has(object.metadata.annotations) && '{name}' in object.metadata.annotations)"
+    old = f"(has(oldObject.metadata.annotations) && '{name}' in oldObject.metadata.annotations)"
+    return (
+        f"({new} == {old} && (!{new} || "
+        f"object.metadata.annotations['{name}'] == oldObject.metadata.annotations['{name}']))"
+    )
+
+
+def build_relevant_update_condition() -> str:
+    """`compute_inert_update`, negated, as a CEL match condition: the API server calls the
+    UPDATE webhooks only for an update they judge, and never sends kopf's own patches — a
+    round trip, a TLS connection often, and the object twice over, for every grant.
+
+    It may only ever be broader than `compute_inert_update` (a call too many is answered by
+    the quick path); narrower would skip a check. The unit tests hold them to each other."""
+    annotations = " && ".join(
+        _cel_annotation_same(name) for name in (*PROTECTED_ANNOTATIONS, *ACTION_ANNOTATIONS)
+    )
+    spec_same = (
+        "(has(object.spec) ? object.spec : {}) == (has(oldObject.spec) ? oldObject.spec : {})"
+    )
+    finalizers_kept = (
+        "(!has(oldObject.metadata.finalizers) || oldObject.metadata.finalizers.all(f, "
+        "has(object.metadata.finalizers) && f in object.metadata.finalizers))"
+    )
+    return (
+        f"request.operation != 'UPDATE' || object == null || oldObject == null || "
+        f"!({spec_same} && {annotations} && {finalizers_kept})"
+    )
+
+
 def compute_inert_update(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     """Whether an UPDATE of a request or break-glass changes nothing its UPDATE webhooks judge:
     the spec, the annotations Lapse writes or reads as actions, or a finalizer taken off. Such

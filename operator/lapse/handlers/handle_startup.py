@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp.web
 import kopf
 
-from lapse import metrics
+from lapse import metrics, registration
 from lapse.activity import AuditBusy, AuditRefused
 from lapse.config import Settings, WebhookMode
 from lapse.essence import LeanDiffBaseStorage
@@ -61,6 +61,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     url_mode = config.webhook_mode is WebhookMode.URL
     managed = url_mode and config.webhook_managed
     settings.admission.managed = config.webhook_configuration if managed else None
+    registration.use_in_kopf()
 
     try:
         metrics.serve(config.metrics_addr, config.metrics_port)
