@@ -72,6 +72,12 @@ class AdmissionAttributes:
     options: dict[str, Any] | None = None
     uid: str = field(default_factory=lambda: str(uuid.uuid4()))
     warnings: list[str] = field(default_factory=list)
+    # Match conditions evaluated for this write, by (expression, version): several webhooks
+    # of one product often share one, and each evaluation is a tree walk. The objects they
+    # saw are kept with the result: a mutating webhook replaces the object, and the result.
+    evaluated: dict[tuple[str, str | None], tuple[Any, Any, Any]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
 
 class _CallFailed(Exception):
@@ -241,19 +247,26 @@ class Admission:
         conditions = hook.get("matchConditions") or ()
         if not conditions:
             return True
-        review = _review(req, version)["request"]
-        activation = {
-            "object": cel.to_cel(review.get("object"), None),
-            "oldObject": cel.to_cel(review.get("oldObject"), None),
-            "request": cel.to_cel(review, None),
-        }
+        activation: dict[str, Any] | None = None
         failed: list[str] = []
         for condition in conditions:
             expression = str(condition.get("expression") or "")
-            try:
-                result = cel.evaluate(expression, activation)
-            except (cel.CompileError, cel.EvalError) as error:
-                failed.append(f"expression '{expression}' resulted in error: {error}")
+            seen = req.evaluated.get((expression, version))
+            if seen is not None and seen[0] is req.object and seen[1] is req.old_object:
+                result = seen[2]
+            else:
+                if activation is None:
+                    review = _review(req, version)["request"]
+                    objects = {"object": review.pop("object"), "oldObject": review.pop("oldObject")}
+                    activation = {k: cel.to_cel(v, None) for k, v in objects.items()}
+                    activation["request"] = cel.to_cel(review, None)
+                try:
+                    result = cel.evaluate(expression, activation)
+                except (cel.CompileError, cel.EvalError) as error:
+                    result = error
+                req.evaluated[(expression, version)] = (req.object, req.old_object, result)
+            if isinstance(result, Exception):
+                failed.append(f"expression '{expression}' resulted in error: {result}")
                 continue
             if not isinstance(result, celtypes.BoolType):
                 failed.append(f"expression '{expression}' did not evaluate to a bool")

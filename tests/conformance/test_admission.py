@@ -17,6 +17,7 @@ from aiohttp import web
 
 from kubeapi import tls
 from lapse.core.admission import build_relevant_update_condition
+from lapse.core.kinds import FINALIZER
 from tests.cluster import Cluster
 
 CERTS = tls.generate()
@@ -264,7 +265,7 @@ def test_match_conditions_decide_whether_the_webhook_is_called(
     cluster.kubectl(
         "annotate", "configmap", "judged", "lapse.dev/decisions=x", "other=1", "-n", namespace
     )
-    finalizer = '{"metadata":{"finalizers":["lapse.dev/f"]}}'
+    finalizer = json.dumps({"metadata": {"finalizers": [FINALIZER]}})
     cluster.kubectl(
         "patch", "configmap", "judged", "--type=merge", "-p", finalizer, "-n", namespace
     )
@@ -285,13 +286,14 @@ def test_match_conditions_decide_whether_the_webhook_is_called(
     assert not sent("label", "configmap", "judged", "x=1")
     assert not sent("annotate", "configmap", "judged", "other=2", "--overwrite")
     assert not sent("patch", "configmap", "judged", "--type=merge", "-p", '{"data":{"k":"v"}}')
-    two = '{"metadata":{"finalizers":["lapse.dev/f","other.dev/g"]}}'
+    two = json.dumps({"metadata": {"finalizers": [FINALIZER, "other.dev/g"]}})
     assert not sent("patch", "configmap", "judged", "--type=merge", "-p", two)
     assert sent("annotate", "configmap", "judged", "lapse.dev/decisions=y", "--overwrite")
     assert sent("annotate", "configmap", "judged", "lapse.dev/decisions-")
     assert sent("annotate", "configmap", "judged", "lapse.dev/approve=yes")
     one = '{"metadata":{"finalizers":["other.dev/g"]}}'
     assert sent("patch", "configmap", "judged", "--type=merge", "-p", one)
+    assert not sent("patch", "configmap", "judged", "--type=merge", "-p", finalizer)
     # A condition that cannot be evaluated fails closed, and open under Ignore.
     broken = {"name": "broken", "expression": "object.metadata.labels['absent'] == 'x'"}
     for policy, refused in (("Fail", True), ("Ignore", False)):
@@ -304,3 +306,14 @@ def test_match_conditions_decide_whether_the_webhook_is_called(
         assert (result.returncode != 0) is refused, result.stderr
         if refused:
             assert 'configmaps "judged" is forbidden' in result.stderr
+    # The namespace can go.
+    cluster.kubectl(
+        "patch",
+        "configmap",
+        "judged",
+        "--type=merge",
+        "-p",
+        '{"metadata":{"finalizers":null}}',
+        "-n",
+        namespace,
+    )

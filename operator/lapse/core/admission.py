@@ -88,12 +88,22 @@ def compute_finalizer_refusal(
 INERT_UPDATE_HOOKS = frozenset({"immutable", "actions", "breakglass-actions"})
 
 
-def _cel_annotation_same(name: str) -> str:
-    new = f"(has(object.metadata.annotations) && '{name}' in object.metadata.annotations)"
-    old = f"(has(oldObject.metadata.annotations) && '{name}' in oldObject.metadata.annotations)"
+# Where the API server finds what the UPDATE webhooks judge, in CEL.
+_NEW, _OLD = "object.metadata.annotations", "oldObject.metadata.annotations"
+
+
+def _cel_all(conditions: Sequence[str]) -> str:
+    """`a && b && …` as nested conditionals: CEL's `&&` may evaluate both sides (the local
+    API's interpreter does), its conditional evaluates one branch."""
+    first, *rest = conditions
+    return f"({first} ? {_cel_all(rest)} : false)" if rest else f"({first})"
+
+
+def _cel_same(name: str) -> str:
+    key = f"'{name}'"
     return (
-        f"({new} == {old} && (!{new} || "
-        f"object.metadata.annotations['{name}'] == oldObject.metadata.annotations['{name}']))"
+        f"({key} in {_NEW} ? ({key} in {_OLD} ? {_NEW}[{key}] == {_OLD}[{key}] : false) "
+        f": !({key} in {_OLD}))"
     )
 
 
@@ -102,29 +112,38 @@ def build_relevant_update_condition() -> str:
     UPDATE webhooks only for an update they judge, and never sends kopf's own patches — a
     round trip, a TLS connection often, and the object twice over, for every grant.
 
-    It may only ever be broader than `compute_inert_update` (a call too many is answered by
-    the quick path); narrower would skip a check. The unit tests hold them to each other."""
-    annotations = " && ".join(
-        _cel_annotation_same(name) for name in (*PROTECTED_ANNOTATIONS, *ACTION_ANNOTATIONS)
+    It must never be narrower than what the webhooks judge (an update sent needlessly is
+    answered by the quick path; one not sent is not judged at all); the unit tests hold it to
+    `compute_inert_update`. Each map is looked for once, and only Lapse's finalizer, the only
+    one judged, is looked for: the local API's interpreter pays for every step."""
+    names = (*PROTECTED_ANNOTATIONS, *ACTION_ANNOTATIONS)
+    none_in = {side: _cel_all([f"!('{n}' in {side})" for n in names]) for side in (_NEW, _OLD)}
+    annotations_same = (
+        f"(has({_NEW}) ? (has({_OLD}) ? {_cel_all([_cel_same(n) for n in names])} "
+        f": {none_in[_NEW]}) : (has({_OLD}) ? {none_in[_OLD]} : true))"
     )
     spec_same = (
         "(has(object.spec) ? object.spec : {}) == (has(oldObject.spec) ? oldObject.spec : {})"
     )
-    finalizers_kept = (
-        "(!has(oldObject.metadata.finalizers) || oldObject.metadata.finalizers.all(f, "
-        "has(object.metadata.finalizers) && f in object.metadata.finalizers))"
+    finalizer = f"'{FINALIZER}'"
+    finalizer_kept = (
+        f"(has(oldObject.metadata.finalizers) ? ({finalizer} in oldObject.metadata.finalizers "
+        f"? (has(object.metadata.finalizers) ? {finalizer} in object.metadata.finalizers "
+        f": false) : true) : true)"
     )
+    inert = _cel_all([spec_same, annotations_same, finalizer_kept])
     return (
-        f"request.operation != 'UPDATE' || object == null || oldObject == null || "
-        f"!({spec_same} && {annotations} && {finalizers_kept})"
+        f"request.operation != 'UPDATE' ? true : (object == null ? true : "
+        f"(oldObject == null ? true : !{inert}))"
     )
 
 
 def compute_inert_update(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     """Whether an UPDATE of a request or break-glass changes nothing its UPDATE webhooks judge:
-    the spec, the annotations Lapse writes or reads as actions, or a finalizer taken off. Such
-    an update (kopf's own finalizer and progress annotations, a label) is allowed unchanged by
-    every one of them, so it is answered before kopf's admission machinery runs."""
+    the spec, the annotations Lapse writes or reads as actions, or Lapse's finalizer taken off
+    (compute_finalizer_refusal judges no other). Such an update (kopf's own progress
+    annotations, a label) is allowed unchanged by every one of them, so it is answered before
+    kopf's admission machinery runs."""
     if (old.get("spec") or {}) != (new.get("spec") or {}):
         return False
     old_meta = old.get("metadata") or {}
@@ -134,5 +153,6 @@ def compute_inert_update(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool
     for name in (*PROTECTED_ANNOTATIONS, *ACTION_ANNOTATIONS):
         if old_annotations.get(name) != new_annotations.get(name):
             return False
-    kept = set(new_meta.get("finalizers") or ())
-    return all(finalizer in kept for finalizer in old_meta.get("finalizers") or ())
+    return FINALIZER not in (old_meta.get("finalizers") or ()) or FINALIZER in (
+        new_meta.get("finalizers") or ()
+    )

@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubeapi import cel
-
 from lapse.core.actions import (
     ActionAdmission,
     Authority,
