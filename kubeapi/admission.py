@@ -73,8 +73,9 @@ class AdmissionAttributes:
     uid: str = field(default_factory=lambda: str(uuid.uuid4()))
     warnings: list[str] = field(default_factory=list)
     # Match conditions evaluated for this write, by (expression, version): several webhooks
-    # of one product often share one, and each evaluation is a tree walk. The objects they
-    # saw are kept with the result: a mutating webhook replaces the object, and the result.
+    # of one product often share one, and each evaluation is a tree walk. Each result keeps
+    # the objects it was evaluated on: a mutating webhook replaces the object, and a result
+    # on the object it replaced is not reused.
     evaluated: dict[tuple[str, str | None], tuple[Any, Any, Any]] = field(
         default_factory=dict, repr=False, compare=False
     )
