@@ -567,6 +567,15 @@ class KubeClient:
             "POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body=review
         )
 
+    async def whoami(self) -> str:
+        """The user name the API server knows these credentials by (SelfSubjectReview)."""
+        review = await self._call(
+            "POST",
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+        )
+        return str(((review.get("status") or {}).get("userInfo") or {}).get("username") or "")
+
     async def get_namespace_labels(self, name: str) -> dict[str, str]:
         try:
             namespace = await self._call("GET", f"/api/v1/namespaces/{name}")

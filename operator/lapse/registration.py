@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,10 +35,23 @@ INJECT_CA_ANNOTATION = "cert-manager.io/inject-ca-from"
 _build_kopf_webhooks = kopf_admission.build_webhooks
 # The UPDATE webhooks are called only for an update they judge (see
 # build_relevant_update_condition): kopf's own patches of every grant never reach them.
-MATCH_CONDITIONS = {
-    hook: [{"name": "judged-update", "expression": build_relevant_update_condition()}]
-    for hook in INERT_UPDATE_HOOKS
-}
+UPDATE_CONDITIONS = [{"name": "judged-update", "expression": build_relevant_update_condition()}]
+# The foothold webhooks judge what grantees make; each binding Lapse makes went through them.
+FOOTHOLD_HOOK_PREFIX = "footholds-"
+# Who Lapse is to the API server (lapse.kube's whoami), set once at start-up; empty: unknown,
+# and then every write of Lapse's own reaches the foothold webhooks as before.
+_own_username = ""
+
+
+def compute_match_conditions(hook: str, own_username: str) -> list[dict[str, str]] | None:
+    """The match conditions of one of Lapse's webhooks (its handler id), if any."""
+    if hook in INERT_UPDATE_HOOKS:
+        return copy.deepcopy(UPDATE_CONDITIONS)
+    if hook.startswith(FOOTHOLD_HOOK_PREFIX) and own_username:
+        # A JSON string is a CEL string literal.
+        not_lapse = f"request.userInfo.username != {json.dumps(own_username)}"
+        return [{"name": "not-lapse", "expression": not_lapse}]
+    return None
 
 
 def build_webhooks(*args: Any, name_suffix: str, **kwargs: Any) -> list[dict[str, Any]]:
@@ -45,15 +59,19 @@ def build_webhooks(*args: Any, name_suffix: str, **kwargs: Any) -> list[dict[str
     express."""
     webhooks: list[dict[str, Any]] = _build_kopf_webhooks(*args, name_suffix=name_suffix, **kwargs)
     for hook in webhooks:
-        conditions = MATCH_CONDITIONS.get(str(hook["name"]).removesuffix(f".{name_suffix}"))
+        name = str(hook["name"]).removesuffix(f".{name_suffix}")
+        conditions = compute_match_conditions(name, _own_username)
         if conditions is not None:
-            hook["matchConditions"] = copy.deepcopy(conditions)
+            hook["matchConditions"] = conditions
     return webhooks
 
 
-def use_in_kopf() -> None:
+def use_in_kopf(own_username: str) -> None:
     """In url mode kopf writes the configurations itself, from its own module's builder: it
-    builds them with Lapse's, so both modes write the same webhooks."""
+    builds them with Lapse's, so both modes write the same webhooks. `own_username`: who
+    Lapse is to the API server, whose writes the foothold webhooks need not see."""
+    global _own_username
+    _own_username = own_username
     kopf_admission.build_webhooks = build_webhooks
 
 

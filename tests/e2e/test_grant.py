@@ -92,6 +92,8 @@ def test_metrics_record_grants_and_revocations(team: Team, operator: Operator) -
     # see test_approvals). Were they sent, the quick path would answer and count them.
     assert moved('lapse_webhook_quick_total{hook="actions"}') == 0
     assert moved('lapse_webhook_quick_total{hook="immutable"}') == 0
+    # Nor the binding Lapse makes to the foothold webhooks: they judge what grantees make.
+    assert moved('lapse_webhook_quick_total{hook="footholds-rolebindings"}') == 0
 
 
 def test_many_short_grants_all_lapse(team: Team) -> None:

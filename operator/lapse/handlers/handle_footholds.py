@@ -30,10 +30,11 @@ from lapse.core.footholds import (
 from lapse.footholds import FootholdNotRecorded
 from lapse.handlers.bodies import plain
 from lapse.handlers.leading import services_of
+from lapse.registration import FOOTHOLD_HOOK_PREFIX
 from lapse.services import Services
 from lapse.webhooks import QuickAllow, admission_target
 
-HOOK_PREFIX = "footholds-"
+HOOK_PREFIX = FOOTHOLD_HOOK_PREFIX
 
 
 async def _note_adoption(

@@ -16,7 +16,7 @@ from lapse.config import Settings, WebhookMode
 from lapse.essence import LeanDiffBaseStorage
 from lapse.handlers.handle_admission import quick_update
 from lapse.handlers.handle_footholds import quick_allow
-from lapse.kube import KubeClient, NotFoundError
+from lapse.kube import ApiError, KubeClient, NotFoundError
 from lapse.notify import Notifier
 from lapse.services import Services, build_services
 from lapse.webhooks import AuditReceiver, build_webhook_server
@@ -61,7 +61,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     url_mode = config.webhook_mode is WebhookMode.URL
     managed = url_mode and config.webhook_managed
     settings.admission.managed = config.webhook_configuration if managed else None
-    registration.use_in_kopf()
 
     try:
         metrics.serve(config.metrics_addr, config.metrics_port)
@@ -72,6 +71,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         ) from None
     kube = KubeClient.connect()
     try:
+        # Lapse's own writes (a grant's binding) need not reach its foothold webhooks.
+        registration.use_in_kopf(await _whoami(kube))
         services = await build_services(config, kube, server=server)
     except NotFoundError as error:
         await kube.close()
@@ -110,6 +111,18 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if config.notify_url:
         notifier = Notifier(config.notify_url, config.notify_timeout, config.notify_retries)
         services.tasks.append(notifier.start())
+
+
+async def _whoami(kube: KubeClient) -> str:
+    try:
+        return await kube.whoami()
+    except ApiError as error:
+        logging.getLogger(__name__).warning(
+            "The API server did not say who Lapse is (%s): the foothold webhooks will see "
+            "Lapse's own writes.",
+            error,
+        )
+        return ""
 
 
 def _audit_receiver(memo: kopf.Memo) -> AuditReceiver:
