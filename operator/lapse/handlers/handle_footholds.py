@@ -34,8 +34,6 @@ from lapse.registration import FOOTHOLD_HOOK_PREFIX
 from lapse.services import Services
 from lapse.webhooks import QuickAllow, admission_target
 
-HOOK_PREFIX = FOOTHOLD_HOOK_PREFIX
-
 
 async def _note_adoption(
     body: kopf.Body, username: str, grants: list[GranteeGrant], memo: kopf.Memo
@@ -130,7 +128,7 @@ def quick_allow(memo: kopf.Memo) -> QuickAllow:
     grantee made). Anything else goes to `check_foothold`."""
 
     def allow(hook: str, review: Mapping[str, Any]) -> bool:
-        if not hook.startswith(HOOK_PREFIX):
+        if not hook.startswith(FOOTHOLD_HOOK_PREFIX):
             return False
         services = getattr(memo, "services", None)
         if not isinstance(services, Services):
@@ -158,7 +156,7 @@ for _group, _version, _plural, _sub, _operations in WATCHED:
         version=_version,
         plural=_plural,
         subresource=_sub,
-        id=f"{HOOK_PREFIX}{_plural}" + (f"-{_sub}" if _sub else ""),
+        id=f"{FOOTHOLD_HOOK_PREFIX}{_plural}" + (f"-{_sub}" if _sub else ""),
         operations=list(_operations),  # type: ignore[arg-type]
         # It records what it admits (never on a dry run): the API server must know that.
         side_effects=True,
