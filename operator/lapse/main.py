@@ -16,7 +16,6 @@ from lapse import __version__, audit, crashpoints, heap, logs, teardown
 from lapse.config import ConfigError, Settings
 from lapse.handlers import (  # noqa: F401  (registers the handlers)
     handle_admission,
-    handle_bindings,
     handle_breakglass,
     handle_footholds,
     handle_owners,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import aiohttp
@@ -36,6 +36,9 @@ from lapse.core.rbac import (
 from lapse.kube import ApiError, GoneError, KubeApi
 
 logger = logging.getLogger(__name__)
+
+# Hears one object of a kind after the index took it in: (kind, event type or None, object).
+Listener = Callable[[str, str | None, Mapping[str, Any]], None]
 
 PLURALS = {
     "Role": "roles",
@@ -155,12 +158,14 @@ class RbacIndex:
         for kind in PLURALS:
             await self._list(kube, kind)
 
-    async def _list(self, kube: KubeApi, kind: str) -> None:
+    async def _list(self, kube: KubeApi, kind: str, also: Listener | None = None) -> None:
         versions: list[str] = []
         seen: set[str] = set()
         async for page in kube.pages(f"/apis/{RBAC_GROUP}/v1/{PLURALS[kind]}", versions):
             for body in page:
                 self.observe(kind, body)
+                if also is not None:
+                    _tell(also, kind, None, body)
                 seen.add(f"{kind}/{(body.get('metadata') or {}).get('uid') or ''}")
         for owner in [o for o in (*self._role_keys, *self._bindings) if o.startswith(f"{kind}/")]:
             if owner not in seen:
@@ -171,23 +176,34 @@ class RbacIndex:
         if len(self._listed) == len(PLURALS):
             self.ready.set()
 
-    async def follow(self, kube: KubeApi, kind: str) -> None:
+    async def follow(self, kube: KubeApi, kind: str, *, also: Listener | None = None) -> None:
         """Keep `kind` current: watch, resume where the last event left off, list again when
-        that is too old."""
+        that is too old. `also` hears each change after the index took it in (and, after a
+        listing again, every object listed, as type None: what happened in between is lost)."""
         path = f"/apis/{RBAC_GROUP}/v1/{PLURALS[kind]}"
         while True:
             try:
                 if kind not in self._versions:
-                    await self._list(kube, kind)
+                    await self._list(kube, kind, also)
                 async for type_, body in kube.watch(path, self._versions[kind]):
                     version = (body.get("metadata") or {}).get("resourceVersion")
                     if version:
                         self._versions[kind] = str(version)
                     if type_ in ("ADDED", "MODIFIED", "DELETED"):
                         self.observe(kind, body, deleted=type_ == "DELETED")
+                        if also is not None:
+                            _tell(also, kind, type_, body)
             except GoneError:
                 self._versions.pop(kind, None)
                 await asyncio.sleep(1)
             except (ApiError, aiohttp.ClientError, OSError, TimeoutError, ValueError) as error:
                 logger.warning("The watch of %s for the RBAC index failed: %s", kind, error)
                 await asyncio.sleep(1)
+
+
+def _tell(also: Listener, kind: str, type_: str | None, body: Mapping[str, Any]) -> None:
+    # A listener's failure is its own: the index, and the decisions made from it, go on.
+    try:
+        also(kind, type_, body)
+    except Exception:
+        logger.exception("A listener of the %s watch failed", kind)

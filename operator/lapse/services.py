@@ -27,7 +27,7 @@ from lapse.grantor import Grantor
 from lapse.guard import BindingGuard
 from lapse.index import KINDS as INDEXED_KINDS
 from lapse.index import GrantIndex
-from lapse.kube import ApiError, KubeApi, KubeClient
+from lapse.kube import BINDING_PLURALS, ApiError, KubeApi, KubeClient
 from lapse.leader import Leadership
 from lapse.ledger import GitOpsLedger
 from lapse.policies import PolicyIndex, PolicyReader
@@ -93,8 +93,12 @@ class Services:
                 asyncio.create_task(self.index.follow(self.kube, kind), name=f"lapse-index-{kind}")
             )
         for kind in RBAC_KINDS:
+            # The binding guard hears every binding from this watch (see lapse.guard).
+            also = self.guard.observe if kind in BINDING_PLURALS else None
             self.tasks.append(
-                asyncio.create_task(self.rbac.follow(self.kube, kind), name=f"lapse-rbac-{kind}")
+                asyncio.create_task(
+                    self.rbac.follow(self.kube, kind, also=also), name=f"lapse-rbac-{kind}"
+                )
             )
         self.tasks.append(
             asyncio.create_task(self.policies.follow(self.kube), name="lapse-policy-index")
@@ -169,13 +173,21 @@ class Services:
                 logger.exception("Start-up sweep failed unexpectedly, trying again")
                 await asyncio.sleep(1)
         logger.info("Start-up sweep removed %d binding(s).", removed)
-        if self.settings.leader_election:
-            # Binding events a standby saw were not acted on: look at every binding once.
-            for binding in await self.kube.list_bindings(MANAGED_SELECTOR):
-                try:
-                    await self.guard.binding_event(None, binding)
-                except (ApiError, OSError, TimeoutError) as error:
-                    logger.warning("Could not check a binding after taking over: %s", error)
+        # Whatever happened to a binding while this replica did not lead (stopped, or a
+        # standby) was not answered: look at every binding once. The sweep remembered what
+        # each active grant's binding should be, so the look costs no call unless one differs;
+        # the guard answers once `ready` is set, with the watch's newer events after.
+        while True:
+            try:
+                listed = await self.kube.list_bindings(MANAGED_SELECTOR)
+                break
+            except (ApiError, OSError, TimeoutError) as error:
+                logger.warning("Could not list the bindings after taking over: %s", error)
+                await asyncio.sleep(1)
+        for index, binding in enumerate(listed):
+            if index % 256 == 255:
+                await asyncio.sleep(0)
+            self.guard.observe(str(binding.get("kind")), None, binding)
         self.tasks.append(asyncio.create_task(self.sweeper.sweep_forever(), name="lapse-sweep"))
         self.tasks.append(asyncio.create_task(self.exporter.run(), name="lapse-exporter"))
         self.tasks.append(asyncio.create_task(self.retention.run(), name="lapse-retention"))
@@ -190,6 +202,7 @@ class Services:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.guard.stop()
         # kopf has stopped watching by now: if Lapse is being uninstalled, this is the last
         # chance to end what it granted, and nothing here re-adds a finalizer taken off.
         try:
@@ -253,13 +266,14 @@ async def build_services(
         leading=leadership.acquired,
     )
     follows = exporter.enabled or retention.enabled
+    guard = BindingGuard(grantor, acquired=leadership.acquired, ready=leadership.ready)
     return Services(
         settings=settings,
         kube=kube,
         grantor=grantor,
-        guard=BindingGuard(grantor),
+        guard=guard,
         drift=RoleDriftWatch(grantor),
-        sweeper=Sweeper(grantor),
+        sweeper=Sweeper(grantor, unlisted=guard.observe),
         decisions=decisions,
         requests=RequestKeeper(grantor, decisions=decisions, ledger=ledger, exposure=exposure),
         breakglass=BreakGlassKeeper(grantor, key=key, policies=policies),

@@ -24,7 +24,7 @@ from lapse.core.bindings import (
     compute_owner_key,
     format_time,
 )
-from lapse.core.grants import GrantKey
+from lapse.core.grants import GrantKey, compute_status_grant
 from lapse.core.models import GrantStatus, Phase, RoleRef
 from lapse.core.owners import (
     STATUS_MODELS,
@@ -79,9 +79,14 @@ class SweptOwner:
         return cls(key=key, status=status)
 
 
+# Hears a binding of Lapse's found by its name that its labels no longer list (lapse.guard).
+Unlisted = Callable[[str, str | None, Mapping[str, Any]], None]
+
+
 class Sweeper:
-    def __init__(self, grantor: Grantor) -> None:
+    def __init__(self, grantor: Grantor, *, unlisted: Unlisted | None = None) -> None:
         self.grantor = grantor
+        self._unlisted = unlisted
         self.kube = grantor.kube
         self.scheduler = grantor.scheduler
         # The owner kinds the API serves, as the full sweep found them.
@@ -172,7 +177,7 @@ class Sweeper:
                     expires_at = owner.status.expires_at
                     active = owner.status.phase == Phase.ACTIVE and not owner.deleting
                     if active and expires_at is not None and expires_at > now:
-                        self.grantor.deadlines.track(owner.key, expires_at, owner.status.bindings)
+                        self._track(owner, expires_at)
         else:
             owners = {kind: {} for kind in self._served_kinds}
             for index, (scheduled, deadline) in enumerate(self.scheduler.deadlines().items()):
@@ -292,6 +297,18 @@ class Sweeper:
         await self._bounded(jobs)
         return removed
 
+    def _track(self, owner: SweptOwner, expires_at: datetime) -> None:
+        """An active grant listed: due at `expires_at`, and what its bindings should be
+        remembered, so that the look at every binding after this sweep (Services.lead)
+        compares them without reading the owner."""
+        role = owner.role
+        grant = compute_status_grant(owner.key, role, owner.status) if role else None
+        if grant is None:
+            self.grantor.deadlines.track(owner.key, expires_at, owner.status.bindings)
+            return
+        self.grantor.remember(grant, owner.status.bindings)
+        self.grantor.deadlines.schedule_end(owner.key, expires_at)
+
     async def _pages_and(
         self, extra: list[Mapping[str, Any]]
     ) -> AsyncIterator[Sequence[Mapping[str, Any]]]:
@@ -359,6 +376,16 @@ class Sweeper:
         await self._gather_bounded(jobs)
 
     async def _binding_deleted_while_away(self, owner: SweptOwner) -> None:
+        if self._unlisted is not None:
+            # Not listed by Lapse's labels is not gone: with its labels taken off it grants
+            # still. The binding guard puts back a binding Lapse knows as its own; one it
+            # does not know ends the grant below (and is deleted by its name with it).
+            for ref in owner.status.bindings:
+                found = await self.kube.get_binding(ref) if ref.uid else None
+                same = found is not None and (found.get("metadata") or {}).get("uid") == ref.uid
+                if found is not None and same and ref.uid in self.grantor.desired:
+                    self._unlisted(ref.kind, None, found)
+                    return
         metrics.tamper_total.labels(action="revoked").inc()
         await self.grantor.end(
             owner.key,

@@ -49,6 +49,30 @@ def test_widened_subjects_are_restored(team: Team, operator: Operator) -> None:
     assert operator.metrics().get('lapse_tamper_total{action="restored"}', 0) >= 1
 
 
+def test_stripped_labels_are_put_back(team: Team, operator: Operator) -> None:
+    """Lapse's labels taken off its binding (hiding it from every listing by them, the
+    sweep's and `kubectl get -l`'s) are put back at once, and the binding still ends on time."""
+    team.policy()
+    team.ask("hidden", duration="1h")
+    name = binding_name(team.wait_phase("hidden", "Active"))
+    before = team.binding(name)
+    assert before is not None
+    labels = before["metadata"]["labels"]
+    assert labels["app.kubernetes.io/managed-by"] == "lapse"
+    team.cluster.kubectl(
+        "label", "rolebinding", name, "-n", team.namespace, *[f"{key}-" for key in labels]
+    )
+
+    def restored() -> bool:
+        binding = team.binding(name)
+        return binding is not None and binding["metadata"].get("labels") == labels
+
+    wait_for(restored, timeout=10, what="labels put back")
+    assert team.wait_event("hidden", "BindingTampered")["type"] == "Warning"
+    assert operator.metrics().get('lapse_tamper_total{action="restored"}', 0) >= 1
+    assert team.request("hidden")["status"]["phase"] == "Active"
+
+
 def test_extended_expiry_annotation_never_extends_access(team: Team) -> None:
     team.policy()
     team.ask("stretched", duration="5s")

@@ -165,10 +165,13 @@ class Drift:
     subjects: bool
     role_ref: bool
     expires_at: bool
+    # Lapse's labels changed or taken off: the binding would drop out of every listing by
+    # them (the sweep's, an operator's `kubectl get -l`) while it still grants.
+    labels: bool = False
 
     @property
     def any(self) -> bool:
-        return self.subjects or self.role_ref or self.expires_at
+        return self.subjects or self.role_ref or self.expires_at or self.labels
 
 
 def _subject_key(subject: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -184,23 +187,28 @@ def compute_drift(actual: Mapping[str, Any], desired: Mapping[str, Any]) -> Drif
     desired_subjects = sorted(_subject_key(s) for s in desired.get("subjects") or [])
     actual_ref = actual.get("roleRef") or {}
     desired_ref = desired.get("roleRef") or {}
+    actual_labels = (actual.get("metadata") or {}).get("labels") or {}
+    desired_labels = (desired.get("metadata") or {}).get("labels") or {}
     return Drift(
         subjects=actual_subjects != desired_subjects,
         role_ref=(actual_ref.get("kind"), actual_ref.get("name"))
         != (desired_ref.get("kind"), desired_ref.get("name")),
         expires_at=binding_expiry(actual) != binding_expiry(desired),
+        labels=any(actual_labels.get(k) != v for k, v in desired_labels.items()),
     )
 
 
 def build_restore_patch(desired: Mapping[str, Any], resource_version: str | None) -> dict[str, Any]:
-    """A merge patch putting subjects and the expiry mirror back as the grant says.
+    """A merge patch putting subjects, Lapse's labels and the expiry mirror back as the
+    grant says.
 
     The resourceVersion makes it conditional: if the binding changed again (or was replaced)
     since it was read, the API server refuses the patch instead of applying it blindly.
     """
     annotations = desired["metadata"]["annotations"]
     metadata: dict[str, Any] = {
-        "annotations": {EXPIRES_AT_ANNOTATION: annotations[EXPIRES_AT_ANNOTATION]}
+        "annotations": {EXPIRES_AT_ANNOTATION: annotations[EXPIRES_AT_ANNOTATION]},
+        "labels": dict(desired["metadata"].get("labels") or {}),
     }
     if resource_version:
         metadata["resourceVersion"] = resource_version

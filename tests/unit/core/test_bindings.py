@@ -6,6 +6,7 @@ from typing import Any
 
 from lapse.core.bindings import (
     EXPIRES_AT_ANNOTATION,
+    MANAGED_BY_LABEL,
     build_binding,
     build_restore_patch,
     compute_binding_refs,
@@ -102,9 +103,22 @@ def test_drift_detects_widened_subjects_and_stretched_expiry() -> None:
     assert compute_drift(other_role, desired).role_ref
 
 
+def test_drift_detects_lapse_labels_taken_off_or_changed_but_not_labels_added() -> None:
+    desired = manifest()
+    for change in ({}, {MANAGED_BY_LABEL: "someone-else"}):
+        stripped = copy.deepcopy(desired)
+        stripped["metadata"]["labels"] = change
+        drift = compute_drift(stripped, desired)
+        assert drift.labels and drift.any and not drift.subjects
+    added = copy.deepcopy(desired)
+    added["metadata"]["labels"]["team"] = "payments"
+    assert not compute_drift(added, desired).any
+
+
 def test_restore_patch_is_conditional() -> None:
     patch = build_restore_patch(manifest(), "42")
     assert patch["metadata"]["resourceVersion"] == "42"
+    assert patch["metadata"]["labels"] == manifest()["metadata"]["labels"]
     assert patch["subjects"][0]["name"] == "alice"
     assert parse_time(patch["metadata"]["annotations"][EXPIRES_AT_ANNOTATION]) == EXPIRES
 
