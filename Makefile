@@ -6,6 +6,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make test`'s pytest workers, each with its own local API and operator (`auto`: one a core).
+TEST_WORKERS ?= 2
 KUBEAPI_PORT ?= 6443
 KUBEAPI_DIR ?= .kubeapi
 export KUBEAPI_PORT
@@ -149,9 +151,9 @@ version: $(STAMP) ## Stamp pyproject.toml's version (or VERSION=x.y.z, written t
 ##@ Development
 
 .PHONY: test
-test: $(STAMP) ## Run the whole test suite: lint, types, unit, local API conformance, end to end.
+test: $(STAMP) ## Run the whole test suite: lint, types, unit, local API conformance, end to end (TEST_WORKERS in parallel).
 	$(MAKE) --no-print-directory lint
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests -n $(TEST_WORKERS)
 
 .PHONY: test-unit
 test-unit: $(STAMP) ## Run only the unit tests (no cluster).

@@ -120,11 +120,6 @@ class BindingGuard:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def binding_event(self, type_: str | None, binding: Mapping[str, Any]) -> None:
-        """React to a change of a binding labelled as Lapse's: tampering, deletion, look-alikes."""
-        if not self._triage(type_, binding):
-            await self._act(type_, binding)
-
     def _triage(self, type_: str | None, binding: Mapping[str, Any]) -> bool:
         """True when the event needs no call: Lapse's own write, or nothing changed that the
         grant says. A DELETED event is consumed here (Lapse's own delete is counted off)."""

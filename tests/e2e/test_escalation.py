@@ -180,9 +180,11 @@ def binding_role_ref_changed(team: Team) -> None:
 
 
 def binding_marks_stripped(team: Team) -> None:
-    """Without Lapse's label the binding is no longer Lapse's to watch: Lapse counts it as
-    gone, revokes the request, and removes the binding by its UID anyway."""
-    name = binding_name(active(team, "unmarked"))
+    """Without Lapse's label the binding would drop out of every listing by it (the sweep's
+    among them): Lapse knows its own binding by its UID, puts the label back at once, and
+    the binding still ends at the grant's expiry."""
+    body = active(team, "unmarked", duration="8s")
+    name = binding_name(body)
     result = as_(
         team,
         MALLORY,
@@ -194,9 +196,17 @@ def binding_marks_stripped(team: Team) -> None:
         "app.kubernetes.io/managed-by-",
     )
     assert result.returncode == 0, result.stderr
-    body = team.wait_phase("unmarked", "Revoked")
-    assert body["status"]["reason"] == "BindingDeleted"
-    wait_for(lambda: team.binding(name) is None, 5, 0.1, "the unmarked binding removed")
+
+    def relabelled() -> bool:
+        binding = team.binding(name)
+        labels = (binding or {}).get("metadata", {}).get("labels") or {}
+        return binding is None or labels.get("app.kubernetes.io/managed-by") == "lapse"
+
+    wait_for(relabelled, 5, 0.1, "the label put back")
+    assert team.wait_event("unmarked", "BindingTampered")["type"] == "Warning"
+    ended = team.wait_phase("unmarked", "Expired", timeout=20)
+    assert ended["status"]["endedAt"] >= ended["status"]["expiresAt"]
+    wait_for(lambda: team.binding(name) is None, 5, 0.1, "the binding removed at its expiry")
 
 
 def lookalike_with_all_marks(team: Team) -> None:
