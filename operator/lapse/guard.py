@@ -40,6 +40,8 @@ logger = logging.getLogger(__name__)
 # Bindings answered at once (each may read an owner and write); and tries of one answer.
 WORKERS = 16
 ATTEMPTS = 3
+# How long a binding Lapse does not know yet may be its own create still returning.
+SETTLE_SECONDS = 0.25
 
 
 class BindingGuard:
@@ -98,8 +100,16 @@ class BindingGuard:
         try:
             await self._ready.wait()
             while (event := self._pending.pop(uid, None)) is not None:
+                type_, binding = event
+                if type_ != "DELETED" and uid not in self.grantor.desired:
+                    # A binding Lapse creates is remembered when its create returns, which may
+                    # reach this process after the watch's ADDED: give it that moment rather
+                    # than read the owner. A newer event, or none needed, ends the wait.
+                    await asyncio.sleep(SETTLE_SECONDS)
+                    if uid in self._pending or self._triage(type_, binding):
+                        continue
                 async with self._slots:
-                    await self._answer(uid, *event)
+                    await self._answer(uid, type_, binding)
         finally:
             self._busy.discard(uid)
 
