@@ -207,7 +207,7 @@ def test_the_stream_says_hello_for_every_cluster_and_names_each_objects_cluster(
     ]  # fmt: skip
 
 
-def wait_until(test: Callable[[], bool], what: str, seconds: float = 5) -> None:
+def wait_until(test: Callable[[], bool], what: str, seconds: float = 30) -> None:
     ends = time.monotonic() + seconds
     while not test():
         assert time.monotonic() < ends, f"no {what} within {seconds}s"
