@@ -38,6 +38,7 @@ from lapse.retention import Retention
 from lapse.signing import ensure_signing_key
 from lapse.sinks.configured import build_sinks
 from lapse.sweeper import Sweeper
+from lapse.unadmitted import Unadmitted
 from lapse.uninstall import Uninstaller
 from lapse.webhooks import WebhookServer
 
@@ -71,6 +72,8 @@ class Services:
     # The audit trail to its sinks, and ended owners deleted once they have it.
     exporter: Exporter
     retention: Retention
+    # Requests and break-glasses made around the webhook, seen through to a phase.
+    unadmitted: Unadmitted
     # Service mode's certificate and webhook configurations (None in url mode).
     certificates: CertificateKeeper | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -108,6 +111,7 @@ class Services:
         """Elect (or just take) the lead, then `lead`."""
         self.tasks.append(asyncio.create_task(self.leadership.run(), name="lapse-leader-election"))
         self.tasks.append(asyncio.create_task(self.lead(), name="lapse-lead"))
+        self.tasks.append(asyncio.create_task(self.unadmitted.run(), name="lapse-unadmitted"))
         self.tasks.append(
             asyncio.create_task(
                 heap.keep_giving_back(busy=self.grantor.deadlines.near), name="lapse-heap"
@@ -267,6 +271,14 @@ async def build_services(
     )
     follows = exporter.enabled or retention.enabled
     guard = BindingGuard(grantor, acquired=leadership.acquired, ready=leadership.ready)
+    unadmitted = Unadmitted(kube, key=key, leading=leadership.ready)
+    # The grant index's one listing and watch of the owners tells these as well.
+    observers = [unadmitted.observe, *([exporter.observe] if follows else [])]
+
+    def observe(kind: str, body: Mapping[str, Any], deleted: bool) -> None:
+        for each in observers:
+            each(kind, body, deleted)
+
     return Services(
         settings=settings,
         kube=kube,
@@ -278,7 +290,7 @@ async def build_services(
         requests=RequestKeeper(grantor, decisions=decisions, ledger=ledger, exposure=exposure),
         breakglass=BreakGlassKeeper(grantor, key=key, policies=policies),
         leadership=leadership,
-        index=GrantIndex(also=exporter.observe if follows else None),
+        index=GrantIndex(also=observe),
         rbac=rbac,
         policies=PolicyIndex(),
         exposure=exposure,
@@ -286,5 +298,6 @@ async def build_services(
         key=key,
         exporter=exporter,
         retention=retention,
+        unadmitted=unadmitted,
         certificates=certificates,
     )

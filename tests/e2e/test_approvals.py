@@ -136,6 +136,9 @@ def test_writing_the_decisions_annotation_is_refused_even_for_admin(team: Team, 
     assert team.request("handmade")["status"]["phase"] == "Pending"
 
 
+UNSTAMPED = [f"unstamped-{i}" for i in range(4)]
+
+
 @pytest.fixture
 def webhooks_removed(cluster: Cluster, operator: Operator) -> Iterator[Any]:
     """A context in which Lapse's webhook configurations are gone, as an admin could do."""
@@ -207,10 +210,16 @@ def test_forged_copied_and_raw_approvals_are_never_counted(
             f"lapse.dev/decisions={forged}",
             "lapse.dev/approve=raw",
         )
-        # And a request created around the webhook, its requester written by hand.
-        sneaky = team.manifest("unstamped", duration="1m")
-        sneaky["spec"]["requester"] = {"username": "alice", "groups": [team.group]}
-        team.cluster.kubectl("apply", "-f", "-", input=json.dumps(sneaky))
+        # And requests created around the webhook, their requester written by hand. They come
+        # without the finalizer the webhook adds: with two replicas (in pods), both add it at
+        # once and the one that comes second must still see each through (lapse.unadmitted).
+        sneaky = []
+        for name in UNSTAMPED:
+            manifest = team.manifest(name, duration="1m")
+            manifest["spec"]["requester"] = {"username": "alice", "groups": [team.group]}
+            sneaky.append(manifest)
+        listing = {"apiVersion": "v1", "kind": "List", "items": sneaky}
+        team.cluster.kubectl("apply", "-f", "-", input=json.dumps(listing))
 
     forged_event = team.wait_event("target", "ForgedDecision")
     assert "3 entries" in forged_event["message"]
@@ -218,12 +227,13 @@ def test_forged_copied_and_raw_approvals_are_never_counted(
     operator.wait_for_audit(
         lambda r: r.get("name") == "target" and r.get("action") == "forged-decision"
     )
-    unstamped = team.wait_phase("unstamped", "Invalid")
-    assert unstamped["status"]["reason"] == "UnverifiedRequester"
+    for name in UNSTAMPED:
+        unstamped = team.wait_phase(name, "Invalid", timeout=30)
+        assert unstamped["status"]["reason"] == "UnverifiedRequester"
     body = team.request("target")
     assert body["status"]["phase"] == "Pending"
     assert body["status"].get("approvals", []) == []
-    assert team.binding("unstamped") is None
+    assert all(team.binding(name) is None for name in UNSTAMPED)
 
 
 def test_deny_is_final_even_if_approved_afterwards(

@@ -7,6 +7,7 @@ within the lease time, without a grant made twice, and revocations keep their ti
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,7 @@ from tests.reliability.conftest import (
     check_events,
     drain,
     expiries_of,
+    managed_bindings,
     wait_all_granted,
     watch_revocations,
 )
@@ -141,3 +143,43 @@ def test_a_released_lease_is_taken_at_once_not_at_the_next_attempt(
     lags = watch_revocations(team, expiries_of([granted]), timeout=40)
     assert max(lags.values()) <= 2.0, lags
     drain(team)
+
+
+def test_requests_made_around_the_webhook_reach_their_phase_on_two_replicas(
+    team: Team, operators: Operators
+) -> None:
+    """A request made while Lapse's webhook configurations are gone carries no finalizer, so
+    both replicas' kopf add one at the same moment and one of them meets a conflict. Were that
+    the leader, kopf would wait for a change that never comes and the request would never get
+    a phase. Every one still ends Invalid (its requester is unsigned), and none is granted."""
+    settings = {
+        "LAPSE_LEADER_ELECTION": "on",
+        "LAPSE_LEASE_DURATION": str(LEASE_DURATION),
+        "LAPSE_LEASE_RENEW": str(LEASE_RENEW),
+    }
+    first = operators.new("replica-a", LAPSE_IDENTITY="replica-a", **settings)
+    second = operators.new("replica-b", LAPSE_IDENTITY="replica-b", **settings)
+    team.policy()
+    first.start()
+    wait_for(lambda: holder(team.cluster) == "replica-a", 15, 0.2, "replica-a to lead")
+    second.start()
+    for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+        team.cluster.kubectl("delete", kind, "lapse.dev")
+
+    names = [f"around-{i}" for i in range(8)]
+    manifests = []
+    for name in names:
+        manifest = team.manifest(name, duration="1m")
+        manifest["spec"]["requester"] = {"username": "alice", "groups": [team.group]}
+        manifests.append(manifest)
+    team.cluster.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests}),
+    )
+    for name in names:
+        body = team.wait_phase(name, "Invalid", timeout=30)
+        assert body["status"]["reason"] == "UnverifiedRequester"
+    assert managed_bindings(team) == []
+    assert holder(team.cluster) == "replica-a"
