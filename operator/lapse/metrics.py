@@ -38,6 +38,11 @@ revocation_lag_seconds = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
 )
 errors_total = Counter("lapse_errors_total", "Errors by kind.", ["error"])
+unadmitted_nudges_total = Counter(
+    "lapse_unadmitted_nudges_total",
+    "Requests and break-glasses made around the admission webhook that kopf left unhandled, "
+    "changed by the leader so that they are handled (lapse.unadmitted).",
+)
 tamper_total = Counter("lapse_tamper_total", "Answers to tampered bindings.", ["action"])
 webhook_quick_total = Counter(
     "lapse_webhook_quick_total",

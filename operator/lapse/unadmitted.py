@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lapse import metrics
 from lapse.core.kinds import GRANT_KINDS
 from lapse.core.owners import key_of
 from lapse.core.requester import build_nudge, compute_unadmitted
@@ -62,6 +63,8 @@ class Unadmitted:
         self.leading = leading
         self.quiet = quiet
         self._waiting: dict[str, _Waiting] = {}
+        # Nudged MAX_NUDGES times in vain: left to kopf for as long as the object lives.
+        self._given_up: set[str] = set()
         self._pending = asyncio.Event()
 
     def observe(self, kind: str, body: Mapping[str, Any], deleted: bool) -> None:
@@ -72,6 +75,9 @@ class Unadmitted:
         uid = str(metadata.get("uid") or "")
         if deleted or not compute_unadmitted(kind, body, self.key):
             self._waiting.pop(uid, None)
+            self._given_up.discard(uid)
+            return
+        if uid in self._given_up:
             return
         seen = self._waiting.get(uid)
         if seen is not None and seen.body.get("metadata", {}).get("resourceVersion") == (
@@ -94,6 +100,7 @@ class Unadmitted:
                     continue
                 if waiting.nudges >= MAX_NUDGES:
                     del self._waiting[uid]
+                    self._given_up.add(uid)
                     logger.warning(
                         "%s %s still has no phase after %d nudges; left to kopf's retries.",
                         waiting.kind,
@@ -122,6 +129,7 @@ class Unadmitted:
         except (ApiError, OSError, TimeoutError) as error:
             logger.warning("Could not nudge %s %s: %s", waiting.kind, _named(waiting.body), error)
             return
+        metrics.unadmitted_nudges_total.inc()
         logger.info(
             "%s %s was made around Lapse's admission webhook and had no phase after %.0fs: "
             "nudged so that it is handled.",

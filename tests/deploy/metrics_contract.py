@@ -18,6 +18,7 @@ COUNTERS = frozenset(
         "lapse_audit_events_total",
         "lapse_breakglass_writes_total",
         "lapse_tamper_total",
+        "lapse_unadmitted_nudges_total",
         "lapse_webhook_quick_total",
         "lapse_footholds_total",
         "lapse_revocations_verified_total",
