@@ -96,7 +96,8 @@ class Unadmitted:
             await self.leading.wait()
             now = loop.time()
             for uid, waiting in list(self._waiting.items()):
-                if now - waiting.since < self.quiet:
+                # Seen again or gone while an earlier nudge was on its way: not due as it was.
+                if self._waiting.get(uid) is not waiting or now - waiting.since < self.quiet:
                     continue
                 if waiting.nudges >= MAX_NUDGES:
                     del self._waiting[uid]
