@@ -17,7 +17,7 @@ from kubernetes.client.rest import ApiException
 
 from tests.cluster import Cluster
 from tests.e2e.conftest import Team
-from tests.e2e.harness import OPERATOR_NAMESPACE, wait_for
+from tests.e2e.harness import OPERATOR_NAMESPACE, Operator, wait_for
 from tests.reliability.conftest import (
     Operators,
     ask_many,
@@ -49,20 +49,32 @@ def holder(cluster: Cluster) -> str | None:
     return lease.spec.holder_identity  # type: ignore[no-any-return]
 
 
-def test_only_the_leader_acts_and_a_standby_takes_over(team: Team, operators: Operators) -> None:
+def start_two_replicas(
+    team: Team,
+    operators: Operators,
+    *,
+    duration: float = LEASE_DURATION,
+    renew: float = LEASE_RENEW,
+) -> tuple[Operator, Operator]:
+    """The team's policy, then replica-a leading, then replica-b as its standby. Started second,
+    the standby registers the webhook configuration last, so admission keeps answering after
+    the leader dies (in a cluster, a Service spreads it over both)."""
     settings = {
         "LAPSE_LEADER_ELECTION": "on",
-        "LAPSE_LEASE_DURATION": str(LEASE_DURATION),
-        "LAPSE_LEASE_RENEW": str(LEASE_RENEW),
+        "LAPSE_LEASE_DURATION": str(duration),
+        "LAPSE_LEASE_RENEW": str(renew),
     }
     first = operators.new("replica-a", LAPSE_IDENTITY="replica-a", **settings)
     second = operators.new("replica-b", LAPSE_IDENTITY="replica-b", **settings)
     team.policy()
     first.start()
     wait_for(lambda: holder(team.cluster) == "replica-a", 15, 0.2, "replica-a to lead")
-    # Started second, the standby registers the webhook configuration last, so admission keeps
-    # answering after the leader dies (in a cluster, a Service spreads it over both).
     second.start()
+    return first, second
+
+
+def test_only_the_leader_acts_and_a_standby_takes_over(team: Team, operators: Operators) -> None:
+    first, second = start_two_replicas(team, operators)
     assert holder(team.cluster) == "replica-a"
 
     early = [f"early-{i}" for i in range(3)]
@@ -115,17 +127,7 @@ def test_a_released_lease_is_taken_at_once_not_at_the_next_attempt(
     """A leader stopping gracefully (a rolling restart) releases the lease; grants keep falling
     due meanwhile, so the standby, which watches the lease, takes it within a moment — not at
     its next attempt, up to a renew interval (ten seconds here) later."""
-    settings = {
-        "LAPSE_LEADER_ELECTION": "on",
-        "LAPSE_LEASE_DURATION": "30",
-        "LAPSE_LEASE_RENEW": "10",
-    }
-    first = operators.new("replica-a", LAPSE_IDENTITY="replica-a", **settings)
-    second = operators.new("replica-b", LAPSE_IDENTITY="replica-b", **settings)
-    team.policy()
-    first.start()
-    wait_for(lambda: holder(team.cluster) == "replica-a", 15, 0.2, "replica-a to lead")
-    second.start()
+    first, _ = start_two_replicas(team, operators, duration=30, renew=10)
     # The standby has made its first attempt (and watches from there) once its webhooks serve.
     time.sleep(3)
     assert holder(team.cluster) == "replica-a"
@@ -152,17 +154,7 @@ def test_requests_made_around_the_webhook_reach_their_phase_on_two_replicas(
     both replicas' kopf add one at the same moment and one of them meets a conflict. Were that
     the leader, kopf would wait for a change that never comes and the request would never get
     a phase. Every one still ends Invalid (its requester is unsigned), and none is granted."""
-    settings = {
-        "LAPSE_LEADER_ELECTION": "on",
-        "LAPSE_LEASE_DURATION": str(LEASE_DURATION),
-        "LAPSE_LEASE_RENEW": str(LEASE_RENEW),
-    }
-    first = operators.new("replica-a", LAPSE_IDENTITY="replica-a", **settings)
-    second = operators.new("replica-b", LAPSE_IDENTITY="replica-b", **settings)
-    team.policy()
-    first.start()
-    wait_for(lambda: holder(team.cluster) == "replica-a", 15, 0.2, "replica-a to lead")
-    second.start()
+    start_two_replicas(team, operators)
     for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
         team.cluster.kubectl("delete", kind, "lapse.dev")
 
